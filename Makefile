@@ -1,0 +1,36 @@
+# `make test` and `make demo` work from a fresh clone: they create .venv when it is
+# missing and install the package under constraints.txt (torch pinned to the CPU wheel).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench bench-deps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) examples/convergence_table.py
+
+# Peers for the benchmarks.  torchdyn declares torchvision (no CPU wheel exists), so it
+# and torchcde are installed without their declared dependencies, plus what they import.
+bench-deps: $(STAMP)
+	$(PIP) install --quiet -c constraints.txt ".[bench]" attrs trampoline scipy torchsde
+	$(PIP) install --quiet --no-deps torchdyn==1.0.6 torchcde==0.2.5
+
+bench: bench-deps
+	$(PY) benchmarks/solver_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

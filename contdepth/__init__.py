@@ -1,0 +1,22 @@
+"""contdepth: continuous-in-depth neural networks on PyTorch.
+
+A residual block ``x + f(x)`` is one forward-Euler step of ``dx/dt = f(theta(t), x)``;
+contdepth makes the continuous view first-class: depth-dependent weights in a basis,
+any explicit Runge-Kutta or multistep scheme, exact refinement and projection.
+"""
+
+from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
+from .nn import CoefficientMap, ContinuousBlock
+from .solvers import (
+    AdamsBashforth, ButcherTableau, IntegrationStats, LMResNetScheme, MaxStepsExceeded, RungeKutta, Scheme,
+    StageTime, available_schemes, get_scheme, get_tableau, integrate, integrate_adaptive, register_scheme,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdamsBashforth", "ButcherTableau", "CoefficientMap", "ContinuousBlock", "DepthBasis", "IntegrationStats",
+    "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
+    "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",
+    "integrate_adaptive", "make_basis", "register_scheme", "__version__",
+]

@@ -1,0 +1,315 @@
+"""``ContinuousBlock``: any rate network with weights that are functions of depth.
+
+``dx/dt = R(theta(t), x)`` on ``[t0, t1]`` where ``R`` is an ordinary module (the
+*template*) and ``theta(t) = sum_k c_k phi_k(t)``.  The trainable values are the
+coefficients ``c_k``; the template only supplies the architecture and the
+initialiser.  A *manifestation* (scheme, n_steps) decides which discrete graph
+computes the block; it can change at any time without touching the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
+from ..solvers import Scheme, StageTime, check_n_steps, get_scheme
+from ..solvers.scheme import StageSchedule
+
+Tensor = torch.Tensor
+Initializer = Callable[[nn.Module], None]
+
+
+@dataclass(frozen=True)
+class CoefficientMap:
+    """How a basis change mapped the coefficients: ``new = matrix @ old`` per parameter.
+
+    ``pairs`` lists ``(old_parameter, new_parameter)`` so that per-parameter state
+    kept elsewhere (optimizer momentum, Adam moments) can be mapped with the same
+    linear operator.
+    """
+
+    matrix: np.ndarray
+    pairs: tuple[tuple[nn.Parameter, nn.Parameter], ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a forward pass needs that depends only on the manifestation."""
+
+    scheme: Scheme
+    schedule: StageSchedule
+    row_of_point: tuple[int, ...]  # schedule point index -> row of `weights`
+    weights: np.ndarray  # (rows, n_basis): basis weights of each distinct stage value
+    one_hot: tuple[int, ...] | None  # when every row is one-hot: the selected function
+
+
+def reset_template_parameters(template: nn.Module) -> None:
+    """Redraw every parameter of ``template`` with its modules' own ``reset_parameters``."""
+    uncovered = []
+    for name, module in template.named_modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        elif any(True for _ in module.parameters(recurse=False)):
+            uncovered.append(name or type(module).__name__)
+    if uncovered:
+        raise ValueError(
+            f"template: submodule(s) {', '.join(uncovered)} own parameters but define no "
+            "reset_parameters(), so independent draws per basis function are impossible; "
+            "add reset_parameters() or pass initializer="
+        )
+
+
+class _Manifestation:
+    """Returned by :meth:`ContinuousBlock.manifest`; as a context manager it restores the old one."""
+
+    def __init__(self, block: "ContinuousBlock", previous: tuple[Scheme, int]) -> None:
+        self._block, self._previous = block, previous
+
+    def __enter__(self) -> "ContinuousBlock":
+        return self._block
+
+    def __exit__(self, *exc: object) -> None:
+        self._block._set_manifestation(*self._previous)
+
+
+class ContinuousBlock(nn.Module):
+    """An ODE block ``dx/dt = template(x; theta(t))`` with depth-dependent weights.
+
+    Args:
+        template: any module mapping a state to a rate of the same shape.  Each of its
+            parameters becomes coefficients of shape ``(n_basis, *param.shape)``.
+            Modules with buffers (running statistics) are refused for now.
+        basis: ``"piecewise_constant"``, ``"piecewise_linear"``, ``"legendre"`` or a
+            :class:`~contdepth.basis.DepthBasis`.
+        n_basis: number of basis functions.
+        scheme: integration scheme name or object (see ``available_schemes()``).
+        n_steps: integration steps; defaults to ``n_basis``.
+        t0, t1: the depth interval.
+        checkpoint: recompute steps during backward to save activation memory.
+        initializer: redraws the template's parameters in place; called once per basis
+            function so every function gets an independent draw.  Defaults to the
+            modules' own ``reset_parameters``.
+
+    Initialisation: ``n_basis`` independent draws of the template's parameters are
+    taken as the values of ``theta`` at the basis' collocation points (cell centres,
+    nodes, Gauss points), so ``theta(t)`` starts with the template's own distribution
+    there, and no two basis functions start identical.
+    """
+
+    def __init__(
+        self,
+        template: nn.Module,
+        *,
+        basis: str | DepthBasis = "piecewise_constant",
+        n_basis: int = 4,
+        scheme: str | Scheme = "rk4",
+        n_steps: int | None = None,
+        t0: float = 0.0,
+        t1: float = 1.0,
+        checkpoint: bool = False,
+        initializer: Initializer | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(template, nn.Module):
+            raise TypeError(f"template: expected an nn.Module, got {type(template).__name__}")
+        buffers = [name for name, _ in template.named_buffers()]
+        if buffers:
+            raise ValueError(
+                f"template: has buffers ({', '.join(buffers)}); modules with running statistics "
+                "(e.g. BatchNorm) are not supported in a ContinuousBlock yet -- use GroupNorm, "
+                "LayerNorm or no normalisation"
+            )
+        names = [name for name, _ in template.named_parameters()]
+        if not names:
+            raise ValueError("template: has no parameters, so there is nothing to vary with depth")
+        if not (isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t1 > t0):
+            raise ValueError(f"t1: the depth interval needs t1 > t0, got t0={t0!r}, t1={t1!r}")
+        self.basis = make_basis(basis, n_basis)
+        self.t0, self.t1 = float(t0), float(t1)
+        self.checkpoint = bool(checkpoint)
+        self._names = tuple(names)
+        self.coefficients = self._initial_coefficients(template, initializer or reset_template_parameters)
+        # The template is kept only for its architecture: its own parameters are never
+        # used (functional_call substitutes theta(t)), so it lives on the meta device
+        # and outside the module tree (no parameters(), state_dict() or .to() for it).
+        object.__setattr__(self, "_template", copy.deepcopy(template).to("meta"))
+        self._plan_cache: dict[tuple, _Plan] = {}
+        self._scheme: Scheme = get_scheme(scheme)
+        self._n_steps = check_n_steps(self.basis.n if n_steps is None else n_steps)
+
+    # --- parameters -------------------------------------------------------------------
+    def _initial_coefficients(self, template: nn.Module, initializer: Initializer) -> nn.Module:
+        draws: dict[str, list[Tensor]] = {name: [] for name in self._names}
+        work = copy.deepcopy(template)
+        with torch.no_grad():
+            for _ in range(self.basis.n):
+                initializer(work)
+                for name, p in work.named_parameters():
+                    draws[name].append(p.detach().clone())
+        # Collocation: choose coefficients so that theta(point_j) = draw_j.
+        colloc = np.stack(
+            [self.basis.weights(Fraction(float(p))) for p in self.basis.collocation_points()]
+        )
+        inverse = np.linalg.inv(colloc)
+        tree = _CoefficientTree()
+        for name in self._names:
+            stacked = torch.stack(draws[name])
+            tree.set(name, nn.Parameter(apply_matrix(inverse, stacked)))
+        return tree
+
+    def coefficient_items(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(template parameter name, coefficients)`` pairs, in the template's order."""
+        for name in self._names:
+            yield name, self.coefficients.get(name)
+
+    def theta(self, t: float | Fraction, *, left: bool = False) -> dict[str, Tensor]:
+        """The template's parameters at depth ``t`` (in ``[t0, t1]``)."""
+        position = (Fraction(t) - Fraction(self.t0)) / (Fraction(self.t1) - Fraction(self.t0))
+        return {name: self.basis.evaluate(c, position, left=left) for name, c in self.coefficient_items()}
+
+    # --- manifestation ----------------------------------------------------------------
+    @property
+    def scheme(self) -> Scheme:
+        return self._scheme
+
+    @property
+    def n_steps(self) -> int:
+        return self._n_steps
+
+    @property
+    def n_basis(self) -> int:
+        return self.basis.n
+
+    def _set_manifestation(self, scheme: Scheme, n_steps: int) -> None:
+        self._scheme, self._n_steps = scheme, n_steps
+
+    def manifest(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> _Manifestation:
+        """Evaluate the block with another scheme and/or step count.
+
+        The change takes effect at once; used as a context manager
+        (``with block.manifest("euler", 16): ...``) it is undone on exit.
+        """
+        previous = (self._scheme, self._n_steps)
+        new_scheme = self._scheme if scheme is None else get_scheme(scheme)
+        new_steps = self._n_steps if n_steps is None else check_n_steps(n_steps)
+        self._set_manifestation(new_scheme, new_steps)
+        return _Manifestation(self, previous)
+
+    @property
+    def units(self) -> int:
+        """Rate evaluations per forward pass in the current manifestation."""
+        return self._scheme.evaluations(self._n_steps)
+
+    def _plan(self) -> _Plan:
+        key = (self._scheme, self._n_steps, self.basis)
+        plan = self._plan_cache.get(key)
+        if plan is None:
+            plan = self._build_plan()
+            if len(self._plan_cache) > 64:
+                self._plan_cache.clear()
+            self._plan_cache[key] = plan
+        return plan
+
+    def _build_plan(self) -> _Plan:
+        schedule = self._scheme.schedule(self._n_steps, self.t0, self.t1)
+        t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
+        rows: dict[tuple[float, ...], int] = {}
+        row_of_point = []
+        for exact, left in schedule.points:
+            w = self.basis.weights((exact - t0) / span, left)
+            row_of_point.append(rows.setdefault(tuple(w.tolist()), len(rows)))
+        weights = np.array(list(rows), dtype=float).reshape(len(rows), self.basis.n)
+        one_hot = None
+        if np.all((weights == 0) | (weights == 1)) and np.all(weights.sum(axis=1) == 1):
+            one_hot = tuple(int(k) for k in weights.argmax(axis=1))
+        return _Plan(self._scheme, schedule, tuple(row_of_point), weights, one_hot)
+
+    # --- forward ----------------------------------------------------------------------
+    def _stage_parameters(self, plan: _Plan) -> list[dict[str, Tensor]]:
+        rows = len(plan.weights)
+        per_row: list[dict[str, Tensor]] = [{} for _ in range(rows)]
+        for name, c in self.coefficient_items():
+            if plan.one_hot is not None:
+                values = [c[k] for k in plan.one_hot]
+            else:
+                w = torch.as_tensor(plan.weights, dtype=c.dtype, device=c.device)
+                values = list((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
+            for r in range(rows):
+                per_row[r][name] = values[r]
+        return per_row
+
+    def _rate_function(self, plan: _Plan, params: list[dict[str, Tensor]]):
+        template, row_of_point = self._template, plan.row_of_point
+
+        def rate(stage: StageTime, x: Tensor) -> Tensor:
+            out = functional_call(template, params[row_of_point[stage.index]], (x,))
+            if out.shape != x.shape:
+                raise ValueError(
+                    f"template: output shape {tuple(out.shape)} differs from its input shape "
+                    f"{tuple(x.shape)}; a rate function must map a state to a rate of the same shape"
+                )
+            return out
+
+        return rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        plan = self._plan()
+        rate = self._rate_function(plan, self._stage_parameters(plan))
+        return plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
+
+    # --- basis changes ----------------------------------------------------------------
+    def _change_basis(self, target: DepthBasis, n_steps: int) -> CoefficientMap:
+        matrix = projection_matrix(self.basis, target)
+        pairs = []
+        with torch.no_grad():
+            for name, old in self.coefficient_items():
+                new = nn.Parameter(apply_matrix(matrix, old.detach()), requires_grad=old.requires_grad)
+                self.coefficients.set(name, new)
+                pairs.append((old, new))
+        self.basis = target
+        self._n_steps = n_steps
+        return CoefficientMap(matrix, tuple(pairs))
+
+    def refine(self) -> CoefficientMap:
+        """Double the basis and the steps; ``theta(t)`` is unchanged (exactly, up to rounding)."""
+        return self._change_basis(self.basis.refined(), 2 * self._n_steps)
+
+    def project(self, n_basis: int, n_steps: int | None = None) -> CoefficientMap:
+        """Compress to the L2-best ``theta`` on ``n_basis`` functions; ``n_steps`` defaults to ``n_basis``."""
+        target = self.basis.with_size(n_basis)
+        return self._change_basis(target, check_n_steps(target.n if n_steps is None else n_steps))
+
+    def extra_repr(self) -> str:
+        return (
+            f"template={self._template!r}, basis={self.basis.name}, n_basis={self.basis.n}, "
+            f"scheme={self._scheme.name}, n_steps={self._n_steps}, t0={self.t0}, t1={self.t1}"
+        )
+
+
+class _CoefficientTree(nn.Module):
+    """Holds coefficients under the template's own parameter names (``0.weight`` ...)."""
+
+    def set(self, name: str, value: nn.Parameter) -> None:
+        *path, leaf = name.split(".")
+        node: nn.Module = self
+        for part in path:
+            if part not in node._modules:
+                node.add_module(part, _CoefficientTree())
+            node = node._modules[part]  # type: ignore[assignment]
+        if leaf in node._parameters:
+            del node._parameters[leaf]
+        node.register_parameter(leaf, value)
+
+    def get(self, name: str) -> nn.Parameter:
+        return self.get_parameter(name)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._parameters.items())

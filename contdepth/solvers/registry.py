@@ -1,0 +1,69 @@
+"""Schemes by name: the built-ins and whatever users register."""
+
+from __future__ import annotations
+
+from .multistep import AdamsBashforth
+from .runge_kutta import RungeKutta
+from .scheme import Scheme
+from .tableau import ButcherTableau
+from .tableaux import BUILTIN_TABLEAUX, HEUN, KUTTA3, RK4
+
+_SCHEMES: dict[str, Scheme] = {}
+
+
+def register_scheme(scheme: Scheme | ButcherTableau, name: str | None = None, *, overwrite: bool = False) -> Scheme:
+    """Make ``scheme`` (or a tableau, wrapped as a Runge-Kutta scheme) available by name.
+
+    Registering a name twice is refused unless ``overwrite=True``, so a typo cannot
+    silently replace a built-in method.
+    """
+    if isinstance(scheme, ButcherTableau):
+        scheme = RungeKutta(scheme)
+    if not isinstance(scheme, Scheme):
+        raise TypeError(f"scheme: expected a Scheme or ButcherTableau, got {type(scheme).__name__}")
+    name = scheme.name if name is None else name
+    if not isinstance(name, str) or not name:
+        raise ValueError("name: a scheme needs a non-empty name")
+    if name in _SCHEMES and not overwrite:
+        raise ValueError(f"name: a scheme called {name!r} is already registered; pass overwrite=True to replace it")
+    _SCHEMES[name] = scheme
+    return scheme
+
+
+def available_schemes() -> list[str]:
+    """Names accepted wherever a ``scheme`` argument is taken."""
+    return sorted(_SCHEMES)
+
+
+def get_scheme(scheme: str | Scheme | ButcherTableau) -> Scheme:
+    """Resolve a scheme name, tableau or scheme object to a :class:`Scheme`."""
+    if isinstance(scheme, Scheme):
+        return scheme
+    if isinstance(scheme, ButcherTableau):
+        return RungeKutta(scheme)
+    if isinstance(scheme, str):
+        found = _SCHEMES.get(scheme)
+        if found is None:
+            raise ValueError(f"scheme: unknown scheme {scheme!r}; choose one of: {', '.join(available_schemes())}")
+        return found
+    raise TypeError(f"scheme: expected a name, Scheme or ButcherTableau, got {type(scheme).__name__}")
+
+
+def get_tableau(scheme: str | ButcherTableau | Scheme) -> ButcherTableau:
+    """The Butcher tableau behind a Runge-Kutta scheme (multistep schemes have none)."""
+    if isinstance(scheme, ButcherTableau):
+        return scheme
+    resolved = get_scheme(scheme)
+    if not isinstance(resolved, RungeKutta):
+        raise ValueError(f"scheme: {resolved.name!r} is not a Runge-Kutta method and has no tableau")
+    return resolved.tableau
+
+
+for _tableau in BUILTIN_TABLEAUX:
+    register_scheme(_tableau)
+# Adams-Bashforth weights: Hairer, Norsett & Wanner, Solving ODEs I, Table III.1.1.
+register_scheme(AdamsBashforth("ab2", ["3/2", "-1/2"], starter=HEUN, reference="Bashforth & Adams (1883)"))
+register_scheme(AdamsBashforth("ab3", ["23/12", "-16/12", "5/12"], starter=KUTTA3, reference="Bashforth & Adams (1883)"))
+register_scheme(
+    AdamsBashforth("ab4", ["55/24", "-59/24", "37/24", "-9/24"], starter=RK4, reference="Bashforth & Adams (1883)")
+)
