@@ -308,8 +308,13 @@ class _CoefficientTree(nn.Module):
             del node._parameters[leaf]
         node.register_parameter(leaf, value)
 
-    def get(self, name: str) -> nn.Parameter:
-        return self.get_parameter(name)
+    def get(self, name: str) -> Tensor:
+        # Plain attribute access (not get_parameter) so that torch.func.functional_call,
+        # which swaps in ordinary tensors, works on a whole block too.
+        node: nn.Module | Tensor = self
+        for part in name.split("."):
+            node = getattr(node, part)
+        return node  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._parameters.items())

@@ -121,12 +121,14 @@ _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
 
 
 def _error_ratio(error: Tensor, x: Tensor, x_new: Tensor, rtol: float, atol: float) -> float:
+    # Step-size control is not differentiated through: only the accepted values are.
+    error, x, x_new = error.detach(), x.detach(), x_new.detach()
     scale = atol + rtol * torch.maximum(x.abs(), x_new.abs())
     return float(torch.sqrt(torch.mean((error / scale) ** 2)))
 
 
 def _rms(v: Tensor, scale: Tensor) -> float:
-    return float(torch.sqrt(torch.mean((v / scale) ** 2)))
+    return float(torch.sqrt(torch.mean((v.detach() / scale.detach()) ** 2)))
 
 
 def _check_tolerance(value: object, name: str) -> float:
@@ -135,9 +137,17 @@ def _check_tolerance(value: object, name: str) -> float:
     return float(value)
 
 
-def adaptive_rate_stage(exact: Fraction, left: bool) -> StageTime:
-    """A stage time for an adaptive step (``index`` is -1: there is no fixed grid)."""
-    return StageTime(float(exact), exact, left, -1)
+def adaptive_rate_stage(exact: Fraction, left: bool, breakpoint: bool = False) -> StageTime:
+    """A stage time for an adaptive step (``index`` is -1: there is no fixed grid).
+
+    A stage read from the left *at a breakpoint* gives plain ``f(t, x)`` fields the
+    float just below the breakpoint, so they too see a time inside the step (exact
+    consumers such as ContinuousBlock use ``exact`` and ``left`` instead).
+    """
+    t = float(exact)
+    if left and breakpoint:
+        t = math.nextafter(t, -math.inf)
+    return StageTime(t, exact, left, -1)
 
 
 def integrate_adaptive_rate(
@@ -181,7 +191,8 @@ def integrate_adaptive_rate(
         h0 = min(h0, float(ends[0] - t0))
         t_probe = t0 + Fraction(h0)
         x_probe = torch.add(x0, first_rate, alpha=h0)
-        f_probe = rate(adaptive_rate_stage(t_probe, t_probe >= ends[0]), x_probe)
+        at_end = t_probe >= ends[0]
+        f_probe = rate(adaptive_rate_stage(t_probe, at_end, at_end and ends[0] != t1), x_probe)
         evaluations += 1
         d2 = _rms(f_probe - first_rate, scale) / h0
         if max(d1, d2) <= 1e-15:
@@ -211,7 +222,8 @@ def integrate_adaptive_rate(
         h_step = float(t_end - t)
         if h_step <= 4 * math.ulp(max(abs(float(t)), 1.0)):
             raise MaxStepsExceeded(f"rtol/atol: step size underflow at t = {float(t):.6g}; the problem may be stiff")
-        stages = tuple(adaptive_rate_stage(t + ci * (t_end - t), ci >= 1) for ci in c)
+        ends_on_breakpoint = t_end == segment_end and segment_end != t1
+        stages = tuple(adaptive_rate_stage(t + ci * (t_end - t), ci >= 1, ends_on_breakpoint) for ci in c)
         x_new, k = rk_step(rate, x, h_step, tableau, stages, first_rate=first_rate)
         evaluations += s - (1 if first_rate is not None else 0)
         error = None
