@@ -291,3 +291,31 @@ def test_template_with_buffers_is_refused():
 def test_bad_depth_interval():
     with pytest.raises(ValueError, match="t1"):
         ContinuousBlock(mlp(), n_basis=2, t0=1.0, t1=1.0)
+
+
+class Tied(nn.Module):
+    """The same Linear reachable under two names: one parameter, two slots."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(5, 5)
+        self.second = self.first
+
+    def forward(self, x):
+        return self.second(torch.tanh(self.first(x)))
+
+
+def test_tied_parameters_are_one_coefficient_filling_every_slot():
+    b = ContinuousBlock(Tied(), n_basis=2, scheme="euler").double()
+    assert sorted(k for k, _ in b.named_parameters()) == ["coefficients.first.bias", "coefficients.first.weight"]
+    w, c = b.coefficients.get("first.weight"), b.coefficients.get("first.bias")
+    x = X
+    for k in range(2):
+        x = x + 0.5 * nn.functional.linear(torch.tanh(nn.functional.linear(x, w[k], c[k])), w[k], c[k])
+    torch.testing.assert_close(b(X), x, rtol=0, atol=1e-12)
+
+
+def test_forward_leaves_no_stage_tensors_in_the_template():
+    b = block(n_basis=2)
+    b(X).sum().backward()
+    assert all(p.device.type == "meta" for p in b._template.parameters())

@@ -10,14 +10,13 @@ computes the block; it can change at any time without touching the weights.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
 from ..solvers import Scheme, StageTime, check_n_steps, get_scheme
@@ -49,6 +48,15 @@ class _Plan:
     row_of_point: tuple[int, ...]  # schedule point index -> row of `weights`
     weights: np.ndarray  # (rows, n_basis): basis weights of each distinct stage value
     one_hot: tuple[int, ...] | None  # when every row is one-hot: the selected function
+    _as_tensor: dict = field(default_factory=dict, compare=False)
+
+    def weights_as(self, like: Tensor) -> Tensor:
+        """``weights`` as a tensor with ``like``'s dtype and device (converted once)."""
+        key = (like.dtype, like.device)
+        found = self._as_tensor.get(key)
+        if found is None:
+            found = self._as_tensor[key] = torch.as_tensor(self.weights, dtype=like.dtype, device=like.device)
+        return found
 
 
 def reset_template_parameters(template: nn.Module) -> None:
@@ -233,24 +241,55 @@ class ContinuousBlock(nn.Module):
         return _Plan(self._scheme, schedule, tuple(row_of_point), weights, one_hot)
 
     # --- forward ----------------------------------------------------------------------
-    def _stage_parameters(self, plan: _Plan) -> list[dict[str, Tensor]]:
+    def _stage_parameters(self, plan: _Plan) -> list[tuple[Tensor, ...]]:
+        """For each distinct stage row, the template's parameter values (in template order)."""
         rows = len(plan.weights)
-        per_row: list[dict[str, Tensor]] = [{} for _ in range(rows)]
-        for name, c in self.coefficient_items():
-            if plan.one_hot is not None:
-                values = [c[k] for k in plan.one_hot]
-            else:
-                w = torch.as_tensor(plan.weights, dtype=c.dtype, device=c.device)
-                values = list((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
-            for r in range(rows):
-                per_row[r][name] = values[r]
-        return per_row
+        columns: list[tuple[Tensor, ...]] = []
+        for _, c in self.coefficient_items():
+            if plan.one_hot is not None:  # piecewise constant: views of the coefficients
+                columns.append(tuple(c[k] for k in plan.one_hot))
+            else:  # one small matmul per parameter; unbind makes the per-row views in C++
+                w = plan.weights_as(c)
+                columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
+        return [tuple(column[r] for column in columns) for r in range(rows)]
 
-    def _rate_function(self, plan: _Plan, params: list[dict[str, Tensor]]):
+    def _parameter_slots(self) -> list[tuple[dict, str, int]]:
+        """Where each template parameter lives: ``(module._parameters, leaf, index into _names)``.
+
+        Tied parameters appear once in ``_names`` but in several slots, all filled with
+        the same value.
+        """
+        slots = self.__dict__.get("_slots")
+        if slots is None:
+            index = {name: i for i, name in enumerate(self._names)}
+            canonical = {id(p): index[name] for name, p in self._template.named_parameters()}
+            slots = []
+            for name, p in self._template.named_parameters(remove_duplicate=False):
+                owner_name, _, leaf = name.rpartition(".")
+                owner = self._template.get_submodule(owner_name) if owner_name else self._template
+                slots.append((owner._parameters, leaf, canonical[id(p)]))
+            self.__dict__["_slots"] = slots
+        return slots
+
+    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]]):
+        # The stage's weights are written straight into the template's parameter slots
+        # for the duration of one call, then the meta placeholders are put back.  This is
+        # what torch.func.functional_call does, minus its per-call bookkeeping (which
+        # costs 40-70% on small templates).  A block instance must therefore not run
+        # forward in several threads at once.
         template, row_of_point = self._template, plan.row_of_point
+        slots = self._parameter_slots()
+        placeholders = [table[leaf] for table, leaf, _ in slots]
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
-            out = functional_call(template, params[row_of_point[stage.index]], (x,))
+            values = params[row_of_point[stage.index]]
+            for table, leaf, i in slots:
+                table[leaf] = values[i]
+            try:
+                out = template(x)
+            finally:
+                for (table, leaf, _), placeholder in zip(slots, placeholders):
+                    table[leaf] = placeholder
             if out.shape != x.shape:
                 raise ValueError(
                     f"template: output shape {tuple(out.shape)} differs from its input shape "

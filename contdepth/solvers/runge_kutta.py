@@ -69,8 +69,11 @@ class RungeKutta(Scheme):
         h, tableau = schedule.step_size, self.tableau
         x = x0
         path = [x0] if return_path else None
-        for stages in schedule.steps:
-            if checkpoint and torch.is_grad_enabled():
+        # The last step is never checkpointed: backward needs its internals first, so
+        # recomputing them would cost time and save no peak memory.
+        last = len(schedule.steps) - 1
+        for n, stages in enumerate(schedule.steps):
+            if checkpoint and n < last and torch.is_grad_enabled():
                 x = _checkpoint(_rk_step_state, rate, x, h, tableau, stages, use_reentrant=False)
             else:
                 x = rk_step(rate, x, h, tableau, stages)[0]

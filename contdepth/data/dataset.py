@@ -1,0 +1,176 @@
+"""The value every reader returns: a train/test split of images with its statistics.
+
+Images stay in their stored integer form (``uint8``, values ``0..max_value``) so a
+dataset costs one byte per pixel in memory; conversion to normalised ``float32`` happens
+per batch in :mod:`contdepth.data.pipeline`. The per-channel ``mean``/``std`` are computed
+once here, on the train split only, so the test split never leaks into normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+if TYPE_CHECKING:  # pipeline imports this module; avoid a cycle at import time
+    from .pipeline import Augment, Batches
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """An image-classification dataset: both splits, shapes and train-split statistics.
+
+    ``train_x``/``test_x`` are ``N x C x H x W`` tensors (``uint8`` for every built-in
+    reader; any real dtype is accepted), ``train_y``/``test_y`` are ``int64`` class ids in
+    ``[0, num_classes)``. ``mean``/``std`` are per-channel, in units of ``x / max_value``
+    (the usual ``[0, 1]`` convention, e.g. CIFAR-10 red mean ~0.491), population std.
+    ``augment`` is the augmentation recommended for the train split (no flips for digits).
+    """
+
+    name: str
+    train_x: torch.Tensor = field(repr=False)
+    train_y: torch.Tensor = field(repr=False)
+    test_x: torch.Tensor = field(repr=False)
+    test_y: torch.Tensor = field(repr=False)
+    num_classes: int
+    max_value: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    augment: Augment | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x.dim() != 4:
+                raise ValueError(f"{split}_x: expected N x C x H x W, got shape {tuple(x.shape)}")
+            if y.dim() != 1 or y.dtype != torch.int64:
+                raise ValueError(f"{split}_y: expected a 1-d int64 tensor, got {y.dtype} of shape {tuple(y.shape)}")
+            if len(x) != len(y):
+                raise ValueError(f"{split}: {len(x)} images but {len(y)} labels")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ValueError(f"{split}_y: labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}")
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise ValueError(
+                f"train_x and test_x differ in image shape: {tuple(self.train_x.shape[1:])} vs {tuple(self.test_x.shape[1:])}"
+            )
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean/std: need one value per channel ({self.channels})")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names: need {self.num_classes} names, got {len(self.class_names)}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_y)
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        return (
+            f"Dataset({self.name!r}, train={self.num_train}, test={self.num_test}, "
+            f"shape={self.channels}x{h}x{w}, classes={self.num_classes}, source={self.source!r})"
+        )
+
+    def batches(
+        self,
+        split: Literal["train", "test"],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool | None = None,
+        augment: Augment | bool | None = None,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+    ) -> Batches:
+        """A resumable, seeded loader over one split, normalised with this dataset's statistics.
+
+        Defaults follow the usual practice: the train split is shuffled and augmented with
+        ``self.augment``; the test split is neither. ``augment=True`` means ``self.augment``,
+        ``False``/``None`` means none (for test), or pass an :class:`Augment`.
+        """
+        from .pipeline import Batches  # local: pipeline imports this module
+
+        if split not in ("train", "test"):
+            raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+        train = split == "train"
+        if augment is None:
+            augment = train
+        if augment is True:
+            augment = self.augment
+        elif augment is False:
+            augment = None
+        x, y = (self.train_x, self.train_y) if train else (self.test_x, self.test_y)
+        return Batches(
+            x, y, batch_size,
+            mean=self.mean, std=self.std, max_value=self.max_value,
+            shuffle=train if shuffle is None else shuffle,
+            augment=augment, seed=seed, drop_last=drop_last, device=device,
+        )
+
+
+def channel_stats(x: torch.Tensor, max_value: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of ``x / max_value`` over ``N x C x H x W``.
+
+    For ``uint8`` images this counts the 256 possible values per channel (``bincount``) and
+    is therefore exact and needs no float copy of the data; other dtypes are reduced
+    in float64, one channel at a time.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x: expected N x C x H x W, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError("x: cannot compute statistics of an empty split")
+    means: list[float] = []
+    stds: list[float] = []
+    for c in range(x.shape[1]):
+        channel = x[:, c].reshape(-1)
+        if channel.dtype == torch.uint8:
+            counts = torch.bincount(channel, minlength=256).to(torch.float64)
+            values = torch.arange(256, dtype=torch.float64)
+            n = counts.sum()
+            mean = (counts * values).sum() / n
+            var = (counts * (values - mean) ** 2).sum() / n
+        else:
+            channel = channel.to(torch.float64)
+            mean = channel.mean()
+            var = ((channel - mean) ** 2).mean()
+        means.append(float(mean) / max_value)
+        stds.append(float(var.sqrt()) / max_value)
+    if any(s == 0.0 for s in stds):
+        raise ValueError("x: a channel is constant on the train split; its std is 0 and cannot normalise")
+    return tuple(means), tuple(stds)
+
+
+def make_dataset(
+    name: str,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    num_classes: int,
+    max_value: float,
+    source: str,
+    augment: Augment | None = None,
+    class_names: tuple[str, ...] | None = None,
+) -> Dataset:
+    """Build a :class:`Dataset`, computing mean/std on the train split."""
+    mean, std = channel_stats(train_x, max_value)
+    return Dataset(
+        name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        num_classes=num_classes, max_value=float(max_value), mean=mean, std=std, source=source,
+        augment=augment, class_names=class_names,
+    )
