@@ -49,6 +49,14 @@ class _Plan:
     weights: np.ndarray  # (rows, n_basis): basis weights of each distinct stage value
     one_hot: tuple[int, ...] | None  # when every row is one-hot: the selected function
     _as_tensor: dict = field(default_factory=dict, compare=False)
+    _pinv: dict = field(default_factory=dict, compare=False)
+
+    def pseudo_inverse(self, rows: tuple[int, ...]) -> np.ndarray:
+        """``pinv(weights[rows])``, cached: the samples of one pass come in a fixed order."""
+        found = self._pinv.get(rows)
+        if found is None:
+            found = self._pinv[rows] = np.linalg.pinv(self.weights[list(rows)])
+        return found
 
     def weights_as(self, like: Tensor) -> Tensor:
         """``weights`` as a tensor with ``like``'s dtype and device (converted once)."""
@@ -94,7 +102,8 @@ class ContinuousBlock(nn.Module):
     Args:
         template: any module mapping a state to a rate of the same shape.  Each of its
             parameters becomes coefficients of shape ``(n_basis, *param.shape)``.
-            Modules with buffers (running statistics) are refused for now.
+            Floating-point buffers (BatchNorm running statistics) become depth-dependent
+            state in the same basis (see "Normalisation state" below).
         basis: ``"piecewise_constant"``, ``"piecewise_linear"``, ``"legendre"`` or a
             :class:`~contdepth.basis.DepthBasis`.
         n_basis: number of basis functions.
@@ -110,6 +119,16 @@ class ContinuousBlock(nn.Module):
     taken as the values of ``theta`` at the basis' collocation points (cell centres,
     nodes, Gauss points), so ``theta(t)`` starts with the template's own distribution
     there, and no two basis functions start identical.
+
+    Normalisation state (as in Stateful ODE-Nets): a template's floating-point buffers,
+    such as BatchNorm's running mean and variance, are coefficients in the same basis
+    (``block.state``).  In evaluation mode each stage reads them at its own depth, so a
+    trained model gives the same answers on every manifestation.  In training mode every
+    stage evaluation is a sample of the batch statistics at its depth; after the forward
+    pass the coefficients move towards the least-squares fit of those samples, by the
+    module's momentum (per cell for a piecewise-constant basis: the average of the
+    cell's samples).  Refinement and projection map the state with the same matrix as
+    the weights.  Integer buffers (``num_batches_tracked``) are shared over depth.
     """
 
     def __init__(
@@ -128,13 +147,6 @@ class ContinuousBlock(nn.Module):
         super().__init__()
         if not isinstance(template, nn.Module):
             raise TypeError(f"template: expected an nn.Module, got {type(template).__name__}")
-        buffers = [name for name, _ in template.named_buffers()]
-        if buffers:
-            raise ValueError(
-                f"template: has buffers ({', '.join(buffers)}); modules with running statistics "
-                "(e.g. BatchNorm) are not supported in a ContinuousBlock yet -- use GroupNorm, "
-                "LayerNorm or no normalisation"
-            )
         names = [name for name, _ in template.named_parameters()]
         if not names:
             raise ValueError("template: has no parameters, so there is nothing to vary with depth")
@@ -144,7 +156,11 @@ class ContinuousBlock(nn.Module):
         self.t0, self.t1 = float(t0), float(t1)
         self.checkpoint = bool(checkpoint)
         self._names = tuple(names)
+        buffers = list(template.named_buffers())
+        self._state_names = tuple(name for name, b in buffers if b.is_floating_point())
+        self._shared_names = tuple(name for name, b in buffers if not b.is_floating_point())
         self.coefficients = self._initial_coefficients(template, initializer or reset_template_parameters)
+        self.state = self._initial_state(template)
         # The template is kept only for its architecture: its own parameters are never
         # used (functional_call substitutes theta(t)), so it lives on the meta device
         # and outside the module tree (no parameters(), state_dict() or .to() for it).
@@ -162,16 +178,36 @@ class ContinuousBlock(nn.Module):
                 initializer(work)
                 for name, p in work.named_parameters():
                     draws[name].append(p.detach().clone())
-        # Collocation: choose coefficients so that theta(point_j) = draw_j.
-        colloc = np.stack(
-            [self.basis.weights(Fraction(float(p))) for p in self.basis.collocation_points()]
-        )
-        inverse = np.linalg.inv(colloc)
+        inverse = self._collocation_inverse()
         tree = _CoefficientTree()
         for name in self._names:
             stacked = torch.stack(draws[name])
             tree.set(name, nn.Parameter(apply_matrix(inverse, stacked)))
         return tree
+
+    def _collocation_inverse(self) -> np.ndarray:
+        """Maps values at the collocation points to coefficients: ``theta(point_j) = value_j``."""
+        colloc = np.stack(
+            [self.basis.weights(Fraction(float(p))) for p in self.basis.collocation_points()]
+        )
+        return np.linalg.inv(colloc)
+
+    def _initial_state(self, template: nn.Module) -> nn.Module:
+        """Buffers as depth functions that start constant at the template's own values."""
+        inverse = self._collocation_inverse()
+        tree = _CoefficientTree()
+        buffers = dict(template.named_buffers())
+        for name in self._state_names:
+            value = buffers[name].detach()
+            tree.set_buffer(name, apply_matrix(inverse, value.expand(self.basis.n, *value.shape).clone()))
+        for name in self._shared_names:
+            tree.set_buffer(name, buffers[name].detach().clone())
+        return tree
+
+    def state_items(self) -> Iterator[tuple[str, Tensor]]:
+        """``(template buffer name, depth coefficients)`` for the depth-dependent state."""
+        for name in self._state_names:
+            yield name, self.state.get(name)
 
     def coefficient_items(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(template parameter name, coefficients)`` pairs, in the template's order."""
@@ -253,38 +289,76 @@ class ContinuousBlock(nn.Module):
                 columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
         return [tuple(column[r] for column in columns) for r in range(rows)]
 
-    def _parameter_slots(self) -> list[tuple[dict, str, int]]:
-        """Where each template parameter lives: ``(module._parameters, leaf, index into _names)``.
+    def _slots(self) -> tuple[list[tuple[dict, str, int]], list[tuple[dict, str, int]], list[tuple[dict, str, str]]]:
+        """Where the template keeps each tensor: parameter, state and shared-buffer slots.
 
-        Tied parameters appear once in ``_names`` but in several slots, all filled with
-        the same value.
+        Each slot is ``(owner._parameters or owner._buffers, leaf, index)``; tied
+        parameters appear once in ``_names`` but in several slots.
         """
-        slots = self.__dict__.get("_slots")
-        if slots is None:
-            index = {name: i for i, name in enumerate(self._names)}
-            canonical = {id(p): index[name] for name, p in self._template.named_parameters()}
-            slots = []
-            for name, p in self._template.named_parameters(remove_duplicate=False):
-                owner_name, _, leaf = name.rpartition(".")
-                owner = self._template.get_submodule(owner_name) if owner_name else self._template
-                slots.append((owner._parameters, leaf, canonical[id(p)]))
-            self.__dict__["_slots"] = slots
-        return slots
+        found = self.__dict__.get("_slot_cache")
+        if found is None:
+            template = self._template
 
-    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]]):
+            def owner_of(name: str) -> tuple[nn.Module, str]:
+                owner_name, _, leaf = name.rpartition(".")
+                return (template.get_submodule(owner_name) if owner_name else template), leaf
+
+            index = {name: i for i, name in enumerate(self._names)}
+            canonical = {id(p): index[name] for name, p in template.named_parameters()}
+            params = []
+            for name, p in template.named_parameters(remove_duplicate=False):
+                owner, leaf = owner_of(name)
+                params.append((owner._parameters, leaf, canonical[id(p)]))
+            state = []
+            for i, name in enumerate(self._state_names):
+                owner, leaf = owner_of(name)
+                state.append((owner._buffers, leaf, i))
+            shared = []
+            for name in self._shared_names:
+                owner, leaf = owner_of(name)
+                shared.append((owner._buffers, leaf, name))
+            found = self.__dict__["_slot_cache"] = (params, state, shared)
+        return found
+
+    def _stage_state(self, plan: _Plan) -> list[tuple[Tensor, ...]]:
+        """Depth-dependent buffers at each distinct stage row (detached: state, not weights)."""
+        rows = len(plan.weights)
+        columns: list[tuple[Tensor, ...]] = []
+        for _, c in self.state_items():
+            if plan.one_hot is not None:
+                columns.append(tuple(c[k] for k in plan.one_hot))
+            else:
+                w = plan.weights_as(c)
+                columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
+        return [tuple(column[r] for column in columns) for r in range(rows)]
+
+    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None):
         # The stage's weights are written straight into the template's parameter slots
         # for the duration of one call, then the meta placeholders are put back.  This is
         # what torch.func.functional_call does, minus its per-call bookkeeping (which
         # costs 40-70% on small templates).  A block instance must therefore not run
         # forward in several threads at once.
         template, row_of_point = self._template, plan.row_of_point
-        slots = self._parameter_slots()
+        param_slots, state_slots, shared_slots = self._slots()
+        slots = param_slots + state_slots + [(table, leaf, 0) for table, leaf, _ in shared_slots]
         placeholders = [table[leaf] for table, leaf, _ in slots]
+        states = self._stage_state(plan) if state_slots else None
+        shared = [self.state.get(name) for _, _, name in shared_slots]
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
-            values = params[row_of_point[stage.index]]
-            for table, leaf, i in slots:
+            row = row_of_point[stage.index]
+            values = params[row]
+            for table, leaf, i in param_slots:
                 table[leaf] = values[i]
+            if states is not None:
+                stage_state = states[row]
+                if samples is not None:  # training: the module updates a private copy
+                    stage_state = tuple(v.clone() for v in stage_state)
+                    samples.append((row, stage_state))
+                for table, leaf, i in state_slots:
+                    table[leaf] = stage_state[i]
+            for (table, leaf, _), value in zip(shared_slots, shared):
+                table[leaf] = value
             try:
                 out = template(x)
             finally:
@@ -301,8 +375,35 @@ class ContinuousBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan()
-        rate = self._rate_function(plan, self._stage_parameters(plan))
-        return plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
+        if self._template.training != self.training:  # the template is outside the module tree
+            self._template.train(self.training)
+        samples: list | None = [] if (self.training and self._state_names) else None
+        rate = self._rate_function(plan, self._stage_parameters(plan), samples)
+        out = plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
+        if samples:
+            collected = list(samples)
+            samples.clear()  # evaluations recomputed during backward (checkpointing) are not samples
+            self._update_state(plan, collected)
+        return out
+
+    @torch.no_grad()
+    def _update_state(self, plan: _Plan, samples: list[tuple[int, tuple[Tensor, ...]]]) -> None:
+        """Move the state coefficients to the least-squares fit of this pass's samples.
+
+        Each sample is the module's own momentum update of the stage's state,
+        ``(1 - m) * theta_state(t_i) + m * batch_stat_i``.  With ``W`` the basis weights
+        of the samples, ``c += pinv(W) (samples - W c)`` changes the coefficients only
+        where the samples see them, and reduces to the usual running average when
+        every stage reads one coefficient.
+        """
+        rows = tuple(row for row, _ in samples)
+        correction = plan.pseudo_inverse(rows)
+        w = plan.weights[list(rows)]
+        for j, (name, c) in enumerate(self.state_items()):
+            y = torch.stack([values[j] for _, values in samples]).reshape(len(rows), -1)
+            flat = c.view(c.shape[0], -1)
+            residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
+            flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
 
     # --- basis changes ----------------------------------------------------------------
     def _change_basis(self, target: DepthBasis, n_steps: int) -> CoefficientMap:
@@ -313,6 +414,8 @@ class ContinuousBlock(nn.Module):
                 new = nn.Parameter(apply_matrix(matrix, old.detach()), requires_grad=old.requires_grad)
                 self.coefficients.set(name, new)
                 pairs.append((old, new))
+            for name, old_state in list(self.state_items()):
+                self.state.set_buffer(name, apply_matrix(matrix, old_state))
         self.basis = target
         self._n_steps = n_steps
         return CoefficientMap(matrix, tuple(pairs))
@@ -347,6 +450,15 @@ class _CoefficientTree(nn.Module):
             del node._parameters[leaf]
         node.register_parameter(leaf, value)
 
+    def set_buffer(self, name: str, value: Tensor) -> None:
+        *path, leaf = name.split(".")
+        node: nn.Module = self
+        for part in path:
+            if part not in node._modules:
+                node.add_module(part, _CoefficientTree())
+            node = node._modules[part]  # type: ignore[assignment]
+        node.register_buffer(leaf, value)
+
     def get(self, name: str) -> Tensor:
         # Plain attribute access (not get_parameter) so that torch.func.functional_call,
         # which swaps in ordinary tensors, works on a whole block too.
@@ -356,4 +468,5 @@ class _CoefficientTree(nn.Module):
         return node  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._parameters.items())
+        tensors = {**self._parameters, **self._buffers}
+        return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in tensors.items())
