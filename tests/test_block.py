@@ -283,11 +283,6 @@ def test_template_with_wrong_output_shape_is_refused():
         b(X.float())
 
 
-def _removed_buffers_refused():
-    with pytest.raises(ValueError, match="template: has buffers.*running_mean"):
-        ContinuousBlock(nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5)), n_basis=2)
-
-
 def test_bad_depth_interval():
     with pytest.raises(ValueError, match="t1"):
         ContinuousBlock(mlp(), n_basis=2, t0=1.0, t1=1.0)

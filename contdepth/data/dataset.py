@@ -9,12 +9,11 @@ once here, on the train split only, so the test split never leaks into normalisa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
-if TYPE_CHECKING:  # pipeline imports this module; avoid a cycle at import time
-    from .pipeline import Augment, Batches
+from .pipeline import Augment, Batches
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,8 +101,6 @@ class Dataset:
         ``self.augment``; the test split is neither. ``augment=True`` means ``self.augment``,
         ``False``/``None`` means none (for test), or pass an :class:`Augment`.
         """
-        from .pipeline import Batches  # local: pipeline imports this module
-
         if split not in ("train", "test"):
             raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
         train = split == "train"

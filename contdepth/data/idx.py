@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .dataset import Dataset, make_dataset
+from .pipeline import Augment
 
 # type byte -> big-endian numpy dtype
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -118,8 +119,6 @@ def load_idx_dataset(
     class_names: tuple[str, ...],
 ) -> Dataset:
     """Read the standard four IDX files of an MNIST-like dataset from a folder."""
-    from .pipeline import Augment
-
     expected = ", ".join(f"{stem}[.gz]" for stem in IDX_FILES.values())
     if data_dir is None:
         if default_dir is None:
