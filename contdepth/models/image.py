@@ -1,0 +1,210 @@
+"""Image classifiers: ContinuousNet, its discrete ResNet twin and LM-ResNet."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..basis import available_bases
+from ..nn import ContinuousBlock
+from ..solvers import LMResNetScheme, get_scheme
+from .layers import Head, Stitch, check_choice, check_positive_int, per_stage, residual_rate, stem
+from .registry import register_model
+
+STRIDES = (1, 2, 2)
+
+
+def _widths(alpha: int, widen: int) -> tuple[int, int, int]:
+    check_positive_int(alpha, "alpha")
+    check_positive_int(widen, "widen")
+    base = alpha * widen
+    return (base, 2 * base, 4 * base)
+
+
+class ContinuousNet(nn.Module):
+    """Stem, three (stitch, ContinuousBlock) stages, head.
+
+    Each stage's ContinuousBlock integrates the pre-activation residual rate over
+    depth ``[0, 1]``; with ``scheme="euler"``, a piecewise-constant basis and
+    ``n_steps = n_basis`` it computes ``x + f_k(x) / n_basis`` per unit, i.e. a ResNet.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_basis: tuple[int, ...],
+                 basis: str, scheme: str, n_steps: tuple[int, ...] | None, norm: str, eps: float,
+                 checkpoint: bool) -> None:
+        super().__init__()
+        widths = _widths(alpha, widen)
+        self.stem = stem(in_channels, alpha, norm)
+        stages = []
+        previous = alpha
+        for i, (width, stride) in enumerate(zip(widths, STRIDES)):
+            block = ContinuousBlock(
+                residual_rate(width, norm), basis=basis, n_basis=n_basis[i], scheme=scheme,
+                n_steps=None if n_steps is None else n_steps[i], checkpoint=checkpoint,
+            )
+            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), block))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(previous, num_classes, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+@register_model("continuousnet")
+def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+                  n_basis: int | list[int] = 2, basis: str = "piecewise_constant", scheme: str = "euler",
+                  n_steps: int | list[int] | None = None, norm: str = "batch", eps: float = 1.0,
+                  checkpoint: bool = False) -> nn.Module:
+    """The ContinuousNet image classifier (Queiruga et al. 2020)."""
+    check_choice(basis, "basis", tuple(available_bases()))
+    get_scheme(scheme)
+    return ContinuousNet(
+        in_channels=check_positive_int(in_channels, "in_channels"),
+        num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+        n_basis=per_stage(n_basis, "n_basis"), basis=basis, scheme=scheme,
+        n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=norm, eps=float(eps),
+        checkpoint=bool(checkpoint),
+    )
+
+
+class ResidualStage(nn.Module):
+    """``n_units`` pre-activation residual units, each with its own weights.
+
+    With ``lm=True`` it is an LM-ResNet stage: ``u_{n+1} = (1-k_n) u_n + k_n u_{n-1} + f_n(u_n)``
+    (the first unit is a plain residual step), with one learnable ``k_n`` per unit (or
+    per unit and channel) initialised in ``[-0.1, 0]`` so training starts near a ResNet.
+    ``drop_rates`` enables stochastic depth: unit ``n`` is skipped in training with
+    probability ``drop_rates[n]``; survivors are scaled by ``1 / (1 - p)``.
+    """
+
+    def __init__(self, channels: int, n_units: int, norm: str, *, lm: bool = False, k_per_channel: bool = False,
+                 drop_rates: tuple[float, ...] | None = None) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(residual_rate(channels, norm) for _ in range(n_units))
+        self.lm = lm
+        if lm:
+            shape = (n_units, 1, channels, 1, 1) if k_per_channel else (n_units,)
+            self.k = nn.Parameter(torch.empty(shape).uniform_(-0.1, 0.0))
+        self.drop_rates = drop_rates or (0.0,) * n_units
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        previous = None
+        for n, unit in enumerate(self.units):
+            p = self.drop_rates[n]
+            if self.training and p > 0:
+                keep = bool(torch.rand(()) >= p)
+                update = unit(x) / (1 - p) if keep else None
+            else:
+                update = unit(x)
+            if self.lm and previous is not None:
+                k = self.k[n]
+                nxt = (1 - k) * x + k * previous
+            else:
+                nxt = x
+            if update is not None:
+                nxt = nxt + update
+            previous, x = x, nxt
+        return x
+
+
+class ResNet(nn.Module):
+    """The discrete twin of ContinuousNet: same stem, stitches and head; independent units."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_units: tuple[int, ...],
+                 norm: str, eps: float, lm: bool = False, k_per_channel: bool = False, survival: float = 1.0) -> None:
+        super().__init__()
+        widths = _widths(alpha, widen)
+        self.stem = stem(in_channels, alpha, norm)
+        total = sum(n_units)
+        # Linear decay rule of stochastic depth: unit l of L is dropped with probability
+        # (l / L) * (1 - p_L), rising from ~0 to 1 - p_L at the last unit.
+        rates = [(l + 1) / total * (1 - survival) for l in range(total)]
+        stages, previous, start = [], alpha, 0
+        for width, stride, n in zip(widths, STRIDES, n_units):
+            stage = ResidualStage(width, n, norm, lm=lm, k_per_channel=k_per_channel,
+                                  drop_rates=tuple(rates[start:start + n]))
+            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), stage))
+            previous, start = width, start + n
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(previous, num_classes, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+@register_model("resnet")
+def resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+           n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0) -> nn.Module:
+    """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage."""
+    return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
+                  num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+                  n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", ("batch", "group", "none")),
+                  eps=float(eps))
+
+
+class LMContinuousBlock(nn.Module):
+    """A ContinuousBlock manifested with the LM-ResNet two-step scheme and a learnable ``k``."""
+
+    def __init__(self, block: ContinuousBlock, channels: int, k_per_channel: bool) -> None:
+        super().__init__()
+        shape = (1, channels, 1, 1) if k_per_channel else ()
+        self.k = nn.Parameter(torch.empty(shape).uniform_(-0.1, 0.0))
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.block.manifest(LMResNetScheme(self.k)):
+            return self.block(x)
+
+
+@register_model("lm_resnet")
+def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+              n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, k_per_channel: bool = False,
+              survival: float = 1.0, continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+    """LM-ResNet (Lu et al. 2018): learnable two-step units; ``survival < 1`` adds stochastic depth.
+
+    ``continuous=True`` builds instead a ContinuousNet whose blocks are integrated with the
+    LM two-step scheme (one learnable ``k`` per stage), ``n_units`` basis functions and steps.
+    """
+    if not (isinstance(survival, (int, float)) and 0 < survival <= 1):
+        raise ValueError(f"survival: the last unit's survival probability p_L must be in (0, 1], got {survival!r}")
+    units = per_stage(n_units, "n_units")
+    if not continuous:
+        return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
+                      num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+                      n_units=units, norm=check_choice(norm, "norm", ("batch", "group", "none")), eps=float(eps),
+                      lm=True, k_per_channel=bool(k_per_channel), survival=float(survival))
+    if survival != 1.0:
+        raise ValueError("survival: stochastic depth applies to the discrete LM-ResNet (continuous=False)")
+    model = continuousnet(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen,
+                          n_basis=list(units), basis=basis, scheme="euler", norm=norm, eps=eps)
+    for stage, width in zip(model.stages, _widths(alpha, widen)):
+        stage[1] = LMContinuousBlock(stage[1], width, bool(k_per_channel))
+    return model
+
+
+class ContinuousMLP(nn.Module):
+    """Flatten, lift to ``width``, one ContinuousBlock with an MLP rate, classify."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int, block: ContinuousBlock) -> None:
+        super().__init__()
+        self.lift = nn.Linear(in_features, width)
+        self.block = block
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.block(self.lift(x.flatten(1)))))
+
+
+@register_model("continuous_mlp")
+def continuous_mlp(*, in_features: int = 64, num_classes: int = 10, width: int = 128, n_basis: int = 2,
+                   basis: str = "piecewise_constant", scheme: str = "rk4", n_steps: int | None = None,
+                   in_channels: int | None = None, image_size: int | None = None) -> nn.Module:
+    """An MLP whose hidden layer evolves as an ODE: for flat inputs (or images, flattened)."""
+    if in_channels is not None and image_size is not None:
+        in_features = in_channels * image_size * image_size
+    width = check_positive_int(width, "width")
+    rate = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps)
+    return ContinuousMLP(check_positive_int(in_features, "in_features"),
+                         check_positive_int(num_classes, "num_classes"), width, block)

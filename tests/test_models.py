@@ -1,0 +1,122 @@
+"""Model registry and the image models' structure and invariants."""
+
+import pytest
+import torch
+
+import contdepth.nn as cnn
+from contdepth.models import ResNet, available_models, create
+
+X = torch.randn(4, 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["continuousnet", "resnet", "lm_resnet", "continuous_mlp"])
+def test_every_model_classifies(name):
+    model = create(name, in_channels=1, num_classes=7)
+    out = model(X)
+    assert out.shape == (4, 7)
+    out.sum().backward()
+    assert model.config == {"name": name, "options": {"in_channels": 1, "num_classes": 7}}
+
+
+def test_unknown_model_and_option_fail_with_the_choices():
+    with pytest.raises(ValueError, match="model: unknown model 'vgg'; choose one of: continuous_mlp"):
+        create("vgg")
+    with pytest.raises(ValueError, match="depth: not an option of model 'continuousnet'; accepted: alpha"):
+        create("continuousnet", depth=3)
+    with pytest.raises(ValueError, match="norm: must be one of batch, group, none"):
+        create("continuousnet", norm="layer")
+    with pytest.raises(ValueError, match="n_basis: give one integer or 3"):
+        create("continuousnet", n_basis=[1, 2])
+    with pytest.raises(ValueError, match="scheme: unknown scheme"):
+        create("continuousnet", scheme="rk5")
+    with pytest.raises(ValueError, match="survival"):
+        create("lm_resnet", survival=0)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_continuousnet_is_invariant_under_refinement_in_eval(norm):
+    torch.manual_seed(0)
+    model = create("continuousnet", in_channels=1, num_classes=10, n_basis=2, norm=norm).double()
+    model.train()
+    for _ in range(3):
+        model(X.double())
+    model.eval()
+    with torch.no_grad():
+        before = model(X.double())
+        cnn.refine(model)
+        with cnn.manifest(model, n_steps=2):
+            torch.testing.assert_close(model(X.double()), before, rtol=0, atol=1e-10)
+    assert [e["n_basis"] for e in cnn.layout(model)] == [4, 4, 4]
+
+
+def test_continuousnet_with_euler_piecewise_constant_equals_a_resnet_with_scaled_units():
+    torch.manual_seed(0)
+    net = create("continuousnet", in_channels=1, num_classes=10, n_basis=3, norm="group").double().eval()
+    res = create("resnet", in_channels=1, num_classes=10, n_units=3, norm="group").double().eval()
+    state = {k: v for k, v in net.state_dict().items() if "coefficients" not in k}
+    res.load_state_dict({**res.state_dict(), **state})
+    for s in range(3):
+        block = net.stages[s][1]
+        for k in range(3):
+            for name, c in block.coefficient_items():
+                value = c[k] / 3 if name == "5.weight" else c[k]  # the last conv carries h = 1/3
+                res.stages[s][1].units[k].get_parameter(name).data.copy_(value)
+    torch.testing.assert_close(net(X.double()), res(X.double()), rtol=0, atol=1e-10)
+
+
+def test_layout_round_trip_prepares_a_fresh_model_for_a_refined_state_dict():
+    model = create("continuousnet", in_channels=1, num_classes=10, n_basis=1)
+    cnn.refine(model)
+    cnn.refine(model)
+    fresh = create("continuousnet", in_channels=1, num_classes=10, n_basis=1)
+    cnn.apply_layout(fresh, cnn.layout(model))
+    fresh.load_state_dict(model.state_dict())
+    model.eval(), fresh.eval()
+    torch.testing.assert_close(fresh(X), model(X))
+
+
+def test_lm_resnet_k_initialisation_and_first_unit_is_plain_residual():
+    model = create("lm_resnet", in_channels=1, num_classes=10, n_units=3, k_per_channel=True)
+    stage = model.stages[0][1]
+    assert stage.k.shape == (3, 1, 16, 1, 1)
+    assert torch.all(stage.k <= 0) and torch.all(stage.k >= -0.1)
+    # With k = 0 the LM stage is a ResNet stage.
+    with torch.no_grad():
+        stage.k.zero_()
+    stage.eval()
+    x = torch.randn(2, 16, 4, 4)
+    expected = x
+    for unit in stage.units:
+        expected = expected + unit(expected)
+    torch.testing.assert_close(stage(x), expected)
+
+
+def test_stochastic_depth_rates_rise_linearly_and_test_time_is_deterministic():
+    model = create("lm_resnet", in_channels=1, num_classes=10, n_units=2, survival=0.5)
+    rates = [r for s in model.stages for r in s[1].drop_rates]
+    assert rates == pytest.approx([1 / 6 * 0.5 * i for i in range(1, 7)])
+    model.eval()
+    torch.testing.assert_close(model(X), model(X))
+    model.train()
+    torch.manual_seed(1)
+    a = model(X)
+    torch.manual_seed(2)
+    b = model(X)
+    assert not torch.allclose(a, b)
+
+
+def test_continuous_lm_variant_learns_k():
+    model = create("lm_resnet", in_channels=1, num_classes=10, n_units=2, continuous=True, norm="group")
+    out = model(X)
+    out.sum().backward()
+    ks = [m.k for m in model.modules() if hasattr(m, "k") and isinstance(m.k, torch.nn.Parameter)]
+    assert len(ks) == 3 and all(k.grad is not None for k in ks)
+
+
+def test_resnet_has_independent_units():
+    model = create("resnet", in_channels=1, num_classes=10, n_units=[1, 2, 3])
+    assert isinstance(model, ResNet)
+    assert [len(s[1].units) for s in model.stages] == [1, 2, 3]
+    w = [u[2].weight for u in model.stages[2][1].units]
+    assert not torch.allclose(w[0], w[1])
+    assert set(available_models()) >= {"continuousnet", "resnet", "lm_resnet", "continuous_mlp"}
