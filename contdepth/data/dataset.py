@@ -50,10 +50,13 @@ class Dataset:
             if len(x) != len(y):
                 raise ValueError(f"{split}: {len(x)} images but {len(y)} labels")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-                raise ValueError(f"{split}_y: labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}")
+                raise ValueError(
+                    f"{split}_y: labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}"
+                )
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ValueError(
-                f"train_x and test_x differ in image shape: {tuple(self.train_x.shape[1:])} vs {tuple(self.test_x.shape[1:])}"
+                "train_x and test_x differ in image shape: "
+                f"{tuple(self.train_x.shape[1:])} vs {tuple(self.test_x.shape[1:])}"
             )
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"mean/std: need one value per channel ({self.channels})")

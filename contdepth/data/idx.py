@@ -69,7 +69,8 @@ def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     type_code, ndim = data[2], data[3]
     dtype = IDX_DTYPES.get(type_code)
     if dtype is None:
-        raise ValueError(f"{name}: unknown IDX value type 0x{type_code:02x}; known: {sorted(hex(k) for k in IDX_DTYPES)}")
+        known = ", ".join(f"0x{k:02x}" for k in IDX_DTYPES)
+        raise ValueError(f"{name}: unknown IDX value type 0x{type_code:02x}; known: {known}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, need {header} for {ndim} dimensions)")
@@ -78,7 +79,8 @@ def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "has trailing data"
         raise ValueError(
-            f"{name}: {kind}: header says shape {shape} of {dtype.name} ({expected} bytes in all), file has {len(data)} bytes"
+            f"{name}: {kind}: header says shape {shape} of {dtype.name} ({expected} bytes in all), "
+            f"file has {len(data)} bytes"
         )
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return values.astype(dtype.newbyteorder("="), copy=True)  # native order and writable (torch needs both)
@@ -152,11 +154,14 @@ def load_idx_dataset(
             )
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise ValueError(
-            f"{name}: train images are {arrays['train_images'].shape[1:]} but test images are {arrays['test_images'].shape[1:]}"
+            f"{name}: train images are {arrays['train_images'].shape[1:]} "
+            f"but test images are {arrays['test_images'].shape[1:]}"
         )
     for key in ("train_labels", "test_labels"):
         if len(arrays[key]) and int(arrays[key].max()) >= len(class_names):
-            raise ValueError(f"{paths[key]}: label {int(arrays[key].max())} out of range for {len(class_names)} classes")
+            raise ValueError(
+                f"{paths[key]}: label {int(arrays[key].max())} out of range for {len(class_names)} classes"
+            )
     train_x = torch.from_numpy(arrays["train_images"]).unsqueeze(1)
     test_x = torch.from_numpy(arrays["test_images"]).unsqueeze(1)
     train_y = torch.from_numpy(arrays["train_labels"]).to(torch.int64)
@@ -189,6 +194,8 @@ def load_mnist(data_dir: str | Path | None = None) -> Dataset:
     """MNIST (LeCun et al., 1998): 60,000 + 10,000 grey 28x28 handwritten digits. Needs ``data_dir``."""
     return load_idx_dataset(
         "mnist", data_dir, default_dir=None, torchvision_name="MNIST",
-        how_to_get="Get the standard MNIST files (same names, e.g. from http://yann.lecun.com/exdb/mnist/ or a mirror).",
+        how_to_get=(
+            "Get the standard MNIST files (same names, e.g. from http://yann.lecun.com/exdb/mnist/ or a mirror)."
+        ),
         class_names=tuple(str(d) for d in range(10)),
     )

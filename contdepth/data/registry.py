@@ -1,0 +1,89 @@
+"""Datasets by name: ``load("cifar10", data_dir=...)``.
+
+A flat table of loader functions. Each takes the options it understands as keywords;
+:func:`load` checks the options against the loader's signature first, so a misspelt option
+is a ``ValueError`` listing the accepted ones rather than a ``TypeError`` deep inside.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .cifar import load_cifar10, load_cifar100
+from .dataset import Dataset
+from .digits import load_digits
+from .idx import load_fashion_mnist, load_mnist
+
+Loader = Callable[..., Dataset]
+
+_DATASETS: dict[str, Loader] = {}
+
+
+def _canonical(name: str) -> str:
+    """``"Fashion-MNIST"`` and ``"fashion_mnist"`` name the same dataset."""
+    return name.strip().lower().replace("-", "_")
+
+
+def register_dataset(name: str, loader: Loader, *, overwrite: bool = False) -> None:
+    """Make ``loader`` available to :func:`load` as ``name``.
+
+    ``loader`` may take ``data_dir`` and/or ``seed`` and any keyword options; :func:`load`
+    passes only those it declares. Registering a name twice needs ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name: a dataset needs a non-empty name")
+    if not callable(loader):
+        raise TypeError(f"loader: expected a callable returning a Dataset, got {type(loader).__name__}")
+    key = _canonical(name)
+    if key in _DATASETS and not overwrite:
+        raise ValueError(f"name: a dataset called {key!r} is already registered; pass overwrite=True to replace it")
+    _DATASETS[key] = loader
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return sorted(_DATASETS)
+
+
+def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **options: Any) -> Dataset:
+    """Load a dataset by name: ``digits`` (embedded), ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``.
+
+    ``data_dir`` is where the files are (``fashion_mnist`` defaults to the Debian package's
+    folder; ``digits`` needs none); ``seed`` draws the split where a dataset has no official
+    one (``digits``) and is ignored otherwise. ``options`` go to the dataset's loader, e.g.
+    ``test_fraction`` for ``digits`` or ``labels="coarse"`` for ``cifar100``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a dataset name (str), got {type(name).__name__}")
+    loader = _DATASETS.get(_canonical(name))
+    if loader is None:
+        raise ValueError(f"name: unknown dataset {name!r}; choose one of: {', '.join(available_datasets())}")
+    params = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = [
+        p for p in params if p not in ("data_dir", "seed") and params[p].kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"options: {', '.join(unknown)} not understood by dataset {_canonical(name)!r}; "
+            f"it accepts: {', '.join(accepted) if accepted else 'no options'}"
+        )
+    kwargs = dict(options)
+    if "data_dir" in params:
+        kwargs["data_dir"] = data_dir
+    elif data_dir is not None:
+        raise ValueError(f"data_dir: dataset {_canonical(name)!r} is embedded and reads no files; leave data_dir unset")
+    if "seed" in params:
+        kwargs["seed"] = seed
+    return loader(**kwargs)
+
+
+register_dataset("digits", load_digits)
+register_dataset("fashion_mnist", load_fashion_mnist)
+register_dataset("mnist", load_mnist)
+register_dataset("cifar10", load_cifar10)
+register_dataset("cifar100", load_cifar100)
