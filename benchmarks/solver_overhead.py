@@ -39,11 +39,7 @@ import argparse
 import os
 import sys
 
-_ALLOCATOR_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(2**30),
-    "MALLOC_TRIM_THRESHOLD_": str(2**30),
-}
-_REEXEC_MARK = "CONTDEPTH_BENCH_REEXEC"
+
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,20 +56,12 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _reexec_with_allocator_env() -> None:
-    """Re-run this script with the allocator settings when they are not in the environment."""
-    missing = {k: v for k, v in _ALLOCATOR_ENV.items() if k not in os.environ}
-    if not missing or os.environ.get(_REEXEC_MARK):
-        return
-    os.environ.update(missing)  # os.environ writes through to the C environment execv passes on
-    os.environ[_REEXEC_MARK] = "1"
-    sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import Timing, allocator_note, fmt_time, reexec_with_allocator_env, time_round_robin  # noqa: E402
 
 if __name__ == "__main__":  # before importing torch: an import alone must not re-exec
     _parse_args(sys.argv[1:])  # parse first: --help and bad flags need no re-exec
-    _reexec_with_allocator_env()
+    reexec_with_allocator_env(__file__)
 
 # Benchmark the checkout this script lives in, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -81,9 +69,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import gc  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -141,63 +127,6 @@ class Contender:
     name: str
     note: str = ""  # printed instead of timings when the contender cannot run
     extra: dict[str, object] = field(default_factory=dict)  # more columns (evals, max |diff| ...)
-
-
-@dataclass
-class Timing:
-    median: float
-    spread: float  # half the inter-quartile range, relative to the median
-
-
-def _quartiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 4:
-        return min(values), max(values)
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], q[2]
-
-
-def time_round_robin(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, min_sample_s: float, reference: str
-) -> dict[str, Timing]:
-    """Median seconds per call of each function, timed in rotating round-robin order."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    # Calls per sample, the same for every contender: enough for the reference to last min_sample_s.
-    start = time.perf_counter()
-    fns[reference]()
-    once = max(time.perf_counter() - start, 1e-7)
-    number = max(1, math.ceil(min_sample_s / once))
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = fns[name]
-            gc.collect()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                for _ in range(number):
-                    fn()
-                elapsed = time.perf_counter() - start
-            finally:
-                gc.enable()
-            samples[name].append(elapsed / number)
-    out = {}
-    for name, values in samples.items():
-        med = statistics.median(values)
-        lo, hi = _quartiles(values)
-        out[name] = Timing(med, (hi - lo) / 2 / med if med > 0 else 0.0)
-    return out
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:7.3f} s "
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:7.2f} ms"
-    return f"{seconds * 1e6:7.1f} us"
 
 
 def fmt_cell(t: Timing | None, ref: Timing | None) -> tuple[str, str]:
@@ -542,9 +471,9 @@ def table_memory(args: argparse.Namespace, warmup: int, min_sample_s: float) -> 
         cell, ratio = fmt_cell(timings[row.name], timings["plain backprop"])
         print(line + f"{cell:>17}{ratio:>7}")
     print()
-    print(f"  peak MiB: highest total of live CPU tensor memory during one forward+backward, above what")
-    print(f"    was live before it, from the allocator events of torch.profiler(profile_memory=True): every")
-    print(f"    allocation and free by PyTorch's CPU allocator, summed in time order.  Includes the graph's")
+    print("  peak MiB: highest total of live CPU tensor memory during one forward+backward, above what")
+    print("    was live before it, from the allocator events of torch.profiler(profile_memory=True): every")
+    print("    allocation and free by PyTorch's CPU allocator, summed in time order.  Includes the graph's")
     print(f"    saved activations, stage rates, temporaries and the gradients.  One state is {state_mib:.1f} MiB.")
     print("  saved MiB: total bytes of distinct storages handed to autograd for backward during the")
     print("    forward (torch.autograd.graph.saved_tensors_hooks): the graph's retained activations; with")
@@ -684,9 +613,7 @@ def print_header(args: argparse.Namespace, warmup: int, min_sample_s: float) -> 
     print(f"  contdepth from {os.path.dirname(contdepth.__file__)} at {_checkout()}")
     print(f"  cpu: {_cpu_name()}, {os.cpu_count()} logical cores; torch threads: intra-op "
           f"{torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}")
-    env = ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in _ALLOCATOR_ENV)
-    how = "set by this script (re-executed)" if os.environ.get(_REEXEC_MARK) else "from the caller's environment"
-    print(f"  glibc allocator: {env} [{how}; {_heap_check()}]")
+    print(f"  glibc allocator: {allocator_note()} ({_heap_check()})")
     print(f"  mode: {'quick' if args.quick else 'default'}: {warmup} warm-up + {args.repeats} timed rounds per "
           f"cell, samples >= {min_sample_s * 1e3:.0f} ms; float32, {N_STEPS} steps on [0, 1]")
     print("  times: median per call, ± half the inter-quartile range of the rounds, contenders interleaved")
