@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) examples/convergence_table.py
+	$(PY) -m contdepth demo
 
 # Peers for the benchmarks.  torchdyn declares torchvision (no CPU wheel exists), so it
 # and torchcde are installed without their declared dependencies, plus what they import.

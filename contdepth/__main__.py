@@ -1,0 +1,6 @@
+"""``python -m contdepth ...``: the same as the ``contdepth`` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The ``contdepth`` command: ``train``, ``eval`` and ``demo``.
+
+    contdepth train --model continuousnet --data digits --epochs 12 --alpha 8 --n-basis 1 \\
+        --refine-at 4 8 --out runs/digits
+    contdepth train --config configs/fashion_mnist.yaml --out runs/fmnist --threads 2
+    contdepth train --resume --out runs/fmnist            # continue after an interruption
+    contdepth eval runs/digits --scheme rk4 --n-steps 8
+    contdepth eval runs/digits --table
+    contdepth demo
+
+Every ``train`` option is a :class:`~contdepth.train.TrainConfig` field (``--refine-at`` for
+``refine_at``); ``--config FILE`` reads the same keys from YAML and flags override the
+file. Options are checked before any work: a bad one exits with status 2 and a message
+naming it, having created no folder and loaded no data. ``python -m contdepth`` is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from .train.checkpoint import CheckpointError
+from .train.config import ConfigError
+
+# model-option flags: --flag -> model_options key (nargs "+" for per-stage lists)
+MODEL_FLAGS: dict[str, tuple[str, Any, str | None, str]] = {
+    "alpha": ("alpha", int, None, "base width (channels of the first stage)"),
+    "widen": ("widen", int, None, "width multiplier"),
+    "n_basis": ("n_basis", int, "+", "basis functions per block: one value or one per stage"),
+    "basis": ("basis", str, None, "depth basis: piecewise_constant, piecewise_linear, legendre"),
+    "scheme": ("scheme", str, None, "integration scheme used in training (euler, rk4, ...)"),
+    "n_steps": ("n_steps", int, "+", "steps per block: one value or one per stage (default n_basis)"),
+    "norm": ("norm", str, None, "normalisation: batch, group, none"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # noqa: D102 - argparse's exit status 2, our prefix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _key_value(text: str, flag: str) -> tuple[str, Any]:
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{flag}: expected KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{flag}: cannot read the value of {key!r}: {exc}") from exc
+    return key.strip().replace("-", "_"), value
+
+
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    S = argparse.SUPPRESS
+    p = sub.add_parser("train", help="train a model (see contdepth train --help)", argument_default=S,
+                       description="Train a model. Flags override --config FILE; every check runs before any work.")
+    p.add_argument("--config", metavar="FILE", help="YAML file with TrainConfig keys (flags override it)")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="model name (continuousnet, resnet, lm_resnet, continuous_mlp)")
+    for flag, (_, kind, nargs, text) in MODEL_FLAGS.items():
+        g.add_argument(f"--{flag.replace('_', '-')}", dest=f"model__{flag}", type=kind, nargs=nargs,
+                       metavar=flag.upper(), help=text)
+    g.add_argument("--model-option", dest="model_option", action="append", metavar="KEY=VALUE",
+                   help="any other model option (value read as YAML: 3, 0.5, true, [1,2,4]); repeatable")
+    g.add_argument("--data", help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100")
+    g.add_argument("--data-dir", help="folder holding the dataset's files")
+    g.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
+                   help="dataset loader option, e.g. test_fraction=0.25; repeatable")
+    g.add_argument("--split-seed", type=int, help="seed of the train/test split (digits)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--optimizer", help="sgd or adamw")
+    g.add_argument("--lr", type=float, help="base learning rate")
+    g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")
+    g.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="AdamW betas")
+    g.add_argument("--eps", type=float, help="AdamW epsilon")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--decay-norm-and-bias", action=argparse.BooleanOptionalAction,
+                   help="also decay biases and normalisation parameters (default: exempt)")
+    g.add_argument("--schedule", help="constant, step or cosine")
+    g.add_argument("--milestones", type=int, nargs="*", metavar="EPOCH",
+                   help="step schedule: lr *= gamma from the start of each of these epochs (1-based)")
+    g.add_argument("--gamma", type=float, help="step schedule factor")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (may be fractional)")
+    g.add_argument("--min-lr", type=float, help="final learning rate of the cosine schedule")
+    g.add_argument("--label-smoothing", type=float)
+    g = p.add_argument_group("continuous depth")
+    g.add_argument("--refine-at", type=int, nargs="*", metavar="EPOCH",
+                   help="refine every block at the start of these epochs (1-based)")
+    g.add_argument("--eval-scheme", help="scheme of the per-epoch test evaluation (default: training's)")
+    g.add_argument("--eval-n-steps", type=int, help="steps of the per-epoch test evaluation")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, config.yaml)")
+    g.add_argument("--threads", type=int, help="torch.set_num_threads for the run")
+    g.add_argument("--device", help="cpu, cuda or cuda:N")
+    g.add_argument("--quiet", action="store_true", help="no progress bars, epoch lines or summary")
+    g.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    return p
+
+
+def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
+    """The :class:`TrainConfig` of parsed ``train`` arguments (defaults < saved run < file < flags)."""
+    from .train.checkpoint import read_checkpoint
+    from .train.config import TrainConfig
+
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func")}
+    overrides: dict[str, Any] = {}
+    model_options: dict[str, Any] = {}
+    data_options: dict[str, Any] = {}
+    for key, value in given.items():
+        if key.startswith("model__"):
+            name = MODEL_FLAGS[key[len("model__"):]][0]
+            model_options[name] = value[0] if isinstance(value, list) and len(value) == 1 else value
+        elif key == "model_option":
+            for item in value:
+                k, v = _key_value(item, "--model-option")
+                model_options[k] = v
+        elif key == "data_option":
+            for item in value:
+                k, v = _key_value(item, "--data-option")
+                data_options[k] = v
+        else:
+            overrides[key] = value
+    if model_options:
+        overrides["model_options"] = model_options
+    if data_options:
+        overrides["data_options"] = data_options
+    file = getattr(args, "config", None)
+    base = None
+    if overrides.get("resume"):
+        out = overrides.get("out")
+        if out is None and file is not None:
+            from .train.config import read_yaml
+
+            out = read_yaml(file).get("out")
+        if out is None:
+            raise ConfigError("resume: needs --out, the run directory to continue")
+        from .train.rundir import check_run_dir
+
+        check_run_dir(out, overwrite=False, resume=True)
+        info, _ = read_checkpoint(out)
+        base = info.train_config()
+    return TrainConfig.from_sources(file, overrides, base=base)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    config = train_config_from_args(args)
+    try:
+        train(config)
+    except KeyboardInterrupt:
+        hint = f"; continue with: contdepth train --resume --out {config.out}" if config.out else ""
+        print(f"\ncontdepth train: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint at any manifestation",
+                       description="Evaluate a checkpoint on its dataset's test split.")
+    p.add_argument("run", metavar="RUN", help="run directory (or its checkpoint.json)")
+    p.add_argument("--scheme", help="evaluate with this scheme (default: the trained one)")
+    p.add_argument("--n-steps", type=int, help="evaluate with this many steps per block (default: the trained ones)")
+    p.add_argument("--table", action="store_true", help="print a scheme x steps accuracy table")
+    p.add_argument("--schemes", nargs="+", default=None, help="schemes of the table (default: euler midpoint rk4)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="step counts of the table (default: 1 2 4 8 16)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .nn import continuous_blocks
+    from .solvers import available_schemes, check_n_steps
+    from .train import evaluate, format_manifestation_table, load_checkpoint, manifestation_table
+    from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
+    from .train.trainer import load_data
+
+    schemes = ([args.scheme] if args.scheme else []) + list(args.schemes or [])
+    for s in schemes:
+        if s not in available_schemes():
+            raise ConfigError(f"scheme: must be one of {', '.join(available_schemes())}; got {s!r}")
+    for n in ([args.n_steps] if args.n_steps is not None else []) + list(args.steps or []):
+        if n < 1:
+            raise ConfigError(f"n_steps: must be an integer >= 1, got {n}")
+        check_n_steps(n)
+    if args.batch_size < 1:
+        raise ConfigError(f"batch_size: must be an integer >= 1, got {args.batch_size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"threads: must be an integer >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    model, info = load_checkpoint(args.run, device=args.device)
+    config = info.train_config()
+    if args.data_dir is not None:
+        config = config.replace(data_dir=args.data_dir)
+    blocks = continuous_blocks(model)
+    if (args.scheme or args.n_steps or args.table) and not blocks:
+        raise ConfigError(f"scheme: model {info.model_name!r} has no ContinuousBlock, so it has one manifestation only")
+    dataset = load_data(config)
+    trained_scheme = blocks[0].scheme.name if blocks else None
+    trained_steps = [b.n_steps for b in blocks]
+    loss, acc = evaluate(model, dataset, args.batch_size, scheme=args.scheme, n_steps=args.n_steps, device=args.device)
+    where = ""
+    if blocks:
+        steps = [args.n_steps] * len(blocks) if args.n_steps else trained_steps
+        where = f" with {args.scheme or trained_scheme}, n_steps {steps}"
+    print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}: "
+          f"test accuracy {100 * acc:.2f}% (loss {loss:.4f}){where}")
+    if args.table:
+        table = manifestation_table(model, dataset, args.schemes or DEFAULT_SCHEMES, args.steps or DEFAULT_STEPS,
+                                    args.batch_size, device=args.device)
+        trained = (trained_scheme, trained_steps[0]) if len(set(trained_steps)) == 1 else None
+        print(format_manifestation_table(table, trained=trained))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("demo", help="train a ContinuousNet on digits with refinement; print a manifestation table")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--out", default=None, help="also save the run here")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .train.demo import demo
+
+    demo(epochs=args.epochs, threads=args.threads, quiet=args.quiet, out=args.out, overwrite=args.overwrite)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="contdepth", description="Continuous-in-depth neural networks: train, evaluate, demo.")
+    parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_train(sub).set_defaults(func=_cmd_train)
+    _add_eval(sub).set_defaults(func=_cmd_eval)
+    _add_demo(sub).set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``contdepth`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"contdepth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ncontdepth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

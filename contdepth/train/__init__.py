@@ -1,0 +1,27 @@
+"""Training: ``train(TrainConfig(...))``, refinement that carries the optimizer, checkpoints.
+
+    from contdepth.train import TrainConfig, train, load_checkpoint, evaluate
+    result = train(TrainConfig(model="continuousnet", model_options={"alpha": 8, "n_basis": 1},
+                               data="digits", epochs=10, refine_at=(4, 7), out="runs/digits"))
+    model, info = load_checkpoint("runs/digits")
+
+Epochs are 1-based everywhere; ``refine_at=[e]`` refines at the start of epoch ``e``.
+The command line (``contdepth train|eval|demo``) is :mod:`contdepth.cli`.
+"""
+
+from .checkpoint import (
+    CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_text, load_checkpoint, read_checkpoint,
+    restore_optimizer, save_checkpoint,
+)
+from .config import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, ConfigError, TrainConfig
+from .evaluate import evaluate, format_manifestation_table, manifestation_table
+from .optim import LRSchedule, build_optimizer, map_optimizer_state, named_parameter_groups, refine_with_optimizer
+from .trainer import RunResult, Trainer, model_options_for, preflight, train
+
+__all__ = [
+    "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
+    "LRSchedule", "RunResult", "TrainConfig", "Trainer", "atomic_write_bytes", "atomic_write_text",
+    "build_optimizer", "evaluate", "format_manifestation_table", "load_checkpoint", "manifestation_table",
+    "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint",
+    "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
+]

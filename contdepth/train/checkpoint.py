@@ -1,0 +1,383 @@
+"""Checkpoints: ``safetensors`` for tensors, JSON for everything else; loading runs no code.
+
+A run directory holds, after each epoch:
+
+``checkpoint-NNNN.safetensors``
+    the model's ``state_dict`` under ``model.<key>`` and every optimizer state tensor under
+    ``optimizer.<parameter name>.<state key>`` (``NNNN`` is the epoch).
+``checkpoint.json``
+    how to rebuild and continue: the model's name and options and its block layout
+    (``contdepth.nn.layout``), the epoch, the metrics history, the optimizer's class,
+    param-group hyperparameters (with parameter *names*) and non-tensor state, the
+    learning-rate schedule, the run's config, the library version, and the name and
+    SHA-256 of the tensor file.
+
+Every file is written atomically (a temporary file in the same folder, flushed and
+fsynced, then ``os.replace``). The JSON file is written *after* its tensor file and is the
+commit point: a crash at any moment leaves the previous checkpoint complete and loadable.
+Older ``checkpoint-*.safetensors`` files of the same run are removed afterwards.
+
+Loading reads JSON with :mod:`json` and tensors with :mod:`safetensors`, whose format is a
+JSON header plus raw little-endian buffers: there is no pickle anywhere, so a checkpoint
+from an untrusted source can at worst fail to load, never run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_JSON = "checkpoint.json"
+TENSOR_FILE = re.compile(r"^checkpoint-(\d+)\.safetensors$")
+FORMAT = "contdepth-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed or inconsistent; the message names the file."""
+
+
+# --- atomic files -------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same folder (same filesystem, so the rename is
+    atomic), which is flushed and fsynced before ``os.replace``; the folder is fsynced
+    afterwards so the rename itself survives a power cut. On any error the temporary file
+    is removed.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_temporary_file(name: str) -> bool:
+    """Names :func:`atomic_write_bytes` gives its temporary files (for cleaning up)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+# --- JSON helpers -----------------------------------------------------------------------------------
+def to_json_value(value: Any, where: str) -> Any:
+    """``value`` as plain JSON types (tuples become lists); anything else is an error."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v, f"{where}.{k}") for k, v in value.items()}
+    raise TypeError(f"{where}: cannot store a {type(value).__name__} in a checkpoint's JSON")
+
+
+# --- save ----------------------------------------------------------------------------------------------
+def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                    epoch: int = 0, history: list[dict] | None = None, scheduler: dict | None = None,
+                    config: dict | None = None) -> Path:
+    """Write the checkpoint of ``model`` (built by ``contdepth.models.create``) into ``run_dir``.
+
+    Returns the path of ``checkpoint.json``. ``optimizer``'s parameters must be ``model``'s;
+    they are stored by parameter name, so the file does not depend on group order details.
+    """
+    from .. import __version__
+    from ..nn import layout
+    from .optim import group_names
+
+    model_config = getattr(model, "config", None)
+    if not (isinstance(model_config, dict) and "name" in model_config):
+        raise ValueError("model: has no .config (build it with contdepth.models.create) so it cannot be rebuilt")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        tensors[f"model.{key}"] = value.detach().to("cpu").contiguous().clone()
+    optimizer_info = None
+    if optimizer is not None:
+        names = group_names(model, optimizer)
+        groups = []
+        for group, group_param_names in zip(optimizer.param_groups, names):
+            hyper = {k: to_json_value(v, f"optimizer.param_groups.{k}") for k, v in group.items() if k != "params"}
+            groups.append({**hyper, "params": group_param_names})
+        state: dict[str, dict] = {}
+        for group, group_param_names in zip(optimizer.param_groups, names):
+            for p, name in zip(group["params"], group_param_names):
+                entry = optimizer.state.get(p)
+                if not entry:
+                    continue
+                tensor_keys, values = [], {}
+                for key, value in entry.items():
+                    if isinstance(value, torch.Tensor):
+                        tensors[f"optimizer.{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+                        tensor_keys.append(key)
+                    else:
+                        values[key] = to_json_value(value, f"optimizer.state.{name}.{key}")
+                state[name] = {"tensors": tensor_keys, "values": values}
+        optimizer_info = {"class": type(optimizer).__name__, "param_groups": groups, "state": state}
+
+    from safetensors.torch import save as save_tensors
+
+    tensor_name = f"checkpoint-{int(epoch):04d}.safetensors"
+    blob = save_tensors(tensors, metadata={"format": FORMAT, "epoch": str(int(epoch))})
+    atomic_write_bytes(run_dir / tensor_name, blob)
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "tensors": tensor_name,
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "model": {"name": model_config["name"], "options": to_json_value(model_config.get("options", {}), "model.options")},
+        "layout": to_json_value(layout(model) if _has_blocks(model) else [], "layout"),
+        "epoch": int(epoch),
+        "history": to_json_value(history or [], "history"),
+        "optimizer": optimizer_info,
+        "scheduler": to_json_value(scheduler, "scheduler"),
+        "config": to_json_value(config, "config"),
+    }
+    json_path = run_dir / CHECKPOINT_JSON
+    atomic_write_text(json_path, json.dumps(info, indent=1, allow_nan=True) + "\n")
+    for other in run_dir.iterdir():  # earlier tensor files of this run, now superseded
+        if TENSOR_FILE.match(other.name) and other.name != tensor_name:
+            other.unlink(missing_ok=True)
+    return json_path
+
+
+def _has_blocks(model: nn.Module) -> bool:
+    from ..nn import continuous_blocks
+
+    return bool(continuous_blocks(model))
+
+
+# --- load -----------------------------------------------------------------------------------------------
+@dataclass
+class CheckpointInfo:
+    """Everything in ``checkpoint.json`` plus the optimizer's state tensors (by name)."""
+
+    path: Path
+    model_name: str
+    model_options: dict
+    layout: list
+    epoch: int
+    history: list
+    optimizer: dict | None
+    optimizer_tensors: dict
+    scheduler: dict | None
+    config: dict | None
+    version: str
+
+    def train_config(self):  # -> TrainConfig
+        """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
+        from .config import ConfigError, TrainConfig
+
+        if not isinstance(self.config, dict):
+            raise CheckpointError(f"{self.path}: holds no training config")
+        try:
+            return TrainConfig.from_dict(self.config, source=str(self.path))
+        except ConfigError as exc:
+            raise CheckpointError(f"{self.path}: its config is invalid here: {exc}") from exc
+
+
+def _checkpoint_json(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / CHECKPOINT_JSON
+    if not path.is_file():
+        where = path.parent if path.name == CHECKPOINT_JSON else path
+        raise CheckpointError(f"{where}: no checkpoint here (missing {CHECKPOINT_JSON})")
+    return path
+
+
+def _require(info: dict, key: str, kind: type | tuple, path: Path) -> Any:
+    if key not in info:
+        raise CheckpointError(f"{path}: malformed checkpoint, missing key {key!r}")
+    value = info[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise CheckpointError(f"{path}: malformed checkpoint, {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
+    """Parse ``checkpoint.json`` and load its tensor file (checked against the stored SHA-256).
+
+    Returns the description and the model's ``state_dict`` tensors (``model.`` prefix
+    removed). Raises :class:`CheckpointError` naming the file for anything unexpected.
+    """
+    path = _checkpoint_json(run_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint, not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: malformed checkpoint, expected a JSON object at the top level")
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a contdepth checkpoint (format is {info.get('format')!r}, expected {FORMAT!r})")
+    version = _require(info, "format_version", int, path)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer contdepth (checkpoint format {version}, this reads {FORMAT_VERSION})")
+    model = _require(info, "model", dict, path)
+    name = _require(model, "name", str, path)
+    options = _require(model, "options", dict, path)
+    layout = _require(info, "layout", list, path)
+    epoch = _require(info, "epoch", int, path)
+    history = _require(info, "history", list, path)
+    tensor_name = _require(info, "tensors", str, path)
+    if not TENSOR_FILE.match(tensor_name):
+        raise CheckpointError(f"{path}: malformed checkpoint, tensor file name {tensor_name!r} is not checkpoint-NNNN.safetensors")
+    optimizer = info.get("optimizer")
+    if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+                                      and isinstance(optimizer.get("state"), dict)):
+        raise CheckpointError(f"{path}: malformed checkpoint, 'optimizer' needs 'param_groups' and 'state'")
+
+    tensor_path = path.parent / tensor_name
+    try:
+        blob = tensor_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{tensor_path}: cannot read the checkpoint's tensors: {exc.strerror or exc}") from exc
+    digest = info.get("tensors_sha256")
+    if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
+        raise CheckpointError(f"{tensor_path}: does not match {path.name} (SHA-256 differs): corrupt or replaced")
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    try:
+        tensors = load_tensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{tensor_path}: not a valid safetensors file ({exc})") from exc
+    model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    checkpoint = CheckpointInfo(
+        path=path, model_name=name, model_options=options, layout=layout, epoch=epoch, history=history,
+        optimizer=optimizer, optimizer_tensors=optimizer_tensors, scheduler=info.get("scheduler"),
+        config=info.get("config"), version=str(info.get("version")),
+    )
+    return checkpoint, model_tensors
+
+
+def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Module:
+    """``contdepth.models.create``, ``contdepth.nn.apply_layout``, ``load_state_dict`` (strict)."""
+    from ..models import create
+    from ..nn import apply_layout, continuous_blocks
+
+    try:
+        model = create(info.model_name, **info.model_options)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{info.path}: cannot rebuild model {info.model_name!r}: {exc}") from exc
+    try:
+        if continuous_blocks(model) or info.layout:
+            apply_layout(model, info.layout)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{info.path}: the block layout does not fit the model: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{info.path}: the stored tensors do not fit the rebuilt model: {exc}") from exc
+    return model
+
+
+def load_checkpoint(run_dir: str | Path, *, device: str | torch.device | None = None) -> tuple[nn.Module, CheckpointInfo]:
+    """Rebuild the model of a run directory (or a ``checkpoint.json`` path) in eval mode.
+
+    Returns ``(model, info)``; ``info`` is a :class:`CheckpointInfo` (epoch, history,
+    config, optimizer state ...). Nothing is unpickled and no code from the files runs.
+    """
+    info, state = read_checkpoint(run_dir)
+    model = build_model(info, state)
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, info
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, info: CheckpointInfo) -> None:
+    """Load the checkpoint's optimizer state into ``optimizer`` (built over ``model``).
+
+    Param groups are matched by the parameter names stored in the checkpoint, which must
+    be exactly the optimizer's (same grouping of the same parameters).
+    """
+    from .optim import group_names
+
+    saved = info.optimizer
+    if saved is None:
+        raise CheckpointError(f"{info.path}: holds no optimizer state")
+    if saved.get("class") != type(optimizer).__name__:
+        raise CheckpointError(f"{info.path}: optimizer is {saved.get('class')}, but this run uses {type(optimizer).__name__}")
+    current = group_names(model, optimizer)
+    stored = [g.get("params") for g in saved["param_groups"]]
+    if stored != current:
+        raise CheckpointError(f"{info.path}: the optimizer's parameter groups do not match the model's")
+    index: dict[str, int] = {}
+    groups = []
+    for group in saved["param_groups"]:
+        ids = []
+        for name in group["params"]:
+            index[name] = len(index)
+            ids.append(index[name])
+        groups.append({**group, "params": ids})
+    state = {}
+    for name, entry in saved["state"].items():
+        if name not in index or not isinstance(entry, dict):
+            raise CheckpointError(f"{info.path}: optimizer state for unknown parameter {name!r}")
+        values = dict(entry.get("values", {}))
+        for key in entry.get("tensors", []):
+            tensor = info.optimizer_tensors.get(f"{name}.{key}")
+            if tensor is None:
+                raise CheckpointError(f"{info.path}: optimizer tensor {name}.{key} is missing from the tensor file")
+            values[key] = tensor
+        state[index[name]] = values
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{info.path}: cannot restore the optimizer: {exc}") from exc

@@ -1,0 +1,76 @@
+"""Test-set evaluation, at the training manifestation or any other one."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_SCHEMES = ("euler", "midpoint", "rk4")
+DEFAULT_STEPS = (1, 2, 4, 8, 16)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | None = None,
+             n_steps: int | None = None, split: str = "test", device: str | torch.device | None = None,
+             ) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy in [0, 1])`` of ``model`` on ``dataset``'s ``split``.
+
+    ``scheme``/``n_steps`` evaluate another manifestation of every ContinuousBlock
+    (``contdepth.nn.manifest``), restored afterwards; ``None`` keeps the model's own. The
+    model is evaluated in eval mode (running statistics) and its mode is restored.
+    ``device`` defaults to the model's.
+    """
+    from ..nn import manifest
+
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
+    try:
+        with context:
+            for xb, yb in dataset.batches(split, batch_size, shuffle=False, augment=False, device=device):
+                logits = model(xb)
+                total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+                correct += int((logits.argmax(dim=1) == yb).sum())
+                count += len(yb)
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError(f"dataset: the {split} split is empty")
+    return total_loss / count, correct / count
+
+
+def manifestation_table(model: nn.Module, dataset, schemes: Sequence[str] = DEFAULT_SCHEMES,
+                        steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 500,
+                        device: str | torch.device | None = None) -> dict[tuple[str, int], float]:
+    """Test accuracy of every manifestation ``(scheme, n_steps)`` of the same trained model."""
+    return {(s, n): evaluate(model, dataset, batch_size, scheme=s, n_steps=n, device=device)[1]
+            for s in schemes for n in steps}
+
+
+def format_manifestation_table(table: dict[tuple[str, int], float], *, trained: tuple[str, int] | None = None) -> str:
+    """A text table, one row per scheme and one column per step count (accuracy in %).
+
+    ``trained`` marks the training manifestation with ``*``.
+    """
+    schemes = list(dict.fromkeys(s for s, _ in table))
+    steps = sorted({n for _, n in table})
+    width = max(8, *(len(s) for s in schemes))
+    lines = ["test accuracy (%) by manifestation: scheme x steps per block"
+             + ("   (* = trained)" if trained else "")]
+    lines.append(f"{'scheme':<{width}}" + "".join(f"{n:>9}" for n in steps))
+    for s in schemes:
+        cells = []
+        for n in steps:
+            value = table.get((s, n))
+            mark = "*" if trained == (s, n) else " "
+            cells.append(f"{'':>9}" if value is None else f"{100 * value:>8.2f}{mark}")
+        lines.append(f"{s:<{width}}" + "".join(cells))
+    return "\n".join(lines)

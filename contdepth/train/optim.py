@@ -1,0 +1,216 @@
+"""Optimizers, the learning-rate schedule, and refinement that carries the optimizer along.
+
+* :func:`build_optimizer`: SGD (momentum, Nesterov, coupled L2 weight decay) or AdamW,
+  with biases and normalisation parameters in a group without weight decay (unless
+  ``decay_norm_and_bias``).
+* :class:`LRSchedule`: the learning rate as a pure function of the global step (constant,
+  step or cosine, with optional linear warm-up). It writes ``lr`` into the optimizer's
+  param groups before every step, so it keeps working when refinement swaps the
+  parameters inside those groups, and its whole state is one integer.
+* :func:`refine_with_optimizer` / :func:`map_optimizer_state`: refine every block and map
+  the per-parameter optimizer state with the refinement's own matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..basis import apply_matrix
+from ..nn import CoefficientMap, continuous_blocks
+from ..nn import refine as refine_blocks
+from .config import TrainConfig
+
+# Optimizer state that is a running average of squares: non-negative by construction.
+SECOND_MOMENT_KEYS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta"})
+
+
+def named_parameter_groups(model: nn.Module, weight_decay: float,
+                           decay_norm_and_bias: bool = False) -> list[dict]:
+    """``[{"params", "names", "weight_decay"}, ...]``: decayed parameters, then the rest.
+
+    A parameter is exempt from weight decay when it is 0- or 1-dimensional in the network
+    that uses it: biases, normalisation scales/shifts, LM-ResNet's scalar ``k``. For a
+    ContinuousBlock's coefficients, of shape ``(n_basis, *template_shape)``, that is judged
+    on the template's shape (a conv kernel's coefficients are decayed, a BatchNorm
+    scale's are not). Empty groups are left out.
+    """
+    coefficient_ids = {id(c) for block in continuous_blocks(model) for _, c in block.coefficient_items()}
+    decay, exempt = ([], []), ([], [])
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        ndim = p.dim() - 1 if id(p) in coefficient_ids else p.dim()
+        target = decay if (decay_norm_and_bias or ndim >= 2) else exempt
+        target[0].append(p)
+        target[1].append(name)
+    groups = []
+    if decay[0]:
+        groups.append({"params": decay[0], "names": decay[1], "weight_decay": weight_decay})
+    if exempt[0]:
+        groups.append({"params": exempt[0], "names": exempt[1], "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over ``model``'s trainable parameters.
+
+    SGD applies weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
+    The param-group names are not stored in the optimizer; :func:`group_names` recomputes
+    them from the model.
+    """
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
+              for g in named_parameter_groups(model, config.weight_decay, config.decay_norm_and_bias)]
+    if not groups:
+        raise ValueError("model: has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer: must be one of sgd, adamw; got {config.optimizer!r}")
+
+
+def group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """The model's name of every parameter in every param group (for checkpoints)."""
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    out = []
+    for group in optimizer.param_groups:
+        names = []
+        for p in group["params"]:
+            if id(p) not in name_of:
+                raise ValueError("optimizer: holds a parameter that is not in the model (was it refined "
+                                 "without map_optimizer_state?)")
+            names.append(name_of[id(p)])
+        out.append(names)
+    return out
+
+
+# --- refinement ----------------------------------------------------------------------------
+def map_optimizer_state(optimizer: torch.optim.Optimizer, maps: Iterable[CoefficientMap]) -> int:
+    """Move the optimizer from each map's old parameters to its new ones; returns how many moved.
+
+    For every ``(old, new)`` pair: ``new`` takes ``old``'s place in its param group (same
+    position, so group order is unchanged), and every state tensor shaped like ``old``
+    (SGD ``momentum_buffer``, Adam ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq`` ...) becomes
+    ``matrix @ state`` along dim 0, the map that took ``old`` to ``new``. Other state (Adam's
+    scalar ``step``, a ``None`` momentum buffer) is kept as it is.
+
+    Second-moment state is clamped at 0 after mapping: it is an average of squares, and a
+    matrix with negative entries (projection, or rounding such as ``-1e-17`` in the
+    piecewise-linear refinement matrix) could otherwise make it negative and
+    ``sqrt(v)`` NaN. For the built-in bases refinement matrices are non-negative up to
+    rounding (piecewise constant: copies; piecewise linear: midpoint averages; Legendre:
+    zero-padding), so the clamp only removes rounding. Note what the mapped state means:
+    for piecewise-constant weights each child cell inherits its parent's momentum, while
+    its own gradient is about half of the parent's (each child covers half the steps), so
+    the step size in coefficient space settles to about half once the history decays.
+    Pairs whose ``old`` parameter is not in the optimizer are skipped.
+    """
+    where: dict[int, tuple[dict, int]] = {}
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            where[id(p)] = (group, i)
+    moved = 0
+    for cmap in maps:
+        for old, new in cmap.pairs:
+            found = where.pop(id(old), None)
+            if found is None:
+                continue
+            group, i = found
+            group["params"][i] = new
+            where[id(new)] = (group, i)
+            state = optimizer.state.pop(old, None)
+            if state:
+                optimizer.state[new] = {key: _map_value(key, value, old, cmap) for key, value in state.items()}
+            moved += 1
+    return moved
+
+
+def _map_value(key: str, value: object, old: torch.Tensor, cmap: CoefficientMap) -> object:
+    if not (isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape == old.shape):
+        return value
+    mapped = apply_matrix(cmap.matrix, value.detach())
+    if key in SECOND_MOMENT_KEYS:
+        mapped = mapped.clamp_(min=0)
+    return mapped
+
+
+def refine_with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[CoefficientMap]:
+    """``contdepth.nn.refine(model)``, then :func:`map_optimizer_state` with the same maps."""
+    maps = refine_blocks(model)
+    if optimizer is not None:
+        map_optimizer_state(optimizer, maps)
+    return maps
+
+
+# --- learning-rate schedule --------------------------------------------------------------------
+@dataclass(frozen=True)
+class LRSchedule:
+    """The learning rate of global step ``s`` (0-based, counted over the whole run).
+
+    ``factor(s)`` is, for ``kind``:
+      * ``constant``: 1;
+      * ``step``: ``gamma ** k`` with ``k`` the number of ``milestones`` (1-based epochs)
+        that are ``<=`` the step's epoch ``s // steps_per_epoch + 1``;
+      * ``cosine``: ``min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2`` (as a factor of the
+        base) with ``p = (s - warmup_steps) / (total_steps - warmup_steps)``;
+    times a linear warm-up ``(s + 1) / warmup_steps`` during the first ``warmup_steps``.
+    """
+
+    kind: str
+    base_lrs: tuple[float, ...]
+    steps_per_epoch: int
+    epochs: int
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> "LRSchedule":
+        return cls(
+            kind=config.schedule, base_lrs=tuple(float(config.lr) for _ in optimizer.param_groups),
+            steps_per_epoch=steps_per_epoch, epochs=config.epochs, milestones=tuple(config.milestones),
+            gamma=config.gamma, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+            min_lr=config.min_lr,
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def lrs(self, step: int) -> list[float]:
+        warm = min(1.0, (step + 1) / self.warmup_steps) if step < self.warmup_steps else 1.0
+        out = []
+        for base in self.base_lrs:
+            if self.kind == "constant":
+                lr = base
+            elif self.kind == "step":
+                epoch = step // self.steps_per_epoch + 1
+                lr = base * self.gamma ** sum(1 for m in self.milestones if m <= epoch)
+            elif self.kind == "cosine":
+                span = max(1, self.total_steps - self.warmup_steps)
+                p = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+                lr = self.min_lr + (base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+            else:
+                raise ValueError(f"schedule: must be one of constant, step, cosine; got {self.kind!r}")
+            out.append(lr * warm)
+        return out
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Write step ``step``'s learning rates into ``optimizer``; returns the first group's."""
+        lrs = self.lrs(step)
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
+        return lrs[0]
+
+    def state_dict(self, step: int) -> dict:
+        return {"kind": self.kind, "base_lrs": list(self.base_lrs), "steps_per_epoch": self.steps_per_epoch,
+                "epochs": self.epochs, "milestones": list(self.milestones), "gamma": self.gamma,
+                "warmup_steps": self.warmup_steps, "min_lr": self.min_lr, "global_step": step}

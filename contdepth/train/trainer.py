@@ -1,0 +1,352 @@
+"""The training loop: ``train(config) -> RunResult``.
+
+One run, in order: validate everything that can be checked without work (options, the
+model's options by building it on the ``meta`` device, the run folder); load the data;
+build the model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the
+optimizer from the last checkpoint; then for each epoch ``e`` (1-based):
+
+1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map the optimizer state
+   (:func:`~contdepth.train.optim.refine_with_optimizer`);
+2. seed torch's global RNG with ``derive_seed(seed, 1, e)`` (randomness inside the model:
+   dropout, stochastic depth), so a resumed epoch draws what the uninterrupted one drew;
+3. one pass over ``train.epoch_batches(e - 1)``, whose order and augmentation are a
+   function of ``(seed, e)``; the learning rate is set from the global step before every
+   optimizer step;
+4. test evaluation, a ``metrics.jsonl`` line, a checkpoint, the callbacks.
+
+So a run interrupted anywhere and resumed from its last checkpoint ends bitwise where the
+uninterrupted run ends (same thread count, CPU). The caller's global RNG state is
+restored when ``train`` returns.
+
+Each epoch's metrics (a ``metrics.jsonl`` line and a ``RunResult.history`` entry):
+``epoch`` (1-based), ``train_loss`` (the optimised objective, label smoothing included,
+averaged over the epoch's samples as the weights changed), ``train_accuracy`` (on the
+augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
+``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
+``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
+refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
+``epoch_time`` and ``total_time`` (seconds, cumulative over resumes). Accuracies are
+fractions in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, atomic_write_text, build_model, read_checkpoint, restore_optimizer, save_checkpoint
+from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig
+from .evaluate import evaluate
+from .optim import LRSchedule, build_optimizer, refine_with_optimizer
+from .rundir import CONFIG_FILE, append_metrics, check_run_dir, prepare_run_dir, write_metrics
+
+Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
+DATA_OPTIONS = ("in_channels", "num_classes", "image_size")  # filled in from the dataset
+
+
+@dataclass
+class RunResult:
+    """What a run produced (the model is the trained one, in train mode)."""
+
+    config: TrainConfig
+    model: nn.Module
+    history: list[dict]
+    run_dir: Path | None
+    num_params: int
+    total_time: float
+    final_test_accuracy: float = field(init=False)
+    best_test_accuracy: float = field(init=False)
+    best_epoch: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.history:
+            last = self.history[-1]
+            best = max(self.history, key=lambda row: (row["test_accuracy"], -row["epoch"]))
+            self.final_test_accuracy = last["test_accuracy"]
+            self.best_test_accuracy, self.best_epoch = best["test_accuracy"], best["epoch"]
+        else:
+            self.final_test_accuracy = self.best_test_accuracy = math.nan
+            self.best_epoch = 0
+
+    def summary(self) -> str:
+        """The table printed at the end of a run."""
+        last = self.history[-1] if self.history else {}
+        rows = [
+            ("run", str(self.run_dir) if self.run_dir else "(not saved)"),
+            ("model", f"{self.config.model} on {self.config.data}"),
+            ("epochs", str(last.get("epoch", 0))),
+            ("final test accuracy", f"{100 * self.final_test_accuracy:.2f}%  (loss {last.get('test_loss', math.nan):.4f})"),
+            ("best test accuracy", f"{100 * self.best_test_accuracy:.2f}%  (epoch {self.best_epoch})"),
+            ("total time", f"{self.total_time:.1f} s"),
+            ("parameters", f"{self.num_params:,}"),
+        ]
+        if last.get("n_basis"):
+            rows.append(("n_basis / n_steps", f"{last['n_basis']} / {last['n_steps']}"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# --- preflight ---------------------------------------------------------------------------------------
+def model_options_for(config: TrainConfig, dataset=None) -> dict:
+    """The model's options: ``config.model_options`` plus what the dataset determines.
+
+    ``in_channels``, ``num_classes`` (and ``image_size`` for models that take it) come from
+    ``dataset``; without one, placeholders (1 channel, 10 classes, 8 pixels) stand in, for
+    a dry build. Given explicitly, they must agree with the dataset.
+    """
+    from ..models import model_options
+
+    accepted = model_options(config.model)
+    options = dict(config.model_options)
+    if dataset is None:
+        derived = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+    else:
+        h, w = dataset.image_size
+        derived = {"in_channels": dataset.channels, "num_classes": dataset.num_classes,
+                   "image_size": h if h == w else None}
+    for key in DATA_OPTIONS:
+        if key not in accepted or derived[key] is None:
+            continue
+        if key not in options:
+            options[key] = derived[key]
+        elif dataset is not None and options[key] != derived[key]:
+            raise ConfigError(f"model_options.{key}: dataset {config.data!r} has {key}={derived[key]}, "
+                              f"but {options[key]!r} was given")
+    return options
+
+
+def preflight(config: TrainConfig) -> None:
+    """Every check that needs no data and writes nothing; raises :class:`ConfigError`.
+
+    Builds the model on the ``meta`` device (no memory, no initialisation cost) so that
+    bad model option *values* fail here with the model's own message, checks that
+    ``refine_at``/``eval_*`` have blocks to act on, and checks the run folder.
+    """
+    from ..models import create
+    from ..nn import continuous_blocks
+    from ..solvers import get_scheme
+
+    try:
+        with torch.device("meta"):
+            model = create(config.model, **model_options_for(config))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model_options.{exc}") from exc
+    has_blocks = bool(continuous_blocks(model))
+    if config.refine_at and not has_blocks:
+        raise ConfigError(f"refine_at: model {config.model!r} has no ContinuousBlock to refine")
+    if (config.eval_scheme or config.eval_n_steps) and not has_blocks:
+        raise ConfigError(f"eval_scheme: model {config.model!r} has no ContinuousBlock to manifest")
+    if config.eval_scheme:
+        get_scheme(config.eval_scheme)
+    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
+        raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {config.device} requested but CUDA is not available here")
+    check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+
+
+def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
+    """A resumed run may change only :data:`~contdepth.train.config.RESUMABLE_CHANGES`."""
+    for f in fields(TrainConfig):
+        if f.name in RESUMABLE_CHANGES:
+            continue
+        given, stored = getattr(config, f.name), getattr(saved, f.name)
+        if given != stored:
+            raise ConfigError(
+                f"{f.name}: differs from the run being resumed (saved {stored!r}, given {given!r}); a resumed run "
+                f"may change only {', '.join(RESUMABLE_CHANGES)}"
+            )
+
+
+def load_data(config: TrainConfig):
+    from .. import data
+
+    try:
+        return data.load(config.data, data_dir=config.data_dir, seed=config.split_seed, **config.data_options)
+    except (ValueError, OSError, ImportError) as exc:  # unknown option, missing files, no scikit-learn
+        raise ConfigError(f"data: {exc}") from exc
+
+
+def _stored_config(config: TrainConfig) -> dict:
+    return config.replace(resume=False, overwrite=False).to_dict()
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+class Trainer:
+    """A run of ``config``; :meth:`run` does the work. ``train(config)`` is the short form.
+
+    ``dataset`` replaces loading ``config.data`` (tests, custom data; ``config.data`` is
+    then only a label); ``callbacks`` are called after each epoch's checkpoint as
+    ``callback(metrics_row, model, optimizer)``; an exception from one stops the run
+    (the checkpoint of that epoch is already on disk).
+    """
+
+    def __init__(self, config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = ()) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        self.config = config
+        self.dataset = dataset
+        self.callbacks = tuple(callbacks)
+
+    def log(self, text: str) -> None:
+        if not self.config.quiet:
+            print(text, flush=True)
+
+    def run(self) -> RunResult:
+        threads = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> RunResult:
+        from ..data import derive_seed
+        from ..models import create
+
+        config = self.config
+        preflight(config)
+        info = None
+        if config.resume:
+            info, state = read_checkpoint(config.out)
+            check_resume_config(config, info.train_config())
+            if config.epochs < info.epoch:
+                raise ConfigError(f"epochs: the run in {config.out} already completed {info.epoch} epochs, "
+                                  f"got epochs={config.epochs}")
+        dataset = self.dataset if self.dataset is not None else load_data(config)
+        options = model_options_for(config, dataset)
+        device = torch.device(config.device)
+
+        if info is not None:
+            model = build_model(info, state)
+            if info.model_options != options:
+                raise CheckpointError(f"{info.path}: the stored model options {info.model_options} differ from "
+                                      f"this run's {options}")
+            start, history = info.epoch, list(info.history)
+        else:
+            torch.manual_seed(config.seed)
+            model = create(config.model, **options)
+            start, history = 0, []
+        model.to(device)
+        optimizer = build_optimizer(model, config)
+        if info is not None:
+            restore_optimizer(optimizer, model, info)
+        train_batches = dataset.batches("train", config.batch_size, seed=config.seed, device=device)
+        schedule = LRSchedule.from_config(config, optimizer, len(train_batches))
+
+        run_dir = None
+        if config.out is not None:
+            run_dir = prepare_run_dir(config.out, overwrite=config.overwrite and not config.resume)
+            atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False).to_yaml())
+            write_metrics(run_dir, history)
+
+        elapsed = history[-1]["total_time"] if history else 0.0
+        if start > 0:
+            self.log(f"resuming {run_dir} after epoch {start}")
+        for epoch in range(start + 1, config.epochs + 1):
+            tic = time.perf_counter()
+            refined = epoch in config.refine_at
+            if refined:
+                refine_with_optimizer(model, optimizer)
+            torch.manual_seed(derive_seed(config.seed, 1, epoch))
+            train_loss, train_acc, lr = self._train_epoch(model, optimizer, schedule, train_batches, epoch)
+            test_loss, test_acc = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
+                                           n_steps=config.eval_n_steps, device=device)
+            epoch_time = time.perf_counter() - tic
+            elapsed += epoch_time
+            row = {
+                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                "test_loss": test_loss, "test_accuracy": test_acc, "lr": lr,
+                **_block_summary(model), "refined": refined, "params": _count(model),
+                "epoch_time": epoch_time, "total_time": elapsed,
+            }
+            history.append(row)
+            if run_dir is not None:
+                append_metrics(run_dir, row)
+                save_checkpoint(run_dir, model, optimizer, epoch=epoch, history=history,
+                                scheduler=schedule.state_dict(epoch * schedule.steps_per_epoch),
+                                config=_stored_config(config))
+            self.log(_epoch_line(row, config.epochs))
+            for callback in self.callbacks:
+                callback(row, model, optimizer)
+        result = RunResult(config=config, model=model, history=history, run_dir=run_dir, num_params=_count(model),
+                           total_time=elapsed)
+        self.log(result.summary())
+        return result
+
+    def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                     batches, epoch: int) -> tuple[float, float, float]:
+        config = self.config
+        model.train()
+        steps = len(batches)
+        first_step = (epoch - 1) * steps
+        total_loss, correct, count = 0.0, 0, 0
+        lr_first = schedule.lrs(first_step)[0]
+        show = not config.quiet and sys.stdout.isatty()
+        progress = None
+        if show:
+            from tqdm import tqdm
+
+            progress = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+        try:
+            for k, (xb, yb) in enumerate(batches.epoch_batches(epoch - 1)):
+                schedule.apply(optimizer, first_step + k)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"lr: training diverged at epoch {epoch}, step {k + 1} (loss {value}); "
+                                             "try a smaller lr")
+                n = len(yb)
+                total_loss += value * n
+                correct += int((logits.detach().argmax(dim=1) == yb).sum())
+                count += n
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%",
+                                         refresh=False)
+        finally:
+            if progress is not None:
+                progress.close()
+        return total_loss / max(count, 1), correct / max(count, 1), lr_first
+
+
+def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Run ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, dataset=dataset, callbacks=callbacks).run()
+
+
+def _block_summary(model: nn.Module) -> dict:
+    from ..nn import continuous_blocks
+
+    blocks = continuous_blocks(model)
+    return {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    width = len(str(epochs))
+    text = (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc "
+            f"{100 * row['train_accuracy']:6.2f}%  test loss {row['test_loss']:.4f} acc "
+            f"{100 * row['test_accuracy']:6.2f}%  lr {row['lr']:.4g}")
+    if row.get("n_steps"):
+        text += f"  steps {row['n_steps']}"
+    if row.get("refined"):
+        text += " (refined)"
+    return text + f"  {row['epoch_time']:.1f}s"

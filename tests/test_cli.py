@@ -1,0 +1,100 @@
+"""The ``contdepth`` command line: options, failing early, train/eval/resume round trip."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from contdepth import data
+from contdepth.cli import build_parser, main, train_config_from_args
+
+TINY = ["--model", "continuousnet", "--alpha", "4", "--n-basis", "1", "--batch-size", "64", "--threads", "1"]
+
+
+@pytest.fixture()
+def no_data(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("no data may be loaded before the options are checked")
+
+    monkeypatch.setattr(data, "load", refuse)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizer", "adam"], "optimizer: must be one of sgd, adamw; got 'adam'"),
+    (["--lr", "-0.1"], "lr: must be > 0"),
+    (["--epochs", "3", "--refine-at", "4"], "refine_at: every epoch must be in 1..epochs=3"),
+    (["--norm", "layer"], "model_options.norm: must be one of batch, group, none"),
+    (["--basis", "fourier"], "model_options.basis: must be one of"),
+    (["--n-basis", "1", "2"], "model_options.n_basis: give one integer or 3"),
+    (["--model-option", "depth=3"], "model_options.depth: not an option of model 'continuousnet'"),
+    (["--model-option", "depth"], "--model-option: expected KEY=VALUE"),
+    (["--data", "imagenet"], "data: must be one of"),
+    (["--data-dir", "/does/not/exist", "--data", "fashion_mnist"], "data_dir: /does/not/exist is not a folder"),
+    (["--model", "resnet", "--refine-at", "2"], "refine_at: model 'resnet' has no ContinuousBlock"),
+    (["--schedule", "step", "--milestones", "0"], "milestones: epochs are numbered from 1"),
+    (["--resume"], "resume: nothing to resume in"),
+])
+def test_a_bad_option_fails_before_any_work(tmp_path, capsys, no_data, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("contdepth train: error: ") and message in err
+    assert not out.exists()
+
+
+def test_argparse_errors_also_exit_with_status_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--lr", "fast"])
+    assert exc.value.code == 2 and "argument --lr: invalid float value: 'fast'" in capsys.readouterr().err
+
+
+def test_flags_override_the_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: continuousnet\nmodel_options: {alpha: 16, n_basis: 2, norm: group}\n"
+                    "epochs: 9\nlr: 0.05\nrefine_at: [3, 6]\n")
+    args = build_parser().parse_args(["train", "--config", str(path), "--lr", "0.2", "--alpha", "8",
+                                      "--n-steps", "2", "4", "8", "--model-option", "checkpoint=true",
+                                      "--refine-at", "--nesterov"])
+    config = train_config_from_args(args)
+    assert config.lr == 0.2 and config.epochs == 9 and config.refine_at == () and config.nesterov
+    assert config.model_options == {"alpha": 8, "n_basis": 2, "norm": "group", "n_steps": [2, 4, 8],
+                                    "checkpoint": True}
+    assert config.momentum == 0.9  # untouched defaults stay
+
+
+def test_train_eval_resume_through_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "2", "--refine-at", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "final test accuracy" in printed  # not a terminal: no bars, lines yes
+    assert main(["eval", str(out), "--scheme", "rk4", "--n-steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "with rk4, n_steps [3, 3, 3]" in printed
+    assert main(["eval", str(out), "--table", "--schemes", "euler", "heun", "--steps", "1", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "scheme" in table and "heun" in table and "*" in table  # the trained manifestation is marked
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["n_basis"] == [2, 2, 2]
+    assert main(["train", "--resume", "--out", str(out), "--lr", "0.5"]) == 2
+    assert "lr: differs from the run being resumed" in capsys.readouterr().err
+    (out / "checkpoint.json").write_text("{not json")
+    assert main(["eval", str(out)]) == 2
+    assert "malformed checkpoint, not valid JSON" in capsys.readouterr().err
+
+
+def test_python_dash_m_contdepth_runs():
+    done = subprocess.run([sys.executable, "-m", "contdepth", "train", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--refine-at" in done.stdout and "--model-option" in done.stdout
+
+
+def test_demo_runs_and_prints_a_manifestation_table(capsys):
+    assert main(["demo", "--epochs", "2", "--quiet", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "by manifestation" in printed
+    assert all(s in printed for s in ("euler", "midpoint", "rk4"))
