@@ -32,6 +32,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--alpha", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (timings then compare GPU runs)")
     args = parser.parse_args(argv)
     doublings = math.log2(args.final_basis)
     if args.final_basis < 2 or doublings != int(doublings):
@@ -77,10 +78,10 @@ def main(args: argparse.Namespace) -> None:
         model_options={"alpha": args.alpha, "basis": "piecewise_constant", "scheme": "euler", "norm": "batch"},
         data=name, data_dir=args.data_dir, epochs=args.epochs, batch_size=128, optimizer="sgd", lr=0.1,
         momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1, seed=args.seed,
-        threads=args.threads, quiet=True,
+        threads=args.threads, device=args.device, quiet=True,
     )
     print(f"contdepth refinement benchmark on {name} ({dataset.num_train} train / {dataset.num_test} test), "
-          f"{args.epochs} epochs, {args.threads} threads; allocator {allocator_note()}")
+          f"{args.epochs} epochs, device {args.device}, {args.threads} threads; allocator {allocator_note()}")
     runs = {
         "scratch": base.replace(model_options={**base.model_options, "n_basis": args.final_basis}),
         "refined": base.replace(model_options={**base.model_options, "n_basis": 1}, refine_at=refine_at),
