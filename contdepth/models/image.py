@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -21,7 +23,28 @@ def _widths(alpha: int, widen: int) -> tuple[int, int, int]:
     return (base, 2 * base, 4 * base)
 
 
-class ContinuousNet(nn.Module):
+class StagedNet(nn.Module):
+    """Stem, three (stitch, body) stages, head: the topology ContinuousNet and ResNet share.
+
+    ``make_body(stage, width)`` builds what follows each stage's stitch.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, norm: str, eps: float,
+                 make_body: Callable[[int, int], nn.Module]) -> None:
+        super().__init__()
+        self.stem = stem(in_channels, alpha, norm)
+        stages, previous = [], alpha
+        for i, (width, stride) in enumerate(zip(_widths(alpha, widen), STRIDES)):
+            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), make_body(i, width)))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(previous, num_classes, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+class ContinuousNet(StagedNet):
     """Stem, three (stitch, ContinuousBlock) stages, head.
 
     Each stage's ContinuousBlock integrates the pre-activation residual rate over
@@ -32,23 +55,14 @@ class ContinuousNet(nn.Module):
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_basis: tuple[int, ...],
                  basis: str, scheme: str, n_steps: tuple[int, ...] | None, norm: str, eps: float,
                  checkpoint: bool) -> None:
-        super().__init__()
-        widths = _widths(alpha, widen)
-        self.stem = stem(in_channels, alpha, norm)
-        stages = []
-        previous = alpha
-        for i, (width, stride) in enumerate(zip(widths, STRIDES)):
-            block = ContinuousBlock(
+        def block(i: int, width: int) -> ContinuousBlock:
+            return ContinuousBlock(
                 residual_rate(width, norm), basis=basis, n_basis=n_basis[i], scheme=scheme,
                 n_steps=None if n_steps is None else n_steps[i], checkpoint=checkpoint,
             )
-            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), block))
-            previous = width
-        self.stages = nn.Sequential(*stages)
-        self.head = Head(previous, num_classes, norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+        super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
+                         eps=eps, make_body=block)
 
 
 @register_model("continuousnet")
@@ -108,29 +122,23 @@ class ResidualStage(nn.Module):
         return x
 
 
-class ResNet(nn.Module):
+class ResNet(StagedNet):
     """The discrete twin of ContinuousNet: same stem, stitches and head; independent units."""
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_units: tuple[int, ...],
                  norm: str, eps: float, lm: bool = False, k_per_channel: bool = False, survival: float = 1.0) -> None:
-        super().__init__()
-        widths = _widths(alpha, widen)
-        self.stem = stem(in_channels, alpha, norm)
         total = sum(n_units)
         # Linear decay rule of stochastic depth: unit l of L is dropped with probability
         # (l / L) * (1 - p_L), rising from ~0 to 1 - p_L at the last unit.
-        rates = [(l + 1) / total * (1 - survival) for l in range(total)]
-        stages, previous, start = [], alpha, 0
-        for width, stride, n in zip(widths, STRIDES, n_units):
-            stage = ResidualStage(width, n, norm, lm=lm, k_per_channel=k_per_channel,
-                                  drop_rates=tuple(rates[start:start + n]))
-            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), stage))
-            previous, start = width, start + n
-        self.stages = nn.Sequential(*stages)
-        self.head = Head(previous, num_classes, norm)
+        rates = [(unit + 1) / total * (1 - survival) for unit in range(total)]
+        starts = [sum(n_units[:i]) for i in range(len(n_units))]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+        def stage(i: int, width: int) -> ResidualStage:
+            return ResidualStage(width, n_units[i], norm, lm=lm, k_per_channel=k_per_channel,
+                                 drop_rates=tuple(rates[starts[i]:starts[i] + n_units[i]]))
+
+        super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
+                         eps=eps, make_body=stage)
 
 
 @register_model("resnet")
