@@ -5,6 +5,7 @@ contdepth makes the continuous view first-class: depth-dependent weights in a ba
 any explicit Runge-Kutta or multistep scheme, exact refinement and projection.
 """
 
+from . import analysis, basis, data, models, nn, solvers, train
 from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
 from .nn import CoefficientMap, ContinuousBlock
 from .solvers import (

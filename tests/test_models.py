@@ -111,6 +111,10 @@ def test_continuous_lm_variant_learns_k():
     out.sum().backward()
     ks = [m.k for m in model.modules() if hasattr(m, "k") and isinstance(m.k, torch.nn.Parameter)]
     assert len(ks) == 3 and all(k.grad is not None for k in ks)
+    model(X)
+    blocks = cnn.continuous_blocks(model)
+    assert all(len(b._plan_cache) == 1 for b in blocks)  # the plan is built once, not per forward
+    assert all(b.scheme.k is k for b, k in zip(blocks, ks))
 
 
 def test_resnet_has_independent_units():

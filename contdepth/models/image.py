@@ -159,10 +159,12 @@ class LMContinuousBlock(nn.Module):
         shape = (1, channels, 1, 1) if k_per_channel else ()
         self.k = nn.Parameter(torch.empty(shape).uniform_(-0.1, 0.0))
         self.block = block
+        # One scheme object holding the parameter itself: the optimizer updates k in place,
+        # and the block's per-manifestation plan is built once, not on every forward.
+        block.manifest(LMResNetScheme(self.k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.block.manifest(LMResNetScheme(self.k)):
-            return self.block(x)
+        return self.block(x)
 
 
 @register_model("lm_resnet")
