@@ -277,14 +277,15 @@ class ContinuousBlock(nn.Module):
         return _Plan(self._scheme, schedule, tuple(row_of_point), weights, one_hot)
 
     # --- forward ----------------------------------------------------------------------
-    def _stage_parameters(self, plan: _Plan) -> list[tuple[Tensor, ...]]:
-        """For each distinct stage row, the template's parameter values (in template order)."""
+    @staticmethod
+    def _at_stages(plan: _Plan, coefficients: Iterator[tuple[str, Tensor]]) -> list[tuple[Tensor, ...]]:
+        """For each distinct stage row, every coefficient tensor evaluated there (in order)."""
         rows = len(plan.weights)
         columns: list[tuple[Tensor, ...]] = []
-        for _, c in self.coefficient_items():
+        for _, c in coefficients:
             if plan.one_hot is not None:  # piecewise constant: views of the coefficients
                 columns.append(tuple(c[k] for k in plan.one_hot))
-            else:  # one small matmul per parameter; unbind makes the per-row views in C++
+            else:  # one small matmul per tensor; unbind makes the per-row views in C++
                 w = plan.weights_as(c)
                 columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
         return [tuple(column[r] for column in columns) for r in range(rows)]
@@ -320,18 +321,6 @@ class ContinuousBlock(nn.Module):
             found = self.__dict__["_slot_cache"] = (params, state, shared)
         return found
 
-    def _stage_state(self, plan: _Plan) -> list[tuple[Tensor, ...]]:
-        """Depth-dependent buffers at each distinct stage row (detached: state, not weights)."""
-        rows = len(plan.weights)
-        columns: list[tuple[Tensor, ...]] = []
-        for _, c in self.state_items():
-            if plan.one_hot is not None:
-                columns.append(tuple(c[k] for k in plan.one_hot))
-            else:
-                w = plan.weights_as(c)
-                columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
-        return [tuple(column[r] for column in columns) for r in range(rows)]
-
     def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None):
         # The stage's weights are written straight into the template's parameter slots
         # for the duration of one call, then the meta placeholders are put back.  This is
@@ -342,7 +331,7 @@ class ContinuousBlock(nn.Module):
         param_slots, state_slots, shared_slots = self._slots()
         slots = param_slots + state_slots + [(table, leaf, 0) for table, leaf, _ in shared_slots]
         placeholders = [table[leaf] for table, leaf, _ in slots]
-        states = self._stage_state(plan) if state_slots else None
+        states = self._at_stages(plan, self.state_items()) if state_slots else None
         shared = [self.state.get(name) for _, _, name in shared_slots]
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
@@ -378,7 +367,7 @@ class ContinuousBlock(nn.Module):
         if self._template.training != self.training:  # the template is outside the module tree
             self._template.train(self.training)
         samples: list | None = [] if (self.training and self._state_names) else None
-        rate = self._rate_function(plan, self._stage_parameters(plan), samples)
+        rate = self._rate_function(plan, self._at_stages(plan, self.coefficient_items()), samples)
         out = plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
         if samples:
             collected = list(samples)
