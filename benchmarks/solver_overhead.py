@@ -552,7 +552,7 @@ def table_block(args: argparse.Namespace, warmup: int, min_sample_s: float) -> d
         print()
     print("  max|diff|: against the hand loop with the same weights (the linear block has other,")
     print("  depth-varying weights).  constant / integrate isolates what the block adds per evaluation")
-    print("  (torch.func.functional_call with the stage's weights) over calling the module directly.")
+    print("  (writing the stage's weights into the template's slots) over calling the module directly.")
     print()
     return ratios
 
