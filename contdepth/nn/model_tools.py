@@ -71,4 +71,7 @@ def apply_layout(model: nn.Module, entries: list[dict]) -> None:
             raise ValueError(f"layout: block basis {entry['basis']!r} does not match the model's {block.basis.name!r}")
         if entry["n_basis"] != block.n_basis:
             block.project(entry["n_basis"])
-        block.manifest(entry.get("scheme") if entry.get("scheme") != "lm_resnet" else None, entry["n_steps"])
+        # Switch scheme only when it differs: a model-owned scheme object (LM-ResNet's, with
+        # a learnable k) is already in place after building and has no registry name.
+        scheme = entry.get("scheme")
+        block.manifest(scheme if scheme != block.scheme.name else None, entry["n_steps"])

@@ -120,15 +120,13 @@ def integrate(
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
 
 
-def _error_ratio(error: Tensor, x: Tensor, x_new: Tensor, rtol: float, atol: float) -> float:
-    # Step-size control is not differentiated through: only the accepted values are.
-    error, x, x_new = error.detach(), x.detach(), x_new.detach()
-    scale = atol + rtol * torch.maximum(x.abs(), x_new.abs())
-    return float(torch.sqrt(torch.mean((error / scale) ** 2)))
-
-
 def _rms(v: Tensor, scale: Tensor) -> float:
+    """Scaled RMS norm; step-size control is not differentiated through (detached)."""
     return float(torch.sqrt(torch.mean((v.detach() / scale.detach()) ** 2)))
+
+
+def _error_ratio(error: Tensor, x: Tensor, x_new: Tensor, rtol: float, atol: float) -> float:
+    return _rms(error, atol + rtol * torch.maximum(x.detach().abs(), x_new.detach().abs()))
 
 
 def _check_tolerance(value: object, name: str) -> float:
