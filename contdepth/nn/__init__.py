@@ -1,9 +1,10 @@
 """Neural-network building blocks with depth-dependent weights."""
 
+from .adaptive import AdaptiveDepth, AdaptiveRecord, adaptive_depth
 from .block import CoefficientMap, ContinuousBlock, reset_template_parameters
 from .model_tools import apply_layout, continuous_blocks, layout, manifest, project, refine
 
 __all__ = [
-    "CoefficientMap", "ContinuousBlock", "apply_layout", "continuous_blocks", "layout", "manifest", "project",
+    "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "apply_layout", "continuous_blocks", "layout", "manifest", "project",
     "refine", "reset_template_parameters",
 ]

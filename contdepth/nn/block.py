@@ -12,15 +12,19 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
-from ..solvers import Scheme, StageTime, check_n_steps, get_scheme
+from ..solvers import IntegrationStats, Scheme, StageTime, check_n_steps, get_scheme
+from ..solvers.integrate import integrate_adaptive_rate
 from ..solvers.scheme import StageSchedule
+
+if TYPE_CHECKING:
+    from .adaptive import AdaptiveDepth
 
 Tensor = torch.Tensor
 Initializer = Callable[[nn.Module], None]
@@ -321,48 +325,128 @@ class ContinuousBlock(nn.Module):
             found = self.__dict__["_slot_cache"] = (params, state, shared)
         return found
 
-    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None):
-        # The stage's weights are written straight into the template's parameter slots
-        # for the duration of one call, then the meta placeholders are put back.  This is
-        # what torch.func.functional_call does, minus its per-call bookkeeping (which
-        # costs 40-70% on small templates).  A block instance must therefore not run
-        # forward in several threads at once.
-        template, row_of_point = self._template, plan.row_of_point
+    def _call_template(self, x: Tensor, values: tuple[Tensor, ...], stage_state: tuple[Tensor, ...] | None,
+                       shared: list[Tensor]) -> Tensor:
+        """``template(x)`` with ``values`` as its parameters and ``stage_state`` as its state.
+
+        The values are written straight into the template's parameter slots for the
+        duration of one call, then the meta placeholders are put back.  This is what
+        torch.func.functional_call does, minus its per-call bookkeeping (which costs
+        40-70% on small templates).  A block instance must therefore not run forward in
+        several threads at once.
+        """
+        template = self._template
         param_slots, state_slots, shared_slots = self._slots()
-        slots = param_slots + state_slots + [(table, leaf, 0) for table, leaf, _ in shared_slots]
-        placeholders = [table[leaf] for table, leaf, _ in slots]
-        states = self._at_stages(plan, self.state_items()) if state_slots else None
-        shared = [self.state.get(name) for _, _, name in shared_slots]
+        placeholders, state_placeholders, shared_placeholders = self._placeholders()
+        for table, leaf, i in param_slots:
+            table[leaf] = values[i]
+        if stage_state is not None:
+            for table, leaf, i in state_slots:
+                table[leaf] = stage_state[i]
+        for (table, leaf, _), value in zip(shared_slots, shared):
+            table[leaf] = value
+        try:
+            out = template(x)
+        finally:
+            for (table, leaf, _), placeholder in zip(param_slots, placeholders):
+                table[leaf] = placeholder
+            for (table, leaf, _), placeholder in zip(state_slots, state_placeholders):
+                table[leaf] = placeholder
+            for (table, leaf, _), placeholder in zip(shared_slots, shared_placeholders):
+                table[leaf] = placeholder
+        if out.shape != x.shape:
+            raise ValueError(
+                f"template: output shape {tuple(out.shape)} differs from its input shape "
+                f"{tuple(x.shape)}; a rate function must map a state to a rate of the same shape"
+            )
+        return out
+
+    def _placeholders(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """The template's own (meta) tensors in each slot, put back after every call."""
+        found = self.__dict__.get("_placeholder_cache")
+        if found is None:
+            found = self.__dict__["_placeholder_cache"] = tuple(
+                [table[leaf] for table, leaf, _ in slots] for slots in self._slots())
+        return found
+
+    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None):
+        """The fixed-grid rate: stage ``i`` reads the precomputed row ``row_of_point[i]``."""
+        row_of_point = plan.row_of_point
+        states = self._at_stages(plan, self.state_items()) if self._state_names else None
+        shared = [self.state.get(name) for name in self._shared_names]
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
             row = row_of_point[stage.index]
-            values = params[row]
-            for table, leaf, i in param_slots:
-                table[leaf] = values[i]
+            stage_state = None
             if states is not None:
                 stage_state = states[row]
                 if samples is not None:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
                     samples.append((row, stage_state))
-                for table, leaf, i in state_slots:
-                    table[leaf] = stage_state[i]
-            for (table, leaf, _), value in zip(shared_slots, shared):
-                table[leaf] = value
-            try:
-                out = template(x)
-            finally:
-                for (table, leaf, _), placeholder in zip(slots, placeholders):
-                    table[leaf] = placeholder
-            if out.shape != x.shape:
-                raise ValueError(
-                    f"template: output shape {tuple(out.shape)} differs from its input shape "
-                    f"{tuple(x.shape)}; a rate function must map a state to a rate of the same shape"
-                )
-            return out
+            return self._call_template(x, params[row], stage_state, shared)
 
         return rate
 
+    # --- adaptive depth -----------------------------------------------------------------
+    def _values_at(self, weights: np.ndarray, items: Iterator[tuple[str, Tensor]]) -> tuple[Tensor, ...]:
+        """Each coefficient tensor evaluated with one row of basis weights."""
+        nonzero = np.flatnonzero(weights)
+        if len(nonzero) == 1 and weights[nonzero[0]] == 1.0:  # one function: a view, exact
+            k = int(nonzero[0])
+            return tuple(c[k] for _, c in items)
+        out = []
+        for _, c in items:
+            w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
+            out.append((w @ c.reshape(c.shape[0], -1)).reshape(c.shape[1:]))
+        return tuple(out)
+
+    def breakpoints(self) -> tuple[Fraction, ...]:
+        """Depths in ``(t0, t1)`` where ``theta`` may jump or bend: no adaptive step crosses one."""
+        t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
+        return tuple(t0 + span * bp for bp in self.basis.breakpoints)
+
+    def forward_adaptive(self, x: Tensor, setting: "AdaptiveDepth") -> tuple[Tensor, IntegrationStats]:
+        """Integrate the block with error control: ``(output, stats)``.
+
+        The embedded pair of ``setting`` chooses its own steps to meet ``rtol``/``atol``
+        instead of the manifestation's grid; steps end exactly on the basis breakpoints,
+        where ``theta`` jumps, so each step sees one smooth piece.  The step size is
+        shared by the whole batch (the error norm is an RMS over it).
+
+        Depth-dependent normalisation state is read at each stage's depth; updating it
+        would need samples on a fixed grid, so a block with such state must be in
+        evaluation mode.  Without state (group norm, none) training works too.
+        """
+        if self.training and self._state_names:
+            raise RuntimeError(
+                "adaptive depth: this block has depth-dependent normalisation state, which is only "
+                "updated on a fixed grid; call model.eval() first (adaptive depth is for inference)"
+            )
+        if self._template.training != self.training:
+            self._template.train(self.training)
+        t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
+        shared = [self.state.get(name) for name in self._shared_names]
+        has_state = bool(self._state_names)
+
+        def rate(stage: StageTime, x: Tensor) -> Tensor:
+            w = self.basis.weights((stage.exact - t0) / span, stage.left)
+            values = self._values_at(w, self.coefficient_items())
+            stage_state = self._values_at(w, self.state_items()) if has_state else None
+            return self._call_template(x, values, stage_state, shared)
+
+        out, _, stats = integrate_adaptive_rate(
+            rate, x, tableau=setting.tableau, rtol=setting.rtol, atol=setting.atol, t0=t0,
+            t1=Fraction(self.t1), breakpoints=self.breakpoints(), max_steps=setting.max_steps,
+        )
+        return out, stats
+
     def forward(self, x: Tensor) -> Tensor:
+        adaptive = self.__dict__.get("_adaptive")
+        if adaptive is not None:  # inside contdepth.nn.adaptive_depth(...)
+            setting, record = adaptive
+            out, stats = self.forward_adaptive(x, setting)
+            record(stats)
+            return out
         plan = self._plan()
         if self._template.training != self.training:  # the template is outside the module tree
             self._template.train(self.training)

@@ -14,12 +14,15 @@ from .checkpoint import (
     restore_optimizer, save_checkpoint,
 )
 from .config import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, ConfigError, TrainConfig
-from .evaluate import evaluate, format_manifestation_table, manifestation_table
+from .evaluate import (
+    AdaptiveResult, evaluate, evaluate_adaptive, format_adaptive_table, format_manifestation_table,
+    manifestation_table,
+)
 from .optim import LRSchedule, build_optimizer, map_optimizer_state, named_parameter_groups, refine_with_optimizer
 from .trainer import RunResult, Trainer, model_options_for, preflight, train
 
 __all__ = [
-    "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
+    "AdaptiveResult", "evaluate_adaptive", "format_adaptive_table", "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
     "LRSchedule", "RunResult", "TrainConfig", "Trainer", "atomic_write_bytes", "atomic_write_text",
     "build_optimizer", "evaluate", "format_manifestation_table", "load_checkpoint", "manifestation_table",
     "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint",

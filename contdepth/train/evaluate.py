@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -45,6 +46,64 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     if count == 0:
         raise ValueError(f"dataset: the {split} split is empty")
     return total_loss / count, correct / count
+
+
+@dataclass(frozen=True)
+class AdaptiveResult:
+    """Accuracy and cost of one adaptive-depth evaluation (:func:`evaluate_adaptive`).
+
+    ``evaluations[i]`` and ``steps[i]`` are block ``i``'s rate evaluations and accepted
+    steps per batch (mean over the batches); ``fixed_evaluations[i]`` is what the
+    block's own fixed grid spends per batch, for comparison.
+    """
+
+    rtol: float
+    atol: float
+    scheme: str
+    loss: float
+    accuracy: float
+    evaluations: tuple[float, ...]
+    steps: tuple[float, ...]
+    rejected: tuple[int, ...]
+    fixed_evaluations: tuple[int, ...]
+    batch_size: int
+
+
+@torch.no_grad()
+def evaluate_adaptive(model: nn.Module, dataset, rtol: float, atol: float, *, scheme: str = "dopri5",
+                      batch_size: int = 500, split: str = "test", max_steps: int = 10_000,
+                      device: str | torch.device | None = None) -> AdaptiveResult:
+    """Evaluate with every ContinuousBlock integrated adaptively (:func:`contdepth.nn.adaptive_depth`).
+
+    The step size is shared by a batch (its error norm is an RMS over the batch), so the
+    evaluation counts depend a little on ``batch_size``.
+    """
+    from ..nn import adaptive_depth, continuous_blocks
+
+    fixed = tuple(block.units for block in continuous_blocks(model))
+    context = adaptive_depth(model, rtol, atol, scheme=scheme, max_steps=max_steps)
+    with context as record:
+        loss, accuracy = evaluate(model, dataset, batch_size, split=split, device=device)
+    return AdaptiveResult(rtol=float(rtol), atol=float(atol), scheme=str(scheme), loss=loss, accuracy=accuracy,
+                          evaluations=tuple(record.mean_evaluations()), steps=tuple(record.mean_steps()),
+                          rejected=tuple(record.rejected()), fixed_evaluations=fixed, batch_size=batch_size)
+
+
+def format_adaptive_table(results: Sequence[AdaptiveResult]) -> str:
+    """One row per tolerance: evaluations per block (mean per batch) and test accuracy."""
+    if not results:
+        return ""
+    n_blocks = len(results[0].evaluations)
+    head = f"{'rtol':>9} {'atol':>9}" + "".join(f"{'block ' + str(i + 1):>10}" for i in range(n_blocks))
+    lines = [f"adaptive depth ({results[0].scheme}): rate evaluations per block and batch of "
+             f"{results[0].batch_size}, test accuracy",
+             head + f"{'total':>9}{'accuracy':>10}"]
+    for r in results:
+        lines.append(f"{r.rtol:>9.0e} {r.atol:>9.0e}" + "".join(f"{e:>10.1f}" for e in r.evaluations)
+                     + f"{sum(r.evaluations):>9.1f}{100 * r.accuracy:>9.2f}%")
+    fixed = results[0].fixed_evaluations
+    lines.append(f"{'fixed grid (trained)':>19}" + "".join(f"{e:>10d}" for e in fixed) + f"{sum(fixed):>9d}")
+    return "\n".join(lines)
 
 
 def manifestation_table(model: nn.Module, dataset, schemes: Sequence[str] = DEFAULT_SCHEMES,
