@@ -5,9 +5,11 @@ contdepth makes the continuous view first-class: depth-dependent weights in a ba
 any explicit Runge-Kutta or multistep scheme, exact refinement and projection.
 """
 
-from . import analysis, basis, data, models, nn, solvers, train
+from . import analysis, basis, data, export, models, nn, solvers, train
+from .analysis import ManifestationReport, analyze_manifestations, compress, resnet_as_continuous
 from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
-from .nn import CoefficientMap, ContinuousBlock
+from .export import StaticBlock, freeze
+from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, adaptive_depth
 from .solvers import (
     AdamsBashforth, ButcherTableau, IntegrationStats, LMResNetScheme, MaxStepsExceeded, RungeKutta, Scheme,
     StageTime, available_schemes, get_scheme, get_tableau, integrate, integrate_adaptive, register_scheme,
@@ -16,6 +18,8 @@ from .solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveDepth", "ManifestationReport", "StaticBlock", "adaptive_depth", "analyze_manifestations", "compress",
+    "freeze", "resnet_as_continuous",
     "AdamsBashforth", "ButcherTableau", "CoefficientMap", "ContinuousBlock", "DepthBasis", "IntegrationStats",
     "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
     "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",

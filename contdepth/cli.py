@@ -1,4 +1,4 @@
-"""The ``contdepth`` command: ``train``, ``eval`` and ``demo``.
+"""The ``contdepth`` command: ``train``, ``eval``, ``analyze``, ``compress``, ``export`` and ``demo``.
 
     contdepth train --model continuousnet --data digits --epochs 12 --alpha 8 --n-basis 1 \\
         --refine-at 4 8 --out runs/digits
@@ -6,6 +6,10 @@
     contdepth train --resume --out runs/fmnist            # continue after an interruption
     contdepth eval runs/digits --scheme rk4 --n-steps 8
     contdepth eval runs/digits --table
+    contdepth eval runs/digits --adaptive --rtol 1e-2 1e-4       # adaptive depth: evaluations per block
+    contdepth analyze runs/digits                                # convergence orders, invariance, plots
+    contdepth compress runs/digits --n-basis 1 --finetune-epochs 2 --out runs/digits-small
+    contdepth export runs/digits --scheme rk4 --n-steps 4 --format onnx --out digits.onnx --check
     contdepth demo
 
 Every ``train`` option is a :class:`~contdepth.train.TrainConfig` field (``--refine-at`` for
@@ -174,6 +178,15 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="print a scheme x steps accuracy table")
     p.add_argument("--schemes", nargs="+", default=None, help="schemes of the table (default: euler midpoint rk4)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="step counts of the table (default: 1 2 4 8 16)")
+    g = p.add_argument_group("adaptive depth (every block integrated with error control)")
+    g.add_argument("--adaptive", action="store_true",
+                   help="integrate each block with an embedded pair instead of a fixed grid; prints evaluations "
+                        "per block and accuracy for each tolerance")
+    g.add_argument("--rtol", type=float, nargs="+", default=None, metavar="R",
+                   help="relative tolerance(s); several values give a table (default: 1e-3)")
+    g.add_argument("--atol", type=float, nargs="+", default=None, metavar="A",
+                   help="absolute tolerance(s): one value, or one per --rtol (default: rtol / 10)")
+    g.add_argument("--adaptive-scheme", default="dopri5", help="embedded pair: dopri5 or bosh3 (default: dopri5)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
     p.add_argument("--threads", type=int, default=None)
@@ -204,6 +217,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"threads: must be an integer >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    tolerances = _adaptive_tolerances(args)
     model, info = load_checkpoint(args.run, device=args.device)
     config = info.train_config()
     if args.data_dir is not None:
@@ -211,7 +225,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     blocks = continuous_blocks(model)
     if (args.scheme or args.n_steps or args.table) and not blocks:
         raise ConfigError(f"scheme: model {info.model_name!r} has no ContinuousBlock, so it has one manifestation only")
+    if args.adaptive and not blocks:
+        raise ConfigError(f"adaptive: model {info.model_name!r} has no ContinuousBlock to integrate adaptively")
     dataset = load_data(config)
+    if args.adaptive:
+        from .train import evaluate_adaptive, format_adaptive_table
+
+        results = []
+        for rtol, atol in tolerances:
+            try:
+                results.append(evaluate_adaptive(model, dataset, rtol, atol, scheme=args.adaptive_scheme,
+                                                 batch_size=args.batch_size, device=args.device))
+            except ValueError as exc:  # e.g. an LM-ResNet block
+                raise ConfigError(f"adaptive: {exc}") from exc
+        print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}")
+        print(format_adaptive_table(results))
+        return 0
     trained_scheme = blocks[0].scheme.name if blocks else None
     trained_steps = [b.n_steps for b in blocks]
     loss, acc = evaluate(model, dataset, args.batch_size, scheme=args.scheme, n_steps=args.n_steps, device=args.device)
@@ -226,6 +255,82 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                     args.batch_size, device=args.device)
         trained = (trained_scheme, trained_steps[0]) if len(set(trained_steps)) == 1 else None
         print(format_manifestation_table(table, trained=trained))
+    return 0
+
+
+def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """``(rtol, atol)`` pairs of ``eval --adaptive``, checked before any work."""
+    from .nn import AdaptiveDepth
+
+    if not args.adaptive:
+        if args.rtol is not None or args.atol is not None:
+            raise ConfigError("rtol: --rtol/--atol need --adaptive")
+        return []
+    if args.scheme or args.n_steps or args.table:
+        raise ConfigError("adaptive: chooses its own steps; it cannot be combined with --scheme, --n-steps or --table")
+    rtols = args.rtol or [1e-3]
+    atols = args.atol or [r / 10 for r in rtols]
+    if len(atols) == 1:
+        atols = atols * len(rtols)
+    if len(atols) != len(rtols):
+        raise ConfigError(f"atol: give one value or one per --rtol ({len(rtols)}), got {len(atols)}")
+    pairs = list(zip(rtols, atols))
+    try:
+        for rtol, atol in pairs:
+            AdaptiveDepth(args.adaptive_scheme, rtol, atol)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"adaptive_{exc}" if str(exc).startswith("scheme") else str(exc)) from exc
+    return pairs
+
+
+def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("compress", help="project a run's model onto fewer basis functions and steps",
+                       description="L2-project every ContinuousBlock (weights and normalisation statistics) onto "
+                                   "K basis functions, optionally fine-tune, and report parameters, test accuracy "
+                                   "and inference latency before and after. Writes a new run directory.")
+    p.add_argument("run", metavar="RUN", help="run directory of the trained model (left untouched)")
+    p.add_argument("--n-basis", type=int, nargs="+", required=True, metavar="K",
+                   help="basis functions per block after compression: one value or one per block")
+    p.add_argument("--n-steps", type=int, nargs="+", default=None, metavar="M",
+                   help="steps per block after compression (default: K)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="E", help="fine-tuning epochs (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the run's lr / 10)")
+    p.add_argument("--out", required=True, help="new run directory for the compressed model")
+    p.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
+    p.add_argument("--latency-batch-sizes", type=int, nargs="*", default=[1, 256], metavar="B",
+                   help="batch sizes of the latency comparison (none: skip it); default 1 256")
+    p.add_argument("--latency-repeats", type=int, default=None,
+                   help="timed calls per model and batch size (default: 50 up to batch 16, 10 above)")
+    p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size")
+    p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no fine-tuning progress lines")
+    return p
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .analysis.compression import compress_run
+
+    one = lambda values: values[0] if values is not None and len(values) == 1 else values  # noqa: E731
+    for name, values in (("n_basis", args.n_basis), ("n_steps", args.n_steps or [])):
+        for v in values:
+            if v < 1:
+                raise ConfigError(f"{name}: must be an integer >= 1, got {v}")
+    for name, value in (("batch_size", args.batch_size), ("threads", args.threads),
+                        ("latency_repeats", args.latency_repeats)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+    for b in args.latency_batch_sizes:
+        if b < 1:
+            raise ConfigError(f"latency_batch_sizes: every batch size must be an integer >= 1, got {b}")
+    report = compress_run(args.run, one(args.n_basis), one(args.n_steps), out=args.out,
+                          finetune_epochs=args.finetune_epochs, lr=args.lr, overwrite=args.overwrite,
+                          data_dir=args.data_dir, batch_size=args.batch_size,
+                          latency_batch_sizes=tuple(args.latency_batch_sizes), latency_repeats=args.latency_repeats,
+                          threads=args.threads, device=args.device, quiet=args.quiet)
+    print(f"{args.run} -> {args.out}")
+    print(report.format())
     return 0
 
 
@@ -246,16 +351,165 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("analyze", help="convergence and invariance of a run across manifestations",
+                       description="For every scheme x steps: test accuracy and the relative error of each block's "
+                                   "output and of the logits against a reference manifestation; fitted convergence "
+                                   "orders; the accuracy spread. A resnet run is read as a piecewise-constant "
+                                   "theta(t) with one cell per unit. Writes analysis.json, manifestations.csv, "
+                                   "orders.csv and two PNG plots.")
+    p.add_argument("run", metavar="RUN", help="run directory (or its checkpoint.json)")
+    p.add_argument("--schemes", nargs="+", default=None, help="schemes to analyse (default: euler midpoint rk4)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="step counts per block (default: 1 2 4 8 16)")
+    p.add_argument("--reference", default=None, metavar="REF",
+                   help="rk4:64 (fixed grid), rk4 (4 x the largest step count; the default), "
+                        "dopri5 or dopri5:TOL (adaptive)")
+    p.add_argument("--max-examples", type=int, default=None, help="analyse only the first N test examples")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--dtype", default="float64", help="float64 (default: orders stay above round-off) or float32")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/analysis)")
+    p.add_argument("--overwrite", action="store_true", help="replace the analysis files already in --out")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots (no matplotlib needed)")
+    p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .analysis import analyze_manifestations, as_continuous, parse_reference, reference_manifestation
+    from .analysis.manifestations import DEFAULT_SCHEMES, DEFAULT_STEPS, DTYPES, check_grid
+    from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
+    from .train import load_checkpoint
+    from .train.trainer import load_data
+
+    def checked(value: int | None, name: str) -> None:
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+
+    try:
+        schemes, steps = check_grid(args.schemes or DEFAULT_SCHEMES, args.steps or DEFAULT_STEPS)
+        reference = parse_reference(args.reference).resolved(steps) if args.reference else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    for value, name in ((args.max_examples, "max_examples"), (args.batch_size, "batch_size"),
+                        (args.threads, "threads")):
+        checked(value, name)
+    if args.dtype not in DTYPES:
+        raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}; got {args.dtype!r}")
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run.parent if run.name == "checkpoint.json" else run) / "analysis"
+    try:
+        check_output(out, REPORT_FILES + (() if args.no_plots else PLOT_FILES), overwrite=args.overwrite)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not args.no_plots:
+        from .analysis.plots import check_matplotlib
+
+        try:
+            check_matplotlib()
+        except ImportError as exc:
+            raise ConfigError(f"no_plots: {exc}") from exc
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model, info = load_checkpoint(args.run, device=args.device)
+    try:
+        readable, reading = as_continuous(model)
+        if reference is not None:
+            with reference_manifestation(readable, reference):  # an unsupported reference fails here, before the data
+                pass
+    except ValueError as exc:
+        raise ConfigError(f"{info.model_name} run {info.path.parent}: {exc}") from exc
+    config = info.train_config()
+    if args.data_dir is not None:
+        config = config.replace(data_dir=args.data_dir)
+    dataset = load_data(config)
+    if reading:
+        print(f"{info.model_name}: {reading}")
+    report = analyze_manifestations(model, dataset, schemes=schemes, steps=steps, reference=reference,
+                                    batch_size=args.batch_size, max_examples=args.max_examples, dtype=args.dtype,
+                                    device=args.device, progress=sys.stderr.isatty())
+    print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}, "
+          f"{report.seconds:.1f} s of analysis")
+    print(report.format_table())
+    written = report.write(out, overwrite=args.overwrite, plots=not args.no_plots)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="export a run's model at one manifestation (ONNX, torch.export)",
+                       description="Freeze a checkpoint at one manifestation (theta evaluated at the stage times) "
+                                   "and export the static graph, with a JSON sidecar next to it.")
+    p.add_argument("run", metavar="RUN", help="run directory (or its checkpoint.json)")
+    p.add_argument("--out", required=True, help="file to write (.onnx or .pt2); a sidecar <out>.json goes next to it")
+    p.add_argument("--format", default="onnx", help="onnx (default) or torch_export (.pt2 via torch.export.save)")
+    p.add_argument("--scheme", help="manifest with this scheme (default: the trained one)")
+    p.add_argument("--n-steps", type=int, help="steps per block (default: the trained ones)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the example input (default 1)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to --batch-size (default: dynamic)")
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
+                   help="shape of one input without the batch, e.g. 1 28 28 (default: the dataset's)")
+    p.add_argument("--check", action="store_true",
+                   help="run the written file on a fresh input; print the max abs difference from torch")
+    p.add_argument("--no-data", action="store_true", help="do not read the dataset (sidecar without normalisation)")
+    p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out and its sidecar")
+    p.add_argument("--threads", type=int, default=None)
+    return p
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .export.from_run import CHECK_ATOL, export_run
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"threads: must be an integer >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    try:
+        result = export_run(args.run, args.out, format=args.format, scheme=args.scheme, n_steps=args.n_steps,
+                            batch_size=args.batch_size, dynamic_batch=not args.static_batch,
+                            input_shape=tuple(args.input_shape) if args.input_shape else None,
+                            overwrite=args.overwrite, check=args.check, read_data=not args.no_data,
+                            data_dir=args.data_dir)
+    except ImportError as exc:  # onnx / onnxscript / onnxruntime not installed
+        raise ConfigError(f"format: {exc}") from exc
+    steps = ", ".join(f"{m['scheme']} x {m['n_steps']} ({m['units']} weight sets)" for m in result.manifestation)
+    print(f"wrote {result.path} ({result.format}, input {list(result.input_shape)}, export {result.export_seconds:.1f} s)"
+          + (f"; blocks: {steps}" if steps else ""))
+    if result.sidecar is not None:
+        print(f"wrote {result.sidecar}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.max_abs_difference is not None:
+        ok = result.max_abs_difference <= CHECK_ATOL
+        print(f"check: max abs difference from torch {result.max_abs_difference:.3g} "
+              f"({'ok' if ok else 'FAILED'}, tolerance {CHECK_ATOL:g})")
+        if not ok:
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="contdepth", description="Continuous-in-depth neural networks: train, evaluate, demo.")
+    parser = _Parser(prog="contdepth", description="Continuous-in-depth neural networks: train, evaluate, analyse, "
+                                                   "compress, export, demo.")
     parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_train(sub).set_defaults(func=_cmd_train)
     _add_eval(sub).set_defaults(func=_cmd_eval)
     _add_demo(sub).set_defaults(func=_cmd_demo)
+    _add_compress(sub).set_defaults(func=_cmd_compress)
+    _add_analyze(sub).set_defaults(func=_cmd_analyze)
+    _add_export(sub).set_defaults(func=_cmd_export)
     return parser
 
 

@@ -172,6 +172,7 @@ class ContinuousBlock(nn.Module):
         self._plan_cache: dict[tuple, _Plan] = {}
         self._scheme: Scheme = get_scheme(scheme)
         self._n_steps = check_n_steps(self.basis.n if n_steps is None else n_steps)
+        self._plan()  # built eagerly: torch.compile then never traces the Fraction arithmetic
 
     # --- parameters -------------------------------------------------------------------
     def _initial_coefficients(self, template: nn.Module, initializer: Initializer) -> nn.Module:
@@ -238,6 +239,7 @@ class ContinuousBlock(nn.Module):
 
     def _set_manifestation(self, scheme: Scheme, n_steps: int) -> None:
         self._scheme, self._n_steps = scheme, n_steps
+        self._plan()
 
     def manifest(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> _Manifestation:
         """Evaluate the block with another scheme and/or step count.
@@ -491,6 +493,7 @@ class ContinuousBlock(nn.Module):
                 self.state.set_buffer(name, apply_matrix(matrix, old_state))
         self.basis = target
         self._n_steps = n_steps
+        self._plan()
         return CoefficientMap(matrix, tuple(pairs))
 
     def refine(self) -> CoefficientMap:

@@ -186,15 +186,27 @@ class Trainer:
     ``dataset`` replaces loading ``config.data`` (tests, custom data; ``config.data`` is
     then only a label); ``callbacks`` are called after each epoch's checkpoint as
     ``callback(metrics_row, model, optimizer)``; an exception from one stops the run
-    (the checkpoint of that epoch is already on disk).
+    (the checkpoint of that epoch is already on disk).  ``model`` starts the run from
+    existing weights (fine-tuning, e.g. after compression) instead of a fresh draw; it
+    must be built by ``contdepth.models.create`` as ``config.model`` (its basis sizes may
+    differ: checkpoints store them), and it is trained in place.
     """
 
-    def __init__(self, config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(self, config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
+                 model: nn.Module | None = None) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        if model is not None:
+            name = getattr(model, "config", {}).get("name") if isinstance(getattr(model, "config", None), dict) else None
+            if name != config.model:
+                raise ValueError(f"model: expected a {config.model!r} built by contdepth.models.create, got "
+                                 f"{name or type(model).__name__!r}")
+            if config.resume:
+                raise ValueError("model: a resumed run continues from its checkpoint; do not pass a model too")
         self.config = config
         self.dataset = dataset
         self.callbacks = tuple(callbacks)
+        self.initial_model = model
 
     def log(self, text: str) -> None:
         if not self.config.quiet:
@@ -233,6 +245,8 @@ class Trainer:
                 raise CheckpointError(f"{info.path}: the stored model options {info.model_options} differ from "
                                       f"this run's {options}")
             start, history = info.epoch, list(info.history)
+        elif self.initial_model is not None:
+            model, start, history = self.initial_model, 0, []
         else:
             torch.manual_seed(config.seed)
             model = create(config.model, **options)
@@ -324,9 +338,10 @@ class Trainer:
         return total_loss / max(count, 1), correct / max(count, 1), lr_first
 
 
-def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = ()) -> RunResult:
+def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
+          model: nn.Module | None = None) -> RunResult:
     """Run ``config`` (see :class:`Trainer`)."""
-    return Trainer(config, dataset=dataset, callbacks=callbacks).run()
+    return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()
 
 
 def _block_summary(model: nn.Module) -> dict:

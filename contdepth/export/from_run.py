@@ -1,0 +1,234 @@
+"""Export a trained run directory: what ``contdepth export RUN`` does.
+
+The run's checkpoint is rebuilt, frozen at the requested manifestation and exported to
+ONNX or as a ``torch.export`` program.  Next to the file goes a small JSON *sidecar*
+(``<file>.json``) with what a deployment needs and the graph does not say: the
+manifestation, the input and output shapes, the class names and the input normalisation.
+
+The input shape comes from ``input_shape=``, else from a table of the built-in datasets'
+image shapes, so no data has to be read for it.  The normalisation statistics of the
+sidecar are the dataset's own (computed on its train split when it loads, under a second
+for Fashion-MNIST); ``read_data=False`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..train.config import ConfigError
+
+FORMATS = ("onnx", "torch_export")
+SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2"}
+SIDECAR_FORMAT = "contdepth-export"
+
+# Image shape (channels, height, width) of the built-in datasets, so that an export needs no data.
+DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+}
+CHECK_ATOL = 1e-4
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote and measured."""
+
+    path: Path
+    sidecar: Path | None
+    format: str
+    input_shape: tuple[int, ...]
+    manifestation: list[dict]
+    export_seconds: float
+    max_abs_difference: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _canonical(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _check_options(format: str, scheme: str | None, n_steps: int | None, batch_size: int,
+                   input_shape: tuple[int, ...] | None) -> None:
+    from ..solvers import available_schemes
+
+    if format not in FORMATS:
+        raise ConfigError(f"format: must be one of {', '.join(FORMATS)}; got {format!r}")
+    if scheme is not None and scheme not in available_schemes():
+        raise ConfigError(f"scheme: must be one of {', '.join(available_schemes())}; got {scheme!r}")
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
+        raise ConfigError(f"n_steps: must be an integer >= 1, got {n_steps!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    if input_shape is not None and (len(input_shape) == 0 or any(
+            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape)):
+        raise ConfigError(f"input_shape: give the shape of one example (no batch), integers >= 1; got {input_shape!r}")
+
+
+def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
+    from .program import refuse_existing
+
+    try:
+        refuse_existing(out, overwrite, "out")
+        if sidecar:
+            refuse_existing(sidecar_path(out), overwrite, "out")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _load_dataset(config):
+    """The run's dataset, or ``None`` with the reason when it cannot be read here."""
+    from ..train.trainer import load_data
+
+    try:
+        return load_data(config), None
+    except ConfigError as exc:
+        return None, str(exc)
+
+
+def _preprocessing(dataset) -> dict[str, Any]:
+    return {
+        "dataset": dataset.name,
+        "formula": "x = (image / max_value - mean[c]) / std[c] per channel c, float32, N x C x H x W",
+        "max_value": float(dataset.max_value),
+        "mean": [float(v) for v in dataset.mean],
+        "std": [float(v) for v in dataset.std],
+    }
+
+
+def _manifestation(static: torch.nn.Module) -> list[dict]:
+    from .static import static_blocks
+
+    return [{"scheme": b.scheme_name, "n_steps": b.n_steps, "units": len(b.units),
+             "evaluations": b.evaluations}
+            for b in static_blocks(static)]
+
+
+def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme: str | None = None,
+               n_steps: int | None = None, batch_size: int = 1, dynamic_batch: bool = True,
+               input_shape: tuple[int, ...] | None = None, overwrite: bool = False, check: bool = False,
+               sidecar: bool = True, read_data: bool = True, data_dir: str | None = None) -> ExportResult:
+    """Export the checkpoint of ``run`` at ``(scheme, n_steps)`` (default: the trained manifestation).
+
+    Args:
+        out: the file to write (``.onnx`` / ``.pt2`` by convention); an existing file (or
+            sidecar) is refused unless ``overwrite``.
+        format: ``"onnx"`` or ``"torch_export"``.
+        batch_size: batch of the example input; with ``dynamic_batch`` any batch runs.
+        input_shape: the shape of one input (e.g. ``(1, 28, 28)``); default: the dataset's.
+        check: run the written file (ONNX Runtime, or the loaded program) on a fresh input
+            and compare with the frozen model in torch; ``max_abs_difference`` reports it.
+        read_data: load the run's dataset for the sidecar's normalisation statistics (and
+            for the input shape of a dataset outside the built-in table).
+
+    Errors in the options raise :class:`~contdepth.train.ConfigError` naming the option,
+    before anything is written.
+    """
+    from .. import __version__
+    from ..nn import continuous_blocks
+    from ..train import load_checkpoint
+    from .static import freeze
+
+    _check_options(format, scheme, n_steps, batch_size, input_shape)
+    out = Path(out)
+    _check_out(out, overwrite, sidecar)
+    if format == "onnx":  # a missing optional package fails before any work
+        from .onnx import require
+
+        require("onnxscript", "ONNX export")
+        require("onnx", "ONNX export")
+        if check:
+            require("onnxruntime", "--check of an ONNX file")
+    model, info = load_checkpoint(run)
+    if (scheme is not None or n_steps is not None) and not continuous_blocks(model):
+        raise ConfigError(f"scheme: model {info.model_name!r} has no ContinuousBlock, so it has one manifestation only")
+    config = info.train_config()
+    if data_dir is not None:
+        config = config.replace(data_dir=data_dir)
+    notes: list[str] = []
+    dataset, why = _load_dataset(config) if read_data else (None, "not read (read_data=False)")
+    if input_shape is None:
+        if _canonical(config.data) in DATASET_INPUT_SHAPES:
+            input_shape = DATASET_INPUT_SHAPES[_canonical(config.data)]
+        elif dataset is not None:
+            input_shape = (dataset.channels, *dataset.image_size)
+        else:
+            raise ConfigError(f"input_shape: dataset {config.data!r} is not one of the built-in ones and could not "
+                              f"be read ({why}); give the shape of one input, e.g. --input-shape 3 32 32")
+    if dataset is None and read_data:
+        notes.append(f"dataset not readable here, the sidecar has no normalisation statistics: {why}")
+    input_shape = tuple(int(d) for d in input_shape)
+
+    static = freeze(model, scheme, n_steps) if continuous_blocks(model) else model.eval()
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(batch_size, *input_shape, generator=generator)
+    try:
+        with torch.no_grad():
+            logits = static(example)
+    except RuntimeError as exc:
+        raise ConfigError(f"input_shape: the model does not accept inputs of shape {input_shape}: {exc}") from exc
+
+    start = time.perf_counter()
+    if format == "onnx":
+        from .onnx import export_onnx
+
+        export_onnx(static, example, out, dynamic_batch=dynamic_batch, overwrite=overwrite)
+    else:
+        from .program import export_program, save_program
+
+        save_program(export_program(static, example, dynamic_batch=dynamic_batch), out, overwrite=overwrite)
+    seconds = time.perf_counter() - start
+
+    difference = None
+    if check:
+        probe = torch.randn(batch_size + 2 if dynamic_batch else batch_size, *input_shape, generator=generator)
+        if format == "onnx":
+            from .onnx import onnx_max_abs_difference
+
+            difference = onnx_max_abs_difference(out, static, probe)
+        else:
+            loaded = torch.export.load(str(out)).module()
+            with torch.no_grad():
+                difference = float((loaded(probe) - static(probe)).abs().max())
+
+    manifestation = _manifestation(static)
+    side = None
+    if sidecar:
+        batch: Any = "batch" if dynamic_batch else batch_size
+        description = {
+            "format": SIDECAR_FORMAT,
+            "format_version": 1,
+            "file": out.name,
+            "export_format": format,
+            "contdepth_version": __version__,
+            "torch_version": torch.__version__,
+            "source": {"run": str(info.path.parent), "epoch": info.epoch, "model": info.model_name,
+                       "options": info.model_options},
+            "manifestation": manifestation,
+            "input": {"name": "input", "shape": [batch, *input_shape], "dtype": "float32"},
+            "output": {"name": "output", "shape": [batch, int(logits.shape[-1])], "meaning": "class logits"},
+            "num_classes": int(logits.shape[-1]),
+            "class_names": list(dataset.class_names) if dataset is not None and dataset.class_names else None,
+            "preprocessing": _preprocessing(dataset) if dataset is not None else None,
+        }
+        if difference is not None:
+            description["check"] = {"max_abs_difference": difference, "input_shape": list(probe.shape)}
+        from ..train.checkpoint import atomic_write_text
+
+        side = sidecar_path(out)
+        atomic_write_text(side, json.dumps(description, indent=1) + "\n")
+    return ExportResult(out, side, format, input_shape, manifestation, seconds, difference, notes)
