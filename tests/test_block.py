@@ -314,3 +314,43 @@ def test_forward_leaves_no_stage_tensors_in_the_template():
     b = block(n_basis=2)
     b(X).sum().backward()
     assert all(p.device.type == "meta" for p in b._template.parameters())
+
+
+class _Mix(nn.Module):
+    """A rate that needs more than the state: ``tanh(lin(x)) @ mix`` (like a GCN's adjacency)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        return mix @ torch.tanh(self.lin(x))
+
+
+def test_context_arguments_reach_every_rate_evaluation_unchanged():
+    from contdepth.export import freeze
+    from contdepth.nn import adaptive_depth
+
+    torch.manual_seed(0)
+    block = ContinuousBlock(_Mix(), basis="piecewise_linear", n_basis=2, scheme="rk4", n_steps=3).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    mix = torch.softmax(torch.randn(4, 4, dtype=torch.float64), dim=1)
+    h = 1 / 3
+    expected = x
+    for n in range(3):  # a hand-written rk4 with theta(t) from the block
+        def f(t, y):
+            th = block.theta(t)
+            return mix @ torch.tanh(y @ th["lin.weight"].T + th["lin.bias"])
+        t = n * h
+        k1 = f(t, expected)
+        k2 = f(t + h / 2, expected + h / 2 * k1)
+        k3 = f(t + h / 2, expected + h / 2 * k2)
+        k4 = f(t + h, expected + h * k3)
+        expected = expected + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    torch.testing.assert_close(block(x, mix), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(freeze(block)(x, mix), expected, rtol=1e-12, atol=1e-12)
+    with adaptive_depth(block, rtol=1e-10, atol=1e-12):
+        adaptive = block(x, mix)
+    with block.manifest("rk4", 64):
+        torch.testing.assert_close(adaptive, block(x, mix), rtol=1e-8, atol=1e-9)
+    assert not torch.allclose(block(x, mix), block(x, torch.eye(4, dtype=torch.float64)))

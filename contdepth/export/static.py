@@ -132,11 +132,11 @@ class StaticBlock(nn.Module):
                                    for i, v in enumerate(self._lm_k_floats)])
         return self._scheme
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *context: object) -> Tensor:
         units, rows = self.units, self.row_of_point
 
         def rate(stage: StageTime, y: Tensor) -> Tensor:
-            return units[rows[stage.index]](y)
+            return units[rows[stage.index]](y, *context)
 
         return self._current_scheme().integrate(rate, x, self._schedule, checkpoint=self.checkpoint)[0]
 

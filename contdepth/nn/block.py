@@ -328,7 +328,7 @@ class ContinuousBlock(nn.Module):
         return found
 
     def _call_template(self, x: Tensor, values: tuple[Tensor, ...], stage_state: tuple[Tensor, ...] | None,
-                       shared: list[Tensor]) -> Tensor:
+                       shared: list[Tensor], context: tuple = ()) -> Tensor:
         """``template(x)`` with ``values`` as its parameters and ``stage_state`` as its state.
 
         The values are written straight into the template's parameter slots for the
@@ -348,7 +348,7 @@ class ContinuousBlock(nn.Module):
         for (table, leaf, _), value in zip(shared_slots, shared):
             table[leaf] = value
         try:
-            out = template(x)
+            out = template(x, *context)
         finally:
             for (table, leaf, _), placeholder in zip(param_slots, placeholders):
                 table[leaf] = placeholder
@@ -371,7 +371,8 @@ class ContinuousBlock(nn.Module):
                 [table[leaf] for table, leaf, _ in slots] for slots in self._slots())
         return found
 
-    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None):
+    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None,
+                       context: tuple = ()):
         """The fixed-grid rate: stage ``i`` reads the precomputed row ``row_of_point[i]``."""
         row_of_point = plan.row_of_point
         states = self._at_stages(plan, self.state_items()) if self._state_names else None
@@ -385,7 +386,7 @@ class ContinuousBlock(nn.Module):
                 if samples is not None:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
                     samples.append((row, stage_state))
-            return self._call_template(x, params[row], stage_state, shared)
+            return self._call_template(x, params[row], stage_state, shared, context)
 
         return rate
 
@@ -407,7 +408,8 @@ class ContinuousBlock(nn.Module):
         t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
         return tuple(t0 + span * bp for bp in self.basis.breakpoints)
 
-    def forward_adaptive(self, x: Tensor, setting: "AdaptiveDepth") -> tuple[Tensor, IntegrationStats]:
+    def forward_adaptive(self, x: Tensor, setting: "AdaptiveDepth", *context: object
+                         ) -> tuple[Tensor, IntegrationStats]:
         """Integrate the block with error control: ``(output, stats)``.
 
         The embedded pair of ``setting`` chooses its own steps to meet ``rtol``/``atol``
@@ -434,7 +436,7 @@ class ContinuousBlock(nn.Module):
             w = self.basis.weights((stage.exact - t0) / span, stage.left)
             values = self._values_at(w, self.coefficient_items())
             stage_state = self._values_at(w, self.state_items()) if has_state else None
-            return self._call_template(x, values, stage_state, shared)
+            return self._call_template(x, values, stage_state, shared, context)
 
         out, _, stats = integrate_adaptive_rate(
             rate, x, tableau=setting.tableau, rtol=setting.rtol, atol=setting.atol, t0=t0,
@@ -442,18 +444,23 @@ class ContinuousBlock(nn.Module):
         )
         return out, stats
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *context: object) -> Tensor:
+        """Integrate ``dx/dt = template(x, *context; theta(t))`` over the block's depth.
+
+        ``context`` (e.g. a graph's sparse adjacency for a GCN rate) is passed unchanged
+        to every rate evaluation; it is not integrated and carries no depth.
+        """
         adaptive = self.__dict__.get("_adaptive")
         if adaptive is not None:  # inside contdepth.nn.adaptive_depth(...)
             setting, record = adaptive
-            out, stats = self.forward_adaptive(x, setting)
+            out, stats = self.forward_adaptive(x, setting, *context)
             record(stats)
             return out
         plan = self._plan()
         if self._template.training != self.training:  # the template is outside the module tree
             self._template.train(self.training)
         samples: list | None = [] if (self.training and self._state_names) else None
-        rate = self._rate_function(plan, self._at_stages(plan, self.coefficient_items()), samples)
+        rate = self._rate_function(plan, self._at_stages(plan, self.coefficient_items()), samples, context)
         out = plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
         if samples:
             collected = list(samples)
