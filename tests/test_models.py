@@ -19,7 +19,7 @@ def test_every_model_classifies(name):
 
 
 def test_unknown_model_and_option_fail_with_the_choices():
-    with pytest.raises(ValueError, match="model: unknown model 'vgg'; choose one of: continuous_mlp"):
+    with pytest.raises(ValueError, match="model: unknown model 'vgg'; choose one of: cgnn, continuous_mlp"):
         create("vgg")
     with pytest.raises(ValueError, match="depth: not an option of model 'continuousnet'; accepted: alpha"):
         create("continuousnet", depth=3)

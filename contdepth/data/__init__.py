@@ -1,9 +1,10 @@
-"""Image-classification datasets: readers for the standard file formats, the embedded default
+"""Image- and node-classification datasets: readers for the standard file formats, the embedded default
 (scikit-learn's 8x8 digits) and a seeded, resumable batch pipeline written with torch ops.
 
     from contdepth import data
     ds = data.load("digits", seed=0)                 # no files needed
     ds = data.load("cifar10", data_dir="~/data")     # folder with cifar-10-batches-py/
+    g = data.load("cora", data_dir="~/data/cora")    # a GraphDataset (full-batch node classification)
     for xb, yb in ds.batches("train", 128, seed=0):  # float32, normalised, augmented
         ...
 """
@@ -11,14 +12,16 @@
 from .cifar import load_cifar10, load_cifar100
 from .dataset import Dataset, channel_stats, make_dataset
 from .digits import load_digits
+from .graph import GraphDataset, load_cora, load_karate, make_graph_dataset, read_cora
 from .idx import FASHION_MNIST_DEFAULT_DIR, load_fashion_mnist, load_mnist, parse_idx, read_idx
 from .pipeline import Augment, Batches, augment_batch, derive_seed, iterate, make_generator, normalize
 from .registry import available_datasets, load, register_dataset
 from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_load, safe_load_path
 
 __all__ = [
-    "FASHION_MNIST_DEFAULT_DIR", "Augment", "Batches", "Dataset", "RestrictedUnpickler", "UnsafePickleError",
-    "augment_batch", "available_datasets", "channel_stats", "derive_seed", "iterate", "load", "load_cifar10",
-    "load_cifar100", "load_digits", "load_fashion_mnist", "load_mnist", "make_dataset", "make_generator",
-    "normalize", "parse_idx", "read_idx", "register_dataset", "safe_load", "safe_load_path",
+    "FASHION_MNIST_DEFAULT_DIR", "Augment", "Batches", "Dataset", "GraphDataset", "RestrictedUnpickler",
+    "UnsafePickleError", "augment_batch", "available_datasets", "channel_stats", "derive_seed", "iterate", "load",
+    "load_cifar10", "load_cifar100", "load_cora", "load_digits", "load_fashion_mnist", "load_karate", "load_mnist",
+    "make_dataset", "make_generator", "make_graph_dataset", "normalize", "parse_idx", "read_cora", "read_idx",
+    "register_dataset", "safe_load", "safe_load_path",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 from .cifar import load_cifar10, load_cifar100
 from .dataset import Dataset
 from .digits import load_digits
+from .graph import load_cora, load_karate
 from .idx import load_fashion_mnist, load_mnist
 
 Loader = Callable[..., Dataset]
@@ -49,7 +50,8 @@ def available_datasets() -> list[str]:
 
 
 def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **options: Any) -> Dataset:
-    """Load a dataset by name: ``digits`` (embedded), ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``.
+    """Load a dataset by name: ``digits`` (embedded), ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``;
+    graphs (a :class:`~contdepth.data.GraphDataset`): ``cora`` (files) and ``karate`` (embedded, networkx).
 
     ``data_dir`` is where the files are (``fashion_mnist`` defaults to the Debian package's
     folder; ``digits`` needs none); ``seed`` draws the split where a dataset has no official
@@ -87,3 +89,5 @@ register_dataset("fashion_mnist", load_fashion_mnist)
 register_dataset("mnist", load_mnist)
 register_dataset("cifar10", load_cifar10)
 register_dataset("cifar100", load_cifar100)
+register_dataset("cora", load_cora)
+register_dataset("karate", load_karate)

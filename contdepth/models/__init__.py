@@ -1,8 +1,9 @@
 """Complete models by name: ``contdepth.models.create("continuousnet", num_classes=10, ...)``."""
 
-from . import image  # noqa: F401  (registers the image models)
+from . import graph, image  # noqa: F401  (registers the graph and image models)
+from .graph import CGNN, GCDE, GCN, CGNNRate
 from .image import ContinuousMLP, ContinuousNet, ResNet, ResidualStage
 from .registry import available_models, create, model_options, register_model
 
-__all__ = ["ContinuousMLP", "ContinuousNet", "ResNet", "ResidualStage", "available_models", "create",
-           "model_options", "register_model"]
+__all__ = ["CGNN", "CGNNRate", "ContinuousMLP", "ContinuousNet", "GCDE", "GCN", "ResNet", "ResidualStage",
+           "available_models", "create", "model_options", "register_model"]
