@@ -64,13 +64,15 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Train a model. Flags override --config FILE; every check runs before any work.")
     p.add_argument("--config", metavar="FILE", help="YAML file with TrainConfig keys (flags override it)")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", help="model name (continuousnet, resnet, lm_resnet, continuous_mlp)")
+    g.add_argument("--model", help="model name (continuousnet, resnet, lm_resnet, continuous_mlp; graphs: gcn, gcde, "
+                                   "cgnn)")
     for flag, (_, kind, nargs, text) in MODEL_FLAGS.items():
         g.add_argument(f"--{flag.replace('_', '-')}", dest=f"model__{flag}", type=kind, nargs=nargs,
                        metavar=flag.upper(), help=text)
     g.add_argument("--model-option", dest="model_option", action="append", metavar="KEY=VALUE",
                    help="any other model option (value read as YAML: 3, 0.5, true, [1,2,4]); repeatable")
-    g.add_argument("--data", help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100")
+    g.add_argument("--data", help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100; graphs (full-batch "
+                                  "node classification): karate, cora")
     g.add_argument("--data-dir", help="folder holding the dataset's files")
     g.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. test_fraction=0.25; repeatable")
@@ -79,7 +81,7 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--eval-batch-size", type=int)
-    g.add_argument("--optimizer", help="sgd or adamw")
+    g.add_argument("--optimizer", help="sgd, adam (coupled L2 weight decay) or adamw (decoupled)")
     g.add_argument("--lr", type=float, help="base learning rate")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")
@@ -100,6 +102,10 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="refine every block at the start of these epochs (1-based)")
     g.add_argument("--eval-scheme", help="scheme of the per-epoch test evaluation (default: training's)")
     g.add_argument("--eval-n-steps", type=int, help="steps of the per-epoch test evaluation")
+    g = p.add_argument_group("graph data")
+    g.add_argument("--patience", type=int,
+                   help="stop after this many epochs without a better validation accuracy (the best-validation "
+                        "weights are kept either way)")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int)
     g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, config.yaml)")
@@ -248,6 +254,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if blocks:
         steps = [args.n_steps] * len(blocks) if args.n_steps else trained_steps
         where = f" with {args.scheme or trained_scheme}, n_steps {steps}"
+    selected = (info.scheduler or {}).get("early_stopping") if isinstance(info.scheduler, dict) else None
+    if isinstance(selected, dict) and "best_epoch" in selected:  # a graph run keeps its best-validation weights
+        where += f" (best-validation weights, epoch {selected['best_epoch']})"
     print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}: "
           f"test accuracy {100 * acc:.2f}% (loss {loss:.4f}){where}")
     if args.table:

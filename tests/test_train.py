@@ -35,7 +35,7 @@ def tiny(**changes):
 
 # --- configuration ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes, message", [
-    ({"optimizer": "adam"}, r"optimizer: must be one of sgd, adamw; got 'adam'"),
+    ({"optimizer": "rmsprop"}, r"optimizer: must be one of sgd, adam, adamw; got 'rmsprop'"),
     ({"schedule": "linear"}, r"schedule: must be one of constant, step, cosine"),
     ({"lr": 0}, r"lr: must be > 0"),
     ({"epochs": 0}, r"epochs: must be an integer >= 1"),
@@ -45,9 +45,9 @@ def tiny(**changes):
     ({"refine_at": [0]}, r"refine_at: epochs are numbered from 1"),
     ({"refine_at": [2, 2]}, r"refine_at: epochs must be strictly increasing"),
     ({"milestones": [1]}, r"milestones: only used by schedule step"),
-    ({"model": "vgg"}, r"model: must be one of continuous_mlp, continuousnet, lm_resnet, resnet"),
+    ({"model": "vgg"}, r"model: must be one of cgnn, continuous_mlp, continuousnet, gcde, gcn, lm_resnet, resnet"),
     ({"model_options": {"depth": 3}}, r"model_options.depth: not an option of model 'continuousnet'; allowed: alpha"),
-    ({"data": "imagenet"}, r"data: must be one of cifar10, cifar100, digits, fashion_mnist, mnist"),
+    ({"data": "imagenet"}, r"data: must be one of cifar10, cifar100, cora, digits, fashion_mnist, karate, mnist"),
     ({"label_smoothing": 1.0}, r"label_smoothing: must lie in \[0, 1\)"),
     ({"eval_scheme": "rk5"}, r"eval_scheme: must be one of"),
     ({"nesterov": True, "optimizer": "adamw"}, r"nesterov: needs optimizer sgd"),

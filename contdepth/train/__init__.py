@@ -20,9 +20,10 @@ from .evaluate import (
 )
 from .optim import LRSchedule, build_optimizer, map_optimizer_state, named_parameter_groups, refine_with_optimizer
 from .trainer import RunResult, Trainer, model_options_for, preflight, train
+from .node import EarlyStopping, NodeRunResult, node_metrics  # after .trainer, which it builds on
 
 __all__ = [
-    "AdaptiveResult", "evaluate_adaptive", "format_adaptive_table", "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
+    "AdaptiveResult", "EarlyStopping", "NodeRunResult", "node_metrics", "evaluate_adaptive", "format_adaptive_table", "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
     "LRSchedule", "RunResult", "TrainConfig", "Trainer", "atomic_write_bytes", "atomic_write_text",
     "build_optimizer", "evaluate", "format_manifestation_table", "load_checkpoint", "manifestation_table",
     "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "device", "data_dir",
@@ -52,7 +52,8 @@ class TrainConfig:
     Optimisation:
         epochs, batch_size, eval_batch_size: sizes (``eval_batch_size`` only changes speed).
         optimizer: ``sgd`` (with ``momentum``, ``nesterov``; coupled L2 weight decay added
-            to the gradient) or ``adamw`` (``betas``, ``eps``; decoupled weight decay).
+            to the gradient), ``adam`` (``betas``, ``eps``; coupled L2 weight decay, what
+            the GCN baselines use) or ``adamw`` (``betas``, ``eps``; decoupled weight decay).
         lr, weight_decay: base learning rate and weight decay.
         decay_norm_and_bias: ``False`` (default) exempts biases and normalisation
             scales/shifts (every parameter that is 0- or 1-dimensional in the network that
@@ -70,6 +71,13 @@ class TrainConfig:
             same matrix.
         eval_scheme, eval_n_steps: the manifestation used for the per-epoch test
             evaluation (``None``: the training manifestation).
+
+    Graph data (full-batch node classification, :mod:`contdepth.train.node`):
+        patience: stop after this many epochs without a better validation accuracy
+            (ties broken by validation loss); ``None``: run all epochs. Graph runs always
+            keep and return the best-validation weights; datasets without a validation
+            split (the image ones) reject it. ``batch_size`` and ``eval_batch_size`` are
+            unused there (the graph is one batch; an epoch is one optimizer step).
 
     Run:
         seed: seeds the initialisation, the data order/augmentation and any randomness
@@ -108,6 +116,7 @@ class TrainConfig:
     refine_at: tuple = ()
     eval_scheme: str | None = None
     eval_n_steps: int | None = None
+    patience: int | None = None
     seed: int = 0
     out: str | None = None
     threads: int | None = None
@@ -304,7 +313,7 @@ def _validate(c: TrainConfig) -> None:
             f"model_options.{unknown[0]}: not an option of model {c.model!r}; allowed: {', '.join(sorted(accepted))}"
         )
     missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in c.model_options
-               and k not in ("in_channels", "num_classes")]
+               and k not in ("in_channels", "num_classes", "in_features", "num_nodes")]
     if missing:
         raise ConfigError(f"model_options.{missing[0]}: required by model {c.model!r}")
 
@@ -358,6 +367,7 @@ def _validate(c: TrainConfig) -> None:
         if not isinstance(c.eval_scheme, str) or c.eval_scheme not in available_schemes():
             raise ConfigError(f"eval_scheme: must be one of {', '.join(available_schemes())} or null; got {c.eval_scheme!r}")
     _int(c, "eval_n_steps", 1, optional=True)
+    _int(c, "patience", 1, optional=True)
 
     _int(c, "seed")
     if c.out is not None:

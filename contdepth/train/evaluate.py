@@ -23,13 +23,18 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     ``scheme``/``n_steps`` evaluate another manifestation of every ContinuousBlock
     (``contdepth.nn.manifest``), restored afterwards; ``None`` keeps the model's own. The
     model is evaluated in eval mode (running statistics) and its mode is restored.
-    ``device`` defaults to the model's.
+    ``device`` defaults to the model's. A graph dataset (``is_graph``) is evaluated
+    full-batch on the nodes of ``split``'s mask (``batch_size`` is then unused).
     """
     from ..nn import manifest
 
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
+    if getattr(dataset, "is_graph", False):
+        from .node import node_metrics
+
+        return node_metrics(model, dataset.to(device), (split,), scheme=scheme, n_steps=n_steps)[split]
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0

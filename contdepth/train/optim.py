@@ -1,6 +1,7 @@
 """Optimizers, the learning-rate schedule, and refinement that carries the optimizer along.
 
-* :func:`build_optimizer`: SGD (momentum, Nesterov, coupled L2 weight decay) or AdamW,
+* :func:`build_optimizer`: SGD (momentum, Nesterov, coupled L2 weight decay), Adam (coupled
+  L2) or AdamW (decoupled),
   with biases and normalisation parameters in a group without weight decay (unless
   ``decay_norm_and_bias``).
 * :class:`LRSchedule`: the learning rate as a pure function of the global step (constant,
@@ -59,7 +60,7 @@ def named_parameter_groups(model: nn.Module, weight_decay: float,
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over ``model``'s trainable parameters.
 
-    SGD applies weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
+    SGD and Adam apply weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
     The param-group names are not stored in the optimizer; :func:`group_names` recomputes
     them from the model.
     """
@@ -70,10 +71,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                weight_decay=config.weight_decay)
+    if config.optimizer == "adam":  # coupled L2 (g += wd * p), as the GCN baselines train
+        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                  weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer: must be one of sgd, adamw; got {config.optimizer!r}")
+    raise ValueError(f"optimizer: must be one of sgd, adam, adamw; got {config.optimizer!r}")
 
 
 def group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:

@@ -14,6 +14,10 @@ optimizer from the last checkpoint; then for each epoch ``e`` (1-based):
    optimizer step;
 4. test evaluation, a ``metrics.jsonl`` line, a checkpoint, the callbacks.
 
+A graph dataset (``is_graph``: Cora, karate club) is trained full-batch instead, one
+optimizer step per epoch with early stopping on validation accuracy: see
+:mod:`contdepth.train.node`.
+
 So a run interrupted anywhere and resumed from its last checkpoint ends bitwise where the
 uninterrupted run ends (same thread count, CPU). The caller's global RNG state is
 restored when ``train`` returns.
@@ -49,7 +53,8 @@ from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .rundir import CONFIG_FILE, append_metrics, check_run_dir, prepare_run_dir, write_metrics
 
 Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
-DATA_OPTIONS = ("in_channels", "num_classes", "image_size")  # filled in from the dataset
+DATA_OPTIONS = ("in_channels", "num_classes", "image_size",  # filled in from the dataset
+                "in_features", "num_nodes")
 
 
 @dataclass
@@ -99,21 +104,25 @@ def model_options_for(config: TrainConfig, dataset=None) -> dict:
     """The model's options: ``config.model_options`` plus what the dataset determines.
 
     ``in_channels``, ``num_classes`` (and ``image_size`` for models that take it) come from
-    ``dataset``; without one, placeholders (1 channel, 10 classes, 8 pixels) stand in, for
-    a dry build. Given explicitly, they must agree with the dataset.
+    ``dataset``; for a graph dataset (``is_graph``) ``in_features``, ``num_classes`` and
+    ``num_nodes``. Without one, placeholders (1 channel or feature, 10 classes, 8 pixels,
+    1 node) stand in, for a dry build. Given explicitly, they must agree with the dataset.
     """
     from ..models import model_options
 
     accepted = model_options(config.model)
     options = dict(config.model_options)
     if dataset is None:
-        derived = {"in_channels": 1, "num_classes": 10, "image_size": 8}
+        derived = {"in_channels": 1, "num_classes": 10, "image_size": 8, "in_features": 1, "num_nodes": 1}
+    elif getattr(dataset, "is_graph", False):
+        derived = {"in_features": dataset.num_features, "num_classes": dataset.num_classes,
+                   "num_nodes": dataset.num_nodes}
     else:
         h, w = dataset.image_size
         derived = {"in_channels": dataset.channels, "num_classes": dataset.num_classes,
                    "image_size": h if h == w else None}
     for key in DATA_OPTIONS:
-        if key not in accepted or derived[key] is None:
+        if key not in accepted or derived.get(key) is None:
             continue
         if key not in options:
             options[key] = derived[key]
@@ -236,6 +245,13 @@ class Trainer:
                 raise ConfigError(f"epochs: the run in {config.out} already completed {info.epoch} epochs, "
                                   f"got epochs={config.epochs}")
         dataset = self.dataset if self.dataset is not None else load_data(config)
+        if getattr(dataset, "is_graph", False):  # full-batch node classification
+            from .node import run_node_training
+
+            return run_node_training(self, dataset, info, state if info is not None else None)
+        if config.patience is not None:
+            raise ConfigError(f"patience: early stopping needs a validation split, which dataset {config.data!r} "
+                              "does not have (it is for graph datasets)")
         options = model_options_for(config, dataset)
         device = torch.device(config.device)
 
@@ -340,7 +356,7 @@ class Trainer:
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
           model: nn.Module | None = None) -> RunResult:
-    """Run ``config`` (see :class:`Trainer`)."""
+    """Run ``config`` (see :class:`Trainer`); a graph dataset (``is_graph``) runs :mod:`contdepth.train.node`."""
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()
 
 
