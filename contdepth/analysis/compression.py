@@ -19,7 +19,7 @@ from typing import Sequence
 from torch import nn
 
 from ..nn import continuous_blocks
-from .latency import measure_latency
+from .latency import measure_latency, time_calls
 
 
 def _per_block(value: int | Sequence[int], n_blocks: int, name: str) -> list[int]:
@@ -78,6 +78,7 @@ class CompressionReport:
     latency_before: dict[int, float] = field(default_factory=dict)
     latency_after: dict[int, float] = field(default_factory=dict)
     threads: int | None = None
+    latency_label: str = "batch"  # latency keys are batch sizes, or node counts ("full graph of")
 
     def speedup(self, batch_size: int) -> float:
         """``latency_before / latency_after`` at ``batch_size`` (``nan`` when not measured)."""
@@ -112,7 +113,8 @@ class CompressionReport:
             rows.append(("  projected only", "", f"{100 * self.accuracy_projected:.2f}%"))
             rows.append(("  fine-tuning", "", f"{self.finetune_epochs} epochs, {self.finetune_time_s:.0f} s"))
         for b in sorted(self.latency_before):
-            rows.append((f"latency, batch {b}", _ms(self.latency_before[b]),
+            where = f"full graph of {b} nodes" if self.latency_label != "batch" else f"batch {b}"
+            rows.append((f"latency, {where}", _ms(self.latency_before[b]),
                          f"{_ms(self.latency_after[b])} ({self.speedup(b):.2f}x faster)"))
         width = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{a:<{width[0]}}  {b:>{width[1]}}  {c}" for a, b, c in rows]
@@ -195,7 +197,15 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
             save_checkpoint(out, compressed, None, epoch=info.epoch, history=info.history,
                             config=config.replace(resume=False, overwrite=False).to_dict())
             report.accuracy_after = report.accuracy_projected
-        if latency_batch_sizes:
+        if latency_batch_sizes and getattr(dataset, "is_graph", False):
+            # node classification: one forward is the whole graph, whatever the batch sizes say
+            graph = dataset.to(device)
+            timed = time_calls({"before": model, "after": compressed}, (graph.features, graph.adjacency),
+                               repeats=latency_repeats or 20, device=device)
+            report.latency_before = {graph.num_nodes: timed["before"]}
+            report.latency_after = {graph.num_nodes: timed["after"]}
+            report.latency_label = "full graph of"
+        elif latency_batch_sizes:
             shape = (dataset.channels, *dataset.image_size)
             timed = measure_latency({"before": model, "after": compressed}, shape, batch_sizes=latency_batch_sizes,
                                     repeats=latency_repeats, device=device)

@@ -47,33 +47,43 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: Sequence[int],
             raise ValueError(f"batch_sizes: every batch size must be an integer >= 1, got {b!r}")
     if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
         raise ValueError(f"repeats: must be an integer >= 1, got {repeats!r}")
-    modes = {name: m.training for name, m in models.items()}
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, dict[int, Latency]] = {name: {} for name in models}
+    for b in batch_sizes:
+        x = torch.randn(b, *input_shape, generator=generator, dtype=dtype).to(device)
+        n = repeats if repeats is not None else (50 if b <= 16 else 10)
+        for name, seconds in time_calls(models, (x,), repeats=n, warmup=warmup, device=device).items():
+            results[name][b] = Latency(b, seconds, n)
+    return results
+
+
+def time_calls(models: Mapping[str, nn.Module], inputs: tuple, *, repeats: int, warmup: int = 3,
+               device: str | torch.device = "cpu") -> dict[str, float]:
+    """Median seconds of ``model(*inputs)`` for each model, called round-robin in eval mode.
+
+    The general form of :func:`measure_latency`, for inputs that are not one image batch
+    (a graph's features and adjacency, for instance).  Train/eval modes are restored.
+    """
+    modes = {name: m.training for name, m in models.items()}
+    samples: dict[str, list[float]] = {name: [] for name in models}
     try:
         for m in models.values():
             m.eval()
         with torch.inference_mode():
-            for b in batch_sizes:
-                x = torch.randn(b, *input_shape, generator=generator, dtype=dtype).to(device)
-                n = repeats if repeats is not None else (50 if b <= 16 else 10)
-                for m in models.values():
-                    for _ in range(warmup):
-                        m(x)
-                samples: dict[str, list[float]] = {name: [] for name in models}
-                for _ in range(n):
-                    for name, m in models.items():
-                        _sync(device)
-                        tic = time.perf_counter()
-                        m(x)
-                        _sync(device)
-                        samples[name].append(time.perf_counter() - tic)
-                for name in models:
-                    results[name][b] = Latency(b, statistics.median(samples[name]), n)
+            for m in models.values():
+                for _ in range(warmup):
+                    m(*inputs)
+            for _ in range(repeats):
+                for name, m in models.items():
+                    _sync(device)
+                    tic = time.perf_counter()
+                    m(*inputs)
+                    _sync(device)
+                    samples[name].append(time.perf_counter() - tic)
     finally:
         for name, m in models.items():
             m.train(modes[name])
-    return results
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _sync(device: str | torch.device) -> None:

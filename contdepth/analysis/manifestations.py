@@ -277,7 +277,7 @@ def analyze_manifestations(
     loss = {m: 0.0 for m in grid}
     ref_correct, ref_loss, count = 0, 0.0, 0
     capture = _Capture(blocks)
-    batches = dataset.batches(split, batch_size, shuffle=False, augment=False, device=device)
+    batches = _analysis_batches(dataset, split, batch_size, device)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -286,21 +286,24 @@ def analyze_manifestations(
         bar = tqdm(total=total, desc=f"{len(grid)} manifestations", unit="batch", leave=False, dynamic_ncols=True)
     tic = time.perf_counter()
     try:
-        for xb, yb in batches:
+        for inputs, yb, select in batches:
             if max_examples is not None and count >= max_examples:
                 break
             if max_examples is not None and count + len(yb) > max_examples:
-                xb, yb = xb[: max_examples - count], yb[: max_examples - count]
-            xb = xb.to(dtype)
+                if select is not None:  # a graph: the first nodes of the split
+                    select, yb = select[: max_examples - count], yb[: max_examples - count]
+                else:
+                    inputs, yb = (inputs[0][: max_examples - count],), yb[: max_examples - count]
+            inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
             with reference_manifestation(work, reference):
-                ref_logits = work(xb)
+                ref_logits = _select(work(*inputs), select)
             refs = [*capture.take(), ref_logits]
             ref_sq += [float(r.square().sum()) for r in refs]
             ref_correct += int((ref_logits.argmax(1) == yb).sum())
             ref_loss += float(F.cross_entropy(ref_logits, yb, reduction="sum"))
             for m in grid:
                 with manifest(work, *m):
-                    logits = work(xb)
+                    logits = _select(work(*inputs), select)
                 outs = [*capture.take(), logits]
                 diff_sq[m] += [float((o - r).square().sum()) for o, r in zip(outs, refs)]
                 correct[m] += int((logits.argmax(1) == yb).sum())
@@ -347,6 +350,35 @@ def analyze_manifestations(
         dtype=str(dtype).replace("torch.", ""), split=split, examples=count, schemes=schemes, steps=steps,
         fit_steps=tuple(fit_steps), error_floor=floor, rows=tuple(rows), orders=tuple(orders), seconds=seconds,
     )
+
+
+def _select(logits: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
+    return logits if select is None else logits[select]
+
+
+def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device) -> list | object:
+    """``(inputs, targets, select)`` per batch: image batches, or one full pass over a graph.
+
+    For a graph (node classification) the model sees every node at once; ``select``
+    picks the split's nodes out of the logits, and block outputs cover the whole graph.
+    """
+    if getattr(dataset, "is_graph", False):
+        graph = dataset.to(device)
+        nodes = graph.mask(split).nonzero().flatten()
+        return [((graph.features, graph.adjacency), graph.labels[nodes], nodes)]
+
+    class _Images:
+        def __init__(self) -> None:
+            self._batches = dataset.batches(split, batch_size, shuffle=False, augment=False, device=device)
+
+        def __len__(self) -> int:
+            return len(self._batches)
+
+        def __iter__(self):
+            for xb, yb in self._batches:
+                yield (xb,), yb, None
+
+    return _Images()
 
 
 __all__ = [

@@ -90,6 +90,14 @@ def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
         raise ConfigError(str(exc)) from exc
 
 
+def _input_count(model) -> int:
+    """Required positional inputs of ``model.forward`` (1 for image models, 2 for graph models)."""
+    import inspect
+
+    return sum(1 for p in inspect.signature(model.forward).parameters.values()
+               if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
 def _load_dataset(config):
     """The run's dataset, or ``None`` with the reason when it cannot be read here."""
     from ..train.trainer import load_data
@@ -154,6 +162,12 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
         if check:
             require("onnxruntime", "--check of an ONNX file")
     model, info = load_checkpoint(run)
+    if _input_count(model) != 1:
+        raise ConfigError(
+            f"format: {info.model_name!r} takes {_input_count(model)} inputs (a graph model multiplies by a sparse "
+            "adjacency); export handles one dense input, and neither the ONNX exporter nor torch.export handle "
+            "sparse tensors here. Use contdepth.export.freeze(model) (and torch.compile) in Python instead"
+        )
     if (scheme is not None or n_steps is not None) and not continuous_blocks(model):
         raise ConfigError(f"scheme: model {info.model_name!r} has no ContinuousBlock, so it has one manifestation only")
     config = info.train_config()
