@@ -9,6 +9,7 @@ import torch
 
 from contdepth.basis import available_bases
 from contdepth.models import create, model_options
+from contdepth.models.graph import reweight_self_loops
 from contdepth.nn import GCNLayer, continuous_blocks, manifest, normalized_adjacency, project, refine
 from contdepth.solvers import available_schemes
 
@@ -128,7 +129,7 @@ def test_gcde_every_scheme_and_gradients(scheme):
 
 def test_gcde_manifestations_converge_at_rk4_order():
     adj, x = ring_graph(), torch.randn(7, 5, dtype=torch.float64)
-    model = small_gcde(activation="tanh", t1=2.0)  # n_basis=1: the autonomous graph ODE
+    model = small_gcde(activation="tanh", encoder_activation="tanh", t1=2.0)  # n_basis=1: the autonomous graph ODE
     with torch.no_grad():
         reference = model.block.manifest("rk4", 256) and model(x, adj)
         errors = []
@@ -193,9 +194,13 @@ def test_cgnn_matches_the_closed_form_at_fourth_order():
     assert errors[-1] < 1e-7
     orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
     assert all(3.6 < p < 4.6 for p in orders), orders
-    # the whole model is the decoder of relu(H(T)) (eval mode: no dropout)
+    # the whole model is the decoder of relu(H(T)) (eval mode: no dropout), on the adjacency
+    # with its self loops re-weighted to the model's self_loop_weight
+    adj_s = reweight_self_loops(adj, model.self_loop_weight).to_dense()
+    exact_s = linear_closed_form(0.5 * alpha[:, None] * (adj_s - torch.eye(7, dtype=torch.float64)),
+                                 e.detach(), e.detach(), 3.0)
     with torch.no_grad(), model.block.manifest("rk4", 24):
-        torch.testing.assert_close(model(x, adj), model.decoder(torch.relu(exact)), atol=1e-7, rtol=0)
+        torch.testing.assert_close(model(x, adj), model.decoder(torch.relu(exact_s)), atol=1e-7, rtol=0)
 
 
 def test_weighted_cgnn_matches_the_vectorised_closed_form():
@@ -243,3 +248,69 @@ def test_cgnn_alpha_schemes_and_options():
     ]:
         with pytest.raises(ValueError, match=message):
             create("cgnn", **{"in_features": 5, "num_classes": 3, "num_nodes": 7, option: value})
+
+
+def test_cgnn_self_loop_weight_reweights_the_gcn_adjacency():
+    adj = ring_graph()
+    torch.testing.assert_close(reweight_self_loops(adj, 1.0).to_dense(), adj.to_dense())
+    for s in (0.555, 2.0):
+        n = 7
+        edges = [(i, (i + 1) % n) for i in range(n)] + [(0, n // 2)]
+        dense = torch.zeros(n, n, dtype=torch.float64)
+        for i, j in edges:
+            dense[i, j] = dense[j, i] = 1.0
+        dense += s * torch.eye(n, dtype=torch.float64)
+        degree = dense.sum(1)
+        expected = dense / (degree[:, None] * degree[None, :]).sqrt()
+        torch.testing.assert_close(reweight_self_loops(adj, s).to_dense(), expected)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    one = create("cgnn", in_features=5, num_classes=3, num_nodes=7, self_loop_weight=1.0).double().eval()
+    other = create("cgnn", in_features=5, num_classes=3, num_nodes=7, self_loop_weight=0.3).double().eval()
+    other.load_state_dict(one.state_dict())
+    assert not torch.allclose(one(x, adj), other(x, adj))  # the option reaches the dynamics
+    for value in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="self_loop_weight: must be a finite number > 0"):
+            create("cgnn", in_features=5, num_classes=3, num_nodes=7, self_loop_weight=value)
+
+
+def test_cgnn_detach_restart_cuts_the_gradient_through_the_restart_term():
+    adj, x = ring_graph(), torch.randn(7, 5, dtype=torch.float64)
+    grads = {}
+    for detach in (False, True):
+        torch.manual_seed(0)
+        model = create("cgnn", in_features=5, num_classes=3, num_nodes=7, detach_restart=detach).double().eval()
+        out = model(x, adj)
+        out.sum().backward()
+        grads[detach] = (out.detach(), model.encoder.weight.grad.clone())
+    torch.testing.assert_close(grads[False][0], grads[True][0])  # same forward
+    assert grads[True][1].abs().sum() > 0  # the encoder still learns through H(0)
+    assert not torch.allclose(grads[False][1], grads[True][1])
+    with pytest.raises(ValueError, match="detach_restart: must be true or false"):
+        create("cgnn", in_features=5, num_classes=3, num_nodes=7, detach_restart=1)
+
+
+# --- gcde dropout and activation options -----------------------------------------------------
+
+def test_gcde_dropout_options_are_stochastic_in_training_only():
+    adj, x = ring_graph(), torch.randn(7, 5, dtype=torch.float64)
+    defaults = model_options("gcde")
+    assert defaults["rate_dropout"] == (0.9, 0.2) and defaults["activation"] == "softplus"
+    model = small_gcde(rate_dropout=[0.5, 0.0], input_dropout=0.0, decoder_dropout=0.0, n_steps=2)
+    assert model.block._template.dropout == (0.5, 0.0)
+    eval_out = model(x, adj)
+    torch.testing.assert_close(model(x, adj), eval_out)  # eval: every dropout is the identity
+    model.train()
+    assert not torch.allclose(model(x, adj), eval_out)  # the rate's dropout acts at every stage
+    quiet = small_gcde(rate_dropout=0.0, input_dropout=0.0, decoder_dropout=0.0).train()
+    torch.testing.assert_close(quiet(x, adj), quiet.eval()(x, adj))  # no dropout: train == eval
+    assert small_gcde(rate_dropout=0.3, rate_layers=3).block._template.dropout == (0.3, 0.3, 0.3)
+    base = dict(in_features=5, num_classes=3)
+    for option, value, message in [
+        ("rate_dropout", [0.5], r"rate_dropout: a list needs one probability per rate layer \(rate_layers=2\)"),
+        ("rate_dropout", [0.5, 1.0], r"rate_dropout\[1\]: a dropout probability"),
+        ("input_dropout", -0.1, "input_dropout: a dropout probability"),
+        ("decoder_dropout", "x", "decoder_dropout: a dropout probability"),
+        ("encoder_activation", "gelu", "encoder_activation: must be one of relu, tanh, softplus"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            create("gcde", **base, **{option: value})

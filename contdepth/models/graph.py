@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from ..basis import available_bases
 from ..nn.block import ContinuousBlock
-from ..nn.graph import ACTIVATIONS, GCNLayer, GCNRate, activation
+from ..nn.graph import ACTIVATIONS, GCNLayer, activation
 from ..solvers import get_scheme
 from .layers import check_choice, check_positive_int
 from .registry import register_model
@@ -76,28 +76,63 @@ def gcn(*, in_features: int, num_classes: int, hidden: int = 16, dropout: float 
                check_positive_int(hidden, "hidden"), _check_probability(dropout, "dropout"))
 
 
+class GCDERate(nn.Module):
+    """The rate of a neural graph ODE: ``n_layers`` GCN layers, dropout before each, an activation between.
+
+    This is the GDE paper's function ``f``: ``GCN(act, dropout p_1)`` ... ``GCN(no act,
+    dropout p_n)``, each layer dropping its *input*. Inside a ContinuousBlock every stage
+    of every step draws its own masks, so in training the block integrates a stochastic
+    rate (what torchdiffeq does with the reference model); in evaluation dropout is the
+    identity, the rate is deterministic and every manifestation converges to one ODE.
+    Checkpointed steps replay the same masks (torch.utils.checkpoint restores the RNG).
+    The last layer has no activation, so the rate can take either sign.
+    """
+
+    def __init__(self, features: int, n_layers: int, activation_name: str, dropout: tuple[float, ...]) -> None:
+        super().__init__()
+        if len(dropout) != n_layers:
+            raise ValueError(f"dropout: expected one probability per layer ({n_layers}), got {len(dropout)}")
+        self.dropout = tuple(dropout)
+        self.layers = nn.ModuleList(GCNLayer(features, features) for _ in range(n_layers))
+        self.activation = activation(activation_name)
+
+    def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
+        for i, (layer, p) in enumerate(zip(self.layers, self.dropout)):
+            if i:
+                x = self.activation(x)
+            if p:
+                x = F.dropout(x, p, self.training)
+            x = layer(x, adjacency)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}"
+
+
 class GCDE(nn.Module):
     """Neural graph ODE (Poli et al. 2019): GCN encoder -> ContinuousBlock of GCN layers -> decoder.
 
-    The block integrates ``dh/dt = GCNRate(theta(t))(h, adjacency)`` over ``[0, t1]``; the
-    adjacency rides along as context. ``n_basis=1`` is the autonomous (depth-constant) ODE.
+    ``dropout(input_dropout) -> GCN -> encoder activation -> ODE -> dropout(decoder_dropout)
+    -> decoder``. The block integrates ``dh/dt = GCDERate(theta(t))(h, adjacency)`` over
+    ``[0, t1]``; the adjacency rides along as context. ``n_basis=1`` is the autonomous
+    (depth-constant) ODE.
     """
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int, dropout: float, activation_name: str,
-                 block: ContinuousBlock, decoder: str) -> None:
+    def __init__(self, in_features: int, num_classes: int, hidden: int, input_dropout: float,
+                 decoder_dropout: float, encoder_activation: str, block: ContinuousBlock, decoder: str) -> None:
         super().__init__()
-        self.dropout = dropout
+        self.input_dropout, self.decoder_dropout = input_dropout, decoder_dropout
         self.encoder = GCNLayer(in_features, hidden)
-        self.activation = activation(activation_name)
+        self.activation = activation(encoder_activation)
         self.block = block
         self.decoder_kind = decoder
         self.decoder = GCNLayer(hidden, num_classes) if decoder == "gcn" else nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        x = F.dropout(x, self.dropout, self.training)
+        x = F.dropout(x, self.input_dropout, self.training)
         h = self.activation(self.encoder(x, adjacency))
         h = self.block(h, adjacency)
-        h = F.dropout(h, self.dropout, self.training)
+        h = F.dropout(h, self.decoder_dropout, self.training)
         return self.decoder(h, adjacency) if self.decoder_kind == "gcn" else self.decoder(h)
 
     def weight_decay_parameters(self) -> list[nn.Parameter]:
@@ -105,21 +140,47 @@ class GCDE(nn.Module):
         return list(self.encoder.parameters())
 
 
+def _check_rate_dropout(value: object, n_layers: int) -> tuple[float, ...]:
+    """One probability for every rate layer, or a list with one per layer."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_layers:
+            raise ValueError(
+                f"rate_dropout: a list needs one probability per rate layer (rate_layers={n_layers}), "
+                f"got {len(value)}: {list(value)!r}"
+            )
+        return tuple(_check_probability(p, f"rate_dropout[{i}]") for i, p in enumerate(value))
+    return (_check_probability(value, "rate_dropout"),) * n_layers
+
+
 @register_model("gcde")
-def gcde(*, in_features: int, num_classes: int, hidden: int = 64, dropout: float = 0.5, activation: str = "tanh",
-         rate_layers: int = 2, basis: str = "piecewise_constant", n_basis: int = 1, scheme: str = "rk4",
-         n_steps: int | None = None, t1: float = 1.0, decoder: str = "gcn", checkpoint: bool = False) -> nn.Module:
-    """Neural graph ODE; ``activation`` is used after the encoder and between the rate's GCN layers."""
+def gcde(*, in_features: int, num_classes: int, hidden: int = 64, input_dropout: float = 0.5,
+         rate_dropout: float | tuple[float, ...] = (0.9, 0.2), decoder_dropout: float = 0.4,
+         encoder_activation: str = "relu", activation: str = "softplus", rate_layers: int = 2,
+         basis: str = "piecewise_constant", n_basis: int = 1, scheme: str = "rk4", n_steps: int | None = None,
+         t1: float = 1.0, decoder: str = "gcn", checkpoint: bool = False) -> nn.Module:
+    """Neural graph ODE; defaults are the GDE paper's Cora model (Poli et al. 2019, GCDE-rk4).
+
+    The one change: ``input_dropout=0.5`` (the paper has none), which raised the mean
+    validation accuracy over 3 seeds on Cora from 80.2 to 80.9 with the 1433-wide encoder.
+
+    ``input_dropout`` drops input features before the encoder, ``decoder_dropout`` the ODE's
+    output before the decoder; ``rate_dropout`` is one probability for every rate layer or a
+    list with one per layer (``rate_layers`` long), applied to that layer's input.
+    ``encoder_activation`` follows the encoder; ``activation`` sits between rate layers.
+    """
     check_positive_int(in_features, "in_features")
     check_positive_int(num_classes, "num_classes")
     check_positive_int(hidden, "hidden")
     check_positive_int(rate_layers, "rate_layers")
     check_choice(activation, "activation", ACTIVATIONS)
+    check_choice(encoder_activation, "encoder_activation", ACTIVATIONS)
     check_choice(decoder, "decoder", DECODERS)
     _check_basis(basis, n_basis, scheme, n_steps)
-    block = ContinuousBlock(GCNRate(hidden, rate_layers, activation), basis=basis, n_basis=n_basis, scheme=scheme,
-                            n_steps=n_steps, t1=_check_time(t1), checkpoint=bool(checkpoint))
-    return GCDE(in_features, num_classes, hidden, _check_probability(dropout, "dropout"), activation, block, decoder)
+    rate = GCDERate(hidden, rate_layers, activation, _check_rate_dropout(rate_dropout, rate_layers))
+    block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps,
+                            t1=_check_time(t1), checkpoint=bool(checkpoint))
+    return GCDE(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
+                _check_probability(decoder_dropout, "decoder_dropout"), encoder_activation, block, decoder)
 
 
 class CGNNRate(nn.Module):
@@ -128,7 +189,8 @@ class CGNNRate(nn.Module):
     ``A_hat = (I + adjacency) / 2`` with ``adjacency = D^-1/2 (A + I) D^-1/2``, so
     ``alpha (A_hat - I) = alpha / 2 (adjacency - I)``: the paper's halved, regularised
     adjacency (Xhonneux et al. 2020, eq. 7 uses ``alpha/2 (I + D^-1/2 A D^-1/2)``) applied
-    to the GCN propagation matrix, as the authors' code does (self loops of weight 1).
+    to the normalised propagation matrix, as the authors' code does (:class:`CGNN` first
+    re-weights its self loops to ``self_loop_weight``; the authors use 0.555 on Cora).
     ``alpha = sigmoid(a)`` is per node, in ``(0, 1)``. The weighted variant adds the
     channel mixing ``H (W - I)`` with ``W = U diag(clamp(d, 0, 1)) U^T``, symmetric with
     eigenvalues in ``[0, 1] * |U|^2``, which keeps the dynamics from blowing up.
@@ -163,21 +225,56 @@ class CGNNRate(nn.Module):
         return rate
 
 
+def reweight_self_loops(adjacency: Tensor, self_loop_weight: float) -> Tensor:
+    """``D_s^-1/2 (A + s I) D_s^-1/2`` from ``adjacency = D^-1/2 (A + I) D^-1/2`` (``s = self_loop_weight``).
+
+    The dataset carries only the GCN matrix (self loops of weight 1), but the authors of
+    CGNN tune the self-loop weight (0.555 on Cora). Both ``A`` and ``D`` can be read back
+    from the normalised matrix, since its diagonal is ``1 / d_i``: ``d_i = 1 / a_ii``,
+    ``A_ij = a_ij sqrt(d_i d_j)``, and the new degree is ``d_i - 1 + s``.
+    """
+    adjacency = adjacency.coalesce()
+    (rows, cols), values = adjacency.indices(), adjacency.values()
+    degree = torch.zeros(adjacency.shape[0], dtype=values.dtype, device=values.device)
+    loop = rows == cols
+    degree[rows[loop]] = 1.0 / values[loop]
+    if bool((degree <= 0).any()):
+        raise ValueError("adjacency: expected D^-1/2 (A + I) D^-1/2 with a positive diagonal (one self loop per node)")
+    weights = torch.where(loop, torch.full_like(values, self_loop_weight), values * (degree[rows] * degree[cols]).sqrt())
+    new_degree = degree - 1.0 + self_loop_weight
+    new_values = weights / (new_degree[rows] * new_degree[cols]).sqrt()
+    return torch.sparse_coo_tensor(adjacency.indices(), new_values, adjacency.shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
 class CGNN(nn.Module):
     """Continuous GNN with restart (Xhonneux et al. 2020): encode, integrate to ``t1``, decode.
 
     ``E = Linear(dropout(x))``; ``H(t1)`` solves ``dH/dt = CGNNRate(H)`` from ``H(0) = E``
     inside a ContinuousBlock (``n_basis=1``: the paper's constant alpha and W; any scheme
     and step count is a manifestation); then ReLU, dropout and a linear decoder.
+    ``self_loop_weight != 1`` re-weights the self loops of the given adjacency (see
+    :func:`reweight_self_loops`; cached per adjacency tensor). ``detach_restart`` makes the
+    restart term ``E`` a constant for autograd (the encoder then learns only through
+    ``H(0)``), as the authors' code does (``x0.clone().detach()``).
     """
 
     def __init__(self, in_features: int, num_classes: int, hidden: int, input_dropout: float, dropout: float,
-                 block: ContinuousBlock) -> None:
+                 block: ContinuousBlock, self_loop_weight: float = 1.0, detach_restart: bool = False) -> None:
         super().__init__()
         self.input_dropout, self.dropout = input_dropout, dropout
+        self.self_loop_weight, self.detach_restart = self_loop_weight, detach_restart
         self.encoder = nn.Linear(in_features, hidden)
         self.block = block
         self.decoder = nn.Linear(hidden, num_classes)
+        self._reweighted: tuple[Tensor, Tensor] | None = None
+
+    def _adjacency(self, adjacency: Tensor) -> Tensor:
+        if self.self_loop_weight == 1.0:
+            return adjacency
+        if self._reweighted is None or self._reweighted[0] is not adjacency:
+            self._reweighted = (adjacency, reweight_self_loops(adjacency, self.self_loop_weight))
+        return self._reweighted[1]
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
         if adjacency.shape[0] != self.num_nodes:
@@ -186,7 +283,7 @@ class CGNN(nn.Module):
                 f"got a graph of {adjacency.shape[0]} nodes"
             )
         e = self.encoder(F.dropout(x, self.input_dropout, self.training))
-        h = self.block(e, adjacency, e)
+        h = self.block(e, self._adjacency(adjacency), e.detach() if self.detach_restart else e)
         return self.decoder(F.dropout(torch.relu(h), self.dropout, self.training))
 
     @property
@@ -199,11 +296,18 @@ class CGNN(nn.Module):
 
 
 @register_model("cgnn")
-def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16, input_dropout: float = 0.5,
-         dropout: float = 0.0, alpha_init: float = 0.9, weighted: bool = False, t1: float = 10.0,
+def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 32, input_dropout: float = 0.5,
+         dropout: float = 0.0, alpha_init: float = 0.715, weighted: bool = False, t1: float = 12.1,
          scheme: str = "rk4", n_steps: int = 10, basis: str = "piecewise_constant", n_basis: int = 1,
-         checkpoint: bool = False) -> nn.Module:
-    """CGNN; ``weighted=True`` adds the learnable channel mixing ``H (W - I)``; ``t1`` is the paper's ``T``."""
+         checkpoint: bool = False, self_loop_weight: float = 0.555, detach_restart: bool = True) -> nn.Module:
+    """CGNN; ``weighted=True`` adds the learnable channel mixing ``H (W - I)``; ``t1`` is the paper's ``T``;
+    ``self_loop_weight`` (> 0) the weight of the self loops in the normalised adjacency; ``detach_restart``
+    stops gradients through the restart term ``E`` (see :class:`CGNN`).
+
+    The defaults are the authors' Cora settings (run_cora_cgnn.py of
+    DeepGraphLearning/ContinuousGNN): ``T = 12.1``, self-loop weight 0.555, the restart term
+    detached, and ``alpha`` starting at ``sigmoid(0.918) = 0.715`` (their ``alpha`` option is
+    the pre-sigmoid value); RK4 with 10 steps stands in for their adaptive dopri5."""
     check_positive_int(in_features, "in_features")
     check_positive_int(num_classes, "num_classes")
     check_positive_int(num_nodes, "num_nodes")
@@ -212,9 +316,14 @@ def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16
         raise ValueError(f"alpha_init: the initial alpha must lie in (0, 1), got {alpha_init!r}")
     if not isinstance(weighted, bool):
         raise ValueError(f"weighted: must be true or false, got {weighted!r}")
+    if not isinstance(detach_restart, bool):
+        raise ValueError(f"detach_restart: must be true or false, got {detach_restart!r}")
+    if (isinstance(self_loop_weight, bool) or not isinstance(self_loop_weight, (int, float))
+            or not math.isfinite(self_loop_weight) or self_loop_weight <= 0):
+        raise ValueError(f"self_loop_weight: must be a finite number > 0, got {self_loop_weight!r}")
     _check_basis(basis, n_basis, scheme, n_steps)
     block = ContinuousBlock(CGNNRate(num_nodes, hidden, float(alpha_init), weighted), basis=basis,
                             n_basis=n_basis, scheme=scheme, n_steps=n_steps, t1=_check_time(t1),
                             checkpoint=bool(checkpoint))
     return CGNN(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
-                _check_probability(dropout, "dropout"), block)
+                _check_probability(dropout, "dropout"), block, float(self_loop_weight), detach_restart)
