@@ -12,9 +12,11 @@ Hyper-parameters follow the papers:
 * ``gcn`` (Kipf & Welling 2017): hidden 16, dropout 0.5, Adam lr 0.01 with L2 weight
   decay 5e-4, 200 epochs (the paper stops after 10 epochs without a lower validation
   loss; here: 100 epochs without a better validation accuracy, best weights kept);
-* ``gcde`` (Poli et al. 2019, GCDE-rk4): GCN encoder to 64 channels, an ODE over
-  ``[0, 1]`` whose rate is a GCN-layer stack, RK4, GCN decoder; Adam lr 0.01, weight
-  decay 5e-4, dropout 0.5;
+* ``gcde`` (Poli et al. 2019, GCDE-rk4, the reference notebook's layers): GCN encoder
+  to 64 channels (ReLU), an ODE over ``[0, 1]`` whose rate is GCN(softplus)-GCN with
+  dropout 0.9 and 0.2 on the layers' inputs, one RK4 step, dropout 0.4 and a GCN
+  decoder; Adam lr 0.01, weight decay 5e-4, 300 epochs; plus input dropout 0.5 (mean
+  validation accuracy 80.93 vs 80.20 without, 3 seeds);
 * ``cgnn`` (Xhonneux et al. 2020): linear encoder, ``dH/dt = alpha (A_hat - I) H + E``
   integrated to ``T`` with RK4 (10 steps), linear decoder; the authors' Cora settings
   (run_cora_cgnn.py): input dropout 0.5, ``T = 12.1``, self loops of weight 0.555,
