@@ -324,14 +324,9 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
-    width = len(str(epochs))
-    text = (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{100 * row['train_accuracy']:6.2f}%  val loss {row['val_loss']:.4f} acc "
-            f"{100 * row['val_accuracy']:6.2f}%  test acc {100 * row['test_accuracy']:6.2f}%  lr {row['lr']:.4g}")
-    if row.get("n_steps"):
-        text += f"  steps {row['n_steps']}"
-    if row.get("refined"):
-        text += " (refined)"
-    if row["best_epoch"] == row["epoch"]:
-        text += " *"
-    return text + f"  {row['epoch_time'] * 1000:.0f}ms"
+    from .trainer import epoch_line
+
+    evaluation = (f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:6.2f}%  "
+                  f"test acc {100 * row['test_accuracy']:6.2f}%")
+    best = " *" if row["best_epoch"] == row["epoch"] else ""  # a new best-validation epoch
+    return epoch_line(row, epochs, evaluation, f"{row['epoch_time'] * 1000:.0f}ms") + best

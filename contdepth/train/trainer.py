@@ -371,13 +371,18 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
+def epoch_line(row: dict, epochs: int, evaluation: str, duration: str) -> str:
+    """One printed epoch: position, train loss/accuracy, ``evaluation``, lr, steps, ``duration``."""
     width = len(str(epochs))
     text = (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{100 * row['train_accuracy']:6.2f}%  test loss {row['test_loss']:.4f} acc "
-            f"{100 * row['test_accuracy']:6.2f}%  lr {row['lr']:.4g}")
+            f"{100 * row['train_accuracy']:6.2f}%  {evaluation}  lr {row['lr']:.4g}")
     if row.get("n_steps"):
         text += f"  steps {row['n_steps']}"
     if row.get("refined"):
         text += " (refined)"
-    return text + f"  {row['epoch_time']:.1f}s"
+    return text + f"  {duration}"
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    evaluation = f"test loss {row['test_loss']:.4f} acc {100 * row['test_accuracy']:6.2f}%"
+    return epoch_line(row, epochs, evaluation, f"{row['epoch_time']:.1f}s")
