@@ -184,10 +184,9 @@ class NodeRunResult(RunResult):
             ("total time", f"{self.total_time:.1f} s"),
             ("parameters", f"{self.num_params:,}"),
         ]
-        if best.get("n_basis"):
-            rows.append(("n_basis / n_steps", f"{best['n_basis']} / {best['n_steps']}"))
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        from .trainer import summary_table
+
+        return summary_table(rows, best)
 
 
 

@@ -93,10 +93,15 @@ class RunResult:
             ("total time", f"{self.total_time:.1f} s"),
             ("parameters", f"{self.num_params:,}"),
         ]
-        if last.get("n_basis"):
-            rows.append(("n_basis / n_steps", f"{last['n_basis']} / {last['n_steps']}"))
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        return summary_table(rows, last)
+
+
+def summary_table(rows: list[tuple[str, str]], row: dict) -> str:
+    """The end-of-run table: ``rows`` plus the block layout of the metrics ``row``, aligned."""
+    if row.get("n_basis"):
+        rows = [*rows, ("n_basis / n_steps", f"{row['n_basis']} / {row['n_steps']}")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 # --- preflight ---------------------------------------------------------------------------------------
