@@ -287,7 +287,7 @@ def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
     try:
         for rtol, atol in pairs:
             AdaptiveDepth(args.adaptive_scheme, rtol, atol)
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:  # AdaptiveDepth names "scheme", which is --adaptive-scheme here
         raise ConfigError(f"adaptive_{exc}" if str(exc).startswith("scheme") else str(exc)) from exc
     return pairs
 

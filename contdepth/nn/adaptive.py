@@ -94,9 +94,8 @@ class _AdaptiveContext:
         self.record = AdaptiveRecord(blocks)
 
     def __enter__(self) -> AdaptiveRecord:
-        for block, calls in zip(self._blocks, self.record.stats):
-            if block.__dict__.get("_adaptive") is not None:
-                raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
+        if any(block.__dict__.get("_adaptive") is not None for block in self._blocks):
+            raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
         for block, calls in zip(self._blocks, self.record.stats):
             block.__dict__["_adaptive"] = (self._setting, calls.append)
         return self.record
