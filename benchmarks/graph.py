@@ -75,6 +75,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=None, help="override every model's patience")
     parser.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE",
                         help="override a model option (value read as YAML), e.g. cgnn.hidden=64; repeatable")
+    parser.add_argument("--set-train", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                        help="override a training option (a TrainConfig field, value read as YAML), "
+                             "e.g. cgnn.optimizer=rmsprop; repeatable")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--verbose", action="store_true", help="print every run")
     args = parser.parse_args(argv)
@@ -87,12 +90,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> dict[str, dict]:
     settings = {name: {"train": dict(s["train"]), "model": dict(s["model"])} for name, s in SETTINGS.items()}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        model, dot, option = key.partition(".")
-        if not sep or not dot or model not in settings:
-            raise SystemExit(f"--set: expected MODEL.KEY=VALUE with MODEL one of {', '.join(settings)}; got {item!r}")
-        settings[model]["model"][option] = _value(value)
+    for flag, part, items in (("--set", "model", args.set), ("--set-train", "train", args.set_train)):
+        for item in items:
+            key, sep, value = item.partition("=")
+            model, dot, option = key.partition(".")
+            if not sep or not dot or model not in settings:
+                raise SystemExit(f"{flag}: expected MODEL.KEY=VALUE with MODEL one of {', '.join(settings)}; "
+                                 f"got {item!r}")
+            settings[model][part][option] = _value(value)
     for name in settings:
         if args.epochs is not None:
             settings[name]["train"]["epochs"] = args.epochs
@@ -104,7 +109,7 @@ def _settings(args: argparse.Namespace) -> dict[str, dict]:
 def run_model(name: str, setting: dict, dataset, seeds: int, threads: int, verbose: bool) -> dict:
     from contdepth.train import TrainConfig, train
 
-    accuracies, times, epochs = [], [], []
+    accuracies, validation, times, epochs = [], [], [], []
     for seed in range(seeds):
         config = TrainConfig(model=name, model_options=setting["model"], data="cora", seed=seed, schedule="constant",
                              threads=threads, quiet=True, **setting["train"])
@@ -112,17 +117,19 @@ def run_model(name: str, setting: dict, dataset, seeds: int, threads: int, verbo
         result = train(config, dataset=dataset)
         times.append(time.perf_counter() - tic)
         accuracies.append(result.final_test_accuracy)
+        validation.append(result.best_val_accuracy)
         epochs.append(result.best_val_epoch)
         if verbose:
             print(f"  {name} seed {seed}: test {100 * result.final_test_accuracy:.2f}% at epoch "
                   f"{result.best_val_epoch}/{len(result.history)} (val {100 * result.best_val_accuracy:.2f}%), "
                   f"{times[-1]:.1f} s", flush=True)
-    return {"accuracies": accuracies, "times": times, "epochs": epochs, "params": result.num_params}
+    return {"accuracies": accuracies, "validation": validation, "times": times, "epochs": epochs,
+            "params": result.num_params}
 
 
 def format_table(results: dict[str, dict], targets: dict[str, float]) -> str:
-    lines = [f"{'model':<6} {'runs':>4} {'test accuracy (%)':>19} {'target':>7} {'best epoch':>10} "
-             f"{'time/run (s)':>12} {'params':>8}"]
+    lines = [f"{'model':<6} {'runs':>4} {'test accuracy (%)':>19} {'target':>7} {'val acc (%)':>11} "
+             f"{'best epoch':>10} {'time/run (s)':>12} {'params':>8}"]
     for name, r in results.items():
         acc = [100 * a for a in r["accuracies"]]
         std = statistics.stdev(acc) if len(acc) > 1 else math.nan
@@ -130,7 +137,7 @@ def format_table(results: dict[str, dict], targets: dict[str, float]) -> str:
         target = targets.get(name)
         met = "" if target is None else (f"{target:.1f} " + ("ok" if mean >= target else "MISS"))
         lines.append(f"{name:<6} {len(acc):>4} {mean:>10.2f} +- {std:<5.2f} {met:>7} "
-                     f"{statistics.fmean(r['epochs']):>10.1f} {statistics.fmean(r['times']):>12.2f} {r['params']:>8,}")
+                     f"{100 * statistics.fmean(r['validation']):>11.2f} {statistics.fmean(r['epochs']):>10.1f} {statistics.fmean(r['times']):>12.2f} {r['params']:>8,}")
     return "\n".join(lines)
 
 

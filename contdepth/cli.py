@@ -81,7 +81,7 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--eval-batch-size", type=int)
-    g.add_argument("--optimizer", help="sgd, adam (coupled L2 weight decay) or adamw (decoupled)")
+    g.add_argument("--optimizer", help="sgd, adam (coupled L2 weight decay), adamw (decoupled) or rmsprop (coupled)")
     g.add_argument("--lr", type=float, help="base learning rate")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")

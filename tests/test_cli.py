@@ -21,7 +21,7 @@ def no_data(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizer", "rmsprop"], "optimizer: must be one of sgd, adam, adamw; got 'rmsprop'"),
+    (["--optimizer", "lbfgs"], "optimizer: must be one of sgd, adam, adamw, rmsprop; got 'lbfgs'"),
     (["--lr", "-0.1"], "lr: must be > 0"),
     (["--epochs", "3", "--refine-at", "4"], "refine_at: every epoch must be in 1..epochs=3"),
     (["--norm", "layer"], "model_options.norm: must be one of batch, group, none"),

@@ -35,7 +35,7 @@ def tiny(**changes):
 
 # --- configuration ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes, message", [
-    ({"optimizer": "rmsprop"}, r"optimizer: must be one of sgd, adam, adamw; got 'rmsprop'"),
+    ({"optimizer": "lbfgs"}, r"optimizer: must be one of sgd, adam, adamw, rmsprop; got 'lbfgs'"),
     ({"schedule": "linear"}, r"schedule: must be one of constant, step, cosine"),
     ({"lr": 0}, r"lr: must be > 0"),
     ({"epochs": 0}, r"epochs: must be an integer >= 1"),
@@ -109,6 +109,18 @@ def test_weight_decay_skips_biases_and_norm_parameters_also_inside_blocks():
     assert len(named_parameter_groups(model, 5e-4, decay_norm_and_bias=True)) == 1
 
 
+@pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                       ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)])
+def test_every_optimizer_name_builds_its_torch_optimizer_with_the_decay_groups(name, cls):
+    from contdepth.train.optim import build_optimizer
+
+    model = create("continuous_mlp", in_features=8, num_classes=3, width=4)
+    opt = build_optimizer(model, TrainConfig(model="continuous_mlp", optimizer=name, lr=0.01, weight_decay=1e-3))
+    assert type(opt) is cls
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+    assert all(g["lr"] == 0.01 for g in opt.param_groups)
+
+
 # --- training ---------------------------------------------------------------------------------------------
 def test_two_epochs_of_a_tiny_model_beat_chance_and_are_deterministic(digits):
     first = train(tiny(epochs=2), dataset=digits)
@@ -134,6 +146,8 @@ def _trained_block_model(basis, optimizer, steps=3):
     model = create("continuous_mlp", in_features=64, num_classes=10, width=8, n_basis=2, basis=basis).double()
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    elif optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(model.parameters(), lr=1e-2, weight_decay=1e-3)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
     x, y = torch.randn(32, 64, dtype=torch.float64), torch.randint(0, 10, (32,))
@@ -145,7 +159,7 @@ def _trained_block_model(basis, optimizer, steps=3):
 
 
 @pytest.mark.parametrize("basis", ["piecewise_constant", "piecewise_linear", "legendre"])
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "rmsprop"])
 def test_refine_maps_optimizer_state_with_the_refinement_matrix(basis, optimizer):
     model, opt = _trained_block_model(basis, optimizer)
     block = cnn.continuous_blocks(model)[0]
@@ -167,7 +181,7 @@ def test_refine_maps_optimizer_state_with_the_refinement_matrix(basis, optimizer
                 assert torch.equal(after[key], value)  # the step counter is kept as it is
                 continue
             expected = torch.tensordot(matrix, value, dims=1)
-            if key == "exp_avg_sq":
+            if key in ("exp_avg_sq", "square_avg"):
                 expected = expected.clamp(min=0)
                 assert (after[key] >= 0).all()
             torch.testing.assert_close(after[key], expected, rtol=0, atol=1e-15)
@@ -271,7 +285,7 @@ def test_checkpoint_round_trip_after_refinement_gives_identical_outputs(tmp_path
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
     assert set(json.loads(lines[0])) >= {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                                          "n_steps", "n_basis", "lr", "epoch_time", "total_time"}
+                                          "n_steps", "n_basis", "lr", "epoch_time", "total_time", "world_size"}
 
 
 def test_a_run_leaves_no_temporary_files_and_one_tensor_file(tmp_path, digits):

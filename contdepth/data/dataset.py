@@ -97,12 +97,17 @@ class Dataset:
         augment: Augment | bool | None = None,
         drop_last: bool = False,
         device: torch.device | str | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        even_shards: bool = True,
     ) -> Batches:
         """A resumable, seeded loader over one split, normalised with this dataset's statistics.
 
         Defaults follow the usual practice: the train split is shuffled and augmented with
         ``self.augment``; the test split is neither. ``augment=True`` means ``self.augment``,
         ``False``/``None`` means none (for test), or pass an :class:`Augment`.
+        ``num_replicas``/``rank``/``even_shards`` give one process's shard for data-parallel
+        training (see :class:`Batches`).
         """
         if split not in ("train", "test"):
             raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
@@ -119,6 +124,7 @@ class Dataset:
             mean=self.mean, std=self.std, max_value=self.max_value,
             shuffle=train if shuffle is None else shuffle,
             augment=augment, seed=seed, drop_last=drop_last, device=device,
+            num_replicas=num_replicas, rank=rank, even_shards=even_shards,
         )
 
 

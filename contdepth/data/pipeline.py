@@ -106,7 +106,8 @@ def normalize(
     return (out - shift) * scale
 
 
-def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator,
+                  shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Randomly crop (with padding) and flip every sample of ``x`` (``N x C x H x W``), vectorised.
 
     Draws, in this order and only when the option is on: ``N x 2`` crop offsets (row,
@@ -115,6 +116,11 @@ def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator)
     ``pad(x)[i, :, r:r + H, c:c + W]``, mirrored left-right if its coin says so. The crop is
     one indexing operation on the padded batch's ``unfold`` view (no per-sample loop, no
     copy of all the windows); the flip is a ``torch.where`` on a per-sample mask.
+
+    ``shard=(rank, W)``: ``x`` is rows ``rank, rank + W, ...`` of a batch ``W`` times as
+    large (a data-parallel process's share, see :class:`Batches`); the draws are made for
+    that whole batch and the shard's rows kept, so every sample is augmented exactly as a
+    single process would augment it.
     """
     if x.dim() != 4:
         raise ValueError(f"x: expected N x C x H x W, got shape {tuple(x.shape)}")
@@ -124,15 +130,17 @@ def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator)
         raise ValueError(f"padding: reflect padding needs padding < image size ({h}x{w}), got {pad}")
     if n == 0 or not augment.active:
         return x
+    rank, replicas = shard
+    rows = slice(rank, None, replicas)
     device = x.device
     out = x
     if pad > 0:
-        offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(device)
+        offsets = torch.randint(0, 2 * pad + 1, (n * replicas, 2), generator=generator)[rows].to(device)
         padded = F.pad(x, (pad, pad, pad, pad), mode="constant" if augment.pad_mode == "zeros" else "reflect")
         windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # N x C x (2p+1) x (2p+1) x H x W, a view
         out = windows[torch.arange(n, device=device), :, offsets[:, 0], offsets[:, 1]]
     if augment.flip > 0.0:
-        flips = (torch.rand(n, generator=generator) < augment.flip).to(device)
+        flips = (torch.rand(n * replicas, generator=generator)[rows] < augment.flip).to(device)
         out = torch.where(flips[:, None, None, None], out.flip(-1), out)
     return out
 
@@ -157,6 +165,7 @@ def _make_batch(
     augment: Augment | None,
     generator: torch.Generator | None,
     device: torch.device | None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather (in the stored dtype, cheap), move, normalise, augment."""
     xb, yb = x[index], y[index]
@@ -166,7 +175,7 @@ def _make_batch(
     if augment is not None and augment.active:
         if generator is None:
             raise ValueError("generator: augmentation needs a torch.Generator so that batches are reproducible")
-        xb = augment_batch(xb, augment, generator)
+        xb = augment_batch(xb, augment, generator, shard)
     return xb, yb.to(torch.int64)
 
 
@@ -215,6 +224,21 @@ class Batches:
     exactly the batches the original would have produced next, because epoch ``e``'s order
     comes from ``(seed, e)`` and batch ``k``'s augmentation from ``(seed, e, k)``.
     :meth:`epoch_batches` gives any epoch directly, without touching that state.
+
+    **Sharding for data-parallel training** (``num_replicas > 1``): the loader yields only
+    process ``rank``'s part of every epoch. The positions of the epoch's permutation that
+    belong to ``rank`` come from torch's :class:`~torch.utils.data.DistributedSampler`
+    (unshuffled, over positions): ``rank, rank + W, rank + 2W, ...``. Because the
+    permutation itself does not depend on ``W``, batch ``k`` of every process together is
+    exactly batch ``k`` of one process with ``W`` times the batch size; so a run's
+    trajectory depends on its *global* batch, not on how many processes share it.
+    ``even_shards=True`` (training) uses the sampler's ``drop_last``: every process gets
+    ``N // W`` samples and the same number of steps (data-parallel steps must match), and
+    the ``N mod W`` samples at the end of each epoch's permutation are skipped in that
+    epoch; ``False`` (evaluation) gives every sample to exactly one process, so shards may
+    differ by one. A shard's augmentation draws for the whole global batch from
+    ``(seed, e, k)`` and keeps its own rows, so samples are cropped and flipped as one
+    process would (:func:`augment_batch`).
     """
 
     def __init__(
@@ -231,15 +255,21 @@ class Batches:
         seed: int = 0,
         drop_last: bool = False,
         device: torch.device | str | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        even_shards: bool = True,
     ) -> None:
         _check_xy(x, y, batch_size)
+        self.num_replicas, self.rank, self.even_shards = _check_shard(num_replicas, rank, even_shards)
+        self._positions = _shard_positions(len(x), self.num_replicas, self.rank, self.even_shards)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         if augment is not None and not isinstance(augment, Augment):
             raise TypeError(f"augment: expected an Augment or None, got {type(augment).__name__}")
-        if drop_last and len(x) < batch_size:
+        if drop_last and len(self._positions) < batch_size:
             raise ValueError(
-                f"batch_size: {batch_size} exceeds the {len(x)} samples and drop_last=True leaves no batch"
+                f"batch_size: {batch_size} exceeds the {len(self._positions)} samples and drop_last=True "
+                "leaves no batch"
             )
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -255,13 +285,14 @@ class Batches:
         self._step = 0
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        n = len(self.x)
+        """Batches per epoch (of this process's shard)."""
+        n = self.num_samples
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        return len(self.x)
+        """Samples per epoch (of this process's shard)."""
+        return len(self._positions)
 
     @property
     def epoch(self) -> int:
@@ -281,13 +312,14 @@ class Batches:
         """Batches ``start, start + 1, ...`` of ``epoch``; a pure function of (seed, epoch, start)."""
         if epoch < 0 or not 0 <= start <= len(self):
             raise ValueError(f"epoch/start: need epoch >= 0 and 0 <= start <= {len(self)}, got {epoch}, {start}")
-        order = self.order(epoch)
+        order = self.order(epoch)[self._positions] if self.num_replicas > 1 else self.order(epoch)
         augmenting = self.augment is not None and self.augment.active
         for k in range(start, len(self)):
             yield _make_batch(
                 self.x, self.y, order[k * self.batch_size:(k + 1) * self.batch_size],
                 mean=self.mean, std=self.std, max_value=self.max_value, augment=self.augment,
                 generator=make_generator(self.seed, epoch, k) if augmenting else None, device=self.device,
+                shard=(self.rank, self.num_replicas),
             )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -314,7 +346,31 @@ class Batches:
         self._epoch, self._step = epoch, step
 
     def __repr__(self) -> str:
+        shard = f", shard={self.rank}/{self.num_replicas}" if self.num_replicas > 1 else ""
         return (
-            f"Batches(n={len(self.x)}, batch_size={self.batch_size}, batches={len(self)}, shuffle={self.shuffle}, "
-            f"augment={self.augment}, seed={self.seed}, epoch={self._epoch}, step={self._step})"
+            f"Batches(n={self.num_samples}, batch_size={self.batch_size}, batches={len(self)}, "
+            f"shuffle={self.shuffle}, augment={self.augment}, seed={self.seed}, epoch={self._epoch}, "
+            f"step={self._step}{shard})"
         )
+
+
+def _check_shard(num_replicas: object, rank: object, even_shards: object) -> tuple[int, int, bool]:
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+        raise ValueError(f"num_replicas: expected an int >= 1 (the number of processes), got {num_replicas!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank: expected an int in [0, {num_replicas - 1}], got {rank!r}")
+    if not isinstance(even_shards, bool):
+        raise ValueError(f"even_shards: expected true or false, got {even_shards!r}")
+    return num_replicas, rank, even_shards
+
+
+def _shard_positions(n: int, num_replicas: int, rank: int, even_shards: bool) -> torch.Tensor:
+    """The positions of an epoch's sample order that process ``rank`` of ``num_replicas`` takes."""
+    if num_replicas == 1:
+        return torch.arange(n)
+    if not even_shards:
+        return torch.arange(rank, n, num_replicas)
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True)
+    return torch.tensor(list(sampler), dtype=torch.int64)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "device", "data_dir",
@@ -53,7 +53,9 @@ class TrainConfig:
         epochs, batch_size, eval_batch_size: sizes (``eval_batch_size`` only changes speed).
         optimizer: ``sgd`` (with ``momentum``, ``nesterov``; coupled L2 weight decay added
             to the gradient), ``adam`` (``betas``, ``eps``; coupled L2 weight decay, what
-            the GCN baselines use) or ``adamw`` (``betas``, ``eps``; decoupled weight decay).
+            the GCN baselines use), ``adamw`` (``betas``, ``eps``; decoupled weight decay) or
+            ``rmsprop`` (``eps``; smoothing 0.99, no momentum, coupled L2 weight decay: the
+            torch defaults, which the CGNN authors train with).
         lr, weight_decay: base learning rate and weight decay.
         decay_norm_and_bias: ``False`` (default) exempts biases and normalisation
             scales/shifts (every parameter that is 0- or 1-dimensional in the network that

@@ -17,7 +17,7 @@ DEFAULT_STEPS = (1, 2, 4, 8, 16)
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | None = None,
              n_steps: int | None = None, split: str = "test", device: str | torch.device | None = None,
-             ) -> tuple[float, float]:
+             distributed=None) -> tuple[float, float]:
     """``(mean cross-entropy, accuracy in [0, 1])`` of ``model`` on ``dataset``'s ``split``.
 
     ``scheme``/``n_steps`` evaluate another manifestation of every ContinuousBlock
@@ -25,6 +25,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     model is evaluated in eval mode (running statistics) and its mode is restored.
     ``device`` defaults to the model's. A graph dataset (``is_graph``) is evaluated
     full-batch on the nodes of ``split``'s mask (``batch_size`` is then unused).
+    ``distributed`` (a :class:`~contdepth.train.distributed.DistributedContext`, inside a
+    data-parallel run) makes each process evaluate every ``W``-th sample and sums the
+    results over processes, so all of them return the metrics of the whole split.
     """
     from ..nn import manifest
 
@@ -41,13 +44,17 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
     try:
         with context:
-            for xb, yb in dataset.batches(split, batch_size, shuffle=False, augment=False, device=device):
+            shard = {} if distributed is None else {
+                "num_replicas": distributed.world_size, "rank": distributed.rank, "even_shards": False}
+            for xb, yb in dataset.batches(split, batch_size, shuffle=False, augment=False, device=device, **shard):
                 logits = model(xb)
                 total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == yb).sum())
                 count += len(yb)
     finally:
         model.train(was_training)
+    if distributed is not None:
+        total_loss, correct, count = distributed.sum([total_loss, correct, count])
     if count == 0:
         raise ValueError(f"dataset: the {split} split is empty")
     return total_loss / count, correct / count

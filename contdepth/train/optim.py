@@ -60,7 +60,7 @@ def named_parameter_groups(model: nn.Module, weight_decay: float,
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over ``model``'s trainable parameters.
 
-    SGD and Adam apply weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
+    SGD, Adam and RMSprop apply weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
     The param-group names are not stored in the optimizer; :func:`group_names` recomputes
     them from the model.
     """
@@ -77,7 +77,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
                                  weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer: must be one of sgd, adam, adamw; got {config.optimizer!r}")
+    if config.optimizer == "rmsprop":  # torch's defaults (alpha 0.99, no momentum), as the CGNN authors train
+        return torch.optim.RMSprop(groups, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer: must be one of sgd, adam, adamw, rmsprop; got {config.optimizer!r}")
 
 
 def group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:

@@ -22,6 +22,11 @@ So a run interrupted anywhere and resumed from its last checkpoint ends bitwise 
 uninterrupted run ends (same thread count, CPU). The caller's global RNG state is
 restored when ``train`` returns.
 
+Started by ``torchrun`` with several processes, the run is data-parallel
+(:mod:`contdepth.train.distributed`): ``batch_size`` is the global batch, each process
+trains on its shard inside DistributedDataParallel, metrics are summed over processes,
+and only rank 0 prints and writes; a checkpoint resumes with any number of processes.
+
 Each epoch's metrics (a ``metrics.jsonl`` line and a ``RunResult.history`` entry):
 ``epoch`` (1-based), ``train_loss`` (the optimised objective, label smoothing included,
 averaged over the epoch's samples as the weights changed), ``train_accuracy`` (on the
@@ -29,8 +34,8 @@ augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
 ``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
 refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
-``epoch_time`` and ``total_time`` (seconds, cumulative over resumes). Accuracies are
-fractions in ``[0, 1]``.
+``epoch_time`` and ``total_time`` (seconds, cumulative over resumes), ``world_size``
+(processes that trained the epoch). Accuracies are fractions in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -221,27 +226,42 @@ class Trainer:
         self.dataset = dataset
         self.callbacks = tuple(callbacks)
         self.initial_model = model
+        self.distributed = None  # set by run(): a DistributedContext under torchrun
 
     def log(self, text: str) -> None:
-        if not self.config.quiet:
+        if not self.quiet:
             print(text, flush=True)
 
+    @property
+    def quiet(self) -> bool:
+        """Rank 0 alone talks in a data-parallel run."""
+        return self.config.quiet or (self.distributed is not None and not self.distributed.is_main)
+
     def run(self) -> RunResult:
+        from .distributed import setup
+
         threads = torch.get_num_threads()
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)
+        self.distributed = setup(self.config.device)
         try:
             with torch.random.fork_rng(devices=[]):
                 return self._run()
         finally:
             torch.set_num_threads(threads)
+            if self.distributed is not None:
+                self.distributed.close()
 
     def _run(self) -> RunResult:
         from ..data import derive_seed
         from ..models import create
 
         config = self.config
+        ddp = self.distributed
         preflight(config)
+        if ddp is not None:
+            local_batch = ddp.local_batch_size(config.batch_size)
+            ddp.barrier()  # every rank has checked the run folder before rank 0 creates it
         info = None
         if config.resume:
             info, state = read_checkpoint(config.out)
@@ -251,6 +271,9 @@ class Trainer:
                                   f"got epochs={config.epochs}")
         dataset = self.dataset if self.dataset is not None else load_data(config)
         if getattr(dataset, "is_graph", False):  # full-batch node classification
+            if ddp is not None:
+                raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
+                                  "the whole graph), which does not shard over processes; run it without torchrun")
             from .node import run_node_training
 
             return run_node_training(self, dataset, info, state if info is not None else None)
@@ -258,7 +281,7 @@ class Trainer:
             raise ConfigError(f"patience: early stopping needs a validation split, which dataset {config.data!r} "
                               "does not have (it is for graph datasets)")
         options = model_options_for(config, dataset)
-        device = torch.device(config.device)
+        device = ddp.device if ddp is not None else torch.device(config.device)
 
         if info is not None:
             model = build_model(info, state)
@@ -276,11 +299,19 @@ class Trainer:
         optimizer = build_optimizer(model, config)
         if info is not None:
             restore_optimizer(optimizer, model, info)
-        train_batches = dataset.batches("train", config.batch_size, seed=config.seed, device=device)
+        if ddp is None:
+            train_batches = dataset.batches("train", config.batch_size, seed=config.seed, device=device)
+        else:
+            train_batches = dataset.batches("train", local_batch, seed=config.seed, device=device,
+                                            num_replicas=ddp.world_size, rank=ddp.rank)
+            self.log(f"data-parallel: {ddp.world_size} processes ({ddp.backend}), global batch "
+                     f"{config.batch_size} = {ddp.world_size} x {local_batch} per process, "
+                     f"{len(train_batches)} steps per epoch")
         schedule = LRSchedule.from_config(config, optimizer, len(train_batches))
+        net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
 
         run_dir = None
-        if config.out is not None:
+        if config.out is not None and (ddp is None or ddp.is_main):
             run_dir = prepare_run_dir(config.out, overwrite=config.overwrite and not config.resume)
             atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False).to_yaml())
             write_metrics(run_dir, history)
@@ -293,10 +324,14 @@ class Trainer:
             refined = epoch in config.refine_at
             if refined:
                 refine_with_optimizer(model, optimizer)
+                if ddp is not None:  # new parameter tensors: DDP must hook their gradients
+                    net = ddp.wrap(model)
             torch.manual_seed(derive_seed(config.seed, 1, epoch))
-            train_loss, train_acc, lr = self._train_epoch(model, optimizer, schedule, train_batches, epoch)
+            train_loss, train_acc, lr = self._train_epoch(net, optimizer, schedule, train_batches, epoch)
+            if ddp is not None:
+                ddp.broadcast_buffers(model)
             test_loss, test_acc = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
-                                           n_steps=config.eval_n_steps, device=device)
+                                           n_steps=config.eval_n_steps, device=device, distributed=ddp)
             epoch_time = time.perf_counter() - tic
             elapsed += epoch_time
             row = {
@@ -304,6 +339,7 @@ class Trainer:
                 "test_loss": test_loss, "test_accuracy": test_acc, "lr": lr,
                 **_block_summary(model), "refined": refined, "params": _count(model),
                 "epoch_time": epoch_time, "total_time": elapsed,
+                "world_size": ddp.world_size if ddp is not None else 1,
             }
             history.append(row)
             if run_dir is not None:
@@ -327,7 +363,7 @@ class Trainer:
         first_step = (epoch - 1) * steps
         total_loss, correct, count = 0.0, 0, 0
         lr_first = schedule.lrs(first_step)[0]
-        show = not config.quiet and sys.stdout.isatty()
+        show = not self.quiet and sys.stdout.isatty()
         progress = None
         if show:
             from tqdm import tqdm
@@ -341,14 +377,17 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                n, right = len(yb), int((logits.detach().argmax(dim=1) == yb).sum())
                 value = float(loss.detach())
+                if self.distributed is not None:  # every rank sees the global numbers, so all stop together
+                    summed, right, n = self.distributed.sum([value * n, right, n])
+                    value = summed / n
                 if not math.isfinite(value):
                     raise FloatingPointError(f"lr: training diverged at epoch {epoch}, step {k + 1} (loss {value}); "
                                              "try a smaller lr")
-                n = len(yb)
                 total_loss += value * n
-                correct += int((logits.detach().argmax(dim=1) == yb).sum())
-                count += n
+                correct += int(right)
+                count += int(n)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%",
