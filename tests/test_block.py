@@ -1,7 +1,6 @@
 """ContinuousBlock: manifestations, exact stage semantics, refinement, projection, autograd."""
 
 import copy
-from fractions import Fraction
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from contdepth import data
 from contdepth.data.pipeline import Batches
 from contdepth.train import ConfigError, TrainConfig, load_checkpoint, train
 from contdepth.train.distributed import DistributedContext, has_stochastic_depth, launched_distributed

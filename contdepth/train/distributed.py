@@ -97,9 +97,22 @@ class DistributedContext:
         else:
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, *, finished: bool) -> None:
+        """Leave the process group this context created (a caller's own group is left alone).
+
+        After a ``finished`` run all ranks meet at a barrier first: rank 0 still writes its
+        last checkpoint after the final collective, and a gloo peer that tears down its
+        connections while another rank is still on them can abort that rank ("terminate
+        called without an active exception"). After an error there is no barrier (the
+        others may be inside a collective that will never complete); this process exits and
+        torchrun stops the rest.
+        """
         if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if finished:
+                    self.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def has_stochastic_depth(model: nn.Module) -> bool:

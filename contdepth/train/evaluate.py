@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .distributed import DistributedContext
 
 DEFAULT_SCHEMES = ("euler", "midpoint", "rk4")
 DEFAULT_STEPS = (1, 2, 4, 8, 16)
@@ -17,7 +20,7 @@ DEFAULT_STEPS = (1, 2, 4, 8, 16)
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | None = None,
              n_steps: int | None = None, split: str = "test", device: str | torch.device | None = None,
-             distributed=None) -> tuple[float, float]:
+             distributed: DistributedContext | None = None) -> tuple[float, float]:
     """``(mean cross-entropy, accuracy in [0, 1])`` of ``model`` on ``dataset``'s ``split``.
 
     ``scheme``/``n_steps`` evaluate another manifestation of every ContinuousBlock

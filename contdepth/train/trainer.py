@@ -244,13 +244,16 @@ class Trainer:
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)
         self.distributed = setup(self.config.device)
+        finished = False
         try:
             with torch.random.fork_rng(devices=[]):
-                return self._run()
+                result = self._run()
+            finished = True
+            return result
         finally:
             torch.set_num_threads(threads)
             if self.distributed is not None:
-                self.distributed.close()
+                self.distributed.close(finished=finished)
 
     def _run(self) -> RunResult:
         from ..data import derive_seed
