@@ -167,3 +167,35 @@ def test_graph_datasets_refuse_data_parallel_training(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "is a graph trained full-batch" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("device, backend, target", [("cpu", "gloo", "cpu"), ("cuda", "nccl", "cuda:1")])
+def test_the_backend_follows_the_device(monkeypatch, device, backend, target):
+    """gloo on CPU, nccl and GPU LOCAL_RANK on CUDA (the group itself is faked: no GPU here)."""
+    import torch.distributed as dist
+
+    from contdepth.train import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(calls))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(dist, "get_backend", lambda: calls[0])
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    context = distributed.setup(device)
+    assert calls == [backend]
+    assert (context.rank, context.world_size, context.backend, str(context.device)) == (1, 2, backend, target)
+    assert context.owns_group and not context.is_main
+
+
+def test_a_fixed_gpu_is_refused_with_several_processes(monkeypatch):
+    from contdepth.train import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="device: with several processes use 'cuda'"):
+        distributed.setup("cuda:0")
