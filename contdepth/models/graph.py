@@ -291,12 +291,12 @@ class CGNN(nn.Module):
         return int(self.block.coefficients.get("a").shape[1])
 
     def weight_decay_parameters(self) -> list[nn.Parameter]:
-        """The encoder and decoder weights (the authors decay every parameter; alpha and W are left free here)."""
+        """The encoder and decoder (the authors decay every parameter, alpha and W too: ``decay_norm_and_bias``)."""
         return list(self.encoder.parameters()) + list(self.decoder.parameters())
 
 
 @register_model("cgnn")
-def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 32, input_dropout: float = 0.5,
+def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16, input_dropout: float = 0.5,
          dropout: float = 0.0, alpha_init: float = 0.715, weighted: bool = False, t1: float = 12.1,
          scheme: str = "rk4", n_steps: int = 10, basis: str = "piecewise_constant", n_basis: int = 1,
          checkpoint: bool = False, self_loop_weight: float = 0.555, detach_restart: bool = True) -> nn.Module:
@@ -306,8 +306,10 @@ def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 32
 
     The defaults are the authors' Cora settings (run_cora_cgnn.py of
     DeepGraphLearning/ContinuousGNN): ``T = 12.1``, self-loop weight 0.555, the restart term
-    detached, and ``alpha`` starting at ``sigmoid(0.918) = 0.715`` (their ``alpha`` option is
-    the pre-sigmoid value); RK4 with 10 steps stands in for their adaptive dopri5."""
+    detached, hidden 16, and ``alpha`` starting at ``sigmoid(0.918) = 0.715`` (their ``alpha``
+    option is the pre-sigmoid value); RK4 with 10 steps stands in for their adaptive dopri5.
+    They train with RMSprop (lr 0.0047) and L2 decay 5e-4 on every parameter
+    (``optimizer=rmsprop``, ``decay_norm_and_bias=True`` in a TrainConfig)."""
     check_positive_int(in_features, "in_features")
     check_positive_int(num_classes, "num_classes")
     check_positive_int(num_nodes, "num_nodes")
