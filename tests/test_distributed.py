@@ -33,17 +33,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(out: Path, *extra: str, nproc: int = 2, epochs: int = 3) -> None:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}", "-m", "contdepth", "train", "--model", "continuousnet", "--data", "digits",
-        "--data-option", f"test_fraction={DIGITS_OPTIONS['test_fraction']}", "--alpha", "4", "--n-basis", "1",
-        "--norm", "group", "--scheme", "euler", "--epochs", str(epochs), "--batch-size", "60", "--lr", "0.05",
-        "--schedule", "constant",
-        "--refine-at", "2", "--seed", "3", "--out", str(out), *extra,
-    ]
+def _launch(*train_args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=nproc -m contdepth train ARGS`` on loopback, one thread per process."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "contdepth", "train", *train_args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _torchrun(out: Path, *extra: str, epochs: int = 3) -> subprocess.CompletedProcess:
+    """The ContinuousNet run of the equivalence tests on 2 processes; it must succeed."""
+    done = _launch(
+        "--model", "continuousnet", "--data", "digits", "--data-option",
+        f"test_fraction={DIGITS_OPTIONS['test_fraction']}", "--alpha", "4", "--n-basis", "1", "--norm", "group",
+        "--scheme", "euler", "--epochs", str(epochs), "--batch-size", "60", "--lr", "0.05", "--schedule", "constant",
+        "--refine-at", "2", "--seed", "3", "--out", str(out), *extra,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -158,13 +163,8 @@ def test_stochastic_depth_is_detected_for_ddp():
     assert not has_stochastic_depth(create("continuousnet", in_channels=1, num_classes=10))
 
 
-def test_graph_datasets_refuse_data_parallel_training(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", "-m", "contdepth", "train", "--model", "gcn", "--data", "karate",
-         "--epochs", "1"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=300)
+def test_graph_datasets_refuse_data_parallel_training():
+    done = _launch("--model", "gcn", "--data", "karate", "--epochs", "1")
     assert done.returncode != 0
     assert "is a graph trained full-batch" in done.stderr + done.stdout
 

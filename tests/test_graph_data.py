@@ -139,7 +139,7 @@ def test_read_cora_missing_file_and_folder(tmp_path):
         data.load("cora")
 
 
-@pytest.mark.skipif(not (CORA_DIR / "feature.txt").is_file(), reason="Cora files not present")
+@pytest.mark.skipif(not (CORA_DIR / "feature.txt").is_file(), reason=f"Cora files not present in {CORA_DIR}")
 def test_real_cora():
     g = data.load("cora", data_dir=CORA_DIR)
     assert (g.num_nodes, g.num_features, g.num_classes) == (2708, 1433, 7)

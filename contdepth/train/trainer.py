@@ -262,6 +262,7 @@ class Trainer:
         config = self.config
         ddp = self.distributed
         preflight(config)
+        local_batch = config.batch_size
         if ddp is not None:
             local_batch = ddp.local_batch_size(config.batch_size)
             ddp.barrier()  # every rank has checked the run folder before rank 0 creates it
@@ -302,11 +303,9 @@ class Trainer:
         optimizer = build_optimizer(model, config)
         if info is not None:
             restore_optimizer(optimizer, model, info)
-        if ddp is None:
-            train_batches = dataset.batches("train", config.batch_size, seed=config.seed, device=device)
-        else:
-            train_batches = dataset.batches("train", local_batch, seed=config.seed, device=device,
-                                            num_replicas=ddp.world_size, rank=ddp.rank)
+        shard = {} if ddp is None else {"num_replicas": ddp.world_size, "rank": ddp.rank}
+        train_batches = dataset.batches("train", local_batch, seed=config.seed, device=device, **shard)
+        if ddp is not None:
             self.log(f"data-parallel: {ddp.world_size} processes ({ddp.backend}), global batch "
                      f"{config.batch_size} = {ddp.world_size} x {local_batch} per process, "
                      f"{len(train_batches)} steps per epoch")
