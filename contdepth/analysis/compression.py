@@ -200,7 +200,7 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
         if latency_batch_sizes and getattr(dataset, "is_graph", False):
             # node classification: one forward is the whole graph, whatever the batch sizes say
             graph = dataset.to(device)
-            timed = time_calls({"before": model, "after": compressed}, (graph.features, graph.adjacency),
+            timed = time_calls({"before": model, "after": compressed}, graph.inputs,
                                repeats=latency_repeats or 20, device=device)
             report.latency_before = {graph.num_nodes: timed["before"]}
             report.latency_after = {graph.num_nodes: timed["after"]}

@@ -365,7 +365,7 @@ def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device
     if getattr(dataset, "is_graph", False):
         graph = dataset.to(device)
         nodes = graph.mask(split).nonzero().flatten()
-        return [((graph.features, graph.adjacency), graph.labels[nodes], nodes)]
+        return [(graph.inputs, graph.labels[nodes], nodes)]
 
     class _Images:
         def __init__(self) -> None:

@@ -14,6 +14,7 @@ Cora format (the text files of Yang et al. 2016 / GMNN / CGNN, tab-separated, id
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from ..nn.graph import normalized_adjacency
 
 Tensor = torch.Tensor
 SPLITS = ("train", "val", "test")
+# Features at most this dense are handed to models as a sparse COO matrix (``GraphDataset.inputs``).
+SPARSE_FEATURE_DENSITY = 0.1
 CORA_FILES = {"train": "train.txt", "val": "dev.txt", "test": "test.txt"}
 
 
@@ -102,6 +105,23 @@ class GraphDataset:
     def split_sizes(self) -> dict[str, int]:
         """``{"train": ..., "val": ..., "test": ...}`` node counts."""
         return {split: int(getattr(self, f"{split}_mask").sum()) for split in SPLITS}
+
+    @functools.cached_property
+    def inputs(self) -> tuple[Tensor, Tensor]:
+        """``(features, adjacency)`` as the trainer hands them to a model: ``model(*dataset.inputs)``.
+
+        Features at most ``SPARSE_FEATURE_DENSITY`` (10%) non-zero (bag-of-words: Cora is
+        1.3%) come as a coalesced sparse COO copy, which every graph model takes like the
+        dense matrix: input dropout then draws only the non-zeros and the first layer is a
+        sparse product, which makes a Cora epoch several times faster on CPU. The
+        ``features`` field itself stays dense. Computed once per dataset.
+        """
+        features = self.features
+        if features.layout == torch.strided and features.numel():
+            density = int(torch.count_nonzero(features)) / features.numel()
+            if density <= SPARSE_FEATURE_DENSITY:
+                features = features.to_sparse_coo().coalesce()
+        return features, self.adjacency
 
     def mask(self, split: str) -> Tensor:
         """The boolean mask of ``split`` (``train``, ``val`` or ``test``)."""

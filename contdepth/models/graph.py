@@ -2,7 +2,9 @@
 
 Every model is called as ``model(features, adjacency) -> logits (N, num_classes)`` with
 ``adjacency`` the sparse ``D^-1/2 (A + I) D^-1/2`` of :func:`contdepth.nn.normalized_adjacency`
-(what a :class:`~contdepth.data.GraphDataset` carries), and offers
+(what a :class:`~contdepth.data.GraphDataset` carries) and ``features`` dense or sparse COO
+(``GraphDataset.inputs`` gives bag-of-words features sparse: the same model, the same
+outputs, a fraction of the cost of input dropout and the first layer), and offers
 ``weight_decay_parameters()``: the parameters the reference setups regularise (Kipf &
 Welling decay only the first layer), for a trainer that wants that convention.
 
@@ -20,7 +22,7 @@ from torch.nn import functional as F
 
 from ..basis import available_bases
 from ..nn.block import ContinuousBlock
-from ..nn.graph import ACTIVATIONS, GCNLayer, activation
+from ..nn.graph import ACTIVATIONS, GCNLayer, activation, feature_dropout, propagate
 from ..solvers import get_scheme
 from .layers import check_choice, check_positive_int
 from .registry import register_model
@@ -59,7 +61,7 @@ class GCN(nn.Module):
         self.layer2 = GCNLayer(hidden, num_classes)
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        x = F.dropout(x, self.dropout, self.training)
+        x = feature_dropout(x, self.dropout, self.training)
         x = torch.relu(self.layer1(x, adjacency))
         x = F.dropout(x, self.dropout, self.training)
         return self.layer2(x, adjacency)
@@ -129,7 +131,7 @@ class GCDE(nn.Module):
         self.decoder = GCNLayer(hidden, num_classes) if decoder == "gcn" else nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor, adjacency: Tensor) -> Tensor:
-        x = F.dropout(x, self.input_dropout, self.training)
+        x = feature_dropout(x, self.input_dropout, self.training)
         h = self.activation(self.encoder(x, adjacency))
         h = self.block(h, adjacency)
         h = F.dropout(h, self.decoder_dropout, self.training)
@@ -218,7 +220,7 @@ class CGNNRate(nn.Module):
         return torch.sigmoid(self.a)
 
     def forward(self, h: Tensor, adjacency: Tensor, e: Tensor) -> Tensor:
-        rate = 0.5 * torch.sigmoid(self.a).unsqueeze(1) * (adjacency @ h - h) + e
+        rate = 0.5 * torch.sigmoid(self.a).unsqueeze(1) * (propagate(adjacency, h) - h) + e
         if self.weighted:
             w = (self.u * self.d.clamp(0.0, 1.0)) @ self.u.T
             rate = rate + h @ w - h
@@ -282,7 +284,7 @@ class CGNN(nn.Module):
                 f"adjacency: this cgnn was built for num_nodes={self.num_nodes} (one alpha per node), "
                 f"got a graph of {adjacency.shape[0]} nodes"
             )
-        e = self.encoder(F.dropout(x, self.input_dropout, self.training))
+        e = self.encoder(feature_dropout(x, self.input_dropout, self.training))
         h = self.block(e, self._adjacency(adjacency), e.detach() if self.detach_restart else e)
         return self.decoder(F.dropout(torch.relu(h), self.dropout, self.training))
 

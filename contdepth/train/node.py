@@ -91,7 +91,7 @@ def node_metrics(model: nn.Module, dataset, splits: Sequence[str] = ("val", "tes
     context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
     try:
         with context:
-            logits = model(dataset.features, dataset.adjacency)
+            logits = model(*dataset.inputs)
     finally:
         model.train(was_training)
     out = {}
@@ -278,7 +278,7 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
         torch.manual_seed(derive_seed(config.seed, 1, epoch))
         lr = schedule.apply(optimizer, epoch - 1)
         model.train()
-        logits = model(data.features, data.adjacency)[train_mask]
+        logits = model(*data.inputs)[train_mask]
         loss = F.cross_entropy(logits, train_labels, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
