@@ -90,6 +90,8 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--decay-norm-and-bias", action=argparse.BooleanOptionalAction,
                    help="also decay biases and normalisation parameters (default: exempt)")
+    g.add_argument("--decay-scope", choices=("all", "model"),
+                   help="all (default: every weight) or model: the model's own choice (graph models: the first layer)")
     g.add_argument("--schedule", help="constant, step or cosine")
     g.add_argument("--milestones", type=int, nargs="*", metavar="EPOCH",
                    help="step schedule: lr *= gamma from the start of each of these epochs (1-based)")

@@ -14,8 +14,8 @@ from contdepth import data
 from contdepth.models import create
 from contdepth.train import (
     CheckpointError, ConfigError, LRSchedule, TrainConfig, atomic_write_bytes, evaluate, load_checkpoint,
-    manifestation_table, map_optimizer_state, named_parameter_groups, read_checkpoint, refine_with_optimizer,
-    save_checkpoint, train,
+    manifestation_table, map_optimizer_state, named_parameter_groups, preflight, read_checkpoint,
+    refine_with_optimizer, save_checkpoint, train,
 )
 
 TINY = {"alpha": 4, "n_basis": 1}
@@ -107,6 +107,30 @@ def test_weight_decay_skips_biases_and_norm_parameters_also_inside_blocks():
     assert "stages.0.1.coefficients.0.weight" in exempt["names"]  # BatchNorm scale coefficients (2, C)
     assert "head.linear.bias" in exempt["names"] and "head.linear.weight" in decay["names"]
     assert len(named_parameter_groups(model, 5e-4, decay_norm_and_bias=True)) == 1
+
+
+def test_decay_scope_model_decays_exactly_what_the_model_names():
+    gcn = create("gcn", in_features=6, num_classes=3)
+    decay, exempt = named_parameter_groups(gcn, 5e-4, decay_scope="model")
+    assert decay["names"] == ["layer1.weight", "layer1.bias"]  # Kipf & Welling: the first layer only
+    assert exempt["names"] == ["layer2.weight", "layer2.bias"] and exempt["weight_decay"] == 0.0
+    gcde = create("gcde", in_features=6, num_classes=3, hidden=4)
+    decay, exempt = named_parameter_groups(gcde, 5e-4, decay_scope="model")
+    assert decay["names"] == ["encoder.weight", "encoder.bias"]
+    assert any(name.startswith("block.coefficients") for name in exempt["names"])
+    default_decay = named_parameter_groups(gcde, 5e-4)[0]["names"]  # the default decays the ODE's weights too
+    assert any(name.startswith("block.coefficients") for name in default_decay)
+    with pytest.raises(ValueError, match="decay_scope: must be one of all, model; got 'first'"):
+        named_parameter_groups(gcn, 5e-4, decay_scope="first")
+    with pytest.raises(ValueError, match="decay_scope: 'model' needs a model with weight_decay_parameters"):
+        named_parameter_groups(create("continuous_mlp", in_features=8, num_classes=3, width=4), 5e-4,
+                               decay_scope="model")
+    with pytest.raises(ConfigError, match="decay_scope: must be one of all, model"):
+        TrainConfig(model="gcn", data="karate", decay_scope="first")
+    with pytest.raises(ConfigError, match="decay_norm_and_bias: has no effect with decay_scope 'model'"):
+        TrainConfig(model="gcn", data="karate", decay_scope="model", decay_norm_and_bias=True)
+    with pytest.raises(ConfigError, match="decay_scope: 'model' needs a model that names its decayed parameters"):
+        preflight(TrainConfig(model="continuous_mlp", data="digits", decay_scope="model"))
 
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),

@@ -299,18 +299,20 @@ class CGNN(nn.Module):
 
 @register_model("cgnn")
 def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16, input_dropout: float = 0.5,
-         dropout: float = 0.0, alpha_init: float = 0.715, weighted: bool = False, t1: float = 12.1,
-         scheme: str = "rk4", n_steps: int = 10, basis: str = "piecewise_constant", n_basis: int = 1,
+         dropout: float = 0.0, alpha_init: float = 0.85, weighted: bool = False, t1: float = 16.0,
+         scheme: str = "rk4", n_steps: int = 14, basis: str = "piecewise_constant", n_basis: int = 1,
          checkpoint: bool = False, self_loop_weight: float = 0.555, detach_restart: bool = True) -> nn.Module:
     """CGNN; ``weighted=True`` adds the learnable channel mixing ``H (W - I)``; ``t1`` is the paper's ``T``;
     ``self_loop_weight`` (> 0) the weight of the self loops in the normalised adjacency; ``detach_restart``
     stops gradients through the restart term ``E`` (see :class:`CGNN`).
 
     The defaults are the authors' Cora settings (run_cora_cgnn.py of
-    DeepGraphLearning/ContinuousGNN): ``T = 12.1``, self-loop weight 0.555, the restart term
-    detached, hidden 16, and ``alpha`` starting at ``sigmoid(0.918) = 0.715`` (their ``alpha``
-    option is the pre-sigmoid value); RK4 with 10 steps stands in for their adaptive dopri5.
-    They train with RMSprop (lr 0.0047) and L2 decay 5e-4 on every parameter
+    DeepGraphLearning/ContinuousGNN: self-loop weight 0.555, the restart term detached,
+    hidden 16) except two chosen by mean validation accuracy on Cora (5 seeds, 82.28 against
+    81.24 for theirs): a longer diffusion ``T = 16`` (theirs 12.1) and ``alpha`` starting at
+    0.85 (theirs ``sigmoid(0.918) = 0.715``; their ``alpha`` option is the pre-sigmoid value).
+    RK4 with 14 steps (step 1.14; 10 steps gave the same validation accuracy) stands in for
+    their adaptive dopri5. They train with RMSprop (lr 0.0047) and L2 decay 5e-4 on every parameter
     (``optimizer=rmsprop``, ``decay_norm_and_bias=True`` in a TrainConfig)."""
     check_positive_int(in_features, "in_features")
     check_positive_int(num_classes, "num_classes")

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
+DECAY_SCOPES = ("all", "model")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "device", "data_dir",
                      "eval_batch_size")
@@ -61,6 +62,9 @@ class TrainConfig:
             scales/shifts (every parameter that is 0- or 1-dimensional in the network that
             uses it, i.e. per *template* parameter for a ContinuousBlock's coefficients) from
             weight decay, the usual practice; ``True`` decays every parameter.
+        decay_scope: ``all`` (default: the rule above) or ``model``: decay exactly the
+            model's ``weight_decay_parameters()``, its reference setup's convention (the
+            graph models: the first layer, as Kipf & Welling).
         schedule: ``constant``, ``step`` (``lr * gamma**k`` after the k-th of ``milestones``)
             or ``cosine`` (per step from ``lr`` down to ``min_lr`` at the end of the run).
         warmup_epochs: linear warm-up from ``lr / warmup_steps`` to ``lr`` over this many
@@ -109,6 +113,7 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 5e-4
     decay_norm_and_bias: bool = False
+    decay_scope: str = "all"
     schedule: str = "cosine"
     milestones: tuple = ()
     gamma: float = 0.1
@@ -352,6 +357,10 @@ def _validate(c: TrainConfig) -> None:
     _float(c, "eps", 0.0, low_open=True)
     _float(c, "weight_decay", 0.0)
     _bool(c, "decay_norm_and_bias")
+    _choice(c, "decay_scope", DECAY_SCOPES)
+    if c.decay_scope == "model" and c.decay_norm_and_bias:
+        raise ConfigError("decay_norm_and_bias: has no effect with decay_scope 'model' (the model chooses what "
+                          "is decayed); leave it false")
     _choice(c, "schedule", SCHEDULES)
     _epoch_list(c, "milestones", None)
     if c.milestones and c.schedule != "step":

@@ -24,29 +24,48 @@ from torch import nn
 from ..basis import apply_matrix
 from ..nn import CoefficientMap, continuous_blocks
 from ..nn import refine as refine_blocks
-from .config import TrainConfig
+from .config import DECAY_SCOPES, TrainConfig
 
 # Optimizer state that is a running average of squares: non-negative by construction.
 SECOND_MOMENT_KEYS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta"})
 
 
-def named_parameter_groups(model: nn.Module, weight_decay: float,
-                           decay_norm_and_bias: bool = False) -> list[dict]:
+def _model_decay_ids(model: nn.Module) -> set[int]:
+    module = getattr(model, "module", model)  # a DDP wrapper's model
+    choose = getattr(module, "weight_decay_parameters", None)
+    if choose is None:
+        raise ValueError(f"decay_scope: 'model' needs a model with weight_decay_parameters() (the graph models "
+                         f"have it); {type(module).__name__} has none, use decay_scope 'all'")
+    return {id(p) for p in choose()}
+
+
+def named_parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False,
+                           decay_scope: str = "all") -> list[dict]:
     """``[{"params", "names", "weight_decay"}, ...]``: decayed parameters, then the rest.
 
-    A parameter is exempt from weight decay when it is 0- or 1-dimensional in the network
-    that uses it: biases, normalisation scales/shifts, LM-ResNet's scalar ``k``. For a
-    ContinuousBlock's coefficients, of shape ``(n_basis, *template_shape)``, that is judged
-    on the template's shape (a conv kernel's coefficients are decayed, a BatchNorm
-    scale's are not). Empty groups are left out.
+    ``decay_scope="all"``: a parameter is exempt from weight decay when it is 0- or
+    1-dimensional in the network that uses it: biases, normalisation scales/shifts,
+    LM-ResNet's scalar ``k`` (unless ``decay_norm_and_bias``). For a ContinuousBlock's
+    coefficients, of shape ``(n_basis, *template_shape)``, that is judged on the template's
+    shape (a conv kernel's coefficients are decayed, a BatchNorm scale's are not).
+    ``decay_scope="model"``: exactly the model's ``weight_decay_parameters()`` are decayed,
+    the convention of its reference setup (Kipf & Welling decay only the GCN's first layer,
+    the one that sees the wide, sparse input). Empty groups are left out.
     """
+    if decay_scope not in DECAY_SCOPES:
+        raise ValueError(f"decay_scope: must be one of {', '.join(DECAY_SCOPES)}; got {decay_scope!r}")
+    chosen = _model_decay_ids(model) if decay_scope == "model" else None
     coefficient_ids = {id(c) for block in continuous_blocks(model) for _, c in block.coefficient_items()}
     decay, exempt = ([], []), ([], [])
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        ndim = p.dim() - 1 if id(p) in coefficient_ids else p.dim()
-        target = decay if (decay_norm_and_bias or ndim >= 2) else exempt
+        if chosen is not None:
+            decayed = id(p) in chosen
+        else:
+            ndim = p.dim() - 1 if id(p) in coefficient_ids else p.dim()
+            decayed = decay_norm_and_bias or ndim >= 2
+        target = decay if decayed else exempt
         target[0].append(p)
         target[1].append(name)
     groups = []
@@ -65,7 +84,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     them from the model.
     """
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
-              for g in named_parameter_groups(model, config.weight_decay, config.decay_norm_and_bias)]
+              for g in named_parameter_groups(model, config.weight_decay, config.decay_norm_and_bias,
+                                              config.decay_scope)]
     if not groups:
         raise ValueError("model: has no trainable parameters")
     if config.optimizer == "sgd":

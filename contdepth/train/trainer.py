@@ -158,6 +158,9 @@ def preflight(config: TrainConfig) -> None:
             model = create(config.model, **model_options_for(config))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model_options.{exc}") from exc
+    if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
+        raise ConfigError(f"decay_scope: 'model' needs a model that names its decayed parameters "
+                          f"(weight_decay_parameters(): the graph models); {config.model!r} does not, use 'all'")
     has_blocks = bool(continuous_blocks(model))
     if config.refine_at and not has_blocks:
         raise ConfigError(f"refine_at: model {config.model!r} has no ContinuousBlock to refine")
