@@ -294,7 +294,7 @@ def test_cgnn_detach_restart_cuts_the_gradient_through_the_restart_term():
 def test_gcde_dropout_options_are_stochastic_in_training_only():
     adj, x = ring_graph(), torch.randn(7, 5, dtype=torch.float64)
     defaults = model_options("gcde")
-    assert defaults["rate_dropout"] == (0.9, 0.2) and defaults["activation"] == "softplus"
+    assert defaults["rate_dropout"] == (0.5, 0.5) and defaults["activation"] == "softplus"
     model = small_gcde(rate_dropout=[0.5, 0.0], input_dropout=0.0, decoder_dropout=0.0, n_steps=2)
     assert model.block._template.dropout == (0.5, 0.0)
     eval_out = model(x, adj)
