@@ -31,7 +31,8 @@ SECOND_MOMENT_KEYS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "s
 
 
 def _model_decay_ids(model: nn.Module) -> set[int]:
-    module = getattr(model, "module", model)  # a DDP wrapper's model
+    wrapped = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    module = model.module if wrapped else model
     choose = getattr(module, "weight_decay_parameters", None)
     if choose is None:
         raise ValueError(f"decay_scope: 'model' needs a model with weight_decay_parameters() (the graph models "
