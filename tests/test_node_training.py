@@ -13,6 +13,7 @@ from contdepth.train import (
     read_checkpoint, train,
 )
 from contdepth.train.node import LAST_DIR, best_row, node_metrics
+from test_train import Interrupt, _interrupt_after, _without_times
 
 CORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cora"
 ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr",
@@ -48,22 +49,6 @@ def config(**changes) -> TrainConfig:
     base = dict(model="gcn", model_options={"hidden": 8}, data="karate", epochs=12, optimizer="adam", lr=0.05,
                 weight_decay=5e-4, schedule="constant", threads=1, quiet=True)
     return TrainConfig(**{**base, **changes})
-
-
-def _without_times(history):
-    return [{k: v for k, v in row.items() if "time" not in k} for row in history]
-
-
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(epoch):
-    def callback(row, model, optimizer):
-        if row["epoch"] == epoch:
-            raise Interrupt
-
-    return callback
 
 
 # --- the loop -----------------------------------------------------------------------------------------

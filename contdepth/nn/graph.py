@@ -125,7 +125,7 @@ def _csr_pair(adjacency: Tensor) -> tuple[Tensor, Tensor]:
     cached = _CSR_CACHE.get(key)
     if cached is not None and cached[0]() is adjacency and cached[1] == adjacency._version:
         return cached[2], cached[3]
-    coo = adjacency.to_sparse_coo().coalesce() if adjacency.layout != torch.sparse_coo else adjacency.coalesce()
+    coo = adjacency.to_sparse_coo().coalesce()  # a COO adjacency is its own to_sparse_coo()
     pair = (_csr(coo), _csr(coo.t().coalesce()))
     if cached is None or cached[0]() is not adjacency:
         weakref.finalize(adjacency, _CSR_CACHE.pop, key, None)
@@ -150,7 +150,7 @@ def propagate(adjacency: Tensor, x: Tensor) -> Tensor:
     """``adjacency @ x`` for an ``(N, N)`` sparse (COO or CSR) or dense ``adjacency`` and ``(N, C)`` ``x``.
 
     A sparse adjacency is multiplied through CSR copies of it and of its transpose, made
-    once and cached on the adjacency tensor (see the module docstring for why). An
+    once per adjacency tensor and cached beside it (see the module docstring for why). An
     adjacency that itself requires a gradient (learned edge weights) takes torch's
     ordinary product, which differentiates with respect to it as well.
     """
@@ -180,8 +180,9 @@ class GCNLayer(nn.Module):
 
     ``x`` is ``(N, in_features)``, dense or sparse COO (bag-of-words features);
     ``adjacency`` a sparse (or dense) ``(N, N)`` matrix, usually
-    :func:`normalized_adjacency`, multiplied through :func:`propagate`. Multiplying ``x W`` first keeps the sparse
-    product at the narrower width when ``out_features < in_features`` (Cora: 1433 -> 16).
+    :func:`normalized_adjacency`, multiplied through :func:`propagate`. Multiplying
+    ``x W`` first keeps the sparse product at the narrower width when
+    ``out_features < in_features`` (Cora: 1433 -> 16).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
