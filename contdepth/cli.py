@@ -21,11 +21,14 @@ naming it, having created no folder and loaded no data. ``python -m contdepth`` 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from .train.checkpoint import CheckpointError
-from .train.config import ConfigError
+from .train.config import ConfigError, check_count, check_device, check_output_path
 
 # model-option flags: --flag -> model_options key (nargs "+" for per-stage lists)
 MODEL_FLAGS: dict[str, tuple[str, Any, str | None, str]] = {
@@ -37,6 +40,15 @@ MODEL_FLAGS: dict[str, tuple[str, Any, str | None, str]] = {
     "n_steps": ("n_steps", int, "+", "steps per block: one value or one per stage (default n_basis)"),
     "norm": ("norm", str, None, "normalisation: batch, group, none"),
 }
+# Smallest nonzero --rtol/--atol of eval --adaptive. Activations are float32 (unit round-off
+# 6e-8): an error estimate much below that is round-off, so a tolerance of 1e-12 is never met
+# (the step size shrinks until max_steps, minutes later), and 1e-300 even underflows the error
+# scale atol + rtol * |x| to 0 (a NaN step size). 1e-9 is already far below anything useful.
+TOLERANCE_FLOOR = 1e-9
+# compress --latency-*: the timed input of one batch is allocated at once (a CIFAR batch of
+# 65,536 is 800 MB), and 10,000 timed calls already take minutes for a small model.
+MAX_LATENCY_BATCH = 65_536
+MAX_LATENCY_REPEATS = 10_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,16 +90,16 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="dataset loader option, e.g. test_fraction=0.25; repeatable")
     g.add_argument("--split-seed", type=int, help="seed of the train/test split (digits)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--epochs", type=int, help="training epochs, numbered from 1")
+    g.add_argument("--batch-size", type=int, help="training batch (the global batch under torchrun)")
+    g.add_argument("--eval-batch-size", type=int, help="batch of the test evaluation (changes only speed)")
     g.add_argument("--optimizer", help="sgd, adam (coupled L2 weight decay), adamw (decoupled) or rmsprop (coupled)")
     g.add_argument("--lr", type=float, help="base learning rate")
     g.add_argument("--momentum", type=float, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")
     g.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="AdamW betas")
     g.add_argument("--eps", type=float, help="AdamW epsilon")
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay (see --decay-norm-and-bias, --decay-scope)")
     g.add_argument("--decay-norm-and-bias", action=argparse.BooleanOptionalAction,
                    help="also decay biases and normalisation parameters (default: exempt)")
     g.add_argument("--decay-scope", choices=("all", "model"),
@@ -98,25 +110,62 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, help="step schedule factor")
     g.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (may be fractional)")
     g.add_argument("--min-lr", type=float, help="final learning rate of the cosine schedule")
-    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, in [0, 1)")
     g = p.add_argument_group("continuous depth")
     g.add_argument("--refine-at", type=int, nargs="*", metavar="EPOCH",
                    help="refine every block at the start of these epochs (1-based)")
     g.add_argument("--eval-scheme", help="scheme of the per-epoch test evaluation (default: training's)")
-    g.add_argument("--eval-n-steps", type=int, help="steps of the per-epoch test evaluation")
+    g.add_argument("--eval-n-steps", type=int, help="steps of the per-epoch test evaluation (default: training's)")
     g = p.add_argument_group("graph data")
     g.add_argument("--patience", type=int,
                    help="stop after this many epochs without a better validation accuracy (the best-validation "
-                        "weights are kept either way)")
+                        "weights are kept either way; default: run every epoch)")
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="seed of the initialisation, data order and augmentation")
     g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, config.yaml)")
     g.add_argument("--threads", type=int, help="torch.set_num_threads for the run")
     g.add_argument("--device", help="cpu, cuda or cuda:N")
     g.add_argument("--quiet", action="store_true", help="no progress bars, epoch lines or summary")
     g.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
+                                                         "exactly (same options and epochs)")
+    g.add_argument("--extend", action="store_true",
+                   help="with --resume: allow a different --epochs; the schedule is recomputed for the new length "
+                        "(a cosine schedule is stretched) and the run says what changes")
+    _add_config_defaults(p)
     return p
+
+
+def _add_config_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to the help of every flag that is a TrainConfig field.
+
+    The defaults are read from the dataclass, so the help cannot drift from the code.
+    """
+    from dataclasses import MISSING, fields
+
+    from .train.config import TrainConfig
+
+    defaults = {}
+    for f in fields(TrainConfig):
+        value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if value is not None:  # "not set" means something different per option: its help says what
+            defaults[f.name] = value
+    for action in parser._actions:
+        if action.dest not in defaults or action.help in (None, argparse.SUPPRESS) or "default" in action.help:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            continue  # a switch: off unless given
+        action.help += f" (default: {_format_default(defaults[action.dest])})"
+
+
+def _format_default(value: Any) -> str:
+    if value is None or value == () or value == {}:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
@@ -171,10 +220,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         train(config)
     except KeyboardInterrupt:
-        hint = f"; continue with: contdepth train --resume --out {config.out}" if config.out else ""
-        print(f"\ncontdepth train: interrupted{hint}", file=sys.stderr)
+        print(f"\ncontdepth train: interrupted{interrupted_advice(config.out)}", file=sys.stderr)
         return 130
     return 0
+
+
+def interrupted_advice(out: str | None) -> str:
+    """What to do after an interruption, by what is on disk now (so the advice works)."""
+    import shlex
+
+    from .train.rundir import folder_state
+
+    if out is None:
+        return " (nothing was saved: no --out)"
+    if folder_state(out) == "run":
+        return f"; continue with: contdepth train --resume --out {shlex.quote(str(out))}"
+    return f"; nothing was saved in {out} yet: run the same command again to start over"
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -206,7 +267,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .nn import continuous_blocks
-    from .solvers import available_schemes, check_n_steps
+    from .solvers import available_schemes
     from .train import evaluate, format_manifestation_table, load_checkpoint, manifestation_table
     from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
     from .train.trainer import load_data
@@ -215,17 +276,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for s in schemes:
         if s not in available_schemes():
             raise ConfigError(f"scheme: must be one of {', '.join(available_schemes())}; got {s!r}")
-    for n in ([args.n_steps] if args.n_steps is not None else []) + list(args.steps or []):
-        if n < 1:
-            raise ConfigError(f"n_steps: must be an integer >= 1, got {n}")
-        check_n_steps(n)
-    if args.batch_size < 1:
-        raise ConfigError(f"batch_size: must be an integer >= 1, got {args.batch_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"threads: must be an integer >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.n_steps is not None:
+        check_count(args.n_steps, "n_steps")
+    for n in args.steps or []:
+        check_count(n, "steps")
+    _check_common(args)
     tolerances = _adaptive_tolerances(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     model, info = load_checkpoint(args.run, device=args.device)
     config = info.train_config()
     if args.data_dir is not None:
@@ -237,6 +295,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"adaptive: model {info.model_name!r} has no ContinuousBlock to integrate adaptively")
     dataset = load_data(config)
     if args.adaptive:
+        from .solvers import MaxStepsExceeded
         from .train import evaluate_adaptive, format_adaptive_table
 
         results = []
@@ -244,6 +303,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             try:
                 results.append(evaluate_adaptive(model, dataset, rtol, atol, scheme=args.adaptive_scheme,
                                                  batch_size=args.batch_size, device=args.device))
+            except MaxStepsExceeded as exc:  # a tolerance the model's float precision cannot meet
+                raise ConfigError(f"rtol: --rtol {rtol:g} --atol {atol:g} could not be met ({exc})") from exc
             except ValueError as exc:  # e.g. an LM-ResNet block
                 raise ConfigError(f"adaptive: {exc}") from exc
         print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}")
@@ -280,7 +341,7 @@ def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
     if args.scheme or args.n_steps or args.table:
         raise ConfigError("adaptive: chooses its own steps; it cannot be combined with --scheme, --n-steps or --table")
     rtols = args.rtol or [1e-3]
-    atols = args.atol or [r / 10 for r in rtols]
+    atols = args.atol or [max(r / 10, TOLERANCE_FLOOR) for r in rtols]
     if len(atols) == 1:
         atols = atols * len(rtols)
     if len(atols) != len(rtols):
@@ -291,7 +352,25 @@ def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
             AdaptiveDepth(args.adaptive_scheme, rtol, atol)
     except ValueError as exc:  # AdaptiveDepth names "scheme", which is --adaptive-scheme here
         raise ConfigError(f"adaptive_{exc}" if str(exc).startswith("scheme") else str(exc)) from exc
+    for name, values in (("rtol", rtols), ("atol", atols)):
+        for value in values:
+            if 0 < value < TOLERANCE_FLOOR:
+                raise ConfigError(f"{name}: must be 0 or >= {TOLERANCE_FLOOR:g} (activations are float32, good to "
+                                  f"about 1e-7: a smaller tolerance cannot be met), got {value:g}")
     return pairs
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """The options eval, analyze and compress share, checked before the checkpoint is read."""
+    for name in ("batch_size", "threads"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ConfigError(f"data_dir: {data_dir} is not a folder")
 
 
 def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -326,15 +405,19 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     one = lambda values: values[0] if values is not None and len(values) == 1 else values  # noqa: E731
     for name, values in (("n_basis", args.n_basis), ("n_steps", args.n_steps or [])):
         for v in values:
-            if v < 1:
-                raise ConfigError(f"{name}: must be an integer >= 1, got {v}")
-    for name, value in (("batch_size", args.batch_size), ("threads", args.threads),
-                        ("latency_repeats", args.latency_repeats)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+            check_count(v, name)
+    if args.finetune_epochs < 0:
+        raise ConfigError(f"finetune_epochs: must be an integer >= 0, got {args.finetune_epochs}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"lr: must be a finite number > 0, got {args.lr}")
+    if args.latency_repeats is not None and not 1 <= args.latency_repeats <= MAX_LATENCY_REPEATS:
+        raise ConfigError(f"latency_repeats: must be an integer in 1..{MAX_LATENCY_REPEATS:,}, "
+                          f"got {args.latency_repeats}")
     for b in args.latency_batch_sizes:
-        if b < 1:
-            raise ConfigError(f"latency_batch_sizes: every batch size must be an integer >= 1, got {b}")
+        if not 1 <= b <= MAX_LATENCY_BATCH:
+            raise ConfigError(f"latency_batch_sizes: every batch size must be an integer in 1..{MAX_LATENCY_BATCH:,} "
+                              f"(the timed input is allocated at once), got {b}")
+    _check_common(args)
     report = compress_run(args.run, one(args.n_basis), one(args.n_steps), out=args.out,
                           finetune_epochs=args.finetune_epochs, lr=args.lr, overwrite=args.overwrite,
                           data_dir=args.data_dir, batch_size=args.batch_size,
@@ -348,7 +431,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train a ContinuousNet on digits with refinement; print a manifestation table")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="threads (default 1: as fast on digits, and the same numbers everywhere)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--out", default=None, help="also save the run here")
     p.add_argument("--overwrite", action="store_true")
@@ -404,16 +487,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         schemes, steps = check_grid(args.schemes or DEFAULT_SCHEMES, args.steps or DEFAULT_STEPS)
-        reference = parse_reference(args.reference).resolved(steps) if args.reference else None
+        reference = parse_reference(args.reference) if args.reference else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    for value, name in ((args.max_examples, "max_examples"), (args.batch_size, "batch_size"),
-                        (args.threads, "threads")):
-        checked(value, name)
+    for n in steps:
+        check_count(n, "steps")
     if args.dtype not in DTYPES:
         raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}; got {args.dtype!r}")
+    if reference is not None:
+        _check_reference(reference, args.dtype)
+        reference = reference.resolved(steps)
+    checked(args.max_examples, "max_examples")
+    _check_common(args)
     run = Path(args.run)
     out = Path(args.out) if args.out else (run.parent if run.name == "checkpoint.json" else run) / "analysis"
+    check_output_path(out, "out", folder=True)
     try:
         check_output(out, REPORT_FILES + (() if args.no_plots else PLOT_FILES), overwrite=args.overwrite)
     except ValueError as exc:
@@ -441,15 +529,32 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     dataset = load_data(config)
     if reading:
         print(f"{info.model_name}: {reading}")
-    report = analyze_manifestations(model, dataset, schemes=schemes, steps=steps, reference=reference,
-                                    batch_size=args.batch_size, max_examples=args.max_examples, dtype=args.dtype,
-                                    device=args.device, progress=sys.stderr.isatty())
+    from .solvers import MaxStepsExceeded
+
+    try:
+        report = analyze_manifestations(model, dataset, schemes=schemes, steps=steps, reference=reference,
+                                        batch_size=args.batch_size, max_examples=args.max_examples, dtype=args.dtype,
+                                        device=args.device, progress=sys.stderr.isatty())
+    except MaxStepsExceeded as exc:  # an adaptive reference whose tolerance the model cannot meet
+        raise ConfigError(f"reference: {args.reference} could not be computed ({exc}); loosen its tolerance") from exc
     print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}, "
           f"{report.seconds:.1f} s of analysis")
     print(report.format_table())
     written = report.write(out, overwrite=args.overwrite, plots=not args.no_plots)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _check_reference(reference, dtype: str) -> None:
+    """``analyze --reference``: a bounded step count, or a tolerance the analysis dtype can meet."""
+    if not reference.adaptive:
+        if reference.n_steps is not None:
+            check_count(reference.n_steps, "reference n_steps")
+        return
+    floor = TOLERANCE_FLOOR if dtype == "float32" else 1e-14  # float64: unit round-off 1.1e-16
+    if reference.rtol < floor:
+        raise ConfigError(f"reference: the tolerance must be >= {floor:g} with --dtype {dtype} (a smaller one cannot "
+                          f"be met in that precision), got {reference.rtol:g}")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -533,9 +638,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"contdepth {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # a divergence not raised as TrainingDiverged: still one line
+        print(f"contdepth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file: name the file, no traceback
+        print(f"contdepth {args.command}: error: {os_error_message(exc, args)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ncontdepth {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
+    """``PATH: what happened (ERRNO)``, and for a training run what is left on disk.
+
+    Contdepth's own writers name the file they were writing (see
+    :func:`~contdepth.train.checkpoint.atomic_write_bytes`); an error naming none is shown as is.
+    """
+    code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    what = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+    text = f"{exc.filename}: {what}" if exc.filename is not None else what
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text += "; free some space"
+    if args.command == "train" and getattr(args, "out", None):
+        text += interrupted_advice(args.out)  # what is on disk: atomic writes keep the last checkpoint whole
+    return text
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ def test_train_eval_resume_through_the_command_line(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "scheme" in table and "heun" in table and "*" in table  # the trained manifestation is marked
     assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--quiet"]) == 0
+    assert "holds a contdepth run; pass --resume" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--extend", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["n_basis"] == [2, 2, 2]

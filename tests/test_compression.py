@@ -103,7 +103,7 @@ def test_compress_run_writes_a_loadable_run_and_a_report(source_run, tmp_path):
     saved = json.loads((tmp_path / "small" / "compression.json").read_text())
     assert saved["params_after"] == report.params_after and set(saved["speedup"]) == {"1"}
     assert report.speedup(1) > 1.0  # 2 units per stage instead of 4
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ValueError, match="holds a contdepth run; pass --overwrite"):
         compress_run(source_run, 2, out=tmp_path / "small", latency_batch_sizes=())
     with pytest.raises(ValueError, match="is the source run"):
         compress_run(source_run, 2, out=source_run, latency_batch_sizes=())
@@ -134,7 +134,7 @@ def test_compress_on_the_command_line(source_run, tmp_path, capsys):
         assert main(["compress", str(source_run), "--out", str(tmp_path / "bad"), *argv]) == 2
         assert message in capsys.readouterr().err
     assert main(["compress", str(source_run), "--n-basis", "2", "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "holds a contdepth run; pass --overwrite" in capsys.readouterr().err
 
 
 def test_report_format_and_json_values():

@@ -12,11 +12,12 @@ from contdepth.train import (
     ConfigError, EarlyStopping, TrainConfig, evaluate, load_checkpoint, manifestation_table, model_options_for,
     read_checkpoint, train,
 )
+from contdepth.train import node
 from contdepth.train.node import LAST_DIR, best_row, node_metrics
 from test_train import Interrupt, _interrupt_after, _without_times
 
 CORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cora"
-ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr",
+ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr", "threads",
             "n_steps", "n_basis", "refined", "params", "best_epoch", "epoch_time", "total_time"}
 
 
@@ -105,13 +106,17 @@ def test_early_stopping_order_and_patience():
     ("gcde", {"hidden": 8, "n_basis": 1, "scheme": "rk4", "n_steps": 2}, (3,)),
     ("cgnn", {"hidden": 8, "n_steps": 4, "dropout": 0.2}, ()),
 ])
-def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, model, options, refine_at):
+@pytest.mark.parametrize("last_every", [2, 50])
+def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, monkeypatch, model, options, refine_at,
+                                                             last_every):
+    """last/ is written every LAST_EVERY epochs: a resumed run replays the epochs after it."""
+    monkeypatch.setattr(node, "LAST_EVERY", last_every)
     data = communities()
     cfg = config(model=model, model_options=options, epochs=6, refine_at=refine_at, schedule="cosine", patience=20)
     straight = train(cfg.replace(out=str(tmp_path / "a")), dataset=data)
     with pytest.raises(Interrupt):
         train(cfg.replace(out=str(tmp_path / "b")), dataset=data, callbacks=[_interrupt_after(3)])
-    assert read_checkpoint(tmp_path / "b" / LAST_DIR)[0].epoch == 3
+    assert read_checkpoint(tmp_path / "b" / LAST_DIR)[0].epoch == (2 if last_every == 2 else 0)
     resumed = train(cfg.replace(out=str(tmp_path / "b"), resume=True), dataset=data)
     assert _without_times(resumed.history) == _without_times(straight.history)
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -200,7 +205,7 @@ def test_cli_gcde_eval_table_and_resume(tmp_path, capsys):
               "--model-option", "hidden=8", "--optimizer", "adam", "--lr", "0.01", "--schedule", "constant",
               "--threads", "1", "--quiet", "--out", str(run)]
     assert main([*common, "--epochs", "3"]) == 0
-    assert main(["train", "--resume", "--out", str(run), "--epochs", "5", "--quiet"]) == 0
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "5", "--extend", "--quiet"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 5
     capsys.readouterr()
     assert main(["eval", str(run), "--scheme", "euler", "--n-steps", "8", "--table", "--steps", "1", "4"]) == 0

@@ -12,3 +12,15 @@ def test_quick_start_runs():
     exec(compile(blocks[0], "README.md quick start", "exec"), namespace)
     block = namespace["block"]
     assert block.n_basis == 2 and block.n_steps == 2
+
+
+def test_custom_training_loop_with_refinement_runs():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "refine_with_optimizer(model" in b]
+    assert len(blocks) == 1, "README.md should show refine_with_optimizer in a custom training loop"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md custom training loop", "exec"), namespace)
+    model, optimizer = namespace["model"], namespace["optimizer"]
+    assert model[0].n_basis == 2 and model[0].n_steps == 2
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters()}

@@ -1,6 +1,7 @@
 """contdepth.train: config validation, the loop, refinement with optimizer state, checkpoints, resume."""
 
 import copy
+import hashlib
 import json
 import os
 import pickle
@@ -309,7 +310,7 @@ def test_checkpoint_round_trip_after_refinement_gives_identical_outputs(tmp_path
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
     assert set(json.loads(lines[0])) >= {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-                                          "n_steps", "n_basis", "lr", "epoch_time", "total_time", "world_size"}
+                                          "n_steps", "n_basis", "lr", "epoch_time", "total_time", "world_size", "threads"}
 
 
 def test_a_run_leaves_no_temporary_files_and_one_tensor_file(tmp_path, digits):
@@ -339,7 +340,7 @@ def test_an_existing_run_is_never_overwritten_without_overwrite(tmp_path, digits
     train(tiny(epochs=1, out=str(out)), dataset=digits)
     (out / "notes.txt").write_text("mine")
     before = (out / "checkpoint.json").read_bytes()
-    with pytest.raises(ConfigError, match=r"out: .*run already exists and is not empty; pass --overwrite"):
+    with pytest.raises(ConfigError, match=r"out: .*run holds a contdepth run; pass --resume to continue it or --overwrite"):
         train(tiny(epochs=1, out=str(out)), dataset=digits)
     assert (out / "checkpoint.json").read_bytes() == before
     train(tiny(epochs=2, out=str(out), overwrite=True), dataset=digits)
@@ -406,7 +407,9 @@ def test_resume_refuses_changed_options_and_a_missing_run(tmp_path, digits):
     with pytest.raises(ConfigError, match="resume: nothing to resume in"):
         train(tiny(out=str(tmp_path / "none"), resume=True), dataset=digits)
     (out / ".checkpoint.json.x1y2z3.tmp").write_text("left by a crash mid-write")
-    extended = train(tiny(epochs=2, out=str(out), resume=True), dataset=digits)  # epochs may grow
+    with pytest.raises(ConfigError, match="epochs: .* set up for 1 epochs and --resume continues it exactly; .* add --extend"):
+        train(tiny(epochs=2, out=str(out), resume=True), dataset=digits)
+    extended = train(tiny(epochs=2, out=str(out), resume=True, extend=True), dataset=digits)  # announced
     assert [row["epoch"] for row in extended.history] == [1, 2]
     assert not (out / ".checkpoint.json.x1y2z3.tmp").exists()
 
@@ -485,7 +488,7 @@ def test_loading_never_unpickles(saved_run, monkeypatch):
     tensor_path.write_bytes(pickle.dumps(_Payload()))
     with pytest.raises(CheckpointError, match="SHA-256 differs"):
         load_checkpoint(run)
-    info["tensors_sha256"] = None  # even without the integrity check it is parsed as data only
+    info["tensors_sha256"] = hashlib.sha256(tensor_path.read_bytes()).hexdigest()  # it matches: parsed as data only
     (run / "checkpoint.json").write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_checkpoint(run)

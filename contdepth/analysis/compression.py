@@ -18,6 +18,7 @@ from typing import Sequence
 
 from torch import nn
 
+from ..models.layers import check_block_size
 from ..nn import continuous_blocks
 from .latency import measure_latency, time_calls
 
@@ -27,8 +28,7 @@ def _per_block(value: int | Sequence[int], n_blocks: int, name: str) -> list[int
     if len(values) != n_blocks:
         raise ValueError(f"{name}: give one integer or one per block ({n_blocks}), got {len(values)}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: must be an integer >= 1, got {v!r}")
+        check_block_size(v, name)  # bounded (contdepth.nn.MAX_N_*): a typo of 10**9 steps must not hang
     return values
 
 
@@ -146,18 +146,20 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
     import torch
 
     from ..train import ConfigError, load_checkpoint, save_checkpoint
+    from ..train.config import check_device
     from ..train.evaluate import evaluate
-    from ..train.rundir import check_run_dir, prepare_run_dir
+    from ..train.rundir import check_run_dir, locked_run_dir
     from ..train.trainer import load_data, train
 
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ConfigError(f"finetune_epochs: must be an integer >= 0, got {finetune_epochs!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"lr: must be a number > 0, got {lr!r}")
+    check_device(device)
     out = Path(out)
     if out.resolve() == Path(run).resolve():
         raise ConfigError(f"out: {out} is the source run; the compressed model goes into a new run directory")
-    check_run_dir(out, overwrite=overwrite, resume=False)
+    check_run_dir(out, overwrite=overwrite, resume=False, resumable=False)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -193,9 +195,9 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
             compressed = result.model
             report.accuracy_after = evaluate(compressed, dataset, batch_size, device=device)[1]
         else:
-            prepare_run_dir(out, overwrite=overwrite)
-            save_checkpoint(out, compressed, None, epoch=info.epoch, history=info.history,
-                            config=config.replace(resume=False, overwrite=False).to_dict())
+            with locked_run_dir(out, overwrite=overwrite, resume=False):
+                save_checkpoint(out, compressed, None, epoch=info.epoch, history=info.history,
+                                config=config.replace(resume=False, overwrite=False).to_dict())
             report.accuracy_after = report.accuracy_projected
         if latency_batch_sizes and getattr(dataset, "is_graph", False):
             # node classification: one forward is the whole graph, whatever the batch sizes say

@@ -29,6 +29,11 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 _CIFAR_AUGMENT = Augment(padding=4, flip=0.5)
 
+# The largest member of the real archives is CIFAR-100's ``train`` (50,000 images, 155 MB). A
+# member's size is what its tar header says, so a larger one is refused before it is read.
+_MAX_MEMBER = 1 << 30
+_META_FILES = ("batches.meta", "meta")
+
 
 def _key(d: dict[Any, Any], key: str, source: str) -> Any:
     """``d[b"key"]`` (as in the real files) or ``d["key"]`` (a re-pickled copy with str keys)."""
@@ -49,15 +54,22 @@ def _locate(
     archive = data_dir if data_dir.is_file() else data_dir / archive_name
     if archive.is_file():
         contents: dict[str, bytes] = {}
+        wanted = {f"{folder_name}/{m}" for m in members + _META_FILES}
 
         def read_member(m: str) -> bytes:
-            # One pass over the (compressed, sequential) archive reads every member at once.
+            # One pass over the (compressed, sequential) archive reads the wanted members at once;
+            # any other member is skipped unread, whatever its size.
             if not contents:
                 try:
                     with tarfile.open(archive, "r:*") as tar:
                         for info in tar:
-                            handle = tar.extractfile(info) if info.isfile() else None
-                            if handle is not None and info.name.startswith(folder_name + "/"):
+                            if not info.isfile() or info.name not in wanted:
+                                continue
+                            if info.size > _MAX_MEMBER:
+                                raise ValueError(f"{archive}: member {info.name} is {info.size} bytes; a CIFAR "
+                                                 f"batch file is at most 155 MB (refusing over {_MAX_MEMBER})")
+                            handle = tar.extractfile(info)
+                            if handle is not None:
                                 contents[info.name[len(folder_name) + 1:]] = handle.read()
                 except (tarfile.TarError, EOFError, OSError) as exc:
                     raise ValueError(f"{archive}: corrupt or truncated archive ({exc})") from exc
@@ -75,23 +87,52 @@ def _locate(
     )
 
 
-def _read_batch(read: Callable[[str], bytes], member: str, where: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(
+    read: Callable[[str], bytes], member: str, where: str, label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> (``N x 3 x 32 x 32`` uint8 images, int64 labels), validated."""
     source = f"{where}/{member}"
-    batch = safe_load(read(member), name=source)
+    blob = read(member)
+    batch = safe_load(blob, name=source)
     if not isinstance(batch, dict):
         raise ValueError(f"{source}: expected a dict, got {type(batch).__name__}")
     data = _key(batch, "data", source)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         desc = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{source}: 'data' must be a uint8 array of shape N x 3072, got {desc}")
-    raw_labels = _key(batch, label_key, source)
-    if not isinstance(raw_labels, (list, np.ndarray)) or not all(isinstance(v, (int, np.integer)) for v in raw_labels):
-        raise ValueError(f"{source}: {label_key!r} must be a list of ints")
-    labels = np.asarray(raw_labels, dtype=np.int64).reshape(-1)
+    if data.nbytes > len(blob):  # safe_load builds arrays from the file's bytes; never trust less
+        raise ValueError(f"{source}: 'data' claims {data.nbytes} bytes of pixels, more than the file's {len(blob)}")
+    if len(data) == 0:
+        raise ValueError(f"{source}: holds no images (a CIFAR batch has N x 3072 pixel values, N >= 1)")
+    labels = _labels(_key(batch, label_key, source), source, label_key, num_classes)
     if len(labels) != len(data):
         raise ValueError(f"{source}: {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def _labels(raw: Any, source: str, label_key: str, num_classes: int) -> np.ndarray:
+    """Class ids as int64, each checked to be an int in ``[0, num_classes)`` *before* conversion.
+
+    Checked on the Python values: ``numpy.asarray`` of a label like ``2**70`` raises
+    ``OverflowError`` instead of saying which file and position is wrong.
+    """
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 1 or raw.dtype.kind not in "iu":
+            raise ValueError(f"{source}: {label_key!r} must be a list of ints, got a {raw.dtype} array "
+                             f"of shape {raw.shape}")
+        values = raw.tolist()
+    elif isinstance(raw, list):
+        values = raw
+    else:
+        raise ValueError(f"{source}: {label_key!r} must be a list of ints, got {type(raw).__name__}")
+    for position, value in enumerate(values):
+        if type(value) is not int:  # bool is an int subclass, but never a class id
+            raise ValueError(f"{source}: {label_key!r} must be a list of ints, got {type(value).__name__} "
+                             f"at position {position}")
+        if not 0 <= value < num_classes:
+            raise ValueError(f"{source}: label {value} at position {position} out of range; "
+                             f"labels must lie in [0, {num_classes})")
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 def _read_names(read: Callable[[str], bytes], member: str, where: str, key: str) -> tuple[str, ...] | None:
@@ -135,8 +176,8 @@ def load_cifar10(data_dir: str | Path | None = None) -> Dataset:
         )
     members = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
     where, read = _locate(Path(data_dir).expanduser(), "cifar-10-batches-py", "cifar-10-python.tar.gz", members)
-    train = [_read_batch(read, m, where, "labels") for m in members[:5]]
-    test = _read_batch(read, "test_batch", where, "labels")
+    train = [_read_batch(read, m, where, "labels", 10) for m in members[:5]]
+    test = _read_batch(read, "test_batch", where, "labels", 10)
     names = _read_names(read, "batches.meta", where, "label_names") or CIFAR10_CLASSES
     return _build("cifar10", train, test, 10, where, names)
 
@@ -154,8 +195,8 @@ def load_cifar100(data_dir: str | Path | None = None, *, labels: Literal["fine",
             "download it from https://www.cs.toronto.edu/~kriz/cifar.html"
         )
     where, read = _locate(Path(data_dir).expanduser(), "cifar-100-python", "cifar-100-python.tar.gz", ("train", "test"))
-    key = f"{labels}_labels"
-    train = _read_batch(read, "train", where, key)
-    test = _read_batch(read, "test", where, key)
+    key, num_classes = f"{labels}_labels", 100 if labels == "fine" else 20
+    train = _read_batch(read, "train", where, key, num_classes)
+    test = _read_batch(read, "test", where, key, num_classes)
     names = _read_names(read, "meta", where, f"{labels}_label_names")
-    return _build("cifar100", [train], test, 100 if labels == "fine" else 20, where, names)
+    return _build("cifar100", [train], test, num_classes, where, names)

@@ -49,6 +49,8 @@ class Dataset:
                 raise ValueError(f"{split}_y: expected a 1-d int64 tensor, got {y.dtype} of shape {tuple(y.shape)}")
             if len(x) != len(y):
                 raise ValueError(f"{split}: {len(x)} images but {len(y)} labels")
+            if x.numel() == 0:  # refused when loading, not after an epoch of training on the other split
+                raise ValueError(f"{self.name}: the {split} split is empty (images of shape {tuple(x.shape)})")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise ValueError(
                     f"{split}_y: labels must lie in [0, {self.num_classes}), got {int(y.min())}..{int(y.max())}"
@@ -174,6 +176,9 @@ def make_dataset(
     class_names: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Build a :class:`Dataset`, computing mean/std on the train split."""
+    for split, x in (("train", train_x), ("test", test_x)):
+        if x.numel() == 0:
+            raise ValueError(f"{name}: the {split} split is empty (images of shape {tuple(x.shape)})")
     mean, std = channel_stats(train_x, max_value)
     return Dataset(
         name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,

@@ -9,6 +9,12 @@ Cora format (the text files of Yang et al. 2016 / GMNN / CGNN, tab-separated, id
 ``node<TAB>node<TAB>weight`` (both directions of every edge); ``train.txt``, ``dev.txt``,
 ``test.txt`` one node id per line. The node count is the number of lines of ``feature.txt``
 (each id exactly once). Every malformed line is a ``ValueError`` naming the file and line.
+
+Every size comes from what the files hold, never from a number written in them: the feature
+width is at most the number of ``index:value`` entries (a feature no node has is no feature),
+a class id is below the number of labelled nodes (every class has a member), and the dense
+feature matrix must fit in this machine's memory, so an index of ``10**12`` is one error
+line instead of a 48 TB allocation.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
@@ -166,11 +173,44 @@ def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (the Cora format needs feature.txt, label.txt, net.txt, "
                                 "train.txt, dev.txt, test.txt)")
-    with path.open(encoding="utf-8") as handle:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                fields = line.split()
+                if fields:
+                    yield number, fields
+    except UnicodeDecodeError:
+        raise ValueError(_undecodable(path)) from None
+
+
+def _undecodable(path: Path) -> str:
+    """``PATH:LINE: not UTF-8 text ...`` for the first line that does not decode (text mode cannot say which)."""
+    with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields:
-                yield number, fields
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}:{number}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+    return f"{path}: not UTF-8 text"
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine, or ``None`` where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _human(size: float) -> str:
+    """``size`` bytes in binary units, for messages."""
+    if size < 1024:
+        return f"{int(size)} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1024:.1f} TiB"
 
 
 def _node_id(text: str, path: Path, number: int, num_nodes: int | None = None) -> int:
@@ -193,6 +233,7 @@ def _columns(fields: list[str], count: int, path: Path, number: int, what: str) 
 def _read_features(path: Path, num_features: int | None) -> Tensor:
     rows: dict[int, list[tuple[int, float]]] = {}
     first_line: dict[int, int] = {}
+    top_index, top_line, num_entries = -1, 0, 0
     for number, fields in _lines(path):
         node = _node_id(fields[0], path, number)
         if node in rows:
@@ -212,7 +253,10 @@ def _read_features(path: Path, num_features: int | None) -> Tensor:
             if not math.isfinite(value):
                 raise ValueError(f"{path}:{number}: feature value {value_text!r} is not finite")
             entries.append((index, value))
+            if index > top_index:
+                top_index, top_line = index, number
         rows[node], first_line[node] = entries, number
+        num_entries += len(entries)
     if not rows:
         raise ValueError(f"{path}: no nodes")
     n = len(rows)
@@ -220,10 +264,17 @@ def _read_features(path: Path, num_features: int | None) -> Tensor:
     if missing:
         raise ValueError(f"{path}: node ids must be 0..{n - 1} (one line each); missing {missing[:5]}, "
                          f"out of range {sorted(k for k in rows if k >= n)[:5]}")
-    width = num_features if num_features is not None else 1 + max((i for r in rows.values() for i, _ in r),
-                                                                   default=-1)
+    width = num_features if num_features is not None else top_index + 1
     if width < 1:
         raise ValueError(f"{path}: no feature indices, so the feature width is unknown; pass num_features")
+    if num_features is None and width > num_entries:
+        raise ValueError(f"{path}:{top_line}: feature index {top_index} out of range: the file holds {num_entries} "
+                         f"feature entries, so at most {num_entries} features (indices 0..{num_entries - 1}) are "
+                         "used; pass num_features to set a wider matrix")
+    need, memory = 4 * n * width, _memory_bytes()
+    if memory is not None and 2 * need > memory:  # the features and their normalised copy
+        raise ValueError(f"{path}: a dense {n} x {width} float32 feature matrix needs {_human(need)} (twice, "
+                         f"with its normalised copy); this machine has {_human(memory)} of memory")
     features = torch.zeros(n, width, dtype=torch.float32)
     for node, entries in rows.items():
         if entries:
@@ -233,7 +284,7 @@ def _read_features(path: Path, num_features: int | None) -> Tensor:
 
 
 def _read_labels(path: Path, num_nodes: int) -> Tensor:
-    labels = torch.full((num_nodes,), -1, dtype=torch.int64)
+    found: dict[int, tuple[int, int]] = {}  # node -> (class, line)
     for number, fields in _lines(path):
         _columns(fields, 2, path, number, "node, class")
         node = _node_id(fields[0], path, number, num_nodes)
@@ -243,9 +294,18 @@ def _read_labels(path: Path, num_nodes: int) -> Tensor:
             raise ValueError(f"{path}:{number}: bad class {fields[1]!r} (expected an integer >= 0)") from None
         if label < 0:
             raise ValueError(f"{path}:{number}: bad class {label} (expected an integer >= 0)")
-        if labels[node] >= 0 and int(labels[node]) != label:
-            raise ValueError(f"{path}:{number}: node {node} has two labels ({int(labels[node])} and {label})")
-        labels[node] = label
+        if node in found and found[node][0] != label:
+            raise ValueError(f"{path}:{number}: node {node} has two labels ({found[node][0]} and {label})")
+        found.setdefault(node, (label, number))
+    labels = torch.full((num_nodes,), -1, dtype=torch.int64)
+    if found:
+        # Checked before the classes size anything (the model's output layer): with K labelled
+        # nodes a class id >= K leaves some class without a member.
+        top, line = max(found.values())
+        if top >= len(found):
+            raise ValueError(f"{path}:{line}: class {top} out of range: the file labels {len(found)} nodes, so "
+                             f"classes must lie in [0, {len(found)})")
+        labels[torch.tensor(list(found))] = torch.tensor([label for label, _ in found.values()])
     return labels
 
 

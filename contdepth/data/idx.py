@@ -6,13 +6,22 @@ row-major order, big-endian. Images are ``0x00000803`` (uint8, 3 dims), labels
 ``0x00000801`` (uint8, 1 dim). The reader is written here, with numpy, because it is
 short and because every size is checked against the file length, so a truncated download
 fails with the file's name instead of producing a silently shorter dataset.
+
+Sizes are computed with Python integers (a header of ``2**31 x 2**31 x 4`` wraps an int64 to
+0) and compared with the bytes present *before* anything of that size is allocated: a raw
+file's length is known from the file system, and a gzip stream is decompressed in chunks up
+to one byte past the declared size, never further, so a small bomb cannot expand in memory.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import math
+import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -44,56 +53,98 @@ FASHION_MNIST_CLASSES = (
 )
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic (whatever its name)."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt gzip stream
-            raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
-    return raw
+# gzip streams are decompressed this much at a time, so memory follows the data actually there.
+_GZIP_CHUNK = 1 << 20
 
 
-def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
-    """Parse the bytes of one IDX file into a native-endian numpy array.
+def _read_up_to(stream: BinaryIO, size: int) -> bytearray:
+    """At most ``size`` bytes of ``stream``, read in chunks: never a buffer of an unchecked size."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = stream.read(min(_GZIP_CHUNK, size - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
-    Raises ``ValueError`` naming ``name`` when the magic number is wrong or the payload
-    is shorter or longer than the header's sizes say.
-    """
-    if len(data) < 4:
-        raise ValueError(f"{name}: too short for an IDX header ({len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{name}: not an IDX file (magic number {data[:4].hex()} does not start with 0000)")
-    type_code, ndim = data[2], data[3]
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytearray:
+    """``size`` bytes (fewer at end of file) into one buffer; only for a size checked against the file."""
+    buf = bytearray(size)
+    view, got = memoryview(buf), 0
+    while got < size:
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    view.release()
+    return buf if got == size else buf[:got]
+
+
+def _read_idx_stream(stream: BinaryIO, name: str, size: int | None, magic: int | None) -> np.ndarray:
+    """The array in ``stream``; ``size`` is its length in bytes when known (``None`` for gzip)."""
+    head = _read_up_to(stream, 4)
+    if magic is not None and (len(head) < 4 or int.from_bytes(head, "big") != magic):
+        found = head.hex() if len(head) >= 4 else f"{len(head)} bytes"
+        raise ValueError(f"{name}: expected IDX magic number 0x{magic:08x}, found {found}")
+    if len(head) < 4:
+        raise ValueError(f"{name}: too short for an IDX header ({len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0:
+        raise ValueError(f"{name}: not an IDX file (magic number {head.hex()} does not start with 0000)")
+    type_code, ndim = head[2], head[3]
     dtype = IDX_DTYPES.get(type_code)
     if dtype is None:
         known = ", ".join(f"0x{k:02x}" for k in IDX_DTYPES)
         raise ValueError(f"{name}: unknown IDX value type 0x{type_code:02x}; known: {known}")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, need {header} for {ndim} dimensions)")
-    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        kind = "truncated" if len(data) < expected else "has trailing data"
+    dims = _read_up_to(stream, 4 * ndim)
+    if len(dims) < 4 * ndim:
+        have = 4 + len(dims) if size is None else size
+        raise ValueError(f"{name}: truncated IDX header ({have} bytes, need {header} for {ndim} dimensions)")
+    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+    count = math.prod(shape)  # Python ints: no wrap-around
+    expected = header + count * dtype.itemsize
+    if size is None:  # gzip: decompress one byte past the declared size, to see trailing data
+        payload = _read_up_to(stream, expected - header + 1)
+        have = header + len(payload)
+        found = f"{have} bytes once decompressed" if have <= expected else f"more than {expected} once decompressed"
+    else:  # the length is known: compare first, then read into one buffer of that (checked) size
+        payload = _read_exactly(stream, expected - header) if size == expected else bytearray()
+        have = header + len(payload) if size == expected else size  # (less if the file shrank meanwhile)
+        found = f"{have} bytes"
+    if have != expected:
+        kind = "truncated" if have < expected else "has trailing data"
         raise ValueError(
-            f"{name}: {kind}: header says shape {shape} of {dtype.name} ({expected} bytes in all), "
-            f"file has {len(data)} bytes"
+            f"{name}: {kind}: header says shape {shape} of {dtype.name} ({expected} bytes in all), file has {found}"
         )
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return values.astype(dtype.newbyteorder("="), copy=True)  # native order and writable (torch needs both)
+    values = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
+    if dtype.itemsize == 1:  # already native and writable: no copy of the largest files
+        return values.view(dtype.newbyteorder("="))
+    return values.astype(dtype.newbyteorder("="), copy=True)  # native order (torch needs it)
+
+
+def parse_idx(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+    """Parse the bytes of one IDX file into a native-endian, writable numpy array.
+
+    Raises ``ValueError`` naming ``name`` when the magic number is wrong or the payload
+    is shorter or longer than the header's sizes say.
+    """
+    return _read_idx_stream(io.BytesIO(data), name, len(data), None)
 
 
 def read_idx(path: str | Path, *, magic: int | None = None) -> np.ndarray:
-    """Read one IDX file (raw or gzip); ``magic`` (e.g. ``0x00000803``) is checked when given."""
+    """Read one IDX file (raw, or gzip whatever its name); ``magic`` (e.g. ``0x00000803``) is checked when given."""
     path = Path(path)
-    data = _read_bytes(path)
-    if magic is not None and (len(data) < 4 or int.from_bytes(data[:4], "big") != magic):
-        found = data[:4].hex() if len(data) >= 4 else f"{len(data)} bytes"
-        raise ValueError(f"{path}: expected IDX magic number 0x{magic:08x}, found {found}")
-    return parse_idx(data, name=str(path))
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            f.seek(0)
+            return _read_idx_stream(f, str(path), os.fstat(f.fileno()).st_size, magic)
+        f.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                return _read_idx_stream(stream, str(path), None, magic)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # truncated or corrupt gzip stream
+            raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
 
 
 def _find_idx_dir(data_dir: Path, torchvision_name: str) -> Path | None:
@@ -147,6 +198,9 @@ def load_idx_dataset(
     }
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.size == 0:  # found now, not after an epoch of training on the other split
+            raise ValueError(f"{paths[f'{split}_images']}: holds no images (shape {images.shape}); "
+                             f"the {split} split must not be empty")
         if len(images) != len(labels):
             raise ValueError(
                 f"{name}: {paths[f'{split}_images']} has {len(images)} images but "

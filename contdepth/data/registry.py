@@ -21,6 +21,7 @@ from .idx import load_fashion_mnist, load_mnist
 Loader = Callable[..., Dataset]
 
 _DATASETS: dict[str, Loader] = {}
+_GRAPH_DATASETS: set[str] = set()
 
 
 def _canonical(name: str) -> str:
@@ -28,11 +29,13 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def register_dataset(name: str, loader: Loader, *, overwrite: bool = False) -> None:
+def register_dataset(name: str, loader: Loader, *, overwrite: bool = False, graph: bool = False) -> None:
     """Make ``loader`` available to :func:`load` as ``name``.
 
     ``loader`` may take ``data_dir`` and/or ``seed`` and any keyword options; :func:`load`
     passes only those it declares. Registering a name twice needs ``overwrite=True``.
+    ``graph=True`` marks a graph (node classification) dataset, so that a model/dataset
+    mismatch is found from the names alone, before any file is read.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError("name: a dataset needs a non-empty name")
@@ -42,11 +45,19 @@ def register_dataset(name: str, loader: Loader, *, overwrite: bool = False) -> N
     if key in _DATASETS and not overwrite:
         raise ValueError(f"name: a dataset called {key!r} is already registered; pass overwrite=True to replace it")
     _DATASETS[key] = loader
+    _GRAPH_DATASETS.discard(key)
+    if graph:
+        _GRAPH_DATASETS.add(key)
 
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load`."""
     return sorted(_DATASETS)
+
+
+def is_graph_dataset(name: str) -> bool:
+    """Whether dataset ``name`` is a graph (registered with ``graph=True``); no file is read."""
+    return _canonical(name) in _GRAPH_DATASETS
 
 
 def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **options: Any) -> Dataset:
@@ -89,5 +100,5 @@ register_dataset("fashion_mnist", load_fashion_mnist)
 register_dataset("mnist", load_mnist)
 register_dataset("cifar10", load_cifar10)
 register_dataset("cifar100", load_cifar100)
-register_dataset("cora", load_cora)
-register_dataset("karate", load_karate)
+register_dataset("cora", load_cora, graph=True)
+register_dataset("karate", load_karate, graph=True)

@@ -14,6 +14,7 @@ for Fashion-MNIST); ``read_data=False`` leaves them out.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 
 import torch
 
-from ..train.config import ConfigError
+from ..train.config import ConfigError, check_count, check_output_path
+from ..train.rundir import refuse_run_file
 
 FORMATS = ("onnx", "torch_export")
 SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2"}
@@ -36,6 +38,9 @@ DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
     "cifar100": (3, 32, 32),
 }
 CHECK_ATOL = 1e-4
+# The example input (batch x one input) is allocated at once: bounds far above any real use.
+MAX_BATCH_SIZE = 65_536
+MAX_INPUT_VALUES = 2**24  # 16.7 million values per example (a 2048 x 2048 RGB image has 12.6 million)
 
 
 @dataclass
@@ -70,18 +75,47 @@ def _check_options(format: str, scheme: str | None, n_steps: int | None, batch_s
         raise ConfigError(f"format: must be one of {', '.join(FORMATS)}; got {format!r}")
     if scheme is not None and scheme not in available_schemes():
         raise ConfigError(f"scheme: must be one of {', '.join(available_schemes())}; got {scheme!r}")
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
-        raise ConfigError(f"n_steps: must be an integer >= 1, got {n_steps!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    if n_steps is not None:
+        check_count(n_steps, "n_steps")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size: must be an integer >= 1 and at most {MAX_BATCH_SIZE:,} (the example input "
+                          f"is allocated at once), got {batch_size!r}")
     if input_shape is not None and (len(input_shape) == 0 or any(
             isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape)):
         raise ConfigError(f"input_shape: give the shape of one example (no batch), integers >= 1; got {input_shape!r}")
 
 
+def _check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
+    """The shape of one input against what the model's first layer takes (rank, channels, features).
+
+    Checked from the layers themselves, before any data is read: a wrong rank would
+    otherwise surface as a ``ValueError`` from a normalisation layer deep in the network.
+    """
+    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
+    given = " ".join(str(d) for d in input_shape)
+    refused = f"input_shape: the model does not accept inputs of shape {given}"
+    if isinstance(first, torch.nn.Conv2d):
+        if len(input_shape) != 3:
+            raise ConfigError(f"{refused}: it takes C H W (3 values), got {len(input_shape)}")
+        if input_shape[0] != first.in_channels:
+            raise ConfigError(f"{refused}: it takes C H W with C = {first.in_channels} channel(s), "
+                              f"got C = {input_shape[0]}")
+    elif isinstance(first, torch.nn.Linear):
+        size = math.prod(input_shape)
+        if size != first.in_features:
+            raise ConfigError(f"{refused}: it takes {first.in_features} values per example (any shape, flattened), "
+                              f"got {size}")
+    if math.prod(input_shape) > MAX_INPUT_VALUES:
+        raise ConfigError(f"input_shape: at most {MAX_INPUT_VALUES:,} values per example, got {given}")
+
+
 def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
     from .program import refuse_existing
 
+    check_output_path(out, "out", folder=False)
+    refuse_run_file(out)
+    if sidecar:
+        refuse_run_file(sidecar_path(out))
     try:
         refuse_existing(out, overwrite, "out")
         if sidecar:
@@ -170,6 +204,8 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
         )
     if (scheme is not None or n_steps is not None) and not continuous_blocks(model):
         raise ConfigError(f"scheme: model {info.model_name!r} has no ContinuousBlock, so it has one manifestation only")
+    if input_shape is not None:
+        _check_input_shape(model, tuple(input_shape))
     config = info.train_config()
     if data_dir is not None:
         config = config.replace(data_dir=data_dir)
@@ -193,7 +229,7 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
     try:
         with torch.no_grad():
             logits = static(example)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"input_shape: the model does not accept inputs of shape {input_shape}: {exc}") from exc
 
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 from . import graph, image  # noqa: F401  (registers the graph and image models)
 from .graph import CGNN, GCDE, GCN, CGNNRate
 from .image import ContinuousMLP, ContinuousNet, ResNet, ResidualStage
-from .registry import available_models, create, model_options, register_model
+from .registry import available_models, create, is_graph_model, model_options, register_model
 
 __all__ = ["CGNN", "CGNNRate", "ContinuousMLP", "ContinuousNet", "GCDE", "GCN", "ResNet", "ResidualStage",
-           "available_models", "create", "model_options", "register_model"]
+           "available_models", "create", "is_graph_model", "model_options", "register_model"]

@@ -24,7 +24,7 @@ from ..basis import available_bases
 from ..nn.block import ContinuousBlock
 from ..nn.graph import ACTIVATIONS, GCNLayer, activation, feature_dropout, propagate
 from ..solvers import get_scheme
-from .layers import check_choice, check_positive_int
+from .layers import check_block_size, check_choice, check_flag, check_positive_int
 from .registry import register_model
 
 Tensor = torch.Tensor
@@ -45,10 +45,10 @@ def _check_time(value: object, name: str = "t1") -> float:
 
 def _check_basis(basis: object, n_basis: object, scheme: object, n_steps: object) -> None:
     check_choice(basis, "basis", tuple(available_bases()))
-    check_positive_int(n_basis, "n_basis")
+    check_block_size(n_basis, "n_basis")
     get_scheme(scheme)  # type: ignore[arg-type]  (raises listing the schemes)
     if n_steps is not None:
-        check_positive_int(n_steps, "n_steps")
+        check_block_size(n_steps, "n_steps")
 
 
 class GCN(nn.Module):
@@ -71,7 +71,7 @@ class GCN(nn.Module):
         return list(self.layer1.parameters())
 
 
-@register_model("gcn")
+@register_model("gcn", graph=True)
 def gcn(*, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5) -> nn.Module:
     """The discrete two-layer GCN baseline (Kipf & Welling 2017; Cora: Adam lr 0.01, decay 5e-4 on layer 1)."""
     return GCN(check_positive_int(in_features, "in_features"), check_positive_int(num_classes, "num_classes"),
@@ -154,7 +154,7 @@ def _check_rate_dropout(value: object, n_layers: int) -> tuple[float, ...]:
     return (_check_probability(value, "rate_dropout"),) * n_layers
 
 
-@register_model("gcde")
+@register_model("gcde", graph=True)
 def gcde(*, in_features: int, num_classes: int, hidden: int = 32, input_dropout: float = 0.9,
          rate_dropout: float | tuple[float, ...] = (0.5, 0.5), decoder_dropout: float = 0.4,
          encoder_activation: str = "relu", activation: str = "softplus", rate_layers: int = 2,
@@ -184,7 +184,7 @@ def gcde(*, in_features: int, num_classes: int, hidden: int = 32, input_dropout:
     _check_basis(basis, n_basis, scheme, n_steps)
     rate = GCDERate(hidden, rate_layers, activation, _check_rate_dropout(rate_dropout, rate_layers))
     block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps,
-                            t1=_check_time(t1), checkpoint=bool(checkpoint))
+                            t1=_check_time(t1), checkpoint=check_flag(checkpoint, "checkpoint"))
     return GCDE(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
                 _check_probability(decoder_dropout, "decoder_dropout"), encoder_activation, block, decoder)
 
@@ -301,7 +301,7 @@ class CGNN(nn.Module):
         return list(self.encoder.parameters()) + list(self.decoder.parameters())
 
 
-@register_model("cgnn")
+@register_model("cgnn", graph=True)
 def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16, input_dropout: float = 0.5,
          dropout: float = 0.0, alpha_init: float = 0.85, weighted: bool = False, t1: float = 16.0,
          scheme: str = "rk4", n_steps: int = 14, basis: str = "piecewise_constant", n_basis: int = 1,
@@ -334,6 +334,6 @@ def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16
     _check_basis(basis, n_basis, scheme, n_steps)
     block = ContinuousBlock(CGNNRate(num_nodes, hidden, float(alpha_init), weighted), basis=basis,
                             n_basis=n_basis, scheme=scheme, n_steps=n_steps, t1=_check_time(t1),
-                            checkpoint=bool(checkpoint))
+                            checkpoint=check_flag(checkpoint, "checkpoint"))
     return CGNN(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
                 _check_probability(dropout, "dropout"), block, float(self_loop_weight), detach_restart)

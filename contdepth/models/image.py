@@ -10,7 +10,8 @@ from torch import nn
 from ..basis import available_bases
 from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, get_scheme
-from .layers import Head, Stitch, check_choice, check_positive_int, per_stage, residual_rate, stem
+from .layers import (Head, Stitch, NORMS, check_block_size, check_choice, check_flag, check_number, check_positive_int,
+                     per_stage, residual_rate, stem)
 from .registry import register_model
 
 STRIDES = (1, 2, 2)
@@ -71,14 +72,15 @@ def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 1
                   n_steps: int | list[int] | None = None, norm: str = "batch", eps: float = 1.0,
                   checkpoint: bool = False) -> nn.Module:
     """The ContinuousNet image classifier (Queiruga et al. 2020)."""
+    _widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
     get_scheme(scheme)
     return ContinuousNet(
         in_channels=check_positive_int(in_channels, "in_channels"),
         num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
         n_basis=per_stage(n_basis, "n_basis"), basis=basis, scheme=scheme,
-        n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=norm, eps=float(eps),
-        checkpoint=bool(checkpoint),
+        n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=check_choice(norm, "norm", NORMS),
+        eps=check_number(eps, "eps"), checkpoint=check_flag(checkpoint, "checkpoint"),
     )
 
 
@@ -145,10 +147,11 @@ class ResNet(StagedNet):
 def resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
            n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0) -> nn.Module:
     """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage."""
+    _widths(alpha, widen)  # every option is checked before the first layer is built
     return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
                   num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
-                  n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", ("batch", "group", "none")),
-                  eps=float(eps))
+                  n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", NORMS),
+                  eps=check_number(eps, "eps"))
 
 
 class LMContinuousBlock(nn.Module):
@@ -176,14 +179,17 @@ def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, w
     ``continuous=True`` builds instead a ContinuousNet whose blocks are integrated with the
     LM two-step scheme (one learnable ``k`` per stage), ``n_units`` basis functions and steps.
     """
-    if not (isinstance(survival, (int, float)) and 0 < survival <= 1):
+    if isinstance(survival, bool) or not (isinstance(survival, (int, float)) and 0 < survival <= 1):
         raise ValueError(f"survival: the last unit's survival probability p_L must be in (0, 1], got {survival!r}")
+    _widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
+    check_flag(k_per_channel, "k_per_channel")
+    check_flag(continuous, "continuous")
     if not continuous:
         return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
                       num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
-                      n_units=units, norm=check_choice(norm, "norm", ("batch", "group", "none")), eps=float(eps),
-                      lm=True, k_per_channel=bool(k_per_channel), survival=float(survival))
+                      n_units=units, norm=check_choice(norm, "norm", NORMS), eps=check_number(eps, "eps"),
+                      lm=True, k_per_channel=k_per_channel, survival=float(survival))
     if survival != 1.0:
         raise ValueError("survival: stochastic depth applies to the discrete LM-ResNet (continuous=False)")
     model = continuousnet(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen,
@@ -212,8 +218,11 @@ def continuous_mlp(*, in_features: int = 64, num_classes: int = 10, width: int =
                    in_channels: int | None = None, image_size: int | None = None) -> nn.Module:
     """An MLP whose hidden layer evolves as an ODE: for flat inputs (or images, flattened)."""
     if in_channels is not None and image_size is not None:
-        in_features = in_channels * image_size * image_size
+        in_features = check_positive_int(in_channels, "in_channels") * check_positive_int(image_size, "image_size") ** 2
     width = check_positive_int(width, "width")
+    check_block_size(n_basis, "n_basis")
+    if n_steps is not None:
+        check_block_size(n_steps, "n_steps")
     rate = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
     block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps)
     return ContinuousMLP(check_positive_int(in_features, "in_features"),

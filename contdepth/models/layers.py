@@ -7,7 +7,13 @@ import math
 import torch
 from torch import nn
 
+from ..nn import MAX_N_BASIS, MAX_N_STEPS
+
 NORMS = ("batch", "group", "none")
+# Upper bounds of the per-block sizes, one source for options, models and checkpoints
+# (contdepth.nn): n_steps <= MAX_N_STEPS; n_basis and n_units <= MAX_N_BASIS. The deepest
+# networks trained in practice have a few hundred units per stage (ResNet-1202: 200), while
+# a typo such as 1000000000 would otherwise build a billion-stage schedule and hang.
 
 
 def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> str:
@@ -19,6 +25,36 @@ def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> str:
 def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+    return value
+
+
+def block_size_limit(name: str) -> int:
+    """The bound of a per-block size by its option name: steps, or basis functions and units."""
+    return MAX_N_STEPS if "steps" in name else MAX_N_BASIS
+
+
+def check_block_size(value: object, name: str) -> int:
+    """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..:func:`block_size_limit`."""
+    check_positive_int(value, name)
+    limit = block_size_limit(name)
+    if value > limit:  # type: ignore[operator]
+        raise ValueError(f"{name}: must be at most {limit:,} per block (far above any useful value), "
+                         f"got {value:,}")
+    return value  # type: ignore[return-value]
+
+
+def check_number(value: object, name: str, *, positive: bool = False) -> float:
+    """A finite number (``positive``: > 0), as a float; booleans and strings are refused, not converted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0):
+        raise ValueError(f"{name}: must be a finite number{' > 0' if positive else ''}, got {value!r}")
+    return float(value)
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``True`` or ``False`` itself: ``bool("no")`` would silently be ``True``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: must be true or false, got {value!r}")
     return value
 
 
@@ -84,4 +120,4 @@ def per_stage(value: object, name: str, stages: int = 3) -> tuple[int, ...]:
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * stages
     if len(values) != stages:
         raise ValueError(f"{name}: give one integer or {stages} (one per stage), got {value!r}")
-    return tuple(check_positive_int(v, name) for v in values)
+    return tuple(check_block_size(v, name) for v in values)

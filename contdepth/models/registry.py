@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from typing import Callable
 
 from torch import nn
@@ -11,13 +13,23 @@ Builder = Callable[..., nn.Module]
 _MODELS: dict[str, Builder] = {}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: make a builder (keyword-only options) available to :func:`create`."""
+_GRAPH_MODELS: set[str] = set()
+
+
+def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator: make a builder (keyword-only options) available to :func:`create`.
+
+    ``graph=True`` marks a node-classification model, called as ``model(features,
+    adjacency)``: trainers and the command line need to know this before any data is read,
+    to refuse an image dataset for it (and a graph dataset for an image model).
+    """
 
     def add(builder: Builder) -> Builder:
         if name in _MODELS:
             raise ValueError(f"name: a model called {name!r} is already registered")
         _MODELS[name] = builder
+        if graph:
+            _GRAPH_MODELS.add(name)
         return builder
 
     return add
@@ -25,6 +37,12 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 def available_models() -> list[str]:
     return sorted(_MODELS)
+
+
+def is_graph_model(name: str) -> bool:
+    """Whether model ``name`` classifies the nodes of a graph (registered with ``graph=True``)."""
+    _get(name)
+    return name in _GRAPH_MODELS
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -55,6 +73,71 @@ def create(name: str, **options: object) -> nn.Module:
     missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in options]
     if missing:
         raise ValueError(f"{missing[0]}: required by model {name!r}")
-    model = builder(**options)
+    try:
+        model = builder(**options)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # A builder names the option it rejects; an error from deeper down (a layer given a
+        # string for a width) is traced back to the option whose value has the wrong type.
+        if not _names_an_option(str(exc), accepted):
+            wrong = _wrong_type(builder, options)
+            if wrong is not None:
+                raise ValueError(wrong) from exc
+        raise
     model.config = {"name": name, "options": dict(options)}  # type: ignore[assignment]
     return model
+
+
+def _names_an_option(message: str, accepted: dict[str, object]) -> bool:
+    """Whether ``message`` starts with an option's name (``"alpha: ..."``, ``"rate_dropout[1]: ..."``)."""
+    head = message.split(":", 1)[0].split("[", 1)[0].strip()
+    return head in accepted
+
+
+def _wrong_type(builder: Builder, options: dict[str, object]) -> str | None:
+    """``"NAME: must be TYPE, got VALUE"`` for the first option whose value does not fit its annotation."""
+    try:
+        hints = typing.get_type_hints(builder)
+    except Exception:  # an annotation that does not evaluate: nothing to compare against
+        return None
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            return f"{key}: must be {_describe(hint)}, got {value!r}"
+    return None
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether ``value`` (as read from YAML or a flag) fits the annotation ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        items = [a for a in args if a is not Ellipsis]
+        return not items or all(_fits(v, items[0]) for v in value)
+    return True  # an annotation this check does not know: the builder decides
+
+
+def _describe(hint: object) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]  # type: ignore[index]
+    if origin in (list, tuple):
+        items = [a for a in args if a is not Ellipsis]
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(items[0], 'values')}" if items else "a list"  # type: ignore[arg-type]
+    return getattr(hint, "__name__", str(hint))

@@ -3,11 +3,14 @@
 from .adaptive import AdaptiveDepth, AdaptiveRecord, adaptive_depth
 from .block import CoefficientMap, ContinuousBlock, reset_template_parameters
 from .graph import GCNLayer, GCNRate, feature_dropout, normalized_adjacency, propagate
-from .model_tools import apply_layout, continuous_blocks, layout, manifest, project, refine
+from .model_tools import (
+    MAX_N_BASIS, MAX_N_STEPS, apply_layout, check_layout, check_layout_entries, continuous_blocks, layout, manifest,
+    named_continuous_blocks, project, refine,
+)
 
 __all__ = [
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "GCNLayer", "GCNRate",
-    "apply_layout", "continuous_blocks", "feature_dropout", "layout", "manifest", "normalized_adjacency", "project",
-    "propagate", "refine",
+    "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
+    "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",
     "reset_template_parameters",
 ]

@@ -20,8 +20,9 @@ from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
 from ..solvers import IntegrationStats, Scheme, StageTime, check_n_steps, get_scheme
-from ..solvers.integrate import integrate_adaptive_rate
+from ..solvers.integrate import check_rate_output, integrate_adaptive_rate
 from ..solvers.scheme import StageSchedule
+from .retired import retire
 
 if TYPE_CHECKING:
     from .adaptive import AdaptiveDepth
@@ -356,11 +357,8 @@ class ContinuousBlock(nn.Module):
                 table[leaf] = placeholder
             for (table, leaf, _), placeholder in zip(shared_slots, shared_placeholders):
                 table[leaf] = placeholder
-        if out.shape != x.shape:
-            raise ValueError(
-                f"template: output shape {tuple(out.shape)} differs from its input shape "
-                f"{tuple(x.shape)}; a rate function must map a state to a rate of the same shape"
-            )
+        if not isinstance(out, Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+            check_rate_output(out, x, "template")  # says what is wrong (or accepts an autocast dtype)
         return out
 
     def _placeholders(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
@@ -441,6 +439,7 @@ class ContinuousBlock(nn.Module):
         out, _, stats = integrate_adaptive_rate(
             rate, x, tableau=setting.tableau, rtol=setting.rtol, atol=setting.atol, t0=t0,
             t1=Fraction(self.t1), breakpoints=self.breakpoints(), max_steps=setting.max_steps,
+            state_name="x", rate_name="template",
         )
         return out, stats
 
@@ -498,6 +497,7 @@ class ContinuousBlock(nn.Module):
                 pairs.append((old, new))
             for name, old_state in list(self.state_items()):
                 self.state.set_buffer(name, apply_matrix(matrix, old_state))
+        retire(old for old, _ in pairs)  # an optimizer still holding them now fails at step()
         self.basis = target
         self._n_steps = n_steps
         self._plan()

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from typing import Mapping
 
-from torch import nn
+from torch import Tensor, nn
 
-from ..solvers import Scheme
+from ..solvers import Scheme, available_schemes
 from .block import CoefficientMap, ContinuousBlock
+
+LAYOUT_KEYS = ("basis", "n_basis", "scheme", "n_steps")
+# Bounds on what a layout read from a file may ask for. Trained manifestations use tens of
+# steps and functions (nine refinements of a one-function block reach 512). The cost of
+# loading grows fast with both: the basis change from the built size to ``n_basis`` is
+# cubic in it (about 1 s per block at 512, 7 s at 1024) and the stage plan grows with
+# ``n_steps * n_basis``; so a larger number in a checkpoint is a corrupt or hostile file.
+MAX_N_BASIS = 512
+MAX_N_STEPS = 4096
 
 
 def continuous_blocks(model: nn.Module) -> list[ContinuousBlock]:
@@ -57,18 +67,103 @@ def layout(model: nn.Module) -> list[dict]:
     ]
 
 
-def apply_layout(model: nn.Module, entries: list[dict]) -> None:
+def check_layout(model: nn.Module, entries: object,
+                 state: Mapping[str, Tensor] | None = None) -> list[dict]:
+    """Check ``entries`` (a layout read from a file) against ``model``; returns it, typed.
+
+    A layout comes from ``checkpoint.json``, which anyone may have written, and its numbers
+    size work: ``n_basis`` a basis change (matrices of that size), ``n_steps`` the stage
+    plan each block builds at once. So every entry must be a dict with exactly the keys
+    :func:`layout` writes, name the model's basis family and a known scheme, and hold
+    ``n_steps`` in ``1..MAX_N_STEPS`` and ``n_basis`` in ``1..MAX_N_BASIS``. Given
+    ``state`` (the stored ``state_dict``), ``n_basis`` must also be the leading size of
+    the block's stored coefficients: the tensors, not the description, bound the work.
+    Raises ``ValueError`` naming ``layout[i].key``. ``model`` may live on the ``meta`` device.
+    """
+    entries = check_layout_entries(entries)
+    blocks = named_continuous_blocks(model)
+    if len(entries) != len(blocks):
+        raise ValueError(f"layout: describes {len(entries)} blocks but the model has {len(blocks)}")
+    for i, ((prefix, block), entry) in enumerate(zip(blocks, entries)):
+        where = f"layout[{i}]"
+        if entry["basis"] != block.basis.name:
+            raise ValueError(f"{where}.basis: {_show(entry['basis'])} does not match the model's {block.basis.name!r}")
+        scheme = entry["scheme"]
+        if scheme != block.scheme.name and scheme not in available_schemes():
+            raise ValueError(f"{where}.scheme: must be one of {', '.join(available_schemes())}; got {_show(scheme)}")
+        if state is not None:
+            _check_stored_size(block, prefix, entry["n_basis"], state, where)
+    return entries
+
+
+def check_layout_entries(entries: object) -> list[dict]:
+    """The model-free part of :func:`check_layout`: shapes, types and bounds of every entry."""
+    if not isinstance(entries, list):
+        raise ValueError(f"layout: must be a list with one entry per block, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        where = f"layout[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: must be an object with keys {', '.join(LAYOUT_KEYS)}, "
+                             f"got {type(entry).__name__}")
+        if sorted(entry) != sorted(LAYOUT_KEYS):
+            raise ValueError(f"{where}: must have exactly the keys {', '.join(LAYOUT_KEYS)}, "
+                             f"got {', '.join(map(str, entry)) or 'none'}")
+        for key in ("basis", "scheme"):
+            if not isinstance(entry[key], str):
+                raise ValueError(f"{where}.{key}: must be a name, got {_show(entry[key])}")
+        _bounded_int(entry["n_basis"], f"{where}.n_basis", MAX_N_BASIS)
+        _bounded_int(entry["n_steps"], f"{where}.n_steps", MAX_N_STEPS)
+    return entries
+
+
+def _bounded_int(value: object, name: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ValueError(f"{name}: must be an integer in 1..{high}, got {_show(value)}")
+    return value
+
+
+def _show(value: object) -> str:
+    """``repr(value)`` cut short: a value read from a file may be any size, a message is one line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_stored_size(block: ContinuousBlock, prefix: str, n_basis: int, state: Mapping[str, Tensor],
+                       where: str) -> None:
+    """``n_basis`` must be the leading size of every stored coefficient tensor of ``block``."""
+    for name, _ in block.coefficient_items():
+        key = f"{prefix}.coefficients.{name}" if prefix else f"coefficients.{name}"
+        stored = state.get(key)
+        if stored is None:
+            raise ValueError(f"{where}.n_basis: the tensor file holds no {key} to check it against")
+        if stored.dim() == 0 or stored.shape[0] != n_basis:
+            size = stored.shape[0] if stored.dim() else "no"
+            raise ValueError(f"{where}.n_basis: {n_basis} differs from the stored coefficients' {size} "
+                             f"functions ({key} has shape {tuple(stored.shape)})")
+
+
+def named_continuous_blocks(model: nn.Module) -> list[tuple[str, ContinuousBlock]]:
+    """``(module name, block)`` for the model's ContinuousBlocks in module order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, ContinuousBlock)]
+
+
+def apply_layout(model: nn.Module, entries: list[dict], *, shapes_only: bool = False) -> None:
     """Give every block the basis size and manifestation in ``entries`` (from :func:`layout`).
 
     Coefficient *values* are not meaningful afterwards: this prepares a freshly built
-    model to receive a state dict saved after refinement or projection.
+    model to receive a state dict saved after refinement or projection. ``entries`` are
+    checked first (:func:`check_layout`), so a bad one fails before any basis change.
+    ``shapes_only`` changes the basis sizes (all a ``state_dict``'s shapes depend on) but
+    not the manifestation, whose stage plan is built eagerly: for a skeleton on the
+    ``meta`` device that is only compared with stored tensors.
     """
     blocks = continuous_blocks(model)
-    if len(entries) != len(blocks):
-        raise ValueError(f"layout: describes {len(entries)} blocks but the model has {len(blocks)}")
+    check_layout(model, entries)
     for block, entry in zip(blocks, entries):
-        if entry["basis"] != block.basis.name:
-            raise ValueError(f"layout: block basis {entry['basis']!r} does not match the model's {block.basis.name!r}")
+        if shapes_only:
+            if entry["n_basis"] != block.n_basis:
+                block.project(entry["n_basis"], 1)
+            continue
         if entry["n_basis"] != block.n_basis:
             block.project(entry["n_basis"])
         # Switch scheme only when it differs: a model-owned scheme object (LM-ResNet's, with

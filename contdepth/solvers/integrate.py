@@ -55,14 +55,36 @@ def _check_state(x0: object) -> Tensor:
     return x0
 
 
+def check_rate_output(out: object, x: Tensor, name: str) -> Tensor:
+    """``out`` if it is a rate for state ``x``: a tensor of ``x``'s shape and dtype.
+
+    Why: ``torch.add`` broadcasts shapes and promotes dtypes, so a rate of shape ``(1,)``
+    or of dtype float64 for a float32 state would not fail; the state would silently
+    change shape or precision. Costs three cheap comparisons per evaluation. A lower-precision
+    rate is accepted under autocast, where that is the point.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name}: must return a tensor like the state; got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name}: output shape {tuple(out.shape)} differs from its input shape "
+                         f"{tuple(x.shape)}; a rate function must map a state to a rate of the same shape")
+    if out.dtype != x.dtype and not _autocast_allows(out, x):
+        raise ValueError(f"{name}: output dtype {out.dtype} differs from its input dtype {x.dtype}; a rate "
+                         "function must keep the state's dtype (else the state silently changes precision)")
+    return out
+
+
+def _autocast_allows(out: Tensor, x: Tensor) -> bool:
+    """Under autocast a rate may come back in the autocast dtype (e.g. bfloat16 for a float32 state)."""
+    device = out.device.type
+    return torch.is_autocast_enabled(device) and out.dtype == torch.get_autocast_dtype(device)
+
+
 def _field_rate(f: Field) -> Rate:
-    """Adapt a plain ``f(t, x)`` to the ``rate(stage, x)`` contract, checking its shape."""
+    """Adapt a plain ``f(t, x)`` to the ``rate(stage, x)`` contract, checking what it returns."""
 
     def rate(stage: StageTime, x: Tensor) -> Tensor:
-        out = f(stage.t, x)
-        if out.shape != x.shape:
-            raise ValueError(f"f: returned shape {tuple(out.shape)} for a state of shape {tuple(x.shape)}")
-        return out
+        return check_rate_output(f(stage.t, x), x, "f")
 
     return rate
 
@@ -135,6 +157,17 @@ def _check_tolerance(value: object, name: str) -> float:
     return float(value)
 
 
+def _check_finite_state(x0: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"{name}: the initial state holds NaN/inf values; adaptive step control needs a finite state")
+
+
+def _check_finite_rate(value: Tensor, t: Fraction, name: str) -> None:
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name}: returned non-finite values (NaN/inf) at t = {float(t):.6g}; the adaptive error "
+                         "estimate is then not finite, which no step size can fix")
+
+
 def adaptive_rate_stage(exact: Fraction, left: bool, breakpoint: bool = False) -> StageTime:
     """A stage time for an adaptive step (``index`` is -1: there is no fixed grid).
 
@@ -161,11 +194,19 @@ def integrate_adaptive_rate(
     max_steps: int = 10_000,
     first_step: float | None = None,
     return_path: bool = False,
+    state_name: str = "x0",
+    rate_name: str = "f",
 ) -> tuple[Tensor, Tensor | None, IntegrationStats]:
     """Adaptive integration of ``rate(stage, x)`` with exact step bookkeeping.
 
     Step boundaries are kept as exact rationals so that a step clipped to a breakpoint
     ends *exactly* there; stages at a step's end read depth functions from the left.
+
+    Non-finite values: a non-finite error estimate rejects the step and shrinks it (a
+    too large step may overflow), unless the rate at the step's start is itself NaN/inf,
+    which no step size can fix: then a ``ValueError`` names ``rate_name`` and the time.
+    A NaN/inf initial state is refused naming ``state_name``.  These checks run only
+    when a norm is already non-finite, so a healthy integration pays nothing for them.
     """
     s = tableau.stages
     c = tableau.c
@@ -185,7 +226,12 @@ def integrate_adaptive_rate(
     if first_step is None:
         scale = atol + rtol * x0.abs()
         d0, d1 = _rms(x0, scale), _rms(first_rate, scale)
-        h0 = 1e-6 * span if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        if not math.isfinite(d0):
+            _check_finite_state(x0, state_name)
+        if not math.isfinite(d1):
+            _check_finite_rate(first_rate, t0, rate_name)
+        overflow = not (math.isfinite(d0) and math.isfinite(d1))  # finite values, squares too large
+        h0 = 1e-6 * span if overflow or d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, float(ends[0] - t0))
         t_probe = t0 + Fraction(h0)
         x_probe = torch.add(x0, first_rate, alpha=h0)
@@ -193,17 +239,20 @@ def integrate_adaptive_rate(
         f_probe = rate(adaptive_rate_stage(t_probe, at_end, at_end and ends[0] != t1), x_probe)
         evaluations += 1
         d2 = _rms(f_probe - first_rate, scale) / h0
-        if max(d1, d2) <= 1e-15:
-            h1 = max(1e-6 * span, h0 * 1e-3)
+        if overflow or not math.isfinite(d2):
+            h = h0
+        elif max(d1, d2) <= 1e-15:
+            h = min(100 * h0, max(1e-6 * span, h0 * 1e-3))
         else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / (tableau.order + 1))
-        h = min(100 * h0, h1)
+            h = min(100 * h0, (0.01 / max(d1, d2)) ** (1.0 / (tableau.order + 1)))
     else:
         if not (isinstance(first_step, (int, float)) and first_step > 0):
             raise ValueError(f"first_step: must be a number > 0, got {first_step!r}")
+        _check_finite_state(x0, state_name)
         h = float(first_step)
 
     segment = 0
+    ratio = 0.0
     while t < t1:
         if accepted + rejected >= max_steps:
             raise MaxStepsExceeded(
@@ -219,7 +268,9 @@ def integrate_adaptive_rate(
             t_end = segment_end
         h_step = float(t_end - t)
         if h_step <= 4 * math.ulp(max(abs(float(t)), 1.0)):
-            raise MaxStepsExceeded(f"rtol/atol: step size underflow at t = {float(t):.6g}; the problem may be stiff")
+            why = ("the error estimate is not finite there: the rate returns NaN/inf just after t or overflows"
+                   if not math.isfinite(ratio) else "the problem may be stiff")
+            raise MaxStepsExceeded(f"rtol/atol: step size underflow at t = {float(t):.6g}; {why}")
         ends_on_breakpoint = t_end == segment_end and segment_end != t1
         stages = tuple(adaptive_rate_stage(t + ci * (t_end - t), ci >= 1, ends_on_breakpoint) for ci in c)
         x_new, k = rk_step(rate, x, h_step, tableau, stages, first_rate=first_rate)
@@ -250,6 +301,8 @@ def integrate_adaptive_rate(
             h = max(h, h_step * factor) if clipped else h_step * factor
         else:
             rejected += 1
+            if not math.isfinite(ratio):
+                _check_finite_rate(k[0], t, rate_name)  # k[0] = rate(t, x): no smaller step avoids it
             factor = _FACTOR_MIN if not math.isfinite(ratio) else max(_FACTOR_MIN, _SAFETY * ratio**exponent)
             h = h_step * factor
     stats = IntegrationStats(accepted, evaluations, rejected, tuple(step_ends))

@@ -19,7 +19,10 @@ Older ``checkpoint-*.safetensors`` files of the same run are removed afterwards.
 
 Loading reads JSON with :mod:`json` and tensors with :mod:`safetensors`, whose format is a
 JSON header plus raw little-endian buffers: there is no pickle anywhere, so a checkpoint
-from an untrusted source can at worst fail to load, never run code.
+from an untrusted source can at worst fail to load, never run code. Nor can it make loading
+hang or allocate without bound: every field is checked against the tensors before anything
+is built (:mod:`contdepth.train.checkpoint_schema`), and each failure is one
+:class:`CheckpointError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     is removed.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
@@ -64,13 +70,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``: a failed ``write`` (a full disk) names no file, a failed
+    ``mkstemp`` names a temporary one; the user needs the file that was being written."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
 def _umask() -> int:
@@ -212,6 +228,7 @@ class CheckpointInfo:
     scheduler: dict | None
     config: dict | None
     version: str
+    tensor_path: Path | None = None  # the tensor file it was read with (for messages)
 
     def train_config(self):  # -> TrainConfig
         """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
@@ -229,10 +246,10 @@ def _checkpoint_json(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     if path.is_dir():
         path = path / CHECKPOINT_JSON
-    if not path.is_file():
+    if not path.exists():
         where = path.parent if path.name == CHECKPOINT_JSON else path
         raise CheckpointError(f"{where}: no checkpoint here (missing {CHECKPOINT_JSON})")
-    return path
+    return path  # read with read_regular_file: a FIFO or device here is refused, not waited on
 
 
 def _require(info: dict, key: str, kind: type | tuple, path: Path) -> Any:
@@ -251,17 +268,10 @@ def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torc
     Returns the description and the model's ``state_dict`` tensors (``model.`` prefix
     removed). Raises :class:`CheckpointError` naming the file for anything unexpected.
     """
+    from .checkpoint_schema import MAX_JSON_BYTES, check_description, check_tensor_names, parse_json, read_regular_file
+
     path = _checkpoint_json(run_dir)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: malformed checkpoint, not valid JSON ({exc})") from exc
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{path}: malformed checkpoint, expected a JSON object at the top level")
+    info = parse_json(read_regular_file(path, "a checkpoint description", MAX_JSON_BYTES), path)
     if info.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a contdepth checkpoint (format is {info.get('format')!r}, expected {FORMAT!r})")
     version = _require(info, "format_version", int, path)
@@ -276,54 +286,75 @@ def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torc
     tensor_name = _require(info, "tensors", str, path)
     if not TENSOR_FILE.match(tensor_name):
         raise CheckpointError(f"{path}: malformed checkpoint, tensor file name {tensor_name!r} is not checkpoint-NNNN.safetensors")
-    optimizer = info.get("optimizer")
-    if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
-                                      and isinstance(optimizer.get("state"), dict)):
-        raise CheckpointError(f"{path}: malformed checkpoint, 'optimizer' needs 'param_groups' and 'state'")
+    digest = _require(info, "tensors_sha256", str, path)  # required: without it nothing ties the tensors to this file
+    check_description(info, path)
 
     tensor_path = path.parent / tensor_name
-    try:
-        blob = tensor_path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{tensor_path}: cannot read the checkpoint's tensors: {exc.strerror or exc}") from exc
-    digest = info.get("tensors_sha256")
-    if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
+    blob = read_regular_file(tensor_path, "the checkpoint's tensors")
+    if hashlib.sha256(blob).hexdigest() != digest.lower():
         raise CheckpointError(f"{tensor_path}: does not match {path.name} (SHA-256 differs): corrupt or replaced")
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
     try:
         tensors = load_tensors(blob)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{tensor_path}: not a valid safetensors file ({exc})") from exc
+    check_tensor_names(info, tensors, path, tensor_path)
     model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
     checkpoint = CheckpointInfo(
         path=path, model_name=name, model_options=options, layout=layout, epoch=epoch, history=history,
-        optimizer=optimizer, optimizer_tensors=optimizer_tensors, scheduler=info.get("scheduler"),
-        config=info.get("config"), version=str(info.get("version")),
+        optimizer=info.get("optimizer"), optimizer_tensors=optimizer_tensors, scheduler=info.get("scheduler"),
+        config=info.get("config"), version=str(info.get("version")), tensor_path=tensor_path,
     )
     return checkpoint, model_tensors
 
 
 def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Module:
-    """``contdepth.models.create``, ``contdepth.nn.apply_layout``, ``load_state_dict`` (strict)."""
-    from ..models import create
-    from ..nn import apply_layout, continuous_blocks
+    """The model of ``info`` holding ``state``, checked on the ``meta`` device before it is built.
 
-    try:
-        model = create(info.model_name, **info.model_options)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{info.path}: cannot rebuild model {info.model_name!r}: {exc}") from exc
-    try:
-        if continuous_blocks(model) or info.layout:
-            apply_layout(model, info.layout)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{info.path}: the block layout does not fit the model: {exc}") from exc
+    ``contdepth.models.create`` and ``contdepth.nn.apply_layout`` run first on the meta
+    device (no memory, no initialisation), after the size-like options and the layout's
+    basis sizes were bounded by the stored tensors; the skeleton's ``state_dict`` must then
+    match ``state`` key by key in shape and dtype. Only then is the model built for real
+    and loaded (strict). So options or a layout that do not describe the stored tensors
+    (``alpha: 1000000`` next to a small file) fail before the allocation they would size.
+    """
+    from .checkpoint_schema import check_model_options, check_state_matches
+
+    check_model_options(info.model_options, state, info.path)
+    skeleton = _rebuild(info, state, torch.device("meta"))
+    check_state_matches(skeleton.state_dict(), state, info.path, info.tensor_path or info.path)
+    model = _rebuild(info, state, None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{info.path}: the stored tensors do not fit the rebuilt model: {exc}") from exc
+    return model
+
+
+def _rebuild(info: CheckpointInfo, state: dict[str, torch.Tensor], device: torch.device | None) -> nn.Module:
+    """``create`` and ``apply_layout`` for ``info`` (on ``device``, e.g. ``meta``; else the default)."""
+    from contextlib import nullcontext
+
+    from ..models import create
+    from ..nn import apply_layout, check_layout, continuous_blocks
+
+    where = nullcontext() if device is None else device
+    try:
+        with where:
+            model = create(info.model_name, **info.model_options)
+    except Exception as exc:  # the builder ran on values read from a file: any failure means no such model
+        raise CheckpointError(f"{info.path}: cannot rebuild model {info.model_name!r}: "
+                              f"{exc or type(exc).__name__}") from exc
+    try:
+        if continuous_blocks(model) or info.layout:
+            check_layout(model, info.layout, state)
+            with where:
+                apply_layout(model, info.layout, shapes_only=device is not None)  # a skeleton: shapes only
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{info.path}: the block layout does not fit the model: {exc}") from exc
     return model
 
 
@@ -345,27 +376,36 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, info: 
     """Load the checkpoint's optimizer state into ``optimizer`` (built over ``model``).
 
     Param groups are matched by the parameter names stored in the checkpoint, which must
-    be exactly the optimizer's (same grouping of the same parameters).
+    be exactly the optimizer's (same grouping of the same parameters). The stored
+    hyperparameters must equal the optimizer's (only ``lr`` is taken from the file: the
+    schedule rewrites it anyway), and every state tensor must have its parameter's shape
+    and dtype, so a tampered file cannot change a run's momentum or slip in a tensor that
+    would broadcast.
     """
+    from .checkpoint_schema import check_hyperparameters_agree, check_optimizer_state
     from .optim import group_names
 
     saved = info.optimizer
     if saved is None:
         raise CheckpointError(f"{info.path}: holds no optimizer state")
-    if saved.get("class") != type(optimizer).__name__:
-        raise CheckpointError(f"{info.path}: optimizer is {saved.get('class')}, but this run uses {type(optimizer).__name__}")
+    class_name = type(optimizer).__name__
+    if saved.get("class") != class_name:
+        raise CheckpointError(f"{info.path}: optimizer is {saved.get('class')}, but this run uses {class_name}")
     current = group_names(model, optimizer)
-    stored = [g.get("params") for g in saved["param_groups"]]
+    stored = [g.get("params") if isinstance(g, dict) else None for g in saved.get("param_groups", [])]
     if stored != current:
         raise CheckpointError(f"{info.path}: the optimizer's parameter groups do not match the model's")
-    index: dict[str, int] = {}
+    index, group_of, params = {}, {}, {}
+    for names, group in zip(current, optimizer.param_groups):
+        for name, p in zip(names, group["params"]):
+            index[name], group_of[name], params[name] = len(index), group, p
+    # The optimizer keeps its own hyperparameters (the stored ones must agree) and takes
+    # the stored learning rate, so a resumed step is the uninterrupted one.
     groups = []
-    for group in saved["param_groups"]:
-        ids = []
-        for name in group["params"]:
-            index[name] = len(index)
-            ids.append(index[name])
-        groups.append({**group, "params": ids})
+    for i, (group, mine) in enumerate(zip(saved["param_groups"], optimizer.param_groups)):
+        check_hyperparameters_agree(group, mine, class_name, info.path, f"optimizer.param_groups[{i}]")
+        hyper = {k: v for k, v in mine.items() if k != "params"}
+        groups.append({**hyper, "lr": group.get("lr", mine["lr"]), "params": [index[n] for n in group["params"]]})
     state = {}
     for name, entry in saved["state"].items():
         if name not in index or not isinstance(entry, dict):
@@ -376,8 +416,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, info: 
             if tensor is None:
                 raise CheckpointError(f"{info.path}: optimizer tensor {name}.{key} is missing from the tensor file")
             values[key] = tensor
+        check_optimizer_state(name, values, params[name], class_name, group_of[name], info.path)
         state[index[name]] = values
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{info.path}: cannot restore the optimizer: {exc}") from exc

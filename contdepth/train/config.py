@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,12 +27,95 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 DECAY_SCOPES = ("all", "model")
 # Options a resumed run may change; every other option must match the run being resumed.
-RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "device", "data_dir",
+RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
                      "eval_batch_size")
 
 
 class ConfigError(ValueError):
     """A bad option: the message starts with the option's name."""
+
+
+# --- validators shared by TrainConfig and the other commands' options ----------------------------------
+def check_count(value: object, name: str) -> int:
+    """A step or basis count: an integer in ``1..block_size_limit(name)`` (far above any useful value).
+
+    Without the upper bound a typo such as ``--n-steps 1000000000`` builds a billion-stage
+    schedule and hangs before anything is printed. The bounds are :data:`contdepth.nn.MAX_N_STEPS`
+    for step counts and :data:`contdepth.nn.MAX_N_BASIS` for basis sizes, which checkpoints obey too.
+    """
+    from ..models.layers import block_size_limit
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: must be an integer >= 1, got {value!r}")
+    limit = block_size_limit(name)
+    if value > limit:
+        raise ConfigError(f"{name}: must be at most {limit:,} per block (far above any useful value), "
+                          f"got {value:,}")
+    return value
+
+
+def check_device(device: object, name: str = "device", *, available: bool = True) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``; with ``available`` also present on this machine.
+
+    One validator for every command, called before anything is loaded, so that a device
+    torch cannot use is an option error and not an ``AssertionError`` from deep inside.
+    """
+    ok = isinstance(device, str) and (device in ("cpu", "cuda") or (device.startswith("cuda:")
+                                                                   and device[5:].isdigit()))
+    if not ok:
+        raise ConfigError(f"{name}: must be cpu, cuda or cuda:N; got {device!r}")
+    if available and device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{name}: {device} requested but CUDA is not available here (torch "
+                              f"{torch.__version__}); use cpu")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"{name}: {device} requested but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device  # type: ignore[return-value]
+
+
+def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> Path:
+    """Refuse an output path that cannot be created, before any work.
+
+    ``path`` is a folder to create (``folder=True``) or a file to write; it must not exist as
+    the other kind, and its nearest existing ancestor must be a writable folder (a regular
+    file there would otherwise surface as ``NotADirectoryError`` after the data loaded).
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise ConfigError(f"{name}: {path} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise ConfigError(f"{name}: {path} is a folder; give the path of a file to write")
+    ancestor = path if folder and path.is_dir() else path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{name}: {path} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: {path} cannot be created: the folder {ancestor} is not writable")
+    return path
+
+
+def check_model_data(model: str, data: str) -> None:
+    """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
+    from ..data import available_datasets, is_graph_dataset
+    from ..models import available_models, is_graph_model
+
+    graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
+    if graph_model == graph_data:
+        return
+    graphs = [d for d in available_datasets() if is_graph_dataset(d)]
+    images = [d for d in available_datasets() if not is_graph_dataset(d)]
+    if graph_model:
+        raise ConfigError(f"model: {model} is a graph model (node classification); data {data!r} is an image dataset. "
+                          f"Graph datasets: {', '.join(graphs)}")
+    graph_models = [m for m in available_models() if is_graph_model(m)]
+    raise ConfigError(f"model: {model} is an image model; data {data!r} is a graph dataset (node classification), "
+                      f"for the graph models {', '.join(graph_models)}. Image datasets: {', '.join(images)}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +177,11 @@ class TrainConfig:
         device: ``cpu`` or ``cuda`` / ``cuda:N`` (bitwise determinism is promised on CPU).
         quiet: no progress bars, epoch lines or summary.
         overwrite: replace the run files in an existing ``out`` (unrelated files are kept).
-        resume: continue the run in ``out`` from its last checkpoint.
+        resume: continue the run in ``out`` from its last checkpoint, exactly: the
+            epochs, and so the learning-rate schedule, stay the run's.
+        extend: with ``resume``, allow ``epochs`` to differ from the run's. The schedule is
+            then recomputed for the new length (a cosine schedule is stretched, so the
+            learning rate changes from where it was); the run announces what changes.
     """
 
     model: str = "continuousnet"
@@ -131,6 +219,7 @@ class TrainConfig:
     quiet: bool = False
     overwrite: bool = False
     resume: bool = False
+    extend: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -210,9 +299,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")  # YAML is UTF-8 whatever the locale says
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config: {path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -248,6 +342,13 @@ def _int(config: TrainConfig, name: str, minimum: int | None = None, optional: b
     if not _is_int(value) or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise ConfigError(f"{name}: must be an integer{bound}{' or null' if optional else ''}, got {value!r}")
+
+
+def _seed(config: TrainConfig, name: str) -> None:
+    """A seed in ``0..2**63 - 1``: what ``torch.manual_seed`` accepts (2**64 and up overflow inside it)."""
+    value = getattr(config, name)
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise ConfigError(f"{name}: must be an integer in 0..2**63-1, got {value!r}")
 
 
 def _float(config: TrainConfig, name: str, low: float | None = None, high: float | None = None, *,
@@ -293,8 +394,13 @@ def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
     value = tuple(value)
     if any(v < 1 for v in value):
         raise ConfigError(f"{name}: epochs are numbered from 1, got {list(value)}")
-    if upper is not None and any(v > upper for v in value):
-        raise ConfigError(f"{name}: every epoch must be in 1..epochs={upper}, got {list(value)}")
+    late = [v for v in value if upper is not None and v > upper]
+    if late:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(
+            f"{name}: every epoch must be in 1..epochs={upper}, got {list(value)} (epoch {late[0]} is after the last "
+            f"one); pass {flag} with no value to clear it ({name}: [] in YAML), or give epochs up to {upper}"
+        )
     if list(value) != sorted(set(value)):
         raise ConfigError(f"{name}: epochs must be strictly increasing (no repeats), got {list(value)}")
     _set(config, name, value)
@@ -338,7 +444,7 @@ def _validate(c: TrainConfig) -> None:
     if not isinstance(c.data_options, Mapping):
         raise ConfigError(f"data_options: must be a mapping of option names to values, got {c.data_options!r}")
     _set(c, "data_options", _plain(dict(c.data_options)))
-    _int(c, "split_seed")
+    _seed(c, "split_seed")
 
     _int(c, "epochs", 1)
     _int(c, "batch_size", 1)
@@ -362,13 +468,14 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError("decay_norm_and_bias: has no effect with decay_scope 'model' (the model chooses what "
                           "is decayed); leave it false")
     _choice(c, "schedule", SCHEDULES)
-    _epoch_list(c, "milestones", None)
+    _epoch_list(c, "milestones", c.epochs)
     if c.milestones and c.schedule != "step":
         raise ConfigError(f"milestones: only used by schedule step (schedule is {c.schedule!r})")
     _float(c, "gamma", 0.0, 1.0, low_open=True)
     _float(c, "warmup_epochs", 0.0)
     if c.warmup_epochs > c.epochs:
-        raise ConfigError(f"warmup_epochs: must not exceed epochs={c.epochs}, got {c.warmup_epochs}")
+        raise ConfigError(f"warmup_epochs: must not exceed epochs={c.epochs}, got {c.warmup_epochs}; pass a shorter "
+                          "--warmup-epochs (0: no warm-up) or more --epochs")
     _float(c, "min_lr", 0.0)
     if c.min_lr >= c.lr:
         raise ConfigError(f"min_lr: must be below lr={c.lr}, got {c.min_lr}")
@@ -378,19 +485,21 @@ def _validate(c: TrainConfig) -> None:
         if not isinstance(c.eval_scheme, str) or c.eval_scheme not in available_schemes():
             raise ConfigError(f"eval_scheme: must be one of {', '.join(available_schemes())} or null; got {c.eval_scheme!r}")
     _int(c, "eval_n_steps", 1, optional=True)
+    if c.eval_n_steps is not None:
+        check_count(c.eval_n_steps, "eval_n_steps")
     _int(c, "patience", 1, optional=True)
 
-    _int(c, "seed")
+    _seed(c, "seed")
     if c.out is not None:
         if not isinstance(c.out, (str, Path)) or not str(c.out):
             raise ConfigError(f"out: must be a folder path or null, got {c.out!r}")
         _set(c, "out", str(c.out))
     _int(c, "threads", 1, optional=True)
-    if not isinstance(c.device, str) or not (c.device == "cpu" or c.device == "cuda"
-                                             or (c.device.startswith("cuda:") and c.device[5:].isdigit())):
-        raise ConfigError(f"device: must be cpu, cuda or cuda:N; got {c.device!r}")
-    for name in ("quiet", "overwrite", "resume"):
+    check_device(c.device, available=False)  # a saved config names its device; whether it exists here is preflight's
+    for name in ("quiet", "overwrite", "resume", "extend"):
         _bool(c, name)
+    if c.extend and not c.resume:
+        raise ConfigError("extend: only applies with resume (it lets a resumed run change its epochs)")
     if c.overwrite and c.resume:
         raise ConfigError("overwrite: cannot be combined with resume (one keeps the run, the other replaces it)")
     if c.resume and c.out is None:

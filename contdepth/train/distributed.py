@@ -100,12 +100,16 @@ class DistributedContext:
     def close(self, *, finished: bool) -> None:
         """Leave the process group this context created (a caller's own group is left alone).
 
-        After a ``finished`` run all ranks meet at a barrier first: rank 0 still writes its
-        last checkpoint after the final collective, and a gloo peer that tears down its
-        connections while another rank is still on them can abort that rank ("terminate
-        called without an active exception"). After an error there is no barrier (the
-        others may be inside a collective that will never complete); this process exits and
-        torchrun stops the rest.
+        After a ``finished`` run all ranks meet at a barrier first (rank 0 still writes its
+        last checkpoint after the final collective), so that no rank closes its connections
+        while a peer may still use them. After an error there is no barrier (the others may
+        be inside a collective that will never complete); this process exits and torchrun
+        stops the rest.
+
+        On both paths ``destroy_process_group`` frees the group and so joins the gloo worker
+        threads while Python is fully alive: no thread is left to free a tensor during
+        interpreter shutdown, which aborted rank 1 (see :func:`_import_what_would_pin_the_group`;
+        a barrier cannot prevent that, it orders the ranks, not a rank's own threads).
         """
         if self.owns_group and dist.is_initialized():
             try:
@@ -118,6 +122,30 @@ class DistributedContext:
 def has_stochastic_depth(model: nn.Module) -> bool:
     """Whether some module skips sub-networks at random in training (``drop_rates`` > 0)."""
     return any(max(getattr(m, "drop_rates", ()) or (0.0,)) > 0 for m in model.modules())
+
+
+def _import_what_would_pin_the_group() -> None:
+    """Import ``torch._dynamo`` before the process group exists, so that leaving the group ends its threads.
+
+    Why (the root cause of rank 1's "terminate called without an active exception", SIGABRT
+    after a finished run): ``destroy_process_group`` drops torch's own references to the group,
+    and the gloo backend joins its worker threads only when the last reference goes. The first
+    ``DistributedDataParallel`` of a process imports ``torch._dynamo``, which imports
+    ``torch.distributed.nn.functional`` and ``torch.distributed.fsdp.sharded_grad_scaler``, whose
+    functions take ``group=group.WORLD`` as a default argument; evaluated while our group exists,
+    those defaults hold it for the life of the process, so its threads outlive :meth:`close` into
+    interpreter shutdown. A gloo worker keeps a finished work (and the tensors in it) a moment
+    after ``wait()`` returns; when it drops the last reference to a tensor made in Python
+    (:meth:`DistributedContext.sum`'s), it takes the GIL to free the Python object, and if the
+    main thread has begun finalizing by then, CPython ends that thread with ``pthread_exit``,
+    whose unwinding through a ``noexcept`` destructor calls ``std::terminate`` (pytorch issues
+    190489 and 38228). Rare, and likelier under CPU load, when a worker waits long for a core.
+
+    Imported first, those defaults are ``None``; ``destroy_process_group`` then frees the group
+    and joins its threads while Python is fully alive. DDP would import the module anyway, so a
+    distributed run pays nothing extra; a single-process run never comes here.
+    """
+    import torch._dynamo as _  # noqa: F401
 
 
 def launched_distributed() -> bool:
@@ -154,6 +182,7 @@ def setup(device: str) -> DistributedContext | None:
         missing = [name for name in ENV_VARIABLES + ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
         if missing:
             raise ConfigError(f"distributed: WORLD_SIZE > 1 but {', '.join(missing)} not set; launch with torchrun")
+        _import_what_would_pin_the_group()
         dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
     backend = str(dist.get_backend())
     if target.type == "cuda" and backend != "nccl" or target.type == "cpu" and backend not in ("gloo", "mpi"):

@@ -21,11 +21,16 @@ Run directory of a graph run (see :mod:`contdepth.train.rundir`):
   and :func:`~contdepth.train.load_checkpoint` read), with the full history and, under
   ``scheduler.early_stopping``, the selection state; no optimizer state;
 * ``last/checkpoint.json`` + tensors: the weights *and optimizer state* after the last
-  completed epoch, which is what ``resume`` continues from (continuing from the best
+  saved epoch, which is what ``resume`` continues from (continuing from the best
   weights would not reproduce the uninterrupted run).
 
-The root checkpoint is written before ``last/`` in every epoch, so a run interrupted
-between the two re-runs that epoch on resume and reaches the same state. Randomness
+What is written when: both checkpoints at epoch 0 (``last/`` first; the root one makes
+the folder a resumable run); the root checkpoint whenever the best-validation epoch
+changes; ``last/`` every :data:`LAST_EVERY` epochs and at the end (or early stop); a
+``metrics.jsonl`` line every epoch. Whenever both are written, the root one goes first,
+so ``last/`` is never ahead of it: a resumed run replays the epochs after ``last/``
+(deterministically, so it finds the same best epochs again) and reaches the state of the
+uninterrupted run wherever it was stopped. Randomness
 (dropout) is seeded per epoch with ``derive_seed(seed, 1, epoch)`` as in the image loop,
 so a resumed run ends bitwise where the uninterrupted one ends (same threads, CPU).
 
@@ -53,13 +58,17 @@ from torch import nn
 from .checkpoint import CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
-from .rundir import CONFIG_FILE, append_metrics, is_run_file, prepare_run_dir, write_metrics
-from .trainer import RunResult, _block_summary, _count, _stored_config, model_options_for
+from .progress import Progress
+from .rundir import LAST_DIR, append_metrics
+from .trainer import (
+    RunResult, block_summary, count_parameters, model_options_for, resume_line, start_run_files, stored_config,
+    summary_table, time_rows,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
-LAST_DIR = "last"
+LAST_EVERY = 50  # epochs between saves of last/ (and at the end); resume replays at most this many
 SPLITS = ("train", "val", "test")
 
 
@@ -181,11 +190,9 @@ class NodeRunResult(RunResult):
             ("best validation", f"{100 * self.best_val_accuracy:.2f}%  (epoch {self.best_val_epoch}, "
                                 f"loss {best.get('val_loss', math.nan):.4f})"),
             ("test accuracy", f"{100 * self.final_test_accuracy:.2f}%  (at the best-validation epoch)"),
-            ("total time", f"{self.total_time:.1f} s"),
+            *time_rows(self),
             ("parameters", f"{self.num_params:,}"),
         ]
-        from .trainer import summary_table
-
         return summary_table(rows, best)
 
 
@@ -198,24 +205,13 @@ def _check_labels(dataset) -> None:
             raise ConfigError(f"data: the {split} mask of dataset {dataset.name!r} includes unlabelled nodes")
 
 
-def _clean_last_dir(run_dir: Path, overwrite: bool) -> Path:
-    """``RUN/last``, with the previous run's files removed under ``overwrite`` (only those)."""
-    last = run_dir / LAST_DIR
-    if last.exists() and not last.is_dir():
-        raise ConfigError(f"out: {last} exists and is not a folder")
-    last.mkdir(exist_ok=True)
-    for entry in last.iterdir():
-        if entry.is_file() and is_run_file(entry.name) and overwrite:
-            entry.unlink()
-    return last
-
-
 def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
-                      best_state: dict[str, torch.Tensor] | None) -> "NodeRunResult":
+                      best_state: dict[str, torch.Tensor] | None, run_dir: Path | None = None) -> "NodeRunResult":
     """The graph loop of :meth:`Trainer.run` (see the module docstring).
 
     ``info``/``best_state`` are the run directory's root checkpoint when resuming (the
     best-validation model); the training state itself is read from ``RUN/last``.
+    ``run_dir`` is the locked, prepared run folder (``None``: nothing is written).
     """
     from ..data import derive_seed
     from ..models import create
@@ -235,7 +231,7 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
         if last_info.model_options != options:
             raise CheckpointError(f"{last_info.path}: the stored model options {last_info.model_options} differ from "
                                   f"this run's {options}")
-        best_model = build_model(info, best_state or {})
+        best_model = build_model(info, best_state or {}) if info.epoch > 0 else None
         start, history = last_info.epoch, list(last_info.history)
         stopper = EarlyStopping.from_state((last_info.scheduler or {}).get("early_stopping"), config.patience,
                                            last_info.path)
@@ -253,79 +249,101 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
     if info is not None:
         restore_optimizer(optimizer, model, last_info)
     schedule = LRSchedule.from_config(config, optimizer, 1)
+    patience = f", patience {config.patience}" if config.patience is not None else ""
+    trainer.log(trainer.start_line(f"{config.model} on {config.data}, {count_parameters(model):,} parameters, "
+                                   f"up to {config.epochs} full-batch epochs{patience}"))
+    if info is not None:
+        trainer.log(resume_line(config, last_info, schedule))
 
-    run_dir = last_dir = None
-    if config.out is not None:
-        run_dir = prepare_run_dir(config.out, overwrite=config.overwrite and not config.resume)
-        last_dir = _clean_last_dir(run_dir, overwrite=config.overwrite and not config.resume)
-        from .checkpoint import atomic_write_text
+    last_dir = None
+    stored = stored_config(config)
 
-        atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False).to_yaml())
-        write_metrics(run_dir, history)
+    def save_last(epoch: int) -> None:
+        save_checkpoint(last_dir, model, optimizer, epoch=epoch, history=history,
+                        scheduler={**schedule.state_dict(epoch), "early_stopping": stopper.state_dict()}, config=stored)
+
+    def save_best(epoch: int) -> None:
+        save_checkpoint(run_dir, best_model if best_model is not None else model, None, epoch=epoch, history=history,
+                        scheduler={"early_stopping": stopper.state_dict()}, config=stored)
+
+    if run_dir is not None:
+        last_dir = run_dir / LAST_DIR
+        if last_dir.exists() and (last_dir.is_symlink() or not last_dir.is_dir()):
+            raise ConfigError(f"out: {last_dir} exists and is not a folder")
+        last_dir.mkdir(exist_ok=True)
+        if info is None:  # epoch 0: last/ first, then the root checkpoint, which makes the folder a resumable run
+            save_last(0)
+            save_best(0)
+        start_run_files(run_dir, config, history)
 
     elapsed = history[-1]["total_time"] if history else 0.0
-    if start > 0:
-        trainer.log(f"resuming {run_dir} after epoch {start}")
     if stopper.stopped:
         trainer.log(f"the run stopped early at epoch {start} (patience {config.patience}); nothing to resume")
-    for epoch in range(start + 1, config.epochs + 1):
-        if stopper.stopped:
-            break
-        tic = time.perf_counter()
-        refined = epoch in config.refine_at
-        if refined:
-            refine_with_optimizer(model, optimizer)
-        torch.manual_seed(derive_seed(config.seed, 1, epoch))
-        lr = schedule.apply(optimizer, epoch - 1)
-        model.train()
-        logits = model(*data.inputs)[train_mask]
-        loss = F.cross_entropy(logits, train_labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        train_loss = float(loss.detach())
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"lr: training diverged at epoch {epoch} (loss {train_loss}); try a smaller lr")
-        train_acc = float((logits.detach().argmax(dim=1) == train_labels).float().mean())
-        metrics = node_metrics(model, data, ("val", "test"), scheme=config.eval_scheme, n_steps=config.eval_n_steps)
-        (val_loss, val_acc), (test_loss, test_acc) = metrics["val"], metrics["test"]
-        if stopper.update(epoch, val_acc, val_loss) or best_model is None:
-            best_model = copy.deepcopy(model)
-        epoch_time = time.perf_counter() - tic
-        elapsed += epoch_time
-        row = {
-            "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-            "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-            "lr": lr, **_block_summary(model), "refined": refined, "params": _count(model),
-            "best_epoch": stopper.best_epoch, "epoch_time": epoch_time, "total_time": elapsed,
-        }
-        history.append(row)
-        if run_dir is not None:
-            append_metrics(run_dir, row)
-            stored = _stored_config(config)
-            save_checkpoint(run_dir, best_model, None, epoch=epoch, history=history,
-                            scheduler={"early_stopping": stopper.state_dict()}, config=stored)
-            save_checkpoint(last_dir, model, optimizer, epoch=epoch, history=history,
-                            scheduler={**schedule.state_dict(epoch), "early_stopping": stopper.state_dict()},
-                            config=stored)
-        trainer.log(_epoch_line(row, config.epochs))
-        for callback in trainer.callbacks:
-            callback(row, model, optimizer)
-        if stopper.stopped:
-            trainer.log(f"early stop: no better validation accuracy for {config.patience} epochs; "
-                        f"keeping epoch {stopper.best_epoch}")
-    final = best_model if best_model is not None else model
-    final.train()
-    result = NodeRunResult(config=config, model=final, history=history, run_dir=run_dir,
-                             num_params=_count(final), total_time=elapsed, stopped_early=stopper.stopped)
+    last_saved = start
+    progress = Progress(config.epochs - start, f"{config.model} on {config.data}", unit="epochs",
+                        enabled=not trainer.quiet)
+    with progress:
+        for epoch in range(start + 1, config.epochs + 1):
+            if stopper.stopped:
+                break
+            tic = time.perf_counter()
+            refined = epoch in config.refine_at
+            if refined:
+                refine_with_optimizer(model, optimizer)
+            torch.manual_seed(derive_seed(config.seed, 1, epoch))
+            lr = schedule.apply(optimizer, epoch - 1)
+            model.train()
+            logits = model(*data.inputs)[train_mask]
+            loss = F.cross_entropy(logits, train_labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_loss = float(loss.detach())
+            if not math.isfinite(train_loss):
+                from .trainer import TrainingDiverged
+
+                where = (f"the last saved state (epoch {last_saved}) is in {last_dir}; " if last_dir is not None
+                         else "")
+                raise TrainingDiverged(f"lr: training diverged at epoch {epoch} (loss {train_loss}); {where}"
+                                       "try a smaller lr")
+            train_acc = float((logits.detach().argmax(dim=1) == train_labels).float().mean())
+            metrics = node_metrics(model, data, ("val", "test"), scheme=config.eval_scheme,
+                                   n_steps=config.eval_n_steps)
+            (val_loss, val_acc), (test_loss, test_acc) = metrics["val"], metrics["test"]
+            improved = stopper.update(epoch, val_acc, val_loss) or best_model is None
+            if improved:
+                best_model = copy.deepcopy(model)
+            row = {
+                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
+                "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
+                "best_epoch": stopper.best_epoch, "epoch_time": time.perf_counter() - tic,
+                "total_time": 0.0, "threads": torch.get_num_threads(),
+            }
+            row["total_time"] = elapsed + row["epoch_time"]
+            history.append(row)
+            if run_dir is not None:
+                append_metrics(run_dir, row, sync=False)  # the checkpoints are the commit points
+                final = epoch == config.epochs or stopper.stopped
+                if improved:  # the best state goes first: resume replays from last/, never ahead of it
+                    save_best(epoch)
+                if final or epoch - last_saved >= LAST_EVERY:
+                    if not improved and final:
+                        save_best(epoch)  # the root checkpoint's history and selection state end with the run
+                    save_last(epoch)
+                    last_saved = epoch
+            elapsed += time.perf_counter() - tic
+            progress.update(1, val=f"{100 * val_acc:.2f}%", best=f"{100 * stopper.best_val_accuracy:.2f}% "
+                            f"(epoch {stopper.best_epoch})")
+            for callback in trainer.callbacks:
+                callback(row, model, optimizer)
+    if stopper.stopped:
+        trainer.log(f"early stop: no better validation accuracy for {config.patience} epochs; "
+                    f"keeping epoch {stopper.best_epoch}")
+    final_model = best_model if best_model is not None else model
+    final_model.train()
+    result = NodeRunResult(config=config, model=final_model, history=history, run_dir=run_dir,
+                           num_params=count_parameters(final_model), total_time=elapsed,
+                           wall_time=time.perf_counter() - trainer.wall_start, stopped_early=stopper.stopped)
     trainer.log(result.summary())
     return result
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    from .trainer import epoch_line
-
-    evaluation = (f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:6.2f}%  "
-                  f"test acc {100 * row['test_accuracy']:6.2f}%")
-    best = " *" if row["best_epoch"] == row["epoch"] else ""  # a new best-validation epoch
-    return epoch_line(row, epochs, evaluation, f"{row['epoch_time'] * 1000:.0f}ms") + best

@@ -1,9 +1,11 @@
 """The training loop: ``train(config) -> RunResult``.
 
 One run, in order: validate everything that can be checked without work (options, the
-model's options by building it on the ``meta`` device, the run folder); load the data;
-build the model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the
-optimizer from the last checkpoint; then for each epoch ``e`` (1-based):
+model's options by building it on the ``meta`` device, the run folder); take the run
+folder's lock (:func:`~contdepth.train.rundir.locked_run_dir`); load the data; build the
+model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the optimizer
+from the last checkpoint; save a fresh run's epoch-0 checkpoint (so ``resume`` works from
+the first step on); then for each epoch ``e`` (1-based):
 
 1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map the optimizer state
    (:func:`~contdepth.train.optim.refine_with_optimizer`);
@@ -34,14 +36,17 @@ augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
 ``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
 refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
-``epoch_time`` and ``total_time`` (seconds, cumulative over resumes), ``world_size``
-(processes that trained the epoch). Accuracies are fractions in ``[0, 1]``.
+``epoch_time`` (training and evaluation) and ``total_time`` (seconds, cumulative over
+resumes, the previous epochs' checkpoint writes included), ``threads`` (the thread count,
+on which bitwise results depend), ``world_size`` (processes that trained the epoch).
+Accuracies are fractions in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,20 +56,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, atomic_write_text, build_model, read_checkpoint, restore_optimizer, save_checkpoint
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig
+from .checkpoint import (
+    CheckpointError, CheckpointInfo, atomic_write_text, build_model, read_checkpoint, restore_optimizer, save_checkpoint,
+)
+from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_device, check_model_data
 from .evaluate import evaluate
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
-from .rundir import CONFIG_FILE, append_metrics, check_run_dir, prepare_run_dir, write_metrics
+from .progress import Progress, default_threads, format_seconds
+from .rundir import CONFIG_FILE, append_metrics, check_run_dir, locked_run_dir, write_metrics
 
 Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
 DATA_OPTIONS = ("in_channels", "num_classes", "image_size",  # filled in from the dataset
                 "in_features", "num_nodes")
 
 
+class TrainingDiverged(ConfigError, FloatingPointError):
+    """The loss became NaN or infinite; the message says where and what is left on disk."""
+
+
 @dataclass
 class RunResult:
-    """What a run produced (the model is the trained one, in train mode)."""
+    """What a run produced (the model is the trained one, in train mode).
+
+    ``total_time`` is the training time over every session of the run (epochs including
+    their checkpoint writes); ``wall_time`` is this call's wall clock, start-up included.
+    """
 
     config: TrainConfig
     model: nn.Module
@@ -72,6 +88,7 @@ class RunResult:
     run_dir: Path | None
     num_params: int
     total_time: float
+    wall_time: float = math.nan
     final_test_accuracy: float = field(init=False)
     best_test_accuracy: float = field(init=False)
     best_epoch: int = field(init=False)
@@ -95,10 +112,19 @@ class RunResult:
             ("epochs", str(last.get("epoch", 0))),
             ("final test accuracy", f"{100 * self.final_test_accuracy:.2f}%  (loss {last.get('test_loss', math.nan):.4f})"),
             ("best test accuracy", f"{100 * self.best_test_accuracy:.2f}%  (epoch {self.best_epoch})"),
-            ("total time", f"{self.total_time:.1f} s"),
+            *time_rows(self),
             ("parameters", f"{self.num_params:,}"),
         ]
         return summary_table(rows, last)
+
+
+def time_rows(result: RunResult) -> list[tuple[str, str]]:
+    """``training time`` (all sessions, checkpoints included) and this call's ``wall time``."""
+    long = f" ({format_seconds(result.total_time)})" if result.total_time >= 60 else ""
+    rows = [("training time", f"{result.total_time:.1f} s{long}")]
+    if math.isfinite(result.wall_time):
+        rows.append(("wall time", f"{result.wall_time:.1f} s (this session, start-up included)"))
+    return rows
 
 
 def summary_table(rows: list[tuple[str, str]], row: dict) -> str:
@@ -145,19 +171,22 @@ def model_options_for(config: TrainConfig, dataset=None) -> dict:
 def preflight(config: TrainConfig) -> None:
     """Every check that needs no data and writes nothing; raises :class:`ConfigError`.
 
-    Builds the model on the ``meta`` device (no memory, no initialisation cost) so that
-    bad model option *values* fail here with the model's own message, checks that
-    ``refine_at``/``eval_*`` have blocks to act on, and checks the run folder.
+    Refuses a graph model on an image dataset (and the reverse) by their names; builds the
+    model on the ``meta`` device (no memory, no initialisation cost) so that bad model option
+    *values* fail here with the model's own message; checks that ``refine_at``/``eval_*``
+    have blocks to act on, that the device exists here, and the run folder.
     """
     from ..models import create
     from ..nn import continuous_blocks
     from ..solvers import get_scheme
 
+    check_model_data(config.model, config.data)
+    options = model_options_for(config)
     try:
         with torch.device("meta"):
-            model = create(config.model, **model_options_for(config))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"model_options.{exc}") from exc
+            model = create(config.model, **options)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise _model_options_error(config.model, options, exc) from exc
     if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
         raise ConfigError(f"decay_scope: 'model' needs a model that names its decayed parameters "
                           f"(weight_decay_parameters(): the graph models); {config.model!r} does not, use 'all'")
@@ -170,9 +199,62 @@ def preflight(config: TrainConfig) -> None:
         get_scheme(config.eval_scheme)
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {config.device} requested but CUDA is not available here")
+    check_device(config.device)
     check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+
+
+def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigError:
+    """``model_options.NAME: ...`` when the model named the option, else the model and its options."""
+    from ..models import model_options
+
+    message = str(exc)
+    head = message.split(":", 1)[0].split("[", 1)[0].strip()
+    if head in options or head in model_options(model):
+        return ConfigError(f"model_options.{message}")
+    return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {message}")
+
+
+def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
+    """A resumed run continues exactly: same options, same epochs unless ``extend`` says otherwise."""
+    saved = info.train_config()
+    check_resume_config(config, saved)
+    if config.epochs < info.epoch:
+        raise ConfigError(f"epochs: the run in {config.out} already completed {info.epoch} epochs, "
+                          f"got epochs={config.epochs}")
+    if config.epochs != saved.epochs and not config.extend:
+        if saved.schedule == "cosine":
+            effect = (f"its cosine schedule is then recomputed to span {config.epochs} epochs, which changes the "
+                      f"learning rate from epoch {info.epoch + 1} on")
+        else:
+            effect = f"its {saved.schedule} schedule does not depend on the length, so only the number of epochs changes"
+        raise ConfigError(
+            f"epochs: the run in {config.out} is set up for {saved.epochs} epochs and --resume continues it exactly; "
+            f"to change it to {config.epochs} epochs add --extend (extend: true): {effect}")
+
+
+def resume_line(config: TrainConfig, info: CheckpointInfo, schedule: LRSchedule) -> str:
+    """What a resumed run announces; an extension names the schedule change in numbers."""
+    saved = info.train_config()
+    text = f"resuming {config.out} after epoch {info.epoch} of {config.epochs}"
+    if config.epochs == saved.epochs:
+        return text
+    step = info.epoch * schedule.steps_per_epoch
+    old = dataclasses.replace(schedule, epochs=saved.epochs)
+    before = old.lrs(max(step - 1, 0))[0]
+    return (f"{text}: extended from {saved.epochs} to {config.epochs} epochs; the {config.schedule} schedule now spans "
+            f"{config.epochs} epochs (lr at epoch {info.epoch + 1}: {schedule.lrs(step)[0]:.4g}, would have been "
+            f"{old.lrs(step)[0]:.4g}; last step's lr {before:.4g})")
+
+
+def stored_config(config: TrainConfig) -> dict:
+    """The config a run stores (``config.yaml``, checkpoints): the run itself, not how it was started."""
+    return config.replace(resume=False, overwrite=False, extend=False).to_dict()
+
+
+def start_run_files(run_dir: Path, config: TrainConfig, history: list[dict]) -> None:
+    """``config.yaml`` and a ``metrics.jsonl`` holding exactly the checkpoint's history."""
+    atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False, extend=False).to_yaml())
+    write_metrics(run_dir, history)
 
 
 def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
@@ -195,10 +277,6 @@ def load_data(config: TrainConfig):
         return data.load(config.data, data_dir=config.data_dir, seed=config.split_seed, **config.data_options)
     except (ValueError, OSError, ImportError) as exc:  # unknown option, missing files, no scikit-learn
         raise ConfigError(f"data: {exc}") from exc
-
-
-def _stored_config(config: TrainConfig) -> dict:
-    return config.replace(resume=False, overwrite=False).to_dict()
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -245,8 +323,12 @@ class Trainer:
 
         threads = torch.get_num_threads()
         if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
+            self.threads = (self.config.threads, "--threads")
+        else:
+            self.threads = default_threads()
+        torch.set_num_threads(self.threads[0])
         self.distributed = setup(self.config.device)
+        self.wall_start = time.perf_counter()
         finished = False
         try:
             with torch.random.fork_rng(devices=[]):
@@ -258,35 +340,47 @@ class Trainer:
             if self.distributed is not None:
                 self.distributed.close(finished=finished)
 
+    def start_line(self, what: str) -> str:
+        """The first line a run prints: what it trains, the device and threads, where it writes."""
+        n, why = self.threads
+        where = f"run folder {self.config.out}" if self.config.out else "not saved (no --out given)"
+        return f"contdepth train: {what}; {self.config.device}, {n} thread{'s' * (n != 1)} ({why}); {where}"
+
     def _run(self) -> RunResult:
+        config = self.config
+        ddp = self.distributed
+        preflight(config)
+        if ddp is not None:
+            ddp.barrier()  # every rank has checked the run folder before rank 0 locks and writes it
+        with contextlib.ExitStack() as stack:
+            run_dir = None
+            if config.out is not None and (ddp is None or ddp.is_main):
+                run_dir = stack.enter_context(locked_run_dir(config.out, overwrite=config.overwrite,
+                                                             resume=config.resume))
+            info = state = None
+            if config.resume:
+                info, state = read_checkpoint(config.out)
+                check_resume(config, info)
+            dataset = self.dataset if self.dataset is not None else load_data(config)
+            if getattr(dataset, "is_graph", False):  # full-batch node classification
+                if ddp is not None:
+                    raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
+                                      "the whole graph), which does not shard over processes; run it without torchrun")
+                from .node import run_node_training
+
+                return run_node_training(self, dataset, info, state, run_dir)
+            return self._run_images(dataset, info, state, run_dir)
+
+    def _run_images(self, dataset, info: CheckpointInfo | None, state: dict | None, run_dir: Path | None) -> RunResult:
         from ..data import derive_seed
         from ..models import create
 
         config = self.config
         ddp = self.distributed
-        preflight(config)
-        local_batch = config.batch_size
-        if ddp is not None:
-            local_batch = ddp.local_batch_size(config.batch_size)
-            ddp.barrier()  # every rank has checked the run folder before rank 0 creates it
-        info = None
-        if config.resume:
-            info, state = read_checkpoint(config.out)
-            check_resume_config(config, info.train_config())
-            if config.epochs < info.epoch:
-                raise ConfigError(f"epochs: the run in {config.out} already completed {info.epoch} epochs, "
-                                  f"got epochs={config.epochs}")
-        dataset = self.dataset if self.dataset is not None else load_data(config)
-        if getattr(dataset, "is_graph", False):  # full-batch node classification
-            if ddp is not None:
-                raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
-                                  "the whole graph), which does not shard over processes; run it without torchrun")
-            from .node import run_node_training
-
-            return run_node_training(self, dataset, info, state if info is not None else None)
         if config.patience is not None:
             raise ConfigError(f"patience: early stopping needs a validation split, which dataset {config.data!r} "
                               "does not have (it is for graph datasets)")
+        local_batch = ddp.local_batch_size(config.batch_size) if ddp is not None else config.batch_size
         options = model_options_for(config, dataset)
         device = ddp.device if ddp is not None else torch.device(config.device)
 
@@ -308,22 +402,24 @@ class Trainer:
             restore_optimizer(optimizer, model, info)
         shard = {} if ddp is None else {"num_replicas": ddp.world_size, "rank": ddp.rank}
         train_batches = dataset.batches("train", local_batch, seed=config.seed, device=device, **shard)
+        schedule = LRSchedule.from_config(config, optimizer, len(train_batches))
+        net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
+        self.log(self.start_line(f"{config.model} on {config.data}, {count_parameters(model):,} parameters, "
+                                 f"{config.epochs} epochs x {len(train_batches)} steps of {config.batch_size}"))
         if ddp is not None:
             self.log(f"data-parallel: {ddp.world_size} processes ({ddp.backend}), global batch "
                      f"{config.batch_size} = {ddp.world_size} x {local_batch} per process, "
                      f"{len(train_batches)} steps per epoch")
-        schedule = LRSchedule.from_config(config, optimizer, len(train_batches))
-        net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
+        if info is not None:
+            self.log(resume_line(config, info, schedule))
 
-        run_dir = None
-        if config.out is not None and (ddp is None or ddp.is_main):
-            run_dir = prepare_run_dir(config.out, overwrite=config.overwrite and not config.resume)
-            atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False).to_yaml())
-            write_metrics(run_dir, history)
+        if run_dir is not None:
+            if info is None:  # epoch 0: from here on the folder is a run that --resume continues
+                save_checkpoint(run_dir, model, optimizer, epoch=0, history=[],
+                                scheduler=schedule.state_dict(0), config=stored_config(config))
+            start_run_files(run_dir, config, history)
 
         elapsed = history[-1]["total_time"] if history else 0.0
-        if start > 0:
-            self.log(f"resuming {run_dir} after epoch {start}")
         for epoch in range(start + 1, config.epochs + 1):
             tic = time.perf_counter()
             refined = epoch in config.refine_at
@@ -337,26 +433,29 @@ class Trainer:
                 ddp.broadcast_buffers(model)
             test_loss, test_acc = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
                                            n_steps=config.eval_n_steps, device=device, distributed=ddp)
-            epoch_time = time.perf_counter() - tic
-            elapsed += epoch_time
             row = {
                 "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                 "test_loss": test_loss, "test_accuracy": test_acc, "lr": lr,
-                **_block_summary(model), "refined": refined, "params": _count(model),
-                "epoch_time": epoch_time, "total_time": elapsed,
+                **block_summary(model), "refined": refined, "params": count_parameters(model),
+                "epoch_time": 0.0, "total_time": 0.0, "threads": torch.get_num_threads(),
                 "world_size": ddp.world_size if ddp is not None else 1,
             }
+            # the epoch's time includes writing its checkpoint: the wall time a user waits for
+            row["epoch_time"] = time.perf_counter() - tic
+            row["total_time"] = elapsed + row["epoch_time"]
             history.append(row)
             if run_dir is not None:
                 append_metrics(run_dir, row)
                 save_checkpoint(run_dir, model, optimizer, epoch=epoch, history=history,
                                 scheduler=schedule.state_dict(epoch * schedule.steps_per_epoch),
-                                config=_stored_config(config))
+                                config=stored_config(config))
+            elapsed += time.perf_counter() - tic
             self.log(_epoch_line(row, config.epochs))
             for callback in self.callbacks:
                 callback(row, model, optimizer)
-        result = RunResult(config=config, model=model, history=history, run_dir=run_dir, num_params=_count(model),
-                           total_time=elapsed)
+        result = RunResult(config=config, model=model, history=history, run_dir=run_dir,
+                           num_params=count_parameters(model), total_time=elapsed,
+                           wall_time=time.perf_counter() - self.wall_start)
         self.log(result.summary())
         return result
 
@@ -368,13 +467,7 @@ class Trainer:
         first_step = (epoch - 1) * steps
         total_loss, correct, count = 0.0, 0, 0
         lr_first = schedule.lrs(first_step)[0]
-        show = not self.quiet and sys.stdout.isatty()
-        progress = None
-        if show:
-            from tqdm import tqdm
-
-            progress = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-        try:
+        with Progress(steps, f"epoch {epoch}/{config.epochs}", enabled=not self.quiet) as progress:
             for k, (xb, yb) in enumerate(batches.epoch_batches(epoch - 1)):
                 schedule.apply(optimizer, first_step + k)
                 logits = model(xb)
@@ -388,19 +481,20 @@ class Trainer:
                     summed, right, n = self.distributed.sum([value * n, right, n])
                     value = summed / n
                 if not math.isfinite(value):
-                    raise FloatingPointError(f"lr: training diverged at epoch {epoch}, step {k + 1} (loss {value}); "
-                                             "try a smaller lr")
+                    raise TrainingDiverged(f"lr: training diverged at epoch {epoch}, step {k + 1} (loss {value}); "
+                                           f"{self.diverged_hint(epoch)}")
                 total_loss += value * n
                 correct += int(right)
                 count += int(n)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%",
-                                         refresh=False)
-        finally:
-            if progress is not None:
-                progress.close()
+                progress.update(1, loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%")
         return total_loss / max(count, 1), correct / max(count, 1), lr_first
+
+    def diverged_hint(self, epoch: int) -> str:
+        """What to do after a divergence, and what is on disk."""
+        if self.config.out is None:
+            return "try a smaller lr"
+        return (f"the last good checkpoint (epoch {epoch - 1}) is in {self.config.out}; try a smaller lr "
+                "(a new run, or --overwrite)")
 
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
@@ -409,14 +503,16 @@ def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = 
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()
 
 
-def _block_summary(model: nn.Module) -> dict:
+def block_summary(model: nn.Module) -> dict:
+    """``n_steps`` and ``n_basis`` of every ContinuousBlock (a metrics row's layout columns)."""
     from ..nn import continuous_blocks
 
     blocks = continuous_blocks(model)
     return {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}
 
 
-def _count(model: nn.Module) -> int:
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
