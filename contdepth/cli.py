@@ -220,13 +220,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         train(config)
     except KeyboardInterrupt:
-        print(f"\ncontdepth train: interrupted{interrupted_advice(config.out)}", file=sys.stderr)
+        print(f"\ncontdepth train: interrupted{interrupted_advice(config.out, config)}", file=sys.stderr)
         return 130
     return 0
 
 
-def interrupted_advice(out: str | None) -> str:
-    """What to do after an interruption, by what is on disk now (so the advice works)."""
+def interrupted_advice(out: str | None, config=None) -> str:
+    """What to do after an interruption, by what is on disk now (so the advice works).
+
+    An interrupted ``--resume --extend`` run is advised to extend again: its checkpoint may
+    still hold the old length.
+    """
     import shlex
 
     from .train.rundir import folder_state
@@ -234,7 +238,8 @@ def interrupted_advice(out: str | None) -> str:
     if out is None:
         return " (nothing was saved: no --out)"
     if folder_state(out) == "run":
-        return f"; continue with: contdepth train --resume --out {shlex.quote(str(out))}"
+        extend = f" --epochs {config.epochs} --extend" if config is not None and config.extend else ""
+        return f"; continue with: contdepth train --resume --out {shlex.quote(str(out))}{extend}"
     return f"; nothing was saved in {out} yet: run the same command again to start over"
 
 

@@ -140,21 +140,42 @@ def test_a_lock_left_by_a_killed_process_is_stale(tmp_path, small_digits):
     assert result.history[-1]["epoch"] == 1
 
 
-def test_two_runs_racing_for_one_folder_never_mix_their_output(tmp_path, small_digits):
-    """The state is checked again under the lock: of two runs that both saw an empty folder, one is refused."""
+def test_two_runs_racing_for_one_folder_never_mix_their_output(tmp_path, small_digits, monkeypatch):
+    """The state is checked again under the lock: a run that saw an empty folder in its preflight,
+    but takes the lock only after another run has finished there, is refused and writes nothing."""
     out = tmp_path / "run"
-    started = []
+    real_acquire = RunLock.acquire
+    other = []
 
-    def second_run(row, model, optimizer):
-        if not started:
-            started.append(True)
-            with pytest.raises(RunDirLocked):
-                train(image_config(out=str(out), seed=1), dataset=small_digits)
+    def acquire_after_another_run(lock):
+        if not other:  # between this run's preflight and its lock, another run uses the folder
+            other.append(True)
+            train(image_config(out=str(out), seed=1), dataset=small_digits)
+        return real_acquire(lock)
 
-    train(image_config(out=str(out)), dataset=small_digits, callbacks=[second_run])
+    monkeypatch.setattr(RunLock, "acquire", acquire_after_another_run)
+    with pytest.raises(ConfigError, match=rf"out: {out} holds a contdepth run; pass --resume"):
+        train(image_config(out=str(out)), dataset=small_digits)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert read_checkpoint(out)[0].train_config().seed == 0
+    assert read_checkpoint(out)[0].train_config().seed == 1  # only the other run's output is there
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_saves(tmp_path, small_digits):
+    out = tmp_path / "run"
+    train(image_config(out=str(out), epochs=1, refine_at=()), dataset=small_digits)
+    before = listing(out)
+    with pytest.raises(ConfigError, match="patience: early stopping needs a validation split"):
+        train(image_config(out=str(out), overwrite=True, patience=3), dataset=small_digits)  # refused after the lock
+    assert listing(out) == before
+
+
+def test_user_files_that_look_like_temporary_files_are_kept(tmp_path, small_digits):
+    out = tmp_path / "run"
+    train(image_config(out=str(out), epochs=1, refine_at=()), dataset=small_digits)
+    (out / ".metrics.jsonl.backup.tmp").write_text("mine")
+    train(image_config(out=str(out), epochs=1, refine_at=(), overwrite=True), dataset=small_digits)
+    assert (out / ".metrics.jsonl.backup.tmp").read_text() == "mine"
 
 
 # --- 3. commands that write files never replace a run's own ----------------------------------------------
@@ -186,7 +207,7 @@ class WritePoints:
             self.count += 1
             if self.count == self.kill_at:
                 if partial_file is not None:  # killed mid-write: a temporary file is left behind
-                    partial_file.with_name(f".{partial_file.name}.k1ll3d.tmp").write_bytes(b"partial")
+                    partial_file.with_name(f".{partial_file.name}.k1ll3d00.tmp").write_bytes(b"partial")
                 raise Killed
 
         def atomic_write_bytes(path, data):
@@ -262,7 +283,7 @@ def test_ctrl_c_advice_works_before_and_after_the_first_checkpoint(tmp_path, mon
     err = capsys.readouterr().err
     assert f"nothing was saved in {out} yet: run the same command again" in err
     assert not out.exists()
-    with monkeypatch.context() as patch:  # Ctrl-C in epoch 2: the advice is --resume, and it works
+    with monkeypatch.context() as patch:  # Ctrl-C in epoch 1: the advice is --resume, and it works
         patch.setattr(node, "node_metrics", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         assert main(argv) == 130
     err = capsys.readouterr().err
@@ -332,5 +353,7 @@ def test_a_graph_run_writes_the_best_state_on_improvement_and_last_at_an_interva
     improvements = sum(1 for row in result.history if row["best_epoch"] == row["epoch"])
     last = [epoch for folder, epoch in saves if folder == "last"]
     assert last == [0, 50, 100, 120]
-    assert len(saves) <= len(last) + 1 + improvements + 1
+    root = [epoch for folder, epoch in saves if folder == "run"]
+    assert set(last) <= set(root)  # the best state is saved with every last/, so it is never behind it
+    assert len(root) <= len(last) + improvements
     assert result.wall_time >= result.total_time > 0

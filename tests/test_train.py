@@ -406,12 +406,12 @@ def test_resume_refuses_changed_options_and_a_missing_run(tmp_path, digits):
         train(tiny(epochs=2, lr=0.2, out=str(out), resume=True), dataset=digits)
     with pytest.raises(ConfigError, match="resume: nothing to resume in"):
         train(tiny(out=str(tmp_path / "none"), resume=True), dataset=digits)
-    (out / ".checkpoint.json.x1y2z3.tmp").write_text("left by a crash mid-write")
+    (out / ".checkpoint.json.x1y2z3ab.tmp").write_text("left by a crash mid-write")
     with pytest.raises(ConfigError, match="epochs: .* set up for 1 epochs and --resume continues it exactly; .* add --extend"):
         train(tiny(epochs=2, out=str(out), resume=True), dataset=digits)
     extended = train(tiny(epochs=2, out=str(out), resume=True, extend=True), dataset=digits)  # announced
     assert [row["epoch"] for row in extended.history] == [1, 2]
-    assert not (out / ".checkpoint.json.x1y2z3.tmp").exists()
+    assert not (out / ".checkpoint.json.x1y2z3ab.tmp").exists()
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------

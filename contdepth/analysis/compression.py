@@ -148,7 +148,7 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
     from ..train import ConfigError, load_checkpoint, save_checkpoint
     from ..train.config import check_device
     from ..train.evaluate import evaluate
-    from ..train.rundir import check_run_dir, locked_run_dir
+    from ..train.rundir import check_run_dir, locked_run_dir, prepare_run_dir
     from ..train.trainer import load_data, train
 
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
@@ -196,6 +196,7 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
             report.accuracy_after = evaluate(compressed, dataset, batch_size, device=device)[1]
         else:
             with locked_run_dir(out, overwrite=overwrite, resume=False):
+                prepare_run_dir(out, overwrite=overwrite)
                 save_checkpoint(out, compressed, None, epoch=info.epoch, history=info.history,
                                 config=config.replace(resume=False, overwrite=False).to_dict())
             report.accuracy_after = report.accuracy_projected

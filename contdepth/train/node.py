@@ -59,7 +59,8 @@ from .checkpoint import CheckpointError, CheckpointInfo, build_model, read_check
 from .config import ConfigError, TrainConfig
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .progress import Progress
-from .rundir import LAST_DIR, append_metrics
+from .checkpoint import CHECKPOINT_JSON
+from .rundir import LAST_DIR, append_metrics, is_contdepth_checkpoint, prepare_run_dir
 from .trainer import (
     RunResult, block_summary, count_parameters, model_options_for, resume_line, start_run_files, stored_config,
     summary_table, time_rows,
@@ -272,6 +273,10 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
             raise ConfigError(f"out: {last_dir} exists and is not a folder")
         last_dir.mkdir(exist_ok=True)
         if info is None:  # epoch 0: last/ first, then the root checkpoint, which makes the folder a resumable run
+            if (last_dir / CHECKPOINT_JSON).exists() and not is_contdepth_checkpoint(last_dir / CHECKPOINT_JSON):
+                raise ConfigError(f"out: {last_dir / CHECKPOINT_JSON} is not a contdepth checkpoint; a graph run keeps "
+                                  "its training state in last/: move it or choose a new --out")
+            prepare_run_dir(run_dir, overwrite=config.overwrite)
             save_last(0)
             save_best(0)
         start_run_files(run_dir, config, history)
@@ -328,8 +333,8 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
                 if improved:  # the best state goes first: resume replays from last/, never ahead of it
                     save_best(epoch)
                 if final or epoch - last_saved >= LAST_EVERY:
-                    if not improved and final:
-                        save_best(epoch)  # the root checkpoint's history and selection state end with the run
+                    if not improved:  # the root checkpoint (epoch, config, history) is never behind last/
+                        save_best(epoch)
                     save_last(epoch)
                     last_saved = epoch
             elapsed += time.perf_counter() - tic

@@ -35,6 +35,8 @@ import datetime
 import errno
 import json
 import os
+import re
+import time
 import socket
 import stat
 from pathlib import Path
@@ -55,17 +57,26 @@ class RunDirLocked(ConfigError):
     """Another live process holds the run folder's lock."""
 
 
+# mkstemp's names for atomic writes: "." + target + "." + 8 characters of [a-z0-9_] + ".tmp"
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
 def is_run_file(name: str) -> bool:
-    """Whether ``name`` is a file a run writes (so ``overwrite`` may remove it)."""
+    """Whether ``name`` is a file a run writes (so ``overwrite`` may remove it).
+
+    Temporary files count only with exactly the names :func:`atomic_write_bytes` gives
+    them, so a user's ``.metrics.jsonl.backup.tmp`` is not mistaken for one.
+    """
     if name in RUN_FILES or TENSOR_FILE.match(name):
         return True
-    if is_temporary_file(name):  # ".metrics.jsonl.abc123.tmp"
-        inner = name[1:].rsplit(".", 2)[0]
+    match = _TEMPORARY.match(name)
+    if match and is_temporary_file(name):
+        inner = match["target"]
         return inner in RUN_FILES or bool(TENSOR_FILE.match(inner))
     return False
 
 
-def _is_contdepth_checkpoint(path: Path) -> bool:
+def is_contdepth_checkpoint(path: Path) -> bool:
     """A regular ``checkpoint.json`` whose ``format`` is contdepth's (a cheap test: the tensors are not read)."""
     from .checkpoint_schema import MAX_JSON_BYTES, read_regular_file
 
@@ -85,7 +96,7 @@ def folder_state(path: str | Path) -> str:
         return "missing"
     if not path.is_dir():
         return "not a folder"
-    if _is_contdepth_checkpoint(path / CHECKPOINT_JSON):
+    if is_contdepth_checkpoint(path / CHECKPOINT_JSON):
         return "run"
     names = [e.name for e in path.iterdir()]
     rest = [n for n in names if n != LOCK_FILE and not _is_own_temporary(n)]
@@ -187,7 +198,7 @@ class RunLock:
                 os.close(fd)
                 raise ConfigError(f"out: {self.path} is not a regular file; remove it to use this folder")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_briefly(fd)
             except OSError as exc:
                 holder = _read_holder(fd)
                 os.close(fd)
@@ -204,8 +215,12 @@ class RunLock:
                 continue
             info = {"kind": _LOCK_KIND, "pid": os.getpid(), "host": socket.gethostname(),
                     "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(info).encode("utf-8"))
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(info).encode("utf-8"))
+            except OSError:
+                os.close(fd)  # never keep a folder locked for the rest of the process
+                raise
             self._fd = fd
             return self
         raise RunDirLocked(f"out: {self.folder}: could not take the run lock {self.path}")
@@ -249,6 +264,20 @@ class RunLock:
         self.release()
 
 
+def _flock_briefly(fd: int) -> None:
+    """``LOCK_EX`` without blocking, retried for about 0.1 s: a status probe (``LOCK_SH``) is momentary."""
+    import fcntl
+
+    for attempt in range(6):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if attempt == 5 or exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            time.sleep(0.02)
+
+
 def _read_holder(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
@@ -263,7 +292,10 @@ def locked_run_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Iterato
     """Create (if needed) and lock ``out`` for one run; yields the folder, ready to write.
 
     The folder's state is checked again under the lock (another run may have started in
-    between) and :func:`prepare_run_dir` clears what must go. If the run fails before
+    between) and leftover temporary files are cleared. An ``overwrite``'s removal of the
+    previous run's files is the caller's, with :func:`prepare_run_dir` right before its
+    first save, so a run refused after this point (bad data, say) leaves the old run whole.
+    If the run fails before
     the folder holds a checkpoint, nothing is left behind: the lock file is removed, and so
     is the folder if this call created it and it is empty.
     """
@@ -283,14 +315,19 @@ def locked_run_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Iterato
         raise
     try:
         check_run_dir(path, overwrite=overwrite, resume=resume, probe_lock=False)
-        prepare_run_dir(path, overwrite=overwrite and not resume)
+        prepare_run_dir(path, overwrite=False)  # an overwritten run's files go only at the first save
         yield path
     finally:
-        saved = folder_state(path) == "run"
-        # Unsaved with other files in the folder: keep the (unlocked) lock file, which marks the
-        # folder as a run stopped before its first checkpoint, so the same command reuses it.
-        keep_marker = not saved and any(e.name != LOCK_FILE for e in path.iterdir())
-        lock.release(remove=not keep_marker)
+        saved = keep_marker = False
+        try:
+            saved = folder_state(path) == "run"
+            # Unsaved with other files in the folder: keep the (unlocked) lock file, which marks the
+            # folder as a run stopped before its first checkpoint, so the same command reuses it.
+            keep_marker = not saved and any(e.name != LOCK_FILE for e in path.iterdir())
+        except OSError:
+            pass
+        finally:
+            lock.release(remove=not keep_marker)
         if created and not saved:
             _remove_if_empty(path)
 
@@ -310,12 +347,15 @@ def prepare_run_dir(out: str | Path, *, overwrite: bool) -> Path:
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     clear = overwrite or folder_state(path) == "unsaved"
-    for folder in (path, path / LAST_DIR):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
+    last = path / LAST_DIR
+    folders = [(path, True)]
+    if last.is_dir() and not last.is_symlink():
+        # a graph run's last/ (its checkpoint is contdepth's); a user's own folder called last keeps its files
+        folders.append((last, is_contdepth_checkpoint(last / CHECKPOINT_JSON)))
+    for folder, owned in folders:
         for entry in folder.iterdir():
             if entry.is_file() and not entry.is_symlink() and is_run_file(entry.name) and (
-                    clear or is_temporary_file(entry.name)):
+                    is_temporary_file(entry.name) or (clear and owned)):
                 entry.unlink()
     if clear:
         _remove_if_empty(path / LAST_DIR)

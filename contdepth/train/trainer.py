@@ -63,7 +63,7 @@ from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_device, c
 from .evaluate import evaluate
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .progress import Progress, default_threads, format_seconds
-from .rundir import CONFIG_FILE, append_metrics, check_run_dir, locked_run_dir, write_metrics
+from .rundir import CONFIG_FILE, append_metrics, check_run_dir, locked_run_dir, prepare_run_dir, write_metrics
 
 Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
 DATA_OPTIONS = ("in_channels", "num_classes", "image_size",  # filled in from the dataset
@@ -340,6 +340,14 @@ class Trainer:
             if self.distributed is not None:
                 self.distributed.close(finished=finished)
 
+    def _resume_threads(self, info: CheckpointInfo) -> None:
+        """Without ``--threads``, a resumed run takes the thread count its epochs had: bitwise results depend on it."""
+        rows = info.history
+        used = rows[-1].get("threads") if rows and isinstance(rows[-1], dict) else None
+        if self.config.threads is None and isinstance(used, int) and not isinstance(used, bool) and 1 <= used <= 4096:
+            torch.set_num_threads(used)
+            self.threads = (used, "as the run's last epoch")
+
     def start_line(self, what: str) -> str:
         """The first line a run prints: what it trains, the device and threads, where it writes."""
         n, why = self.threads
@@ -361,6 +369,7 @@ class Trainer:
             if config.resume:
                 info, state = read_checkpoint(config.out)
                 check_resume(config, info)
+                self._resume_threads(info)
             dataset = self.dataset if self.dataset is not None else load_data(config)
             if getattr(dataset, "is_graph", False):  # full-batch node classification
                 if ddp is not None:
@@ -415,6 +424,7 @@ class Trainer:
 
         if run_dir is not None:
             if info is None:  # epoch 0: from here on the folder is a run that --resume continues
+                prepare_run_dir(run_dir, overwrite=config.overwrite)
                 save_checkpoint(run_dir, model, optimizer, epoch=0, history=[],
                                 scheduler=schedule.state_dict(0), config=stored_config(config))
             start_run_files(run_dir, config, history)
