@@ -205,7 +205,7 @@ print(json.dumps([name for name in names if "gloo" in name]))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists the process's threads through /proc")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists the process's threads through /proc, which only Linux has")
 def test_leaving_the_group_ends_its_gloo_threads():
     """After close() no gloo worker thread is left to free a tensor while Python shuts down.
 

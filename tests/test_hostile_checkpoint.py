@@ -411,7 +411,7 @@ def _unblock_after(path: Path, seconds: float) -> threading.Timer:
     return timer
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo is not available on this platform (Windows), so no FIFO can stand in for a file")
 @pytest.mark.parametrize("which", ["tensors", "checkpoint.json"])
 def test_a_fifo_in_place_of_a_checkpoint_file_is_refused_not_waited_on(run, which):
     name = description(run)["tensors"] if which == "tensors" else "checkpoint.json"

@@ -139,7 +139,7 @@ def test_an_unusable_device_is_refused_before_the_checkpoint_is_read(run_dir, tm
                                                                      command, device):
     extra = {"eval": [], "analyze": ["--no-plots", "--out", str(tmp_path / "an")],
              "compress": ["--n-basis", "1", "--out", str(tmp_path / "small")]}[command]
-    one_line_error(capsys, [command, str(run_dir), "--device", device, *extra], f"device: ")
+    one_line_error(capsys, [command, str(run_dir), "--device", device, *extra], "device: ")
 
 
 @pytest.mark.parametrize("device", ["nosuch", "cuda:99"])

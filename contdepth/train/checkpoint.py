@@ -39,14 +39,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint_schema import (
+    MAX_JSON_BYTES, CheckpointError, check_description, check_hyperparameters_agree, check_model_options,
+    check_optimizer_state, check_state_matches, check_tensor_names, parse_json, read_regular_file,
+)
+
 CHECKPOINT_JSON = "checkpoint.json"
 TENSOR_FILE = re.compile(r"^checkpoint-(\d+)\.safetensors$")
 FORMAT = "contdepth-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, malformed or inconsistent; the message names the file."""
 
 
 # --- atomic files -------------------------------------------------------------------------------
@@ -268,7 +269,6 @@ def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torc
     Returns the description and the model's ``state_dict`` tensors (``model.`` prefix
     removed). Raises :class:`CheckpointError` naming the file for anything unexpected.
     """
-    from .checkpoint_schema import MAX_JSON_BYTES, check_description, check_tensor_names, parse_json, read_regular_file
 
     path = _checkpoint_json(run_dir)
     info = parse_json(read_regular_file(path, "a checkpoint description", MAX_JSON_BYTES), path)
@@ -321,7 +321,6 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Modu
     and loaded (strict). So options or a layout that do not describe the stored tensors
     (``alpha: 1000000`` next to a small file) fail before the allocation they would size.
     """
-    from .checkpoint_schema import check_model_options, check_state_matches
 
     check_model_options(info.model_options, state, info.path)
     skeleton = _rebuild(info, state, torch.device("meta"))
@@ -382,7 +381,6 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, info: 
     and dtype, so a tampered file cannot change a run's momentum or slip in a tensor that
     would broadcast.
     """
-    from .checkpoint_schema import check_hyperparameters_agree, check_optimizer_state
     from .optim import group_names
 
     saved = info.optimizer

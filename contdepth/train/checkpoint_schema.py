@@ -36,8 +36,16 @@ from typing import Mapping, NoReturn
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
 from .optim import SECOND_MOMENT_KEYS
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed or inconsistent; the message names the file.
+
+    Defined here, below :mod:`contdepth.train.checkpoint` (which re-exports it), so that the
+    checks import nothing from the module that uses them.
+    """
+
 
 # A description with a few thousand epochs of history is well under a megabyte.
 MAX_JSON_BYTES = 64 * 2**20

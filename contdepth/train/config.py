@@ -77,6 +77,13 @@ def check_device(device: object, name: str = "device", *, available: bool = True
     return device  # type: ignore[return-value]
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: a file there means nothing below it can be created."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> Path:
     """Refuse an output path that cannot be created, before any work.
 
@@ -90,9 +97,7 @@ def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> P
             raise ConfigError(f"{name}: {path} exists and is not a folder")
         if not folder and path.is_dir():
             raise ConfigError(f"{name}: {path} is a folder; give the path of a file to write")
-    ancestor = path if folder and path.is_dir() else path.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = path if folder and path.is_dir() else nearest_existing(path.absolute().parent)
     if not ancestor.is_dir():
         raise ConfigError(f"{name}: {path} cannot be created: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -49,25 +49,24 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_JSON, CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint,
+)
 from .config import ConfigError, TrainConfig
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .progress import Progress
-from .checkpoint import CHECKPOINT_JSON
 from .rundir import LAST_DIR, append_metrics, is_contdepth_checkpoint, prepare_run_dir
-from .trainer import (
-    RunResult, block_summary, count_parameters, model_options_for, resume_line, start_run_files, stored_config,
-    summary_table, time_rows,
+from .runs import (
+    RunResult, TrainingDiverged, TrainingSession, block_summary, count_parameters, model_options_for, resume_line,
+    start_run_files, stored_config, summary_table, time_rows,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
 
 LAST_EVERY = 50  # epochs between saves of last/ (and at the end); resume replays at most this many
 SPLITS = ("train", "val", "test")
@@ -206,7 +205,7 @@ def _check_labels(dataset) -> None:
             raise ConfigError(f"data: the {split} mask of dataset {dataset.name!r} includes unlabelled nodes")
 
 
-def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
+def run_node_training(trainer: TrainingSession, dataset, info: CheckpointInfo | None,
                       best_state: dict[str, torch.Tensor] | None, run_dir: Path | None = None) -> "NodeRunResult":
     """The graph loop of :meth:`Trainer.run` (see the module docstring).
 
@@ -305,8 +304,6 @@ def run_node_training(trainer: "Trainer", dataset, info: CheckpointInfo | None,
             optimizer.step()
             train_loss = float(loss.detach())
             if not math.isfinite(train_loss):
-                from .trainer import TrainingDiverged
-
                 where = (f"the last saved state (epoch {last_saved}) is in {last_dir}; " if last_dir is not None
                          else "")
                 raise TrainingDiverged(f"lr: training diverged at epoch {epoch} (loss {train_loss}); {where}"

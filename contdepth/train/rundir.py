@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .checkpoint import CHECKPOINT_JSON, FORMAT, TENSOR_FILE, CheckpointError, atomic_write_text, is_temporary_file
-from .config import ConfigError
+from .checkpoint_schema import MAX_JSON_BYTES, read_regular_file
+from .config import ConfigError, nearest_existing
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -78,8 +79,6 @@ def is_run_file(name: str) -> bool:
 
 def is_contdepth_checkpoint(path: Path) -> bool:
     """A regular ``checkpoint.json`` whose ``format`` is contdepth's (a cheap test: the tensors are not read)."""
-    from .checkpoint_schema import MAX_JSON_BYTES, read_regular_file
-
     if not path.exists():
         return False
     try:  # non-blocking and regular files only: a FIFO named checkpoint.json must not hang us
@@ -109,14 +108,6 @@ def _is_own_temporary(name: str) -> bool:
     return is_temporary_file(name) and is_run_file(name)
 
 
-def _blocking_file(path: Path) -> Path | None:
-    """The first ancestor of ``path`` that exists and is not a folder (``path`` cannot be created then)."""
-    for parent in reversed(path.absolute().parents):
-        if parent.exists() and not parent.is_dir():
-            return parent
-    return None
-
-
 def check_run_dir(out: str | Path | None, *, overwrite: bool, resume: bool, probe_lock: bool = True,
                   resumable: bool = True) -> None:
     """Raise :class:`ConfigError` (naming ``out``) if the folder cannot be used as asked.
@@ -128,8 +119,8 @@ def check_run_dir(out: str | Path | None, *, overwrite: bool, resume: bool, prob
     if out is None:
         return
     path = Path(out)
-    blocker = _blocking_file(path)
-    if blocker is not None:
+    blocker = nearest_existing(path.absolute().parent)
+    if not blocker.is_dir():  # a file on the way: the folder cannot be created
         raise ConfigError(f"out: {path} cannot be a folder: {blocker} is a file")
     state = folder_state(path)
     if state == "not a folder":
@@ -187,7 +178,6 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        import fcntl
 
         for _ in range(100):
             try:
@@ -203,8 +193,7 @@ class RunLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise RunDirLocked(f"out: {self.folder} is in use by another contdepth run ({holder}); wait for "
-                                       "it to end or choose another --out") from None
+                    raise self._in_use(holder) from None
                 raise
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
@@ -225,6 +214,10 @@ class RunLock:
             return self
         raise RunDirLocked(f"out: {self.folder}: could not take the run lock {self.path}")
 
+    def _in_use(self, holder: str) -> RunDirLocked:
+        return RunDirLocked(f"out: {self.folder} is in use by another contdepth run ({holder}); wait for it to end "
+                            "or choose another --out")
+
     def probe(self) -> None:
         """Raise :class:`RunDirLocked` if a live process holds the lock (takes nothing, creates nothing)."""
         import fcntl
@@ -239,8 +232,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
-                raise RunDirLocked(f"out: {self.folder} is in use by another contdepth run ({_read_holder(fd)}); "
-                                   "wait for it to end or choose another --out") from None
+                raise self._in_use(_read_holder(fd)) from None
         finally:
             os.close(fd)
 

@@ -45,127 +45,31 @@ Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
-    CheckpointError, CheckpointInfo, atomic_write_text, build_model, read_checkpoint, restore_optimizer, save_checkpoint,
-)
+from .checkpoint import CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_device, check_model_data
 from .evaluate import evaluate
+from .node import run_node_training
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
-from .progress import Progress, default_threads, format_seconds
-from .rundir import CONFIG_FILE, append_metrics, check_run_dir, locked_run_dir, prepare_run_dir, write_metrics
+from .progress import Progress, default_threads
+from .rundir import append_metrics, check_run_dir, locked_run_dir, prepare_run_dir
+from .runs import (
+    Callback, RunResult, TrainingDiverged, block_summary, count_parameters, epoch_line, model_options_for, resume_line,
+    start_run_files, stored_config,
+)
 
-Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
-DATA_OPTIONS = ("in_channels", "num_classes", "image_size",  # filled in from the dataset
-                "in_features", "num_nodes")
-
-
-class TrainingDiverged(ConfigError, FloatingPointError):
-    """The loss became NaN or infinite; the message says where and what is left on disk."""
-
-
-@dataclass
-class RunResult:
-    """What a run produced (the model is the trained one, in train mode).
-
-    ``total_time`` is the training time over every session of the run (epochs including
-    their checkpoint writes); ``wall_time`` is this call's wall clock, start-up included.
-    """
-
-    config: TrainConfig
-    model: nn.Module
-    history: list[dict]
-    run_dir: Path | None
-    num_params: int
-    total_time: float
-    wall_time: float = math.nan
-    final_test_accuracy: float = field(init=False)
-    best_test_accuracy: float = field(init=False)
-    best_epoch: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.history:
-            last = self.history[-1]
-            best = max(self.history, key=lambda row: (row["test_accuracy"], -row["epoch"]))
-            self.final_test_accuracy = last["test_accuracy"]
-            self.best_test_accuracy, self.best_epoch = best["test_accuracy"], best["epoch"]
-        else:
-            self.final_test_accuracy = self.best_test_accuracy = math.nan
-            self.best_epoch = 0
-
-    def summary(self) -> str:
-        """The table printed at the end of a run."""
-        last = self.history[-1] if self.history else {}
-        rows = [
-            ("run", str(self.run_dir) if self.run_dir else "(not saved)"),
-            ("model", f"{self.config.model} on {self.config.data}"),
-            ("epochs", str(last.get("epoch", 0))),
-            ("final test accuracy", f"{100 * self.final_test_accuracy:.2f}%  (loss {last.get('test_loss', math.nan):.4f})"),
-            ("best test accuracy", f"{100 * self.best_test_accuracy:.2f}%  (epoch {self.best_epoch})"),
-            *time_rows(self),
-            ("parameters", f"{self.num_params:,}"),
-        ]
-        return summary_table(rows, last)
-
-
-def time_rows(result: RunResult) -> list[tuple[str, str]]:
-    """``training time`` (all sessions, checkpoints included) and this call's ``wall time``."""
-    long = f" ({format_seconds(result.total_time)})" if result.total_time >= 60 else ""
-    rows = [("training time", f"{result.total_time:.1f} s{long}")]
-    if math.isfinite(result.wall_time):
-        rows.append(("wall time", f"{result.wall_time:.1f} s (this session, start-up included)"))
-    return rows
-
-
-def summary_table(rows: list[tuple[str, str]], row: dict) -> str:
-    """The end-of-run table: ``rows`` plus the block layout of the metrics ``row``, aligned."""
-    if row.get("n_basis"):
-        rows = [*rows, ("n_basis / n_steps", f"{row['n_basis']} / {row['n_steps']}")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 # --- preflight ---------------------------------------------------------------------------------------
-def model_options_for(config: TrainConfig, dataset=None) -> dict:
-    """The model's options: ``config.model_options`` plus what the dataset determines.
-
-    ``in_channels``, ``num_classes`` (and ``image_size`` for models that take it) come from
-    ``dataset``; for a graph dataset (``is_graph``) ``in_features``, ``num_classes`` and
-    ``num_nodes``. Without one, placeholders (1 channel or feature, 10 classes, 8 pixels,
-    1 node) stand in, for a dry build. Given explicitly, they must agree with the dataset.
-    """
-    from ..models import model_options
-
-    accepted = model_options(config.model)
-    options = dict(config.model_options)
-    if dataset is None:
-        derived = {"in_channels": 1, "num_classes": 10, "image_size": 8, "in_features": 1, "num_nodes": 1}
-    elif getattr(dataset, "is_graph", False):
-        derived = {"in_features": dataset.num_features, "num_classes": dataset.num_classes,
-                   "num_nodes": dataset.num_nodes}
-    else:
-        h, w = dataset.image_size
-        derived = {"in_channels": dataset.channels, "num_classes": dataset.num_classes,
-                   "image_size": h if h == w else None}
-    for key in DATA_OPTIONS:
-        if key not in accepted or derived.get(key) is None:
-            continue
-        if key not in options:
-            options[key] = derived[key]
-        elif dataset is not None and options[key] != derived[key]:
-            raise ConfigError(f"model_options.{key}: dataset {config.data!r} has {key}={derived[key]}, "
-                              f"but {options[key]!r} was given")
-    return options
 
 
 def preflight(config: TrainConfig) -> None:
@@ -230,31 +134,6 @@ def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
         raise ConfigError(
             f"epochs: the run in {config.out} is set up for {saved.epochs} epochs and --resume continues it exactly; "
             f"to change it to {config.epochs} epochs add --extend (extend: true): {effect}")
-
-
-def resume_line(config: TrainConfig, info: CheckpointInfo, schedule: LRSchedule) -> str:
-    """What a resumed run announces; an extension names the schedule change in numbers."""
-    saved = info.train_config()
-    text = f"resuming {config.out} after epoch {info.epoch} of {config.epochs}"
-    if config.epochs == saved.epochs:
-        return text
-    step = info.epoch * schedule.steps_per_epoch
-    old = dataclasses.replace(schedule, epochs=saved.epochs)
-    before = old.lrs(max(step - 1, 0))[0]
-    return (f"{text}: extended from {saved.epochs} to {config.epochs} epochs; the {config.schedule} schedule now spans "
-            f"{config.epochs} epochs (lr at epoch {info.epoch + 1}: {schedule.lrs(step)[0]:.4g}, would have been "
-            f"{old.lrs(step)[0]:.4g}; last step's lr {before:.4g})")
-
-
-def stored_config(config: TrainConfig) -> dict:
-    """The config a run stores (``config.yaml``, checkpoints): the run itself, not how it was started."""
-    return config.replace(resume=False, overwrite=False, extend=False).to_dict()
-
-
-def start_run_files(run_dir: Path, config: TrainConfig, history: list[dict]) -> None:
-    """``config.yaml`` and a ``metrics.jsonl`` holding exactly the checkpoint's history."""
-    atomic_write_text(run_dir / CONFIG_FILE, config.replace(resume=False, overwrite=False, extend=False).to_yaml())
-    write_metrics(run_dir, history)
 
 
 def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
@@ -375,8 +254,6 @@ class Trainer:
                 if ddp is not None:
                     raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
                                       "the whole graph), which does not shard over processes; run it without torchrun")
-                from .node import run_node_training
-
                 return run_node_training(self, dataset, info, state, run_dir)
             return self._run_images(dataset, info, state, run_dir)
 
@@ -511,31 +388,6 @@ def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = 
           model: nn.Module | None = None) -> RunResult:
     """Run ``config`` (see :class:`Trainer`); a graph dataset (``is_graph``) runs :mod:`contdepth.train.node`."""
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()
-
-
-def block_summary(model: nn.Module) -> dict:
-    """``n_steps`` and ``n_basis`` of every ContinuousBlock (a metrics row's layout columns)."""
-    from ..nn import continuous_blocks
-
-    blocks = continuous_blocks(model)
-    return {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def epoch_line(row: dict, epochs: int, evaluation: str, duration: str) -> str:
-    """One printed epoch: position, train loss/accuracy, ``evaluation``, lr, steps, ``duration``."""
-    width = len(str(epochs))
-    text = (f"epoch {row['epoch']:>{width}}/{epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{100 * row['train_accuracy']:6.2f}%  {evaluation}  lr {row['lr']:.4g}")
-    if row.get("n_steps"):
-        text += f"  steps {row['n_steps']}"
-    if row.get("refined"):
-        text += " (refined)"
-    return text + f"  {duration}"
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
