@@ -5,9 +5,10 @@ contdepth makes the continuous view first-class: depth-dependent weights in a ba
 any explicit Runge-Kutta or multistep scheme, exact refinement and projection.
 """
 
-from . import analysis, basis, data, export, models, nn, solvers, train
+from . import analysis, basis, data, experiment, export, models, nn, solvers, train
 from .analysis import ManifestationReport, analyze_manifestations, compress, resnet_as_continuous
 from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
+from .experiment import ExperimentSpec, run_experiment, write_report
 from .export import StaticBlock, freeze
 from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, adaptive_depth
 from .solvers import (
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveDepth", "ManifestationReport", "StaticBlock", "adaptive_depth", "analyze_manifestations", "compress",
-    "freeze", "resnet_as_continuous",
+    "freeze", "resnet_as_continuous", "ExperimentSpec", "run_experiment", "write_report",
     "AdamsBashforth", "ButcherTableau", "CoefficientMap", "ContinuousBlock", "DepthBasis", "IntegrationStats",
     "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
     "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",

@@ -1,4 +1,5 @@
-"""The ``contdepth`` command: ``train``, ``eval``, ``analyze``, ``compress``, ``export`` and ``demo``.
+"""The ``contdepth`` command: ``train``, ``eval``, ``analyze``, ``compress``, ``export``, ``experiment``,
+``report`` and ``demo``.
 
     contdepth train --model continuousnet --data digits --epochs 12 --alpha 8 --n-basis 1 \\
         --refine-at 4 8 --out runs/digits
@@ -10,6 +11,8 @@
     contdepth analyze runs/digits                                # convergence orders, invariance, plots
     contdepth compress runs/digits --n-basis 1 --finetune-epochs 2 --out runs/digits-small
     contdepth export runs/digits --scheme rk4 --n-steps 4 --format onnx --out digits.onnx --check
+    contdepth experiment experiments/refinement.yaml --out runs/refinement   # seeds x arms, resumable
+    contdepth report runs/refinement --out experiments/results/refinement
     contdepth demo
 
 Every ``train`` option is a :class:`~contdepth.train.TrainConfig` field (``--refine-at`` for
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -88,7 +92,10 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--data-dir", help="folder holding the dataset's files")
     g.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
                    help="dataset loader option, e.g. test_fraction=0.25; repeatable")
-    g.add_argument("--split-seed", type=int, help="seed of the train/test split (digits)")
+    g.add_argument("--split-seed", type=int, help="seed of the train/test split (digits) and the validation draw")
+    g.add_argument("--validation-size", type=int,
+                   help="hold out this many train images as a validation split, evaluated every epoch (0: none)")
+    g.add_argument("--train-size", type=int, help="train on only this many train images (a seeded random subset)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="training epochs, numbered from 1")
     g.add_argument("--batch-size", type=int, help="training batch (the global batch under torchrun)")
@@ -173,7 +180,7 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
     from .train.checkpoint import read_checkpoint
     from .train.config import TrainConfig
 
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func", "argv")}
     overrides: dict[str, Any] = {}
     model_options: dict[str, Any] = {}
     data_options: dict[str, Any] = {}
@@ -617,6 +624,51 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("experiment", help="run an experiment spec: arms x seeds, resumable, then its report",
+                       description="Train every (arm, seed) of SPEC as a run folder under --out, run the "
+                                   "after-training steps and write the report. The same command again skips "
+                                   "finished runs and resumes interrupted ones.")
+    p.add_argument("spec", metavar="SPEC", help="experiment spec (YAML: base, seeds, arms, comparisons)")
+    p.add_argument("--out", required=True, help="experiment folder (created; an existing one must hold this spec)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the whole suite, shared by the workers (default: the free cores)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--data-dir", default=None, help="folder of the dataset's files, for every run")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentSpec, run_experiment
+
+    spec = ExperimentSpec.from_yaml(args.spec)
+    run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
+                   data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet,
+                   command=" ".join(["contdepth", *map(shlex.quote, args.argv)]))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("report", help="statistics of an experiment folder: report.md, summary.json, plots",
+                       description="Paired comparisons over seeds with 95 %% t-intervals, from the finished runs "
+                                   "of an experiment folder (unfinished runs are listed, not counted).")
+    p.add_argument("run", metavar="DIR", help="experiment folder (the --out of contdepth experiment)")
+    p.add_argument("--out", default=None, help="where to write the report (default: DIR)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    p.add_argument("--quiet", action="store_true", help="do not print the report")
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .experiment import write_report
+
+    write_report(args.run, out=args.out, plots=not args.no_plots, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -631,13 +683,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(sub).set_defaults(func=_cmd_compress)
     _add_analyze(sub).set_defaults(func=_cmd_analyze)
     _add_export(sub).set_defaults(func=_cmd_export)
+    _add_experiment(sub).set_defaults(func=_cmd_experiment)
+    _add_report(sub).set_defaults(func=_cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``contdepth`` console script; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command as given, for the records that name it (contdepth experiment)
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as exc:
@@ -650,7 +706,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"contdepth {args.command}: error: {os_error_message(exc, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ncontdepth {args.command}: interrupted", file=sys.stderr)
+        advice = ""
+        if args.command == "experiment":
+            advice = ("; finished runs are kept and the interrupted one resumes from its last epoch: run "
+                      f"the same command again ({' '.join(['contdepth', *map(shlex.quote, args.argv)])})")
+        print(f"\ncontdepth {args.command}: interrupted{advice}", file=sys.stderr)
         return 130
 
 

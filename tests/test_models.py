@@ -125,3 +125,26 @@ def test_resnet_has_independent_units():
     w = [u[2].weight for u in model.stages[2][1].units]
     assert not torch.allclose(w[0], w[1])
     assert set(available_models()) >= {"continuousnet", "resnet", "lm_resnet", "continuous_mlp"}
+
+
+def test_projection_stitch_is_a_strided_1x1_convolution_and_the_identity_where_nothing_changes():
+    from torch import nn
+
+    from contdepth.analysis import resnet_as_continuous
+    from contdepth.models.layers import ProjectionStitch, Stitch
+
+    torch.manual_seed(0)
+    residual = create("continuousnet", in_channels=1, alpha=4, n_basis=2)
+    projection = create("continuousnet", in_channels=1, alpha=4, n_basis=2, stitch="projection")
+    assert all(isinstance(stage[0], Stitch) for stage in residual.stages)
+    assert isinstance(projection.stages[0][0], nn.Identity)  # alpha -> alpha at stride 1: nothing to do
+    assert all(isinstance(stage[0], ProjectionStitch) and stage[0].conv.kernel_size == (1, 1)
+               and stage[0].conv.stride == (2, 2) for stage in projection.stages[1:])
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(projection) < count(residual)
+    x = torch.randn(3, 1, 28, 28)
+    assert projection(x).shape == (3, 10)
+    resnet = create("resnet", in_channels=1, alpha=4, n_units=2, stitch="projection").eval()
+    assert torch.equal(resnet_as_continuous(resnet)(x), resnet(x))  # the ODE reading keeps the stitch
+    with pytest.raises(ValueError, match="stitch: must be one of residual, projection"):
+        create("continuousnet", stitch="pool")

@@ -176,7 +176,7 @@ def test_patience_needs_a_validation_split():
     from contdepth import data as datasets
 
     digits = datasets.load("digits", seed=0)
-    with pytest.raises(ConfigError, match="patience: early stopping needs a validation split"):
+    with pytest.raises(ConfigError, match="patience: early stopping is for graph datasets"):
         train(TrainConfig(model="continuous_mlp", data="digits", epochs=1, patience=3, quiet=True), dataset=digits)
 
 
@@ -216,7 +216,7 @@ def test_cli_gcde_eval_table_and_resume(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--patience", "0"], "patience: must be an integer >= 1"),
     (["--data", "digits", "--model", "continuous_mlp", "--patience", "3"],
-     "patience: early stopping needs a validation split"),
+     "patience: early stopping is for graph datasets"),
     (["--model-option", "hiden=3"], "model_options.hiden: not an option of model 'gcn'"),
     (["--model-option", "dropout=1.5"], "dropout"),
     (["--optimizer", "adagrad"], "optimizer: must be one of sgd, adam, adamw"),

@@ -164,7 +164,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_saves(tmp_path, small_dig
     out = tmp_path / "run"
     train(image_config(out=str(out), epochs=1, refine_at=()), dataset=small_digits)
     before = listing(out)
-    with pytest.raises(ConfigError, match="patience: early stopping needs a validation split"):
+    with pytest.raises(ConfigError, match="patience: early stopping is for graph datasets"):
         train(image_config(out=str(out), overwrite=True, patience=3), dataset=small_digits)  # refused after the lock
     assert listing(out) == before
 

@@ -20,7 +20,8 @@ def _figure_class():
     return Figure
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A matplotlib ``Figure`` as PNG bytes (110 dpi, tight box): one look for every plot contdepth writes."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return buffer.getvalue()
@@ -84,7 +85,7 @@ def plot_errors(report: ManifestationReport) -> bytes:
     fig.suptitle(f"{report.model}: error against {report.reference} "
                  "(dashed: slope -order of the scheme; hollow: not fitted)",
                  fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_accuracy(report: ManifestationReport) -> bytes:
@@ -106,7 +107,7 @@ def plot_accuracy(report: ManifestationReport) -> bytes:
     ax.set_title(f"{report.model}: accuracy by manifestation (spread {100 * report.invariance['spread']:.2f} points)",
                  fontsize=9)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def check_matplotlib() -> None:

@@ -75,12 +75,13 @@ def resnet_as_continuous(model: nn.Module) -> nn.Module:
     first = next(model.parameters())
     conv = model.stem[0]
     alpha = conv.out_channels
-    widen = model.stages[0][0].shortcut.out_channels // alpha
+    widen = model.head.linear.in_features // (4 * alpha)  # the last stage is 4 * alpha * widen wide
     n_units = [len(stage.units) for stage in stages]
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; keep the caller's RNG as it was
         net = create("continuousnet", in_channels=conv.in_channels, num_classes=model.head.linear.out_features,
                      alpha=alpha, widen=widen, n_basis=n_units, basis="piecewise_constant", scheme="euler",
-                     norm=_norm_name(model.stem[1]), eps=float(model.stages[0][0].eps))
+                     norm=_norm_name(model.stem[1]), eps=float(getattr(model.stages[0][0], "eps", 1.0)),
+                     stitch=model.stitch)
     net.to(dtype=first.dtype, device=first.device)
     scaled = [_last_linear_layer(stage.units[0]) + "." for stage in stages]
 

@@ -10,7 +10,7 @@
 """
 
 from .cifar import load_cifar10, load_cifar100
-from .dataset import Dataset, channel_stats, make_dataset
+from .dataset import Dataset, channel_stats, hold_out, make_dataset
 from .digits import load_digits
 from .graph import GraphDataset, load_cora, load_karate, make_graph_dataset, read_cora
 from .idx import FASHION_MNIST_DEFAULT_DIR, load_fashion_mnist, load_mnist, parse_idx, read_idx
@@ -20,7 +20,7 @@ from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_load, safe
 
 __all__ = [
     "FASHION_MNIST_DEFAULT_DIR", "Augment", "Batches", "Dataset", "GraphDataset", "RestrictedUnpickler",
-    "UnsafePickleError", "augment_batch", "available_datasets", "channel_stats", "derive_seed", "is_graph_dataset",
+    "UnsafePickleError", "augment_batch", "available_datasets", "channel_stats", "derive_seed", "hold_out", "is_graph_dataset",
     "iterate", "load", "load_cifar10", "load_cifar100", "load_cora", "load_digits", "load_fashion_mnist", "load_karate",
     "load_mnist", "make_dataset", "make_generator", "make_graph_dataset", "normalize", "parse_idx", "read_cora", "read_idx",
     "register_dataset", "safe_load", "safe_load_path",

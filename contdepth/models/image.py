@@ -10,8 +10,8 @@ from torch import nn
 from ..basis import available_bases
 from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, get_scheme
-from .layers import (Head, Stitch, NORMS, check_block_size, check_choice, check_flag, check_number, check_positive_int,
-                     per_stage, residual_rate, stem)
+from .layers import (Head, NORMS, STITCHES, check_block_size, check_choice, check_flag, check_number, check_positive_int,
+                     make_stitch, per_stage, residual_rate, stem)
 from .registry import register_model
 
 STRIDES = (1, 2, 2)
@@ -27,16 +27,18 @@ def _widths(alpha: int, widen: int) -> tuple[int, int, int]:
 class StagedNet(nn.Module):
     """Stem, three (stitch, body) stages, head: the topology ContinuousNet and ResNet share.
 
-    ``make_body(stage, width)`` builds what follows each stage's stitch.
+    ``make_body(stage, width)`` builds what follows each stage's stitch; ``stitch`` is the
+    kind of stitch (:data:`~contdepth.models.layers.STITCHES`).
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, norm: str, eps: float,
-                 make_body: Callable[[int, int], nn.Module]) -> None:
+                 make_body: Callable[[int, int], nn.Module], stitch: str = "residual") -> None:
         super().__init__()
+        self.stitch = stitch
         self.stem = stem(in_channels, alpha, norm)
         stages, previous = [], alpha
         for i, (width, stride) in enumerate(zip(_widths(alpha, widen), STRIDES)):
-            stages.append(nn.Sequential(Stitch(previous, width, stride, norm, eps), make_body(i, width)))
+            stages.append(nn.Sequential(make_stitch(stitch, previous, width, stride, norm, eps), make_body(i, width)))
             previous = width
         self.stages = nn.Sequential(*stages)
         self.head = Head(previous, num_classes, norm)
@@ -55,7 +57,7 @@ class ContinuousNet(StagedNet):
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_basis: tuple[int, ...],
                  basis: str, scheme: str, n_steps: tuple[int, ...] | None, norm: str, eps: float,
-                 checkpoint: bool) -> None:
+                 checkpoint: bool, stitch: str = "residual") -> None:
         def block(i: int, width: int) -> ContinuousBlock:
             return ContinuousBlock(
                 residual_rate(width, norm), basis=basis, n_basis=n_basis[i], scheme=scheme,
@@ -63,15 +65,19 @@ class ContinuousNet(StagedNet):
             )
 
         super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
-                         eps=eps, make_body=block)
+                         eps=eps, make_body=block, stitch=stitch)
 
 
 @register_model("continuousnet")
 def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
                   n_basis: int | list[int] = 2, basis: str = "piecewise_constant", scheme: str = "euler",
                   n_steps: int | list[int] | None = None, norm: str = "batch", eps: float = 1.0,
-                  checkpoint: bool = False) -> nn.Module:
-    """The ContinuousNet image classifier (Queiruga et al. 2020)."""
+                  checkpoint: bool = False, stitch: str = "residual") -> nn.Module:
+    """The ContinuousNet image classifier (Queiruga et al. 2020).
+
+    ``stitch``: ``residual`` (the reference's) or ``projection`` (a strided 1x1 convolution:
+    cheaper, which matters most for a compressed model; see ``models.layers.STITCHES``).
+    """
     _widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
     get_scheme(scheme)
@@ -81,6 +87,7 @@ def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 1
         n_basis=per_stage(n_basis, "n_basis"), basis=basis, scheme=scheme,
         n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=check_choice(norm, "norm", NORMS),
         eps=check_number(eps, "eps"), checkpoint=check_flag(checkpoint, "checkpoint"),
+        stitch=check_choice(stitch, "stitch", STITCHES),
     )
 
 
@@ -128,7 +135,8 @@ class ResNet(StagedNet):
     """The discrete twin of ContinuousNet: same stem, stitches and head; independent units."""
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_units: tuple[int, ...],
-                 norm: str, eps: float, lm: bool = False, k_per_channel: bool = False, survival: float = 1.0) -> None:
+                 norm: str, eps: float, lm: bool = False, k_per_channel: bool = False, survival: float = 1.0,
+                 stitch: str = "residual") -> None:
         total = sum(n_units)
         # Linear decay rule of stochastic depth: unit l of L is dropped with probability
         # (l / L) * (1 - p_L), rising from ~0 to 1 - p_L at the last unit.
@@ -140,18 +148,18 @@ class ResNet(StagedNet):
                                  drop_rates=tuple(rates[starts[i]:starts[i] + n_units[i]]))
 
         super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
-                         eps=eps, make_body=stage)
+                         eps=eps, make_body=stage, stitch=stitch)
 
 
 @register_model("resnet")
 def resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
-           n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0) -> nn.Module:
-    """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage."""
+           n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual") -> nn.Module:
+    """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage (and ``stitch``)."""
     _widths(alpha, widen)  # every option is checked before the first layer is built
     return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
                   num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
                   n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", NORMS),
-                  eps=check_number(eps, "eps"))
+                  eps=check_number(eps, "eps"), stitch=check_choice(stitch, "stitch", STITCHES))
 
 
 class LMContinuousBlock(nn.Module):

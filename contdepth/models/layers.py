@@ -10,6 +10,12 @@ from torch import nn
 from ..nn import MAX_N_BASIS, MAX_N_STEPS
 
 NORMS = ("batch", "group", "none")
+# How stages change width and resolution: "residual" (shortcut + eps * conv-norm-ReLU-conv, the
+# ContinuousNet reference's) or "projection" (a strided 1x1 convolution and a norm; nothing at all
+# where width and resolution stay, as in the first stage). The stitches are discrete in every
+# manifestation, so at inference their cost does not shrink with the steps: "projection" is
+# what lets a compressed model run much faster than its source.
+STITCHES = ("residual", "projection")
 # Upper bounds of the per-block sizes, one source for options, models and checkpoints
 # (contdepth.nn): n_steps <= MAX_N_STEPS; n_basis and n_units <= MAX_N_BASIS. The deepest
 # networks trained in practice have a few hundred units per stage (ResNet-1202: 200), while
@@ -97,6 +103,28 @@ class Stitch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.eps * self.body(x)
+
+
+class ProjectionStitch(nn.Module):
+    """Change width/resolution with a strided 1x1 convolution followed by a norm: the cheap stitch."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+        self.norm = norm_layer(norm, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def make_stitch(kind: str, in_channels: int, out_channels: int, stride: int, norm: str, eps: float) -> nn.Module:
+    """The stitch of ``kind`` (see :data:`STITCHES`); a ``projection`` that changes nothing is the identity."""
+    check_choice(kind, "stitch", STITCHES)
+    if kind == "residual":
+        return Stitch(in_channels, out_channels, stride, norm, eps)
+    if in_channels == out_channels and stride == 1:
+        return nn.Identity()
+    return ProjectionStitch(in_channels, out_channels, stride, norm)
 
 
 class Head(nn.Module):

@@ -11,6 +11,7 @@ The command line (``contdepth train|eval|demo``) is :mod:`contdepth.cli`.
 
 from .checkpoint import (
     CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_text, load_checkpoint, read_checkpoint,
+    read_description,
     restore_optimizer, save_checkpoint,
 )
 from .config import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, ConfigError, TrainConfig
@@ -26,6 +27,6 @@ __all__ = [
     "AdaptiveResult", "EarlyStopping", "NodeRunResult", "node_metrics", "evaluate_adaptive", "format_adaptive_table", "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
     "LRSchedule", "RunResult", "TrainConfig", "Trainer", "atomic_write_bytes", "atomic_write_text",
     "build_optimizer", "evaluate", "format_manifestation_table", "load_checkpoint", "manifestation_table",
-    "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint",
+    "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint", "read_description",
     "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
 ]

@@ -263,6 +263,26 @@ def _require(info: dict, key: str, kind: type | tuple, path: Path) -> Any:
     return value
 
 
+def read_description(run_dir: str | Path) -> dict:
+    """``checkpoint.json`` of ``run_dir``, validated as :func:`read_checkpoint` does, without the tensors.
+
+    For status checks over many runs (an experiment's): no tensor file is read or hashed.
+    The tensors' SHA-256 (``tensors_sha256``) identifies the weights the description goes with.
+    """
+    path = _checkpoint_json(run_dir)
+    info = parse_json(read_regular_file(path, "a checkpoint description", MAX_JSON_BYTES), path)
+    if info.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a contdepth checkpoint (format is {info.get('format')!r}, expected {FORMAT!r})")
+    version = _require(info, "format_version", int, path)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer contdepth (checkpoint format {version}, this reads {FORMAT_VERSION})")
+    for key, kind in (("model", dict), ("layout", list), ("epoch", int), ("history", list),
+                      ("tensors", str), ("tensors_sha256", str)):
+        _require(info, key, kind, path)
+    check_description(info, path)
+    return info
+
+
 def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
     """Parse ``checkpoint.json`` and load its tensor file (checked against the stored SHA-256).
 

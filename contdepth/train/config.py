@@ -136,8 +136,14 @@ class TrainConfig:
         data_dir: where the dataset's files are (``None``: the dataset's default).
         data_options: extra keyword options of the dataset loader (``test_fraction`` ...).
         split_seed: seed of the train/test split for datasets without an official one
-            (digits); kept apart from ``seed`` so that runs with different seeds are
-            evaluated on the same test set.
+            (digits) and of the validation draw; kept apart from ``seed`` so that runs
+            with different seeds are evaluated on the same test and validation images.
+        validation_size: image datasets: hold out this many train images (a random draw
+            by ``split_seed``) as a validation split, evaluated every epoch beside the
+            test split (``val_loss``, ``val_accuracy``). Settings are chosen on it; the
+            test accuracy is only reported. 0: no validation split.
+        train_size: image datasets: train on only this many of the (remaining) train
+            images, an equally random draw by ``split_seed``; ``None``: all of them.
 
     Optimisation:
         epochs, batch_size, eval_batch_size: sizes (``eval_batch_size`` only changes speed).
@@ -195,6 +201,8 @@ class TrainConfig:
     data_dir: str | None = None
     data_options: dict = field(default_factory=dict)
     split_seed: int = 0
+    validation_size: int = 0
+    train_size: int | None = None
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 500
@@ -450,6 +458,14 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError(f"data_options: must be a mapping of option names to values, got {c.data_options!r}")
     _set(c, "data_options", _plain(dict(c.data_options)))
     _seed(c, "split_seed")
+    _int(c, "validation_size", 0)
+    _int(c, "train_size", 1, optional=True)
+    from ..data import is_graph_dataset
+
+    if (c.validation_size or c.train_size is not None) and is_graph_dataset(canonical):
+        name = "validation_size" if c.validation_size else "train_size"
+        raise ConfigError(f"{name}: {c.data!r} is a graph dataset with its own train/validation/test node split; "
+                          "leave it unset")
 
     _int(c, "epochs", 1)
     _int(c, "batch_size", 1)

@@ -34,9 +34,13 @@ Each epoch's metrics (a ``metrics.jsonl`` line and a ``RunResult.history`` entry
 averaged over the epoch's samples as the weights changed), ``train_accuracy`` (on the
 augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
-``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
+``val_loss`` and ``val_accuracy`` (the same, on the validation split held out by
+``validation_size``, when there is one), ``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
 refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
-``epoch_time`` (training and evaluation) and ``total_time`` (seconds, cumulative over
+``train_time`` (the epoch's refinement and training pass alone), ``cpu_time`` (the process's CPU
+seconds for the epoch, all threads, before its checkpoint write: with one thread a cost that other
+programs on the machine barely change, unlike wall time), ``epoch_time`` (training, evaluation
+and the checkpoint write) and ``total_time`` (seconds, cumulative over
 resumes, the previous epochs' checkpoint writes included), ``threads`` (the thread count,
 on which bitwise results depend), ``world_size`` (processes that trained the epoch).
 Accuracies are fractions in ``[0, 1]``.
@@ -150,12 +154,40 @@ def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
 
 
 def load_data(config: TrainConfig):
+    """The dataset of ``config``, with its validation split held out (``validation_size``, ``train_size``)."""
     from .. import data
 
     try:
-        return data.load(config.data, data_dir=config.data_dir, seed=config.split_seed, **config.data_options)
+        dataset = data.load(config.data, data_dir=config.data_dir, seed=config.split_seed, **config.data_options)
     except (ValueError, OSError, ImportError) as exc:  # unknown option, missing files, no scikit-learn
         raise ConfigError(f"data: {exc}") from exc
+    return with_held_out(config, dataset)
+
+
+def with_held_out(config: TrainConfig, dataset):
+    """``dataset`` split as ``config`` says (:func:`contdepth.data.hold_out`); unchanged without the options.
+
+    A dataset that already has a validation split (a user's own, or one split by this
+    config before, as a fine-tuning run receives it) is taken as it is when its sizes are
+    the config's or the config asks for none; otherwise it is refused, so a split is never
+    silently redrawn.
+    """
+    from .. import data
+
+    if getattr(dataset, "is_graph", False):
+        return dataset
+    if getattr(dataset, "val_x", None) is not None:
+        if config.validation_size not in (0, dataset.num_val) or config.train_size not in (None, dataset.num_train):
+            raise ConfigError(f"validation_size: the dataset given already has a validation split ({dataset.num_val} "
+                              f"images, {dataset.num_train} to train on), not the {config.validation_size} / "
+                              f"{config.train_size} asked for")
+        return dataset
+    if not config.validation_size and config.train_size is None:
+        return dataset
+    try:
+        return data.hold_out(dataset, config.validation_size, seed=config.split_seed, train_size=config.train_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -249,7 +281,7 @@ class Trainer:
                 info, state = read_checkpoint(config.out)
                 check_resume(config, info)
                 self._resume_threads(info)
-            dataset = self.dataset if self.dataset is not None else load_data(config)
+            dataset = with_held_out(config, self.dataset) if self.dataset is not None else load_data(config)
             if getattr(dataset, "is_graph", False):  # full-batch node classification
                 if ddp is not None:
                     raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
@@ -264,8 +296,8 @@ class Trainer:
         config = self.config
         ddp = self.distributed
         if config.patience is not None:
-            raise ConfigError(f"patience: early stopping needs a validation split, which dataset {config.data!r} "
-                              "does not have (it is for graph datasets)")
+            raise ConfigError(f"patience: early stopping is for graph datasets (full-batch, one step per epoch); "
+                              f"{config.data!r} is an image dataset: choose the epochs on its validation split")
         local_batch = ddp.local_batch_size(config.batch_size) if ddp is not None else config.batch_size
         options = model_options_for(config, dataset)
         device = ddp.device if ddp is not None else torch.device(config.device)
@@ -308,7 +340,7 @@ class Trainer:
 
         elapsed = history[-1]["total_time"] if history else 0.0
         for epoch in range(start + 1, config.epochs + 1):
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             refined = epoch in config.refine_at
             if refined:
                 refine_with_optimizer(model, optimizer)
@@ -318,18 +350,22 @@ class Trainer:
             train_loss, train_acc, lr = self._train_epoch(net, optimizer, schedule, train_batches, epoch)
             if ddp is not None:
                 ddp.broadcast_buffers(model)
-            test_loss, test_acc = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
-                                           n_steps=config.eval_n_steps, device=device, distributed=ddp)
+            train_time = time.perf_counter() - tic
+            held_out = {}
+            for split in dataset.splits[1:]:  # val (when held out), then test
+                loss, accuracy = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
+                                          n_steps=config.eval_n_steps, split=split, device=device, distributed=ddp)
+                held_out.update({f"{split}_loss": loss, f"{split}_accuracy": accuracy})
             row = {
-                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                "test_loss": test_loss, "test_accuracy": test_acc, "lr": lr,
+                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **held_out, "lr": lr,
                 **block_summary(model), "refined": refined, "params": count_parameters(model),
-                "epoch_time": 0.0, "total_time": 0.0, "threads": torch.get_num_threads(),
+                "train_time": train_time, "epoch_time": 0.0, "total_time": 0.0, "threads": torch.get_num_threads(),
                 "world_size": ddp.world_size if ddp is not None else 1,
             }
             # the epoch's time includes writing its checkpoint: the wall time a user waits for
             row["epoch_time"] = time.perf_counter() - tic
             row["total_time"] = elapsed + row["epoch_time"]
+            row["cpu_time"] = time.process_time() - cpu_tic
             history.append(row)
             if run_dir is not None:
                 append_metrics(run_dir, row)
@@ -392,4 +428,6 @@ def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = 
 
 def _epoch_line(row: dict, epochs: int) -> str:
     evaluation = f"test loss {row['test_loss']:.4f} acc {100 * row['test_accuracy']:6.2f}%"
+    if "val_accuracy" in row:
+        evaluation = f"val acc {100 * row['val_accuracy']:6.2f}%  " + evaluation
     return epoch_line(row, epochs, evaluation, f"{row['epoch_time']:.1f}s")

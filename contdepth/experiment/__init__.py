@@ -1,0 +1,24 @@
+"""Experiments: several seeds of several settings, paired comparisons with intervals.
+
+    from contdepth.experiment import ExperimentSpec, run_experiment, write_report
+    summary = run_experiment("experiments/refinement.yaml", "runs/refinement")
+    write_report("runs/refinement", out="experiments/results/refinement")
+
+A spec (:class:`ExperimentSpec`) holds a base training config, seeds, named arms
+(overrides of the base) and comparisons (an arm against a baseline arm). Every
+``(arm, seed)`` is an ordinary run folder, so a suite resumes where it stopped
+(:func:`run_experiment`); :func:`write_report` turns the folder into ``report.md``,
+``summary.json`` and plots (:mod:`contdepth.experiment.report`), with the paired
+statistics of :mod:`contdepth.experiment.stats`.
+"""
+
+from .report import collect, format_report, render_plots, summarize, write_report
+from .runner import Job, check_experiment_dir, read_record, run_experiment, run_folder, run_job, run_status
+from .spec import Arm, Comparison, Compress, Evaluate, ExperimentSpec, arm_config, difference
+from .stats import Estimate, estimate, t_quantile
+
+__all__ = [
+    "Arm", "Comparison", "Compress", "Estimate", "Evaluate", "ExperimentSpec", "Job", "arm_config",
+    "check_experiment_dir", "collect", "difference", "estimate", "format_report", "read_record", "render_plots",
+    "run_experiment", "run_folder", "run_job", "run_status", "summarize", "t_quantile", "write_report",
+]

@@ -1,0 +1,436 @@
+"""``contdepth report DIR``: the statistics of an experiment folder, as Markdown, JSON and plots.
+
+Only finished runs count (trained to the spec's epochs); unfinished ones are listed, so a
+report of a suite still in progress says what it rests on. Accuracies are the **final
+epoch's**, in percent: the test accuracy is reported, the validation accuracy is what
+settings are chosen on, and neither is maximised over epochs (that would choose on it).
+Times are each run's ``total_time`` (training, per-epoch evaluation and checkpoint writes,
+over every sitting). A comparison pairs an arm with its baseline seed by seed
+(:mod:`contdepth.experiment.stats`): the accuracy difference is ``arm - baseline`` in
+points, the time ratio ``arm / baseline``, each with its mean and 95 % t-interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..train.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, read_description
+from ..train.config import ConfigError, check_output_path
+from ..train.rundir import folder_state
+from .runner import check_run_config, read_record, run_folder, steps_current, steps_file
+from .spec import ExperimentSpec, difference
+from .stats import Estimate, estimate, paired
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_FORMAT = "contdepth-experiment-summary"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+PLOT_FILES = ("accuracy_vs_time.png", "accuracy_per_epoch.png")
+
+
+def _spec_of(folder: Path) -> ExperimentSpec:
+    """The spec stored with the experiment (``spec.yaml``), checked against its recorded identity."""
+    record = read_record(folder)
+    copy = folder / "spec.yaml"
+    if not copy.is_file():
+        raise ConfigError(f"run: {folder} has no spec.yaml; rerun contdepth experiment SPEC --out {folder}")
+    spec = ExperimentSpec.from_yaml(copy)
+    source = record.get("spec_file") if isinstance(record.get("spec_file"), str) else str(copy)
+    spec = ExperimentSpec.from_dict(spec.raw, source=source, default_name=spec.name)
+    changes = difference(record["identity"], json.loads(json.dumps(spec.identity())))
+    if changes:
+        raise ConfigError(f"run: {copy} differs from the spec the experiment was run with ({'; '.join(changes[:3])}); "
+                          "it is contdepth's record of the spec: restore it")
+    return spec
+
+
+def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dict]], list[str]]:
+    """``(spec, runs[arm][seed], unfinished)``: each finished run's numbers (accuracies in percent)."""
+    folder = Path(folder)
+    spec = _spec_of(folder)
+    runs: dict[str, dict[int, dict]] = {arm.name: {} for arm in spec.arms}
+    unfinished: list[str] = []
+    for arm in spec.arms:
+        epochs = spec.config(arm, spec.seeds[0]).epochs
+        for seed in spec.seeds:
+            path = run_folder(folder, arm.name, seed)
+            if folder_state(path) != "run":
+                unfinished.append(f"{arm.name} seed {seed}: not started")
+                continue
+            try:
+                description = read_description(path)
+                check_run_config(spec, arm, seed, description, path)
+            except (CheckpointError, ConfigError) as exc:
+                unfinished.append(f"{arm.name} seed {seed}: not counted ({exc})")
+                continue
+            history = description["history"]
+            if description["epoch"] < epochs or not history:
+                unfinished.append(f"{arm.name} seed {seed}: {description['epoch']} of {epochs} epochs")
+                continue
+            last = history[-1]
+            entry = {
+                "accuracy": 100 * last["test_accuracy"],
+                "val_accuracy": 100 * last["val_accuracy"] if "val_accuracy" in last else math.nan,
+                "time": float(last["total_time"]),
+                "train_time": sum(float(r.get("train_time", math.nan)) for r in history),
+                "cpu_time": sum(float(r.get("cpu_time", math.nan)) for r in history),
+                "params": int(last.get("params", 0)),
+                "epochs": [100 * r["test_accuracy"] for r in history],
+                "val_epochs": [100 * r.get("val_accuracy", math.nan) for r in history],
+            }
+            needs_steps = arm.evaluate is not None or arm.compress is not None
+            if needs_steps:
+                if not steps_current(folder, arm, seed, description):
+                    unfinished.append(f"{arm.name} seed {seed}: trained, after-training steps not done")
+                    continue
+                entry["steps"] = json.loads(steps_file(folder, arm.name, seed).read_text())
+            runs[arm.name][seed] = entry
+    return spec, runs, unfinished
+
+
+def _stats(values: list[float]) -> dict:
+    e = estimate(values)
+    return {"mean": e.mean, "std": e.std, "ci95": [e.low, e.high], "n": e.n}
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b``, NaN where it is undefined (a time of 0 from a coarse clock, a metric not recorded)."""
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+
+
+def _finite_estimate(values: list[float]) -> Estimate:
+    """:func:`estimate` of the finite values (runs from before a metric was recorded have NaN)."""
+    return estimate([v for v in values if math.isfinite(v)])
+
+
+def _spread(grid: dict, split: str) -> float:
+    values = [cell[split] for row in grid.values() for cell in row.values() if split in cell]
+    return 100 * (max(values) - min(values)) if values else math.nan
+
+
+def summarize(folder: str | Path) -> dict:
+    """The ``summary.json`` of an experiment folder (see the module docstring)."""
+    folder = Path(folder)
+    spec, runs, unfinished = collect(folder)
+    record = read_record(folder)
+    arms: dict[str, Any] = {}
+    for arm in spec.arms:
+        seeds = runs[arm.name]
+        values = list(seeds.values())
+        acc, val = estimate([v["accuracy"] for v in values]), estimate([v["val_accuracy"] for v in values])
+        t = estimate([v["time"] for v in values])
+        entry: dict[str, Any] = {
+            "n": acc.n, "seeds": sorted(seeds),
+            "accuracy_mean": acc.mean, "accuracy_std": acc.std, "accuracy_ci95": [acc.low, acc.high],
+            "val_accuracy_mean": val.mean, "val_accuracy_std": val.std,
+            "time_mean": t.mean, "time_std": t.std,
+            "train_time_mean": estimate([v["train_time"] for v in values]).mean,
+            "cpu_time_mean": _finite_estimate([v["cpu_time"] for v in values]).mean,
+            "cpu_time_std": _finite_estimate([v["cpu_time"] for v in values]).std,
+            "params_mean": estimate([v["params"] for v in values]).mean,
+            "per_seed": {str(s): {k: v[k] for k in ("accuracy", "val_accuracy", "time", "train_time", "cpu_time",
+                                                    "params")}
+                         for s, v in sorted(seeds.items())},
+        }
+        grids = {s: v["steps"]["manifestations"] for s, v in seeds.items() if "manifestations" in v.get("steps", {})}
+        if grids:
+            entry["invariance"] = _invariance(grids)
+        comps = {s: v["steps"]["compression"] for s, v in seeds.items() if "compression" in v.get("steps", {})}
+        if comps:
+            entry["compression"] = _compression(comps)
+        arms[arm.name] = entry
+    comparisons = [_comparison(c, runs) for c in spec.comparisons]
+    return {
+        "format": SUMMARY_FORMAT,
+        "experiment": spec.name, "description": spec.description, "spec_file": record.get("spec_file"),
+        "seeds": list(spec.seeds), "commands": [s.get("command") for s in record.get("sittings", [])],
+        "units": {"accuracy": "percent (final epoch)", "time": "seconds (run total_time)",
+                  "accuracy_diff": "points, arm - baseline, paired by seed", "time_ratio": "arm / baseline"},
+        "arms": arms, "comparisons": comparisons, "unfinished": unfinished,
+    }
+
+
+def _invariance(grids: dict[int, dict]) -> dict:
+    """Spread (max - min accuracy over the grid, in points) per seed, and the mean grid."""
+    out: dict[str, Any] = {"reading": next(iter(grids.values())).get("reading")}
+    for split in ("test", "val"):
+        spreads = [_spread(g["accuracy"], split) for g in grids.values()]
+        spreads = [s for s in spreads if math.isfinite(s)]
+        if spreads:
+            e = estimate(spreads)
+            out[f"{split}_spread_mean"], out[f"{split}_spread_std"] = e.mean, e.std
+    first = next(iter(grids.values()))["accuracy"]
+    mean_grid: dict[str, dict[str, float]] = {}
+    for scheme, row in first.items():
+        mean_grid[scheme] = {}
+        for n in row:
+            cells = [g["accuracy"][scheme][n].get("test") for g in grids.values()]
+            cells = [c for c in cells if c is not None]
+            mean_grid[scheme][n] = 100 * sum(cells) / len(cells) if cells else math.nan
+    out["test_accuracy_mean"] = mean_grid
+    return out
+
+
+def _compression(reports: dict[int, dict]) -> dict:
+    values = list(reports.values())
+    out: dict[str, Any] = {
+        "n_basis_after": values[0]["n_basis_after"], "n_steps_after": values[0]["n_steps_after"],
+        "finetune_epochs": values[0]["finetune_epochs"],
+        "params_ratio_mean": _finite_estimate([_ratio(v["params_after"], v["params_before"]) for v in values]).mean,
+    }
+    for key in ("accuracy_before", "accuracy_projected", "accuracy_after"):
+        out[f"{key}_mean"] = estimate([100 * v[key] for v in values]).mean
+    for key, name in (("accuracy_projected", "projected_diff"), ("accuracy_after", "finetuned_diff")):
+        e = estimate([100 * (v[key] - v["accuracy_before"]) for v in values])
+        out[f"{name}_mean"], out[f"{name}_ci95"] = e.mean, [e.low, e.high]
+    for key in ("speedup", "onnx_speedup"):  # eager torch, and ONNX Runtime where measured
+        if key not in values[0]:
+            continue
+        speedups: dict[str, Any] = {}
+        for b in values[0][key]:
+            e = _finite_estimate([v[key][b] for v in values if b in v.get(key, {}) and v[key][b] is not None])
+            speedups[b] = {"mean": e.mean, "ci95": [e.low, e.high]}
+        out[key] = speedups
+    for key in ("latency_before", "latency_after", "onnx_latency_before", "onnx_latency_after"):
+        if key in values[0]:
+            out[f"{key}_ms"] = {b: 1e3 * estimate([v[key][b] for v in values if b in v.get(key, {})]).mean
+                                for b in values[0][key]}
+    return out
+
+
+def _comparison(c, runs: dict) -> dict:
+    arm, base = runs[c.arm], runs[c.baseline]
+    seeds, a, b = paired(arm, base)
+    diff = estimate([x["accuracy"] - y["accuracy"] for x, y in zip(a, b)])
+    vdiff = estimate([x["val_accuracy"] - y["val_accuracy"] for x, y in zip(a, b)])
+    ratio = _finite_estimate([_ratio(x["time"], y["time"]) for x, y in zip(a, b)])
+    train_ratio = _finite_estimate([_ratio(x["train_time"], y["train_time"]) for x, y in zip(a, b)])
+    cpu_ratio = _finite_estimate([_ratio(x["cpu_time"], y["cpu_time"]) for x, y in zip(a, b)])
+    out = {
+        "arm": c.arm, "baseline": c.baseline, "n": diff.n, "seeds": seeds,
+        "accuracy_diff_mean": diff.mean, "accuracy_diff_std": diff.std, "accuracy_diff_ci95": [diff.low, diff.high],
+        "val_accuracy_diff_mean": vdiff.mean, "val_accuracy_diff_ci95": [vdiff.low, vdiff.high],
+        "time_ratio_mean": ratio.mean, "time_ratio_ci95": [ratio.low, ratio.high],
+        "train_time_ratio_mean": train_ratio.mean,
+        "cpu_time_ratio_mean": cpu_ratio.mean, "cpu_time_ratio_ci95": [cpu_ratio.low, cpu_ratio.high],
+        "cpu_time_ratio_n": cpu_ratio.n,
+        "target": dict(c.target),
+    }
+    out["met"] = _met(c.target, diff, ratio) if c.target else None
+    return out
+
+
+def _met(target: dict, diff: Estimate, ratio: Estimate) -> bool | None:
+    checks = []
+    if "time_ratio_max" in target:
+        checks.append(ratio.mean <= target["time_ratio_max"])
+    if "accuracy_diff_min" in target:
+        checks.append(diff.mean >= target["accuracy_diff_min"])
+    if "accuracy_diff_low_min" in target:
+        checks.append(math.isfinite(diff.low) and diff.low >= target["accuracy_diff_low_min"])
+    if diff.n < 2:
+        return None  # one seed cannot meet a claim about the noise
+    return all(checks)
+
+
+# --- writing ------------------------------------------------------------------------------------------
+def _json_value(value: Any) -> Any:
+    """NaN and infinities become ``null``: strict JSON, readable by every parser."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _interval(pair: list, digits: int = 2) -> str:
+    if not pair or pair[0] is None or not math.isfinite(pair[0]):
+        return "-"
+    return f"[{pair[0]:+.{digits}f}, {pair[1]:+.{digits}f}]"
+
+
+def format_report(summary: dict) -> str:
+    """``report.md``: the arms, the comparisons, invariance and compression where measured."""
+    lines = [f"# Experiment `{summary['experiment']}`", ""]
+    if summary.get("description"):
+        lines += [summary["description"].strip(), ""]
+    lines += [f"Spec: `{summary.get('spec_file')}`; seeds {summary['seeds']}.", "", "Commands that produced it:", ""]
+    lines += [f"    {c}" for c in dict.fromkeys(summary.get("commands") or [])] + [""]
+    lines += ["Accuracies are the final epoch's, in percent (mean ± std over seeds); validation is where settings "
+              "are chosen, test is only reported. Time is each run's total training wall time (per-epoch evaluation "
+              "and checkpoints included); CPU time is the process's CPU seconds over the same epochs, which other "
+              "programs sharing the machine barely change (with one thread per run), so compare ratios of it when "
+              "the machine was not idle.", ""]
+    lines += ["## Arms", "", "| arm | n | test accuracy | validation accuracy | time (s) | CPU time (s) | parameters |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, a in summary["arms"].items():
+        params = f"{a['params_mean']:,.0f}" if a["params_mean"] is not None and math.isfinite(a["params_mean"]) else "-"
+        lines.append(f"| {name} | {a['n']} | {_pm(a['accuracy_mean'], a['accuracy_std'])} | "
+                     f"{_pm(a['val_accuracy_mean'], a['val_accuracy_std'])} | {_pm(a['time_mean'], a['time_std'], 1)} | "
+                     f"{_pm(a.get('cpu_time_mean'), a.get('cpu_time_std'), 1)} | {params} |")
+    if summary["comparisons"]:
+        lines += ["", "## Comparisons (paired by seed, 95 % t-intervals)", "",
+                  "| arm vs baseline | n | test accuracy diff (points) | validation diff | time ratio | CPU time ratio "
+                  "| target | met |", "|---|---:|---:|---:|---:|---:|---|---|"]
+        for c in summary["comparisons"]:
+            target = ", ".join(f"{k} {v:g}" for k, v in c["target"].items()) or "-"
+            met = {True: "yes", False: "**no**", None: "-"}[c["met"]]
+            diff = "-" if c["accuracy_diff_mean"] is None else f"{c['accuracy_diff_mean']:+.2f}"
+            vdiff = "-" if c["val_accuracy_diff_mean"] is None else f"{c['val_accuracy_diff_mean']:+.2f}"
+            ratio = "-" if c["time_ratio_mean"] is None else f"{c['time_ratio_mean']:.3f}"
+            ratio_ci = "-" if c["time_ratio_ci95"][0] is None else (f"[{c['time_ratio_ci95'][0]:.3f}, "
+                                                                     f"{c['time_ratio_ci95'][1]:.3f}]")
+            cpu = "-" if c.get("cpu_time_ratio_mean") is None else f"{c['cpu_time_ratio_mean']:.3f}"
+            if c.get("cpu_time_ratio_ci95", [None])[0] is not None:
+                cpu += f" [{c['cpu_time_ratio_ci95'][0]:.3f}, {c['cpu_time_ratio_ci95'][1]:.3f}]"
+            if c.get("cpu_time_ratio_n") not in (None, c["n"]):
+                cpu += f" (n={c['cpu_time_ratio_n']})"
+            lines.append(f"| {c['arm']} vs {c['baseline']} | {c['n']} | {diff} {_interval(c['accuracy_diff_ci95'])} | "
+                         f"{vdiff} {_interval(c['val_accuracy_diff_ci95'])} | {ratio} {ratio_ci} | {cpu} | {target} | "
+                         f"{met} |")
+    invariance = {k: a["invariance"] for k, a in summary["arms"].items() if "invariance" in a}
+    if invariance:
+        lines += ["", "## Manifestation invariance", "",
+                  "Spread = max - min accuracy over every evaluated (scheme, steps), per seed (points).", "",
+                  "| arm | test spread | validation spread | read as |", "|---|---:|---:|---|"]
+        for name, inv in invariance.items():
+            lines.append(f"| {name} | {_pm(inv.get('test_spread_mean'), inv.get('test_spread_std'))} | "
+                         f"{_pm(inv.get('val_spread_mean'), inv.get('val_spread_std'))} | {inv.get('reading') or '-'} |")
+        for name, inv in invariance.items():
+            grid = inv["test_accuracy_mean"]
+            steps = list(next(iter(grid.values())))
+            lines += ["", f"Mean test accuracy of `{name}` by manifestation:", "",
+                      "| scheme | " + " | ".join(steps) + " |", "|---|" + "---:|" * len(steps)]
+            for scheme, row in grid.items():
+                lines.append(f"| {scheme} | " + " | ".join(_pm(row[n], None) for n in steps) + " |")
+    compression = {k: a["compression"] for k, a in summary["arms"].items() if "compression" in a}
+    if compression:
+        lines += ["", "## Compression", "",
+                  "| arm | to (basis, steps) | params | before | projected (diff) | fine-tuned (diff) | speed-up |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for name, c in compression.items():
+            speed = "; ".join(f"{label} " + ", ".join(f"batch {b}: {v['mean']:.2f}x" for b, v in c[key].items()
+                                                      if v["mean"] is not None)
+                              for key, label in (("speedup", "eager"), ("onnx_speedup", "ONNX Runtime")) if key in c)
+            speed = speed or "-"
+            tuned = (f"{_pm(c['accuracy_after_mean'], None)} ({c['finetuned_diff_mean']:+.2f} "
+                     f"{_interval(c['finetuned_diff_ci95'])})" if c["finetune_epochs"] else "-")
+            lines.append(f"| {name} | {c['n_basis_after']}, {c['n_steps_after']} | {c['params_ratio_mean']:.2f}x | "
+                         f"{_pm(c['accuracy_before_mean'], None)} | {_pm(c['accuracy_projected_mean'], None)} "
+                         f"({c['projected_diff_mean']:+.2f} {_interval(c['projected_diff_ci95'])}) | {tuned} | {speed} |")
+    if summary["unfinished"]:
+        lines += ["", f"## Not yet counted ({len(summary['unfinished'])} runs)", ""]
+        lines += [f"- {u}" for u in summary["unfinished"]]
+    lines += ["", "Plots: " + ", ".join(f"`{PLOTS_DIR}/{p}`" for p in PLOT_FILES), ""]
+    return "\n".join(lines)
+
+
+def write_report(folder: str | Path, *, out: str | Path | None = None, plots: bool = True, quiet: bool = False) -> dict:
+    """Write ``report.md``, ``summary.json`` and (with matplotlib) the plots into ``out`` (default ``folder``)."""
+    folder = Path(folder)
+    if not (folder / "experiment.json").is_file():
+        raise ConfigError(f"run: {folder} is not an experiment folder (no experiment.json); "
+                          "give the --out of contdepth experiment")
+    target = check_output_path(out if out is not None else folder, "out", folder=True)
+    _check_report_folder(target, folder)
+    summary = summarize(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    clean = _json_value(summary)
+    atomic_write_text(target / SUMMARY_FILE, json.dumps(clean, indent=1) + "\n")
+    atomic_write_text(target / REPORT_FILE, format_report(clean))
+    written = [target / SUMMARY_FILE, target / REPORT_FILE]
+    if plots:
+        try:
+            images = render_plots(folder)
+        except ImportError as exc:
+            if not quiet:
+                print(f"contdepth report: plots skipped: {exc}")
+            images = {}
+        (target / PLOTS_DIR).mkdir(exist_ok=True)
+        for name, data in images.items():
+            atomic_write_bytes(target / PLOTS_DIR / name, data)
+            written.append(target / PLOTS_DIR / name)
+    if not quiet:
+        print(format_report(clean))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return clean
+
+
+def _check_report_folder(target: Path, folder: Path) -> None:
+    """``--out`` is the experiment folder, a new or empty folder, or one holding a report written before.
+
+    A report replaces ``report.md``, ``summary.json`` and ``plots/*.png``: in a folder of the
+    user's (one without contdepth's ``summary.json``) those could be theirs.
+    """
+    if not target.exists() or target.resolve() == folder.resolve() or not any(target.iterdir()):
+        return
+    try:
+        ours = json.loads((target / SUMMARY_FILE).read_text(encoding="utf-8")).get("format") == SUMMARY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise ConfigError(f"out: {target} is not empty and holds no report written by contdepth; its report.md, "
+                          f"summary.json or plots could be yours: choose a new or empty --out")
+
+
+def render_plots(folder: str | Path) -> dict[str, bytes]:
+    """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install 'contdepth[plot]'") from exc
+    import numpy as np
+
+    _, runs, _ = collect(folder)
+    out: dict[str, bytes] = {}
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for i, (arm, seeds) in enumerate(runs.items()):
+        if not seeds:
+            continue
+        times = [v["time"] for v in seeds.values()]
+        accs = [v["accuracy"] for v in seeds.values()]
+        ax.scatter(times, accs, label=arm, color=f"C{i}", s=22)
+        ax.scatter([np.mean(times)], [np.mean(accs)], color=f"C{i}", marker="x", s=70)
+    out[PLOT_FILES[0]] = _finish(fig, ax, "wall time per run (s)", "each seed a point, x: mean")
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for i, (arm, seeds) in enumerate(runs.items()):
+        curves = [v["epochs"] for v in seeds.values()]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        data = np.array([c[:length] for c in curves])
+        epochs = np.arange(1, length + 1)
+        mean, std = data.mean(axis=0), data.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+        ax.plot(epochs, mean, color=f"C{i}", label=f"{arm} (n={len(curves)})")
+        ax.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+    out[PLOT_FILES[1]] = _finish(fig, ax, "epoch", "mean ± std over seeds")
+    return out
+
+
+def _finish(fig, ax, xlabel: str, title: str) -> bytes:
+    from ..analysis.plots import figure_png
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+__all__ = ["collect", "format_report", "render_plots", "summarize", "write_report"]

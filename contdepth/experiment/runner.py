@@ -1,0 +1,409 @@
+"""Run an experiment: every ``(arm, seed)`` as an ordinary run folder, resumable at any point.
+
+The experiment folder ``DIR``:
+
+    DIR/experiment.json              the spec's identity and one entry per sitting (command, host, time)
+    DIR/spec.yaml                    the spec file as it was first run
+    DIR/runs/ARM/seed-S/             the run folder of (ARM, S): contdepth train --out, as usual
+    DIR/steps/ARM/seed-S.json        after-training steps of that run (manifestations, compression)
+    DIR/compressed/ARM/seed-S/       the compressed (and fine-tuned) model of that run
+    DIR/report.md, summary.json, plots/   written by contdepth report (and at the end of a suite)
+
+Running the same spec again looks at each run folder: a finished run is skipped, an
+interrupted one is resumed (``--resume``, bitwise the uninterrupted run), a missing one is
+started; the steps are redone only where their result file is missing. A different spec
+for an existing ``DIR`` is refused with the differences named. ``DIR`` is locked while a
+suite runs in it, and every run folder by its own run.
+
+``workers > 1`` trains that many runs at once in separate processes, each with
+``threads // workers`` threads (a suite of small models keeps more cores busy that way).
+Wall times measured side by side are then not comparable with those of a one-worker
+suite: compare times only within one suite, and measure latency with one worker.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..train.checkpoint import CheckpointError, atomic_write_text, read_description
+from ..train.config import ConfigError, TrainConfig, check_device, check_output_path
+from ..train.progress import default_threads, format_seconds
+from ..train.rundir import CHECKPOINT_JSON, RunLock, folder_state
+from .spec import IDENTITY_VERSION, Arm, ExperimentSpec, difference
+from .steps import run_steps
+
+EXPERIMENT_FILE = "experiment.json"
+SPEC_COPY = "spec.yaml"
+RUNS_DIR = "runs"
+STEPS_DIR = "steps"
+COMPRESSED_DIR = "compressed"
+EXPERIMENT_FORMAT = "contdepth-experiment"
+
+
+@dataclass(frozen=True, eq=False)  # identity: two jobs are never the same run
+class Job:
+    """One ``(arm, seed)`` of a suite and where its files go; plain values, so a worker process can take it."""
+
+    spec: dict
+    source: str
+    arm: str
+    seed: int
+    folder: str
+    threads: int
+    device: str
+    data_dir: str | None
+    quiet: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return run_folder(self.folder, self.arm, self.seed)
+
+
+def run_folder(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / RUNS_DIR / arm / f"seed-{seed}"
+
+
+def steps_file(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / STEPS_DIR / arm / f"seed-{seed}.json"
+
+
+def compressed_folder(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / COMPRESSED_DIR / arm / f"seed-{seed}"
+
+
+def run_status(spec: ExperimentSpec, folder: str | Path, arm: Arm, seed: int) -> tuple[str, int]:
+    """``(state, epochs done)``: ``done`` (trained and stepped), ``trained`` (steps left), ``partial``, ``new``.
+
+    Reads only ``checkpoint.json`` (no tensors). A run folder whose stored config is not the
+    arm's (another spec's run, or one edited by hand) is a :class:`ConfigError` naming it,
+    never a run to skip or resume.
+    """
+    path = run_folder(folder, arm.name, seed)
+    if folder_state(path) != "run":
+        return "new", 0
+    description = read_description(path)
+    check_run_config(spec, arm, seed, description, path)
+    epochs = spec.config(arm, seed).epochs
+    if description["epoch"] < epochs:
+        return "partial", description["epoch"]
+    needs_steps = arm.evaluate is not None or arm.compress is not None
+    if needs_steps and not steps_current(folder, arm, seed, description):
+        return "trained", description["epoch"]
+    return "done", description["epoch"]
+
+
+def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dict, path: Path) -> None:
+    """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside)."""
+    from ..train.trainer import check_resume_config
+
+    try:
+        stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))
+        check_resume_config(spec.config(arm, seed), stored)
+    except ConfigError as exc:
+        raise ConfigError(f"out: the run in {path} is not arm {arm.name!r} seed {seed} of this spec ({exc}); "
+                          "move it away or use a new --out") from exc
+
+
+def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | None = None) -> bool:
+    """Whether the steps record of ``(arm, seed)`` is for these steps and this run's final weights."""
+    path = steps_file(folder, arm.name, seed)
+    try:
+        record = json.loads(path.read_text())
+        if description is None:
+            description = read_description(run_folder(folder, arm.name, seed))
+    except (OSError, ValueError, CheckpointError):
+        return False
+    return (isinstance(record, dict) and record.get("steps") == _steps_identity(arm)
+            and record.get("checkpoint") == _weights_identity(description))
+
+
+def _steps_identity(arm: Arm) -> dict:
+    return {"evaluate": arm.evaluate.to_dict() if arm.evaluate else None,
+            "compress": arm.compress.to_dict() if arm.compress else None}
+
+
+def _weights_identity(description: dict) -> dict:
+    """Which weights a steps record was computed from: a retrained run has other ones."""
+    return {"epoch": description["epoch"], "tensors_sha256": description["tensors_sha256"]}
+
+
+def spec_text(spec: ExperimentSpec) -> str:
+    """The spec as YAML, as it is stored in an experiment folder (``contdepth report`` reads it back)."""
+    import yaml
+
+    return (f"# the spec of experiment {spec.name}, as first run (from {spec.source})\n"
+            + yaml.safe_dump({"name": spec.name, **spec.raw}, sort_keys=False, default_flow_style=None))
+
+
+# --- one job -------------------------------------------------------------------------------------------
+def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
+    """Train ``job``'s run (fresh, resumed or skipped) and its after-training steps; returns what was done."""
+    import torch
+
+    from ..train.trainer import train
+
+    spec = ExperimentSpec.from_dict(job.spec, source=job.source, default_name=job.spec.get("name", "experiment"))
+    arm = spec.arm(job.arm)
+    state, _ = run_status(spec, job.folder, arm, job.seed)
+    run = {"out": str(job.run_dir), "threads": job.threads, "device": job.device, "quiet": job.quiet}
+    if job.data_dir is not None:
+        run["data_dir"] = job.data_dir
+    did = []
+    tic = time.perf_counter()
+    if state in ("new", "partial"):
+        config = spec.config(arm, job.seed, resume=state == "partial", **run)
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        train(config, callbacks=callbacks)
+        did.append("resumed" if state == "partial" else "trained")
+    if (arm.evaluate is not None or arm.compress is not None) and not steps_current(job.folder, arm, job.seed):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(job.threads)
+        description = read_description(job.run_dir)
+        try:
+            record = {"steps": _steps_identity(arm), "checkpoint": _weights_identity(description),
+                      **run_steps(arm, job.run_dir, job.folder, job.seed, device=job.device, threads=job.threads,
+                                  data_dir=job.data_dir)}
+        except ValueError as exc:  # a step the model cannot take: one line, not a traceback
+            raise ConfigError(f"{arm.name} seed {job.seed}: after-training steps: {exc}") from exc
+        finally:
+            torch.set_num_threads(previous)
+        path = steps_file(job.folder, arm.name, job.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
+        did.append("steps")
+    return {"arm": job.arm, "seed": job.seed, "did": did, "seconds": time.perf_counter() - tic}
+
+
+# --- the suite -----------------------------------------------------------------------------------------
+def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
+    """``new`` or ``existing``; refuses a folder that is not this experiment's (naming the differences)."""
+    path = check_output_path(folder, "out", folder=True)
+    record_path = path / EXPERIMENT_FILE
+    if not path.exists() or not any(e for e in path.iterdir() if e.name != ".contdepth.lock"):
+        return "new"
+    if not record_path.is_file():
+        raise ConfigError(f"out: {path} is not empty and holds no {EXPERIMENT_FILE}, so it is not an experiment "
+                          "folder; choose a new --out")
+    record = read_record(path)
+    changes = difference(record.get("identity"), json.loads(json.dumps(spec.identity())))
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise ConfigError(f"out: {path} holds experiment {record.get('identity', {}).get('name')!r} with a different "
+                          f"spec: {shown}. Use a new --out for a changed spec (the runs already made stay valid "
+                          "for the spec they were made with)")
+    return "existing"
+
+
+def read_record(folder: str | Path) -> dict:
+    """``DIR/experiment.json`` (a ``ConfigError`` naming it if unreadable or not ours)."""
+    path = Path(folder) / EXPERIMENT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"out: {path} cannot be read as an experiment record: {exc}") from exc
+    if not isinstance(record, dict) or record.get("format") != EXPERIMENT_FORMAT:
+        raise ConfigError(f"out: {path} is not a contdepth experiment record")
+    if (not isinstance(record.get("identity"), dict) or not isinstance(record.get("sittings"), list)
+            or record.get("identity_version") != IDENTITY_VERSION):
+        raise ConfigError(f"out: {path} is a malformed or older experiment record (identity, identity_version "
+                          f"{IDENTITY_VERSION} and sittings expected); use a new --out")
+    return record
+
+
+def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, workers: int = 1,
+                   threads: int | None = None, device: str = "cpu", data_dir: str | None = None,
+                   report: bool = True, quiet: bool = False, command: str | None = None,
+                   callbacks: Sequence[Callable] = ()) -> dict | None:
+    """Run every ``(arm, seed)`` of ``spec`` into ``out`` (see the module docstring); returns the summary.
+
+    ``threads`` is the suite's total (default: the free cores, as ``contdepth train``);
+    ``callbacks`` are given to every training run (one worker only). ``report`` writes
+    ``report.md``, ``summary.json`` and the plots at the end.
+    """
+    if not isinstance(spec, ExperimentSpec):
+        spec = ExperimentSpec.from_yaml(spec)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
+        raise ConfigError(f"workers: must be an integer in 1..256, got {workers!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads: must be an integer >= 1, got {threads!r}")
+    if callbacks and workers > 1:
+        raise ConfigError("workers: callbacks run in this process, so they need workers=1")
+    check_device(device)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ConfigError(f"data_dir: {data_dir} is not a folder")
+    for arm in spec.arms:  # every run's options, checked before any work (the folders come later)
+        spec.config(arm, spec.seeds[0], device=device, **({"data_dir": data_dir} if data_dir else {}))
+    state = check_experiment_dir(spec, out)
+    out = Path(out)
+    total_threads = threads if threads is not None else default_threads()[0]
+    per_worker = max(1, total_threads // workers)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        if state == "new" or not (out / EXPERIMENT_FILE).exists():
+            record = {"format": EXPERIMENT_FORMAT, "identity_version": IDENTITY_VERSION, "identity": spec.identity(),
+                      "spec_file": spec.source, "sittings": []}
+            atomic_write_text(out / SPEC_COPY, spec_text(spec))
+        else:
+            record = read_record(out)
+        record["sittings"].append({
+            "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "workers": workers, "threads": total_threads, "device": device})
+        atomic_write_text(out / EXPERIMENT_FILE, json.dumps(record, indent=1) + "\n")
+        jobs = [Job(spec.raw, spec.source, arm.name, seed, str(out), per_worker, device, data_dir, quiet or workers > 1)
+                for seed in spec.seeds for arm in spec.arms]  # seed-major: every arm has results early
+        progress = SuiteProgress(spec, out, jobs, workers, quiet)
+        progress.start()
+        if workers == 1:
+            for job in progress.pending:
+                progress.starting(job)
+                progress.finished(job, run_job(job, callbacks))
+        else:
+            _run_parallel(progress, workers)
+        progress.done()
+    if not report:
+        return None
+    from .report import write_report
+
+    return write_report(out, quiet=quiet)
+
+
+def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
+    """Up to ``workers`` runs at once, each in its own ``python -m contdepth.experiment.worker`` process.
+
+    Separate interpreters rather than a multiprocessing pool: nothing of the caller's
+    ``__main__`` is re-imported (a script without a main guard works), no torch thread
+    pool is forked, and a worker that dies takes only its run down (it resumes next time).
+    A worker's output goes to ``DIR/logs/ARM/seed-S.log`` (a pipe could fill and stall it);
+    its result is the log's last line. A failed run does not stop the others: the failures
+    are reported together at the end.
+    """
+    import subprocess
+
+    queue = list(progress.pending)
+    running: dict[subprocess.Popen, tuple[Job, Path]] = {}
+    failures: list[str] = []
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                job = queue.pop(0)
+                progress.starting(job)
+                log = log_file(job.folder, job.arm, job.seed)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "w", encoding="utf-8") as out:
+                    process = subprocess.Popen([sys.executable, "-m", "contdepth.experiment.worker"],
+                                               stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True)
+                process.stdin.write(json.dumps(job_to_dict(job)))
+                process.stdin.close()
+                running[process] = (job, log)
+            time.sleep(0.1)
+            for process in [p for p in running if p.poll() is not None]:
+                job, log = running.pop(process)
+                lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""]
+                try:
+                    result = json.loads(lines[-1]) if process.returncode == 0 else None
+                except ValueError:
+                    result = None
+                if not isinstance(result, dict):
+                    failures.append(f"{job.arm} seed {job.seed}: {lines[-1] or f'exit status {process.returncode}'} "
+                                    f"(log: {log})")
+                    progress.log(f"run {job.arm} seed {job.seed} failed: {lines[-1]} (log: {log})")
+                    continue
+                progress.finished(job, result)
+    finally:
+        for process in running:  # interrupted: stop the others; their runs resume next time
+            process.terminate()
+        for process in running:
+            process.wait()
+    if failures:
+        raise ConfigError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
+
+
+def log_file(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / "logs" / arm / f"seed-{seed}.log"
+
+
+def job_to_dict(job: Job) -> dict:
+    return {f: getattr(job, f) for f in Job.__dataclass_fields__}
+
+
+class SuiteProgress:
+    """Runs done of total and an estimate of the time left, printed between runs.
+
+    The estimate multiplies the epochs still to train by the mean epoch time of the arm
+    (from the epochs already trained in this folder, any sitting), or of all arms when the
+    arm has none yet; steps are not counted. Each run prints its own epochs beneath.
+    """
+
+    def __init__(self, spec: ExperimentSpec, folder: Path, jobs: list[Job], workers: int, quiet: bool) -> None:
+        self.spec, self.folder, self.jobs, self.workers, self.quiet = spec, folder, jobs, workers, quiet
+        self.done_count = 0
+        self.pending: list[Job] = []
+        self.started = time.perf_counter()
+
+    def _epoch_times(self) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {}
+        for job in self.jobs:
+            path = run_folder(self.folder, job.arm, job.seed) / CHECKPOINT_JSON
+            try:
+                history = json.loads(path.read_text()).get("history", [])
+            except (OSError, ValueError, AttributeError):
+                continue
+            times.setdefault(job.arm, []).extend(r["epoch_time"] for r in history
+                                                 if isinstance(r, dict) and isinstance(r.get("epoch_time"), float))
+        return times
+
+    def _left(self) -> str:
+        times = self._epoch_times()
+        every = [t for values in times.values() for t in values]
+        if not every:
+            return "time left: not known until an epoch has run"
+        seconds = 0.0
+        for job in self.jobs:
+            arm = self.spec.arm(job.arm)
+            state, epochs_done = run_status(self.spec, self.folder, arm, job.seed)
+            if state in ("new", "partial"):
+                per_epoch = times.get(job.arm) or every
+                seconds += (self.spec.config(arm, job.seed).epochs - epochs_done) * sum(per_epoch) / len(per_epoch)
+        return f"about {format_seconds(seconds / self.workers)} left (epochs to train x mean epoch time)"
+
+    def log(self, text: str) -> None:
+        if not self.quiet:
+            print(f"experiment {self.spec.name}: {text}", flush=True)
+
+    def start(self) -> None:
+        states = {}
+        for job in self.jobs:
+            states[job] = run_status(self.spec, self.folder, self.spec.arm(job.arm), job.seed)[0]
+        self.done_count = sum(s == "done" for s in states.values())
+        self.pending = [job for job in self.jobs if states[job] != "done"]
+        partial = sum(s == "partial" for s in states.values())
+        self.log(f"{len(self.jobs)} runs ({len(self.spec.arms)} arms x {len(self.spec.seeds)} seeds) in {self.folder}: "
+                 f"{self.done_count} done, {partial} to resume, {len(self.pending) - partial} to do; "
+                 f"{self.workers} worker{'s' * (self.workers != 1)} x {self.jobs[0].threads} "
+                 f"thread{'s' * (self.jobs[0].threads != 1)}; {self._left()}")
+
+    def starting(self, job: Job) -> None:
+        state, epochs = run_status(self.spec, self.folder, self.spec.arm(job.arm), job.seed)
+        what = {"new": "training", "partial": f"resuming after epoch {epochs}", "trained": "after-training steps",
+                "done": "already done"}[state]
+        self.log(f"run {self.done_count + 1}/{len(self.jobs)}: {job.arm} seed {job.seed}, {what}")
+
+    def finished(self, job: Job, result: dict) -> None:
+        self.done_count += 1
+        self.log(f"{self.done_count}/{len(self.jobs)} runs done ({job.arm} seed {job.seed}: "
+                 f"{', '.join(result['did']) or 'nothing to do'} in {format_seconds(result['seconds'])}); {self._left()}")
+
+    def done(self) -> None:
+        self.log(f"all {len(self.jobs)} runs done; this sitting took {format_seconds(time.perf_counter() - self.started)}")
+
+
+__all__ = ["Job", "check_experiment_dir", "compressed_folder", "read_record", "run_experiment", "run_folder",
+           "run_job", "run_status", "steps_file"]

@@ -1,0 +1,422 @@
+"""An experiment's specification: a base config, seeds, arms, comparisons and after-training steps.
+
+    name: refinement                 # optional; default: the file's stem
+    description: ...                 # optional free text, shown in the report
+    base:                            # TrainConfig options shared by every arm
+      model: continuousnet
+      data: fashion_mnist
+      validation_size: 5000          # choose settings on validation, report test
+      epochs: 10
+    seeds: [0, 1, 2, 3, 4]
+    arms:                            # name -> TrainConfig overrides of the base
+      scratch: {model_options: {n_basis: 4}}
+      refined: {model_options: {n_basis: 1}, refine_at: [3, 6]}
+    comparisons:                     # an arm against a baseline arm, paired by seed
+      - {arm: refined, baseline: scratch, target: {time_ratio_max: 0.5, accuracy_diff_low_min: -0.3}}
+    evaluate:                        # optional, after training: more manifestations
+      schemes: [euler, midpoint, rk4]
+      n_steps: [1, 2, 4, 8, 16]
+    compress: {n_basis: 2, n_steps: 2, finetune_epochs: 2, latency_batch_sizes: [1, 256]}
+
+An arm that names another ``model`` than the base does not inherit the base's
+``model_options``. ``evaluate`` and ``compress`` at the top level apply to every arm; an arm may set its own
+or switch one off with ``null``. Each ``(arm, seed)`` is an ordinary run: the arm's config
+with ``seed`` set. Everything is validated when the spec is read (every arm's
+:class:`~contdepth.train.TrainConfig` is built), so a typo in the fifth arm fails before the
+first run starts, with a message naming the spec file and the arm.
+
+Where the files are (``data_dir``) and how fast evaluation runs (``eval_batch_size``) are not
+part of an experiment's identity, nor are the command line's ``--threads``, ``--device`` and
+``--workers``: a suite may be continued on another machine with its files somewhere else.
+Everything else is: a changed ``epochs`` is a different experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..train.config import ConfigError, TrainConfig, check_count, read_yaml
+
+SPEC_KEYS = ("name", "description", "base", "seeds", "arms", "comparisons", "evaluate", "compress")
+# Options an experiment sets itself, per run or per sitting: a spec may not.
+RUN_OPTIONS = ("seed", "out", "resume", "overwrite", "extend", "quiet", "threads", "device")
+# Options a spec may hold that do not change what is measured: not part of its identity.
+SITTING_OPTIONS = ("data_dir", "eval_batch_size")
+IDENTITY_VERSION = 2
+ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TARGET_KEYS = ("time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min")
+EVALUATE_KEYS = ("schemes", "n_steps", "splits", "examples")
+COMPRESS_KEYS = ("n_basis", "n_steps", "finetune_epochs", "lr", "latency_batch_sizes", "latency_repeats", "onnx")
+MAX_SEEDS = 1000
+MAX_ARMS = 100
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Evaluate every ``(scheme, n_steps)`` of the grid after training, on ``splits``.
+
+    A model without ContinuousBlocks (a ``resnet``) is evaluated through its reading as a
+    piecewise-constant ``theta(t)`` (:func:`contdepth.analysis.as_continuous`), the ResNet
+    read as an ODE. ``splits`` defaults to the validation split (where the run holds one
+    out) and the test split. ``examples`` limits each split to its first images (the same ones for
+    every manifestation and run), to bound the cost of a large grid; ``None``: all.
+    """
+
+    schemes: tuple[str, ...]
+    n_steps: tuple[int, ...]
+    splits: tuple[str, ...] = ("test",)
+    examples: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"schemes": list(self.schemes), "n_steps": list(self.n_steps), "splits": list(self.splits),
+                "examples": self.examples}
+
+
+@dataclass(frozen=True)
+class Compress:
+    """Project onto ``n_basis`` functions and ``n_steps`` steps per block, fine-tune, time both.
+
+    ``finetune_epochs`` 0 measures projection only; above 0 the projected-only accuracy is
+    measured too, so one step gives both. ``lr`` defaults to a tenth of the run's.
+    ``onnx`` also times both models exported to ONNX in ONNX Runtime (the ``onnx`` extra).
+    """
+
+    n_basis: int
+    n_steps: int | None = None
+    finetune_epochs: int = 0
+    lr: float | None = None
+    latency_batch_sizes: tuple[int, ...] = (1, 256)
+    latency_repeats: int | None = None
+    onnx: bool = False
+
+    def to_dict(self) -> dict:
+        return {"n_basis": self.n_basis, "n_steps": self.n_steps, "finetune_epochs": self.finetune_epochs,
+                "lr": self.lr, "latency_batch_sizes": list(self.latency_batch_sizes),
+                "latency_repeats": self.latency_repeats, "onnx": self.onnx}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One named setting: the overrides of the base and its after-training steps."""
+
+    name: str
+    overrides: dict
+    evaluate: Evaluate | None = None
+    compress: Compress | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``arm`` against ``baseline``, paired by seed; ``target`` holds the claim's thresholds (optional).
+
+    Targets: ``time_ratio_max`` (mean time ratio at most this), ``accuracy_diff_min`` (mean
+    paired accuracy difference in points at least this), ``accuracy_diff_low_min`` (the
+    lower end of its 95 % interval at least this).
+    """
+
+    arm: str
+    baseline: str
+    target: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment (see the module docstring for the file format)."""
+
+    name: str
+    base: dict
+    seeds: tuple[int, ...]
+    arms: tuple[Arm, ...]
+    comparisons: tuple[Comparison, ...] = ()
+    description: str = ""
+    source: str = "spec"
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # --- reading -----------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExperimentSpec":
+        path = Path(path)
+        values = read_yaml(path)
+        return cls.from_dict(values, source=str(path), default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "spec", default_name: str = "experiment"
+                  ) -> "ExperimentSpec":
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: an experiment spec is a mapping with keys {', '.join(SPEC_KEYS)}")
+        unknown = sorted(set(map(str, values)) - set(SPEC_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: {unknown[0]}: not a key of an experiment spec; allowed: {', '.join(SPEC_KEYS)}")
+        name = values.get("name", default_name)
+        if not isinstance(name, str) or not ARM_NAME.match(name):
+            raise ConfigError(f"{source}: name: must be letters, digits, '_', '-' or '.', got {name!r}")
+        description = values.get("description") or ""
+        if not isinstance(description, str):
+            raise ConfigError(f"{source}: description: must be text, got {type(description).__name__}")
+        base_raw = values.get("base")
+        if base_raw is not None and not isinstance(base_raw, Mapping):
+            raise ConfigError(f"{source}: base: must be a mapping of TrainConfig options, got {type(base_raw).__name__}")
+        base = _options(base_raw or {}, f"{source}: base")
+        try:
+            TrainConfig.from_sources(None, base)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: base: {exc}") from exc
+        seeds = _seeds(values.get("seeds"), source)
+        arms_raw = values.get("arms")
+        if not isinstance(arms_raw, Mapping) or not arms_raw:
+            raise ConfigError(f"{source}: arms: must map arm names to option overrides (at least one arm)")
+        if len(arms_raw) > MAX_ARMS:
+            raise ConfigError(f"{source}: arms: at most {MAX_ARMS}, got {len(arms_raw)}")
+        default_eval = _evaluate(values.get("evaluate"), f"{source}: evaluate")
+        default_compress = _compress(values.get("compress"), f"{source}: compress")
+        arms = []
+        folded: dict[str, str] = {}
+        for arm_name, body in arms_raw.items():
+            where = f"{source}: arms.{arm_name}"
+            if not isinstance(arm_name, str) or not ARM_NAME.match(arm_name):
+                raise ConfigError(f"{source}: arms: {arm_name!r} is not a usable arm name (letters, digits, '_', '-', "
+                                  "'.'; it names a folder)")
+            if arm_name.casefold() in folded:  # one folder on a case-insensitive file system
+                raise ConfigError(f"{source}: arms: {arm_name!r} and {folded[arm_name.casefold()]!r} differ only in "
+                                  "case; arm names name folders, so they must differ in more than that")
+            folded[arm_name.casefold()] = arm_name
+            if body is not None and not isinstance(body, Mapping):
+                raise ConfigError(f"{where}: must be a mapping of option overrides (or empty), got "
+                                  f"{type(body).__name__}")
+            body = dict(body or {})
+            evaluate = _evaluate(body.pop("evaluate"), f"{where}.evaluate") if "evaluate" in body else default_eval
+            compress = _compress(body.pop("compress"), f"{where}.compress") if "compress" in body else default_compress
+            overrides = _options(body, where)
+            config = arm_config(base, Arm(arm_name, overrides), seeds[0], where)
+            if evaluate is not None:
+                evaluate = _evaluable(config, evaluate, f"{where}.evaluate")
+            if compress is not None:
+                _check_compressible(config, compress, where)
+            arms.append(Arm(arm_name, overrides, evaluate, compress))
+        comparisons_raw = values.get("comparisons")
+        if comparisons_raw is not None and not isinstance(comparisons_raw, list):
+            raise ConfigError(f"{source}: comparisons: must be a list of {{arm: A, baseline: B}}, got "
+                              f"{type(comparisons_raw).__name__}")
+        comparisons = tuple(_comparison(c, {a.name for a in arms}, f"{source}: comparisons[{i}]")
+                            for i, c in enumerate(comparisons_raw or []))
+        return cls(name=name, base=base, seeds=seeds, arms=tuple(arms), comparisons=comparisons,
+                   description=description, source=source, raw=dict(values))
+
+    # --- use ---------------------------------------------------------------------------------
+    def arm(self, name: str) -> Arm:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise KeyError(name)
+
+    def config(self, arm: Arm | str, seed: int, **run: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of ``(arm, seed)``, with run options such as ``out`` and ``threads``."""
+        arm = self.arm(arm) if isinstance(arm, str) else arm
+        return arm_config(self.base, arm, seed, f"{self.source}: arms.{arm.name}", run)
+
+    def identity(self) -> dict:
+        """What must not change for an existing experiment folder: everything but :data:`SITTING_OPTIONS`."""
+        def strip(options: dict) -> dict:
+            return {k: v for k, v in sorted(options.items()) if k not in SITTING_OPTIONS}
+
+        return {
+            "name": self.name,
+            "base": strip(self.base),
+            "seeds": list(self.seeds),
+            "arms": {a.name: {"options": strip(a.overrides),
+                              "evaluate": a.evaluate.to_dict() if a.evaluate else None,
+                              "compress": a.compress.to_dict() if a.compress else None} for a in self.arms},
+            "comparisons": [{"arm": c.arm, "baseline": c.baseline, "target": dict(sorted(c.target.items()))}
+                            for c in self.comparisons],
+        }
+
+
+def arm_config(base: dict, arm: Arm, seed: int, where: str, run: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Base, then the arm's overrides, then the run options.
+
+    ``model_options`` and ``data_options`` are merged key by key (an arm that sets ``scheme``
+    keeps the base's ``alpha``), except that an arm naming another ``model`` than the base
+    starts from that model's defaults: options of one model mean nothing to another.
+    """
+    try:
+        config = TrainConfig.from_sources(None, base) if base else TrainConfig()
+        if arm.overrides.get("model", config.model) != config.model:
+            config = config.replace(model=arm.overrides["model"], model_options={})
+        config = TrainConfig.from_sources(None, arm.overrides, base=config) if arm.overrides else config
+        return config.replace(**{"seed": seed, "quiet": True, **(run or {})})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def difference(old: Any, new: Any, path: str = "") -> list[str]:
+    """Readable differences between two identities: ``arms.b.options.lr: 0.1 -> 0.05``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{where}: added ({_short(new[key])})")
+            elif key not in new:
+                out.append(f"{where}: removed (was {_short(old[key])})")
+            else:
+                out.extend(difference(old[key], new[key], where))
+        return out
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _options(values: Any, where: str) -> dict:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of TrainConfig options, got {type(values).__name__}")
+    options = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(options) - set(TrainConfig.option_names()))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]}: not an option; allowed: "
+                          f"{', '.join(n for n in TrainConfig.option_names() if n not in RUN_OPTIONS)}")
+    reserved = sorted(set(options) & set(RUN_OPTIONS))
+    if reserved:
+        raise ConfigError(f"{where}: {reserved[0]}: set by the experiment per run or sitting (seeds come from "
+                          "'seeds'; threads and device from the command line), not in a spec")
+    return options
+
+
+def _seeds(values: Any, source: str) -> tuple[int, ...]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{source}: seeds: must be a non-empty list of integers, e.g. [0, 1, 2, 3, 4]")
+    if len(values) > MAX_SEEDS:
+        raise ConfigError(f"{source}: seeds: at most {MAX_SEEDS}, got {len(values)}")
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
+            raise ConfigError(f"{source}: seeds: every seed must be an integer in 0..2**63-1, got {s!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{source}: seeds: repeated seed in {values}")
+    return tuple(values)
+
+
+def _evaluate(values: Any, where: str) -> Evaluate | None:
+    from ..solvers import available_schemes
+
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: must be a mapping with keys {', '.join(EVALUATE_KEYS)}, or null")
+    unknown = sorted(set(values) - set(EVALUATE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]}: not a key; allowed: {', '.join(EVALUATE_KEYS)}")
+    schemes = values.get("schemes", ["euler", "midpoint", "rk4"])
+    if not isinstance(schemes, list) or not schemes or not all(s in available_schemes() for s in schemes):
+        raise ConfigError(f"{where}.schemes: must be a list of scheme names from {', '.join(available_schemes())}; "
+                          f"got {schemes!r}")
+    steps = values.get("n_steps", [1, 2, 4, 8, 16])
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError(f"{where}.n_steps: must be a list of step counts, got {steps!r}")
+    for n in steps:
+        check_count(n, f"{where}.n_steps")
+    splits = values.get("splits")
+    if splits is not None and (not isinstance(splits, list) or not splits
+                               or not all(isinstance(x, str) and x in ("val", "test") for x in splits)):
+        raise ConfigError(f"{where}.splits: must be a list of val and/or test, got {splits!r}")
+    examples = values.get("examples")
+    if examples is not None:
+        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+            raise ConfigError(f"{where}.examples: must be an integer >= 1 or null, got {examples!r}")
+    return Evaluate(tuple(dict.fromkeys(schemes)), tuple(sorted(set(steps))),
+                    tuple(dict.fromkeys(splits)) if splits is not None else (), examples)
+
+
+def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
+    """``evaluate`` with its splits resolved for ``config``; refused where it cannot run."""
+    import torch
+
+    from ..analysis import as_continuous
+    from ..data import is_graph_dataset
+    from ..models import create
+    from ..train.runs import model_options_for
+
+    if is_graph_dataset(config.data):
+        raise ConfigError(f"{where}: manifestation grids are for image models; {config.data!r} is a graph dataset "
+                          "(use contdepth analyze on its runs)")
+    try:
+        with torch.device("meta"):
+            as_continuous(create(config.model, **model_options_for(config)))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if not evaluate.splits:
+        splits = ("val", "test") if config.validation_size else ("test",)
+    elif "val" in evaluate.splits and not config.validation_size:
+        raise ConfigError(f"{where}.splits: 'val' needs a validation split; set validation_size (e.g. 5000)")
+    else:
+        splits = evaluate.splits
+    return dataclasses.replace(evaluate, splits=splits)
+
+
+def _compress(values: Any, where: str) -> Compress | None:
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: must be a mapping with keys {', '.join(COMPRESS_KEYS)}, or null")
+    unknown = sorted(set(values) - set(COMPRESS_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]}: not a key; allowed: {', '.join(COMPRESS_KEYS)}")
+    if "n_basis" not in values:
+        raise ConfigError(f"{where}.n_basis: required (basis functions per block after projection)")
+    n_basis = check_count(values["n_basis"], f"{where}.n_basis")
+    n_steps = values.get("n_steps")
+    if n_steps is not None:
+        check_count(n_steps, f"{where}.n_steps")
+    epochs = values.get("finetune_epochs", 0)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= 10_000:
+        raise ConfigError(f"{where}.finetune_epochs: must be an integer in 0..10000, got {epochs!r}")
+    lr = values.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
+        raise ConfigError(f"{where}.lr: must be a number > 0 or null, got {lr!r}")
+    sizes = values.get("latency_batch_sizes", [1, 256])
+    if not isinstance(sizes, list) or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 65_536
+                                              for b in sizes):
+        raise ConfigError(f"{where}.latency_batch_sizes: must be a list of batch sizes in 1..65536, got {sizes!r}")
+    repeats = values.get("latency_repeats")
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 10_000):
+        raise ConfigError(f"{where}.latency_repeats: must be an integer in 1..10000 or null, got {repeats!r}")
+    onnx = values.get("onnx", False)
+    if not isinstance(onnx, bool):
+        raise ConfigError(f"{where}.onnx: must be true or false, got {onnx!r}")
+    return Compress(n_basis, n_steps, epochs, None if lr is None else float(lr), tuple(sizes), repeats, onnx)
+
+
+def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> None:
+    from ..models import model_options
+
+    if "n_basis" not in model_options(config.model):
+        raise ConfigError(f"{where}.compress: model {config.model!r} has no ContinuousBlock to project; "
+                          "switch compress off for this arm (compress: null)")
+
+
+def _comparison(values: Any, arms: set[str], where: str) -> Comparison:
+    if isinstance(values, list) and len(values) == 2:
+        values = {"arm": values[0], "baseline": values[1]}
+    if not isinstance(values, Mapping) or set(values) - {"arm", "baseline", "target"} or not {"arm", "baseline"} <= set(values):
+        raise ConfigError(f"{where}: must be {{arm: A, baseline: B, target: {{...}}}} (target optional) or [A, B]")
+    for key in ("arm", "baseline"):
+        if not isinstance(values[key], str) or values[key] not in arms:
+            raise ConfigError(f"{where}.{key}: {values[key]!r} is not an arm; arms: {', '.join(sorted(arms))}")
+    if values["arm"] == values["baseline"]:
+        raise ConfigError(f"{where}: compares arm {values['arm']!r} with itself")
+    target = values.get("target") or {}
+    if not isinstance(target, Mapping) or set(target) - set(TARGET_KEYS):
+        raise ConfigError(f"{where}.target: keys must be among {', '.join(TARGET_KEYS)}, got {target!r}")
+    for key, value in target.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}.target.{key}: must be a number, got {value!r}")
+    return Comparison(values["arm"], values["baseline"], {k: float(v) for k, v in target.items()})
+
+
+__all__ = ["Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "arm_config", "difference"]
