@@ -14,7 +14,7 @@ import yaml
 from contdepth.cli import main
 from contdepth.data import hold_out, load
 from contdepth.experiment import ExperimentSpec, estimate, run_experiment, summarize, t_quantile
-from contdepth.experiment.runner import run_folder, steps_file
+from contdepth.experiment.folder import run_folder, steps_file
 from contdepth.train import ConfigError, read_checkpoint
 
 SPEC = {

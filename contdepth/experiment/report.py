@@ -20,7 +20,7 @@ from typing import Any
 from ..train.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, read_description
 from ..train.config import ConfigError, check_output_path
 from ..train.rundir import folder_state
-from .runner import check_run_config, read_record, run_folder, steps_current, steps_file
+from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
 from .spec import ExperimentSpec, difference
 from .stats import Estimate, estimate, paired
 
@@ -111,10 +111,13 @@ def _spread(grid: dict, split: str) -> float:
     return 100 * (max(values) - min(values)) if values else math.nan
 
 
-def summarize(folder: str | Path) -> dict:
-    """The ``summary.json`` of an experiment folder (see the module docstring)."""
+def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
+    """The ``summary.json`` of an experiment folder (see the module docstring).
+
+    ``collected`` is :func:`collect`'s result when the caller has it already.
+    """
     folder = Path(folder)
-    spec, runs, unfinished = collect(folder)
+    spec, runs, unfinished = collected if collected is not None else collect(folder)
     record = read_record(folder)
     arms: dict[str, Any] = {}
     for arm in spec.arms:
@@ -346,7 +349,8 @@ def write_report(folder: str | Path, *, out: str | Path | None = None, plots: bo
                           "give the --out of contdepth experiment")
     target = check_output_path(out if out is not None else folder, "out", folder=True)
     _check_report_folder(target, folder)
-    summary = summarize(folder)
+    spec, runs, unfinished = collect(folder)
+    summary = summarize(folder, collected=(spec, runs, unfinished))
     target.mkdir(parents=True, exist_ok=True)
     clean = _json_value(summary)
     atomic_write_text(target / SUMMARY_FILE, json.dumps(clean, indent=1) + "\n")
@@ -354,7 +358,7 @@ def write_report(folder: str | Path, *, out: str | Path | None = None, plots: bo
     written = [target / SUMMARY_FILE, target / REPORT_FILE]
     if plots:
         try:
-            images = render_plots(folder)
+            images = render_plots(folder, runs=runs)
         except ImportError as exc:
             if not quiet:
                 print(f"contdepth report: plots skipped: {exc}")
@@ -386,15 +390,19 @@ def _check_report_folder(target: Path, folder: Path) -> None:
                           f"summary.json or plots could be yours: choose a new or empty --out")
 
 
-def render_plots(folder: str | Path) -> dict[str, bytes]:
-    """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band)."""
+def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, bytes]:
+    """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band).
+
+    ``runs`` is :func:`collect`'s per-run table when the caller has it already.
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install 'contdepth[plot]'") from exc
     import numpy as np
 
-    _, runs, _ = collect(folder)
+    if runs is None:
+        _, runs, _ = collect(folder)
     out: dict[str, bytes] = {}
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()

@@ -1,13 +1,6 @@
 """Run an experiment: every ``(arm, seed)`` as an ordinary run folder, resumable at any point.
 
-The experiment folder ``DIR``:
-
-    DIR/experiment.json              the spec's identity and one entry per sitting (command, host, time)
-    DIR/spec.yaml                    the spec file as it was first run
-    DIR/runs/ARM/seed-S/             the run folder of (ARM, S): contdepth train --out, as usual
-    DIR/steps/ARM/seed-S.json        after-training steps of that run (manifestations, compression)
-    DIR/compressed/ARM/seed-S/       the compressed (and fine-tuned) model of that run
-    DIR/report.md, summary.json, plots/   written by contdepth report (and at the end of a suite)
+The experiment folder's layout and records are :mod:`contdepth.experiment.folder`'s.
 
 Running the same spec again looks at each run folder: a finished run is skipped, an
 interrupted one is resumed (``--resume``, bitwise the uninterrupted run), a missing one is
@@ -32,19 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..train.checkpoint import CheckpointError, atomic_write_text, read_description
-from ..train.config import ConfigError, TrainConfig, check_device, check_output_path
+from ..train.checkpoint import atomic_write_text, read_description
+from ..train.config import ConfigError, check_device, check_output_path
 from ..train.progress import default_threads, format_seconds
 from ..train.rundir import CHECKPOINT_JSON, RunLock, folder_state
+from .folder import (EXPERIMENT_FILE, EXPERIMENT_FORMAT, SPEC_COPY, check_run_config, log_file, read_record,
+                     run_folder, steps_current, steps_file, steps_identity, weights_identity)
+from .report import write_report
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec, difference
 from .steps import run_steps
 
-EXPERIMENT_FILE = "experiment.json"
-SPEC_COPY = "spec.yaml"
-RUNS_DIR = "runs"
-STEPS_DIR = "steps"
-COMPRESSED_DIR = "compressed"
-EXPERIMENT_FORMAT = "contdepth-experiment"
 
 
 @dataclass(frozen=True, eq=False)  # identity: two jobs are never the same run
@@ -66,18 +56,6 @@ class Job:
         return run_folder(self.folder, self.arm, self.seed)
 
 
-def run_folder(folder: str | Path, arm: str, seed: int) -> Path:
-    return Path(folder) / RUNS_DIR / arm / f"seed-{seed}"
-
-
-def steps_file(folder: str | Path, arm: str, seed: int) -> Path:
-    return Path(folder) / STEPS_DIR / arm / f"seed-{seed}.json"
-
-
-def compressed_folder(folder: str | Path, arm: str, seed: int) -> Path:
-    return Path(folder) / COMPRESSED_DIR / arm / f"seed-{seed}"
-
-
 def run_status(spec: ExperimentSpec, folder: str | Path, arm: Arm, seed: int) -> tuple[str, int]:
     """``(state, epochs done)``: ``done`` (trained and stepped), ``trained`` (steps left), ``partial``, ``new``.
 
@@ -97,41 +75,6 @@ def run_status(spec: ExperimentSpec, folder: str | Path, arm: Arm, seed: int) ->
     if needs_steps and not steps_current(folder, arm, seed, description):
         return "trained", description["epoch"]
     return "done", description["epoch"]
-
-
-def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dict, path: Path) -> None:
-    """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside)."""
-    from ..train.trainer import check_resume_config
-
-    try:
-        stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))
-        check_resume_config(spec.config(arm, seed), stored)
-    except ConfigError as exc:
-        raise ConfigError(f"out: the run in {path} is not arm {arm.name!r} seed {seed} of this spec ({exc}); "
-                          "move it away or use a new --out") from exc
-
-
-def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | None = None) -> bool:
-    """Whether the steps record of ``(arm, seed)`` is for these steps and this run's final weights."""
-    path = steps_file(folder, arm.name, seed)
-    try:
-        record = json.loads(path.read_text())
-        if description is None:
-            description = read_description(run_folder(folder, arm.name, seed))
-    except (OSError, ValueError, CheckpointError):
-        return False
-    return (isinstance(record, dict) and record.get("steps") == _steps_identity(arm)
-            and record.get("checkpoint") == _weights_identity(description))
-
-
-def _steps_identity(arm: Arm) -> dict:
-    return {"evaluate": arm.evaluate.to_dict() if arm.evaluate else None,
-            "compress": arm.compress.to_dict() if arm.compress else None}
-
-
-def _weights_identity(description: dict) -> dict:
-    """Which weights a steps record was computed from: a retrained run has other ones."""
-    return {"epoch": description["epoch"], "tensors_sha256": description["tensors_sha256"]}
 
 
 def spec_text(spec: ExperimentSpec) -> str:
@@ -167,7 +110,7 @@ def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
         torch.set_num_threads(job.threads)
         description = read_description(job.run_dir)
         try:
-            record = {"steps": _steps_identity(arm), "checkpoint": _weights_identity(description),
+            record = {"steps": steps_identity(arm), "checkpoint": weights_identity(description),
                       **run_steps(arm, job.run_dir, job.folder, job.seed, device=job.device, threads=job.threads,
                                   data_dir=job.data_dir)}
         except ValueError as exc:  # a step the model cannot take: one line, not a traceback
@@ -199,22 +142,6 @@ def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
                           f"spec: {shown}. Use a new --out for a changed spec (the runs already made stay valid "
                           "for the spec they were made with)")
     return "existing"
-
-
-def read_record(folder: str | Path) -> dict:
-    """``DIR/experiment.json`` (a ``ConfigError`` naming it if unreadable or not ours)."""
-    path = Path(folder) / EXPERIMENT_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"out: {path} cannot be read as an experiment record: {exc}") from exc
-    if not isinstance(record, dict) or record.get("format") != EXPERIMENT_FORMAT:
-        raise ConfigError(f"out: {path} is not a contdepth experiment record")
-    if (not isinstance(record.get("identity"), dict) or not isinstance(record.get("sittings"), list)
-            or record.get("identity_version") != IDENTITY_VERSION):
-        raise ConfigError(f"out: {path} is a malformed or older experiment record (identity, identity_version "
-                          f"{IDENTITY_VERSION} and sittings expected); use a new --out")
-    return record
 
 
 def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, workers: int = 1,
@@ -270,8 +197,6 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
         progress.done()
     if not report:
         return None
-    from .report import write_report
-
     return write_report(out, quiet=quiet)
 
 
@@ -324,10 +249,6 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
             process.wait()
     if failures:
         raise ConfigError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
-
-
-def log_file(folder: str | Path, arm: str, seed: int) -> Path:
-    return Path(folder) / "logs" / arm / f"seed-{seed}.log"
 
 
 def job_to_dict(job: Job) -> dict:
@@ -405,5 +326,4 @@ class SuiteProgress:
         self.log(f"all {len(self.jobs)} runs done; this sitting took {format_seconds(time.perf_counter() - self.started)}")
 
 
-__all__ = ["Job", "check_experiment_dir", "compressed_folder", "read_record", "run_experiment", "run_folder",
-           "run_job", "run_status", "steps_file"]
+__all__ = ["Job", "check_experiment_dir", "run_experiment", "run_job", "run_status", "spec_text"]

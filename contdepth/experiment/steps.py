@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..train.rundir import folder_state
+from .folder import compressed_folder
 from .spec import Arm, Evaluate
 
 
@@ -105,15 +106,16 @@ def run_steps(arm: Arm, run_dir: Path, folder: str | Path, seed: int, *, device:
     from ..analysis.compression import compress_run
     from ..train.checkpoint import load_checkpoint
     from ..train.trainer import load_data
-    from .runner import compressed_folder
 
     record: dict[str, Any] = {}
     model, info = load_checkpoint(run_dir, device=device)
     config = info.train_config()
     if data_dir is not None:
         config = config.replace(data_dir=data_dir)
+    needs_data = arm.evaluate is not None or (arm.compress is not None and arm.compress.onnx)
+    dataset = load_data(config) if needs_data else None  # compress_run reads its own
     if arm.evaluate is not None:
-        record["manifestations"] = manifestation_accuracies(model, load_data(config), arm.evaluate,
+        record["manifestations"] = manifestation_accuracies(model, dataset, arm.evaluate,
                                                             batch_size=config.eval_batch_size, device=device)
     if arm.compress is not None:
         c = arm.compress
@@ -125,11 +127,8 @@ def run_steps(arm: Arm, run_dir: Path, folder: str | Path, seed: int, *, device:
                               threads=threads, device=device, quiet=True)
         record["compression"] = report.to_dict()
         if c.onnx:
-            from ..train.checkpoint import load_checkpoint as load
-
-            compressed, _ = load(out, device="cpu")
-            source, _ = load(run_dir, device="cpu")
-            dataset = load_data(config)
+            compressed, _ = load_checkpoint(out, device="cpu")
+            source = model.to("cpu")
             shape = (dataset.channels, *dataset.image_size)
             timed = onnx_latency({"before": source, "after": compressed}, shape, c.latency_batch_sizes,
                                  repeats=c.latency_repeats, threads=threads)

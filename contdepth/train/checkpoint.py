@@ -276,38 +276,30 @@ def read_description(run_dir: str | Path) -> dict:
     version = _require(info, "format_version", int, path)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer contdepth (checkpoint format {version}, this reads {FORMAT_VERSION})")
-    for key, kind in (("model", dict), ("layout", list), ("epoch", int), ("history", list),
-                      ("tensors", str), ("tensors_sha256", str)):
+    model = _require(info, "model", dict, path)
+    _require(model, "name", str, path)
+    _require(model, "options", dict, path)
+    for key, kind in (("layout", list), ("epoch", int), ("history", list)):
         _require(info, key, kind, path)
+    tensor_name = _require(info, "tensors", str, path)
+    if not TENSOR_FILE.match(tensor_name):
+        raise CheckpointError(f"{path}: malformed checkpoint, tensor file name {tensor_name!r} is not checkpoint-NNNN.safetensors")
+    _require(info, "tensors_sha256", str, path)  # required: without it nothing ties the tensors to this file
     check_description(info, path)
     return info
 
 
 def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
-    """Parse ``checkpoint.json`` and load its tensor file (checked against the stored SHA-256).
+    """Parse ``checkpoint.json`` (:func:`read_description`) and load its tensor file, checked against its SHA-256.
 
     Returns the description and the model's ``state_dict`` tensors (``model.`` prefix
     removed). Raises :class:`CheckpointError` naming the file for anything unexpected.
     """
-
+    info = read_description(run_dir)
     path = _checkpoint_json(run_dir)
-    info = parse_json(read_regular_file(path, "a checkpoint description", MAX_JSON_BYTES), path)
-    if info.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a contdepth checkpoint (format is {info.get('format')!r}, expected {FORMAT!r})")
-    version = _require(info, "format_version", int, path)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer contdepth (checkpoint format {version}, this reads {FORMAT_VERSION})")
-    model = _require(info, "model", dict, path)
-    name = _require(model, "name", str, path)
-    options = _require(model, "options", dict, path)
-    layout = _require(info, "layout", list, path)
-    epoch = _require(info, "epoch", int, path)
-    history = _require(info, "history", list, path)
-    tensor_name = _require(info, "tensors", str, path)
-    if not TENSOR_FILE.match(tensor_name):
-        raise CheckpointError(f"{path}: malformed checkpoint, tensor file name {tensor_name!r} is not checkpoint-NNNN.safetensors")
-    digest = _require(info, "tensors_sha256", str, path)  # required: without it nothing ties the tensors to this file
-    check_description(info, path)
+    tensor_name, digest = info["tensors"], info["tensors_sha256"]
+    name, options = info["model"]["name"], info["model"]["options"]
+    layout, epoch, history = info["layout"], info["epoch"], info["history"]
 
     tensor_path = path.parent / tensor_name
     blob = read_regular_file(tensor_path, "the checkpoint's tensors")

@@ -1,0 +1,99 @@
+"""The layout and records of an experiment folder, shared by the runner, its steps and the report.
+
+    DIR/experiment.json              the spec's identity and one entry per sitting (command, host, time)
+    DIR/spec.yaml                    the spec, as first run
+    DIR/runs/ARM/seed-S/             the run folder of (ARM, S)
+    DIR/steps/ARM/seed-S.json        after-training steps of that run, tied to its final weights
+    DIR/compressed/ARM/seed-S/       the compressed (and fine-tuned) model of that run
+    DIR/logs/ARM/seed-S.log          a worker's output (``--workers`` above 1)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..train.checkpoint import CheckpointError, read_description
+from ..train.config import ConfigError, TrainConfig
+from ..train.rundir import CHECKPOINT_JSON
+from .spec import IDENTITY_VERSION, Arm, ExperimentSpec
+
+EXPERIMENT_FILE = "experiment.json"
+SPEC_COPY = "spec.yaml"
+RUNS_DIR = "runs"
+STEPS_DIR = "steps"
+COMPRESSED_DIR = "compressed"
+EXPERIMENT_FORMAT = "contdepth-experiment"
+
+
+def run_folder(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / RUNS_DIR / arm / f"seed-{seed}"
+
+
+def steps_file(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / STEPS_DIR / arm / f"seed-{seed}.json"
+
+
+def compressed_folder(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / COMPRESSED_DIR / arm / f"seed-{seed}"
+
+
+def log_file(folder: str | Path, arm: str, seed: int) -> Path:
+    return Path(folder) / "logs" / arm / f"seed-{seed}.log"
+
+
+def read_record(folder: str | Path) -> dict:
+    """``DIR/experiment.json`` (a ``ConfigError`` naming it if unreadable or not ours)."""
+    path = Path(folder) / EXPERIMENT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"out: {path} cannot be read as an experiment record: {exc}") from exc
+    if not isinstance(record, dict) or record.get("format") != EXPERIMENT_FORMAT:
+        raise ConfigError(f"out: {path} is not a contdepth experiment record")
+    if (not isinstance(record.get("identity"), dict) or not isinstance(record.get("sittings"), list)
+            or record.get("identity_version") != IDENTITY_VERSION):
+        raise ConfigError(f"out: {path} is a malformed or older experiment record (identity, identity_version "
+                          f"{IDENTITY_VERSION} and sittings expected); use a new --out")
+    return record
+
+
+def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dict, path: Path) -> None:
+    """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside)."""
+    from ..train.trainer import check_resume_config
+
+    try:
+        stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))
+        check_resume_config(spec.config(arm, seed), stored)
+    except ConfigError as exc:
+        raise ConfigError(f"out: the run in {path} is not arm {arm.name!r} seed {seed} of this spec ({exc}); "
+                          "move it away or use a new --out") from exc
+
+
+def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | None = None) -> bool:
+    """Whether the steps record of ``(arm, seed)`` is for these steps and this run's final weights."""
+    path = steps_file(folder, arm.name, seed)
+    try:
+        record = json.loads(path.read_text())
+        if description is None:
+            description = read_description(run_folder(folder, arm.name, seed))
+    except (OSError, ValueError, CheckpointError):
+        return False
+    return (isinstance(record, dict) and record.get("steps") == steps_identity(arm)
+            and record.get("checkpoint") == weights_identity(description))
+
+
+def steps_identity(arm: Arm) -> dict:
+    """Which steps a steps record holds: a record of other steps is not reused."""
+    return {"evaluate": arm.evaluate.to_dict() if arm.evaluate else None,
+            "compress": arm.compress.to_dict() if arm.compress else None}
+
+
+def weights_identity(description: dict) -> dict:
+    """Which weights a steps record was computed from: a retrained run has other ones."""
+    return {"epoch": description["epoch"], "tensors_sha256": description["tensors_sha256"]}
+
+
+__all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
+           "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "steps_current",
+           "steps_file", "steps_identity", "weights_identity"]
