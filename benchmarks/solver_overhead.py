@@ -253,10 +253,10 @@ def solver_rows(net: Callable[[Tensor], Tensor], scheme: str) -> list[tuple[str,
     f = lambda t, y: net(y)  # noqa: E731  (the f(t, x) every library receives)
     rows: list[tuple[str, Callable | None, str]] = [
         ("hand loop", lambda y: HAND[scheme](net, y), ""),
-        ("contdepth", lambda y: contdepth.integrate(f, y, scheme=scheme, n_steps=N_STEPS), ""),
+        ("contdepth", lambda y: contdepth.integrate(f, y, scheme=scheme, n_steps=N_STEPS).state, ""),
     ]
     if scheme == "rk4":
-        rows.append(("contdepth rk38 [a]", lambda y: contdepth.integrate(f, y, scheme="rk38", n_steps=N_STEPS), ""))
+        rows.append(("contdepth rk38 [a]", lambda y: contdepth.integrate(f, y, scheme="rk38", n_steps=N_STEPS).state, ""))
     label = "torchdiffeq [a]" if scheme == "rk4" else "torchdiffeq"
     if TORCHDIFFEQ is None:
         rows.append((label, None, TORCHDIFFEQ_WHY))
@@ -426,8 +426,8 @@ def table_memory(args: argparse.Namespace, warmup: int, min_sample_s: float) -> 
     params = list(net.parameters())
     f = lambda t, y: net(y)  # noqa: E731
     solves: dict[str, Callable[[Tensor], Tensor] | None] = {
-        "plain backprop": lambda y: contdepth.integrate(f, y, scheme="rk4", n_steps=N_STEPS),
-        "checkpoint=True": lambda y: contdepth.integrate(f, y, scheme="rk4", n_steps=N_STEPS, checkpoint=True),
+        "plain backprop": lambda y: contdepth.integrate(f, y, scheme="rk4", n_steps=N_STEPS).state,
+        "checkpoint=True": lambda y: contdepth.integrate(f, y, scheme="rk4", n_steps=N_STEPS, checkpoint=True).state,
     }
     adjoint_note = ""
     if TORCHDIFFEQ is None:
@@ -521,7 +521,7 @@ def table_block(args: argparse.Namespace, warmup: int, min_sample_s: float) -> d
         f = lambda t, y, net=net: net(y)  # noqa: E731
         solves = {
             hand: (lambda y, net=net, scheme=scheme: HAND[scheme](net, y), list(net.parameters())),
-            integ: (lambda y, f=f, scheme=scheme: contdepth.integrate(f, y, scheme=scheme, n_steps=N_STEPS),
+            integ: (lambda y, f=f, scheme=scheme: contdepth.integrate(f, y, scheme=scheme, n_steps=N_STEPS).state,
                     list(net.parameters())),
             cons: (const, list(const.parameters())),
             lin: (linear, list(linear.parameters())),

@@ -5,7 +5,8 @@ contdepth makes the continuous view first-class: depth-dependent weights in a ba
 any explicit Runge-Kutta or multistep scheme, exact refinement and projection.
 """
 
-from . import analysis, basis, data, experiment, export, models, nn, solvers, train
+from . import analysis, basis, common, data, experiment, export, models, nn, solvers, train
+from .common import OptionError
 from .analysis import ManifestationReport, analyze_manifestations, compress, resnet_as_continuous
 from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
 from .experiment import ExperimentSpec, run_experiment, write_report
@@ -13,7 +14,8 @@ from .export import StaticBlock, freeze
 from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, adaptive_depth
 from .solvers import (
     AdamsBashforth, ButcherTableau, IntegrationStats, LMResNetScheme, MaxStepsExceeded, RungeKutta, Scheme,
-    StageTime, available_schemes, get_scheme, get_tableau, integrate, integrate_adaptive, register_scheme,
+    Solution, StageTime, StepController, available_schemes, get_scheme, get_tableau, integrate, integrate_adaptive,
+    register_scheme,
 )
 
 __version__ = "0.1.0"
@@ -24,5 +26,5 @@ __all__ = [
     "AdamsBashforth", "ButcherTableau", "CoefficientMap", "ContinuousBlock", "DepthBasis", "IntegrationStats",
     "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
     "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",
-    "integrate_adaptive", "make_basis", "register_scheme", "__version__",
+    "integrate_adaptive", "make_basis", "register_scheme", "__version__", "OptionError", "Solution", "StepController",
 ]

@@ -31,8 +31,44 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .train.checkpoint import CheckpointError
-from .train.config import ConfigError, check_count, check_device, check_output_path
+from .analysis import (
+    analyze_manifestations,
+    as_continuous,
+    parse_reference,
+    reference_manifestation,
+)
+from .analysis.compression import compress_run
+from .analysis.manifestations import DTYPES, check_grid
+from .analysis.plots import check_matplotlib
+from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
+from .common.validate import check_int
+from .experiment import ExperimentSpec, run_experiment, write_report
+from .export.from_run import CHECK_ATOL, export_run
+from .nn import AdaptiveDepth, continuous_blocks
+from .solvers import MaxStepsExceeded, available_schemes
+from .train import (
+    evaluate,
+    evaluate_adaptive,
+    format_adaptive_table,
+    format_manifestation_table,
+    load_checkpoint,
+    manifestation_table,
+    train,
+)
+from .train.checkpoint import CheckpointError, read_checkpoint
+from .train.config import (
+    OPTION_GROUPS,
+    ConfigError,
+    TrainConfig,
+    check_count,
+    check_device,
+    check_output_path,
+    read_yaml,
+)
+from .train.demo import demo
+from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
+from .train.rundir import check_run_dir, folder_state
+from .train.trainer import load_data
 
 # model-option flags: --flag -> model_options key (nargs "+" for per-stage lists)
 MODEL_FLAGS: dict[str, tuple[str, Any, str | None, str]] = {
@@ -79,90 +115,60 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (see contdepth train --help)", argument_default=S,
                        description="Train a model. Flags override --config FILE; every check runs before any work.")
     p.add_argument("--config", metavar="FILE", help="YAML file with TrainConfig keys (flags override it)")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", help="model name (continuousnet, resnet, lm_resnet, continuous_mlp; graphs: gcn, gcde, "
-                                   "cgnn)")
-    for flag, (_, kind, nargs, text) in MODEL_FLAGS.items():
-        g.add_argument(f"--{flag.replace('_', '-')}", dest=f"model__{flag}", type=kind, nargs=nargs,
-                       metavar=flag.upper(), help=text)
-    g.add_argument("--model-option", dest="model_option", action="append", metavar="KEY=VALUE",
-                   help="any other model option (value read as YAML: 3, 0.5, true, [1,2,4]); repeatable")
-    g.add_argument("--data", help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100; graphs (full-batch "
-                                  "node classification): karate, cora")
-    g.add_argument("--data-dir", help="folder holding the dataset's files")
-    g.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
-                   help="dataset loader option, e.g. test_fraction=0.25; repeatable")
-    g.add_argument("--split-seed", type=int, help="seed of the train/test split (digits) and the validation draw")
-    g.add_argument("--validation-size", type=int,
-                   help="hold out this many train images as a validation split, evaluated every epoch (0: none)")
-    g.add_argument("--train-size", type=int, help="train on only this many train images (a seeded random subset)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="training epochs, numbered from 1")
-    g.add_argument("--batch-size", type=int, help="training batch (the global batch under torchrun)")
-    g.add_argument("--eval-batch-size", type=int, help="batch of the test evaluation (changes only speed)")
-    g.add_argument("--optimizer", help="sgd, adam (coupled L2 weight decay), adamw (decoupled) or rmsprop (coupled)")
-    g.add_argument("--lr", type=float, help="base learning rate")
-    g.add_argument("--momentum", type=float, help="SGD momentum")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")
-    g.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="AdamW betas")
-    g.add_argument("--eps", type=float, help="AdamW epsilon")
-    g.add_argument("--weight-decay", type=float, help="L2 weight decay (see --decay-norm-and-bias, --decay-scope)")
-    g.add_argument("--decay-norm-and-bias", action=argparse.BooleanOptionalAction,
-                   help="also decay biases and normalisation parameters (default: exempt)")
-    g.add_argument("--decay-scope", choices=("all", "model"),
-                   help="all (default: every weight) or model: the model's own choice (graph models: the first layer)")
-    g.add_argument("--schedule", help="constant, step or cosine")
-    g.add_argument("--milestones", type=int, nargs="*", metavar="EPOCH",
-                   help="step schedule: lr *= gamma from the start of each of these epochs (1-based)")
-    g.add_argument("--gamma", type=float, help="step schedule factor")
-    g.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (may be fractional)")
-    g.add_argument("--min-lr", type=float, help="final learning rate of the cosine schedule")
-    g.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, in [0, 1)")
-    g = p.add_argument_group("continuous depth")
-    g.add_argument("--refine-at", type=int, nargs="*", metavar="EPOCH",
-                   help="refine every block at the start of these epochs (1-based)")
-    g.add_argument("--eval-scheme", help="scheme of the per-epoch test evaluation (default: training's)")
-    g.add_argument("--eval-n-steps", type=int, help="steps of the per-epoch test evaluation (default: training's)")
-    g = p.add_argument_group("graph data")
-    g.add_argument("--patience", type=int,
-                   help="stop after this many epochs without a better validation accuracy (the best-validation "
-                        "weights are kept either way; default: run every epoch)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, help="seed of the initialisation, data order and augmentation")
-    g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, config.yaml)")
-    g.add_argument("--threads", type=int, help="torch.set_num_threads for the run")
-    g.add_argument("--device", help="cpu, cuda or cuda:N")
-    g.add_argument("--quiet", action="store_true", help="no progress bars, epoch lines or summary")
-    g.add_argument("--overwrite", action="store_true", help="replace the run files of an existing --out")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
-                                                         "exactly (same options and epochs)")
-    g.add_argument("--extend", action="store_true",
-                   help="with --resume: allow a different --epochs; the schedule is recomputed for the new length "
-                        "(a cosine schedule is stretched) and the run says what changes")
-    _add_config_defaults(p)
+    add_config_flags(p)
     return p
 
 
-def _add_config_defaults(parser: argparse.ArgumentParser) -> None:
-    """Append ``(default: X)`` to the help of every flag that is a TrainConfig field.
+def _flag_type(annotation: str) -> type:
+    """The argparse ``type`` of a TrainConfig field from its (string) annotation."""
+    base = annotation.split("|")[0].strip()
+    return {"int": int, "float": float, "str": str}[base]
 
-    The defaults are read from the dataclass, so the help cannot drift from the code.
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, generated from the field: name, type, help and default.
+
+    Why generated: the help existed three times (docstring, CLI, README) and drifted; now
+    a field's ``option(help=...)`` is the only place, and a new field gets its flag for free.
+    ``model_options`` and ``data_options`` are spelled ``--model-option KEY=VALUE`` /
+    ``--data-option KEY=VALUE``, with the common model options as their own flags.
     """
     from dataclasses import MISSING, fields
 
-    from .train.config import TrainConfig
 
-    defaults = {}
+    groups = {name: parser.add_argument_group(name) for name in OPTION_GROUPS}
     for f in fields(TrainConfig):
-        value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        if value is not None:  # "not set" means something different per option: its help says what
-            defaults[f.name] = value
-    for action in parser._actions:
-        if action.dest not in defaults or action.help in (None, argparse.SUPPRESS) or "default" in action.help:
+        meta, group = f.metadata, groups[f.metadata["group"]]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if f.name == "model_options":
+            for flag, (_, kind, nargs, text) in MODEL_FLAGS.items():
+                group.add_argument(f"--{flag.replace('_', '-')}", dest=f"model__{flag}", type=kind, nargs=nargs,
+                                   metavar=flag.upper(), help=text)
+            group.add_argument("--model-option", dest="model_option", action="append", metavar="KEY=VALUE",
+                               help="any other model option (value read as YAML: 3, 0.5, true, [1,2,4]); repeatable")
             continue
-        if isinstance(action, argparse._StoreTrueAction):
-            continue  # a switch: off unless given
-        action.help += f" (default: {_format_default(defaults[action.dest])})"
+        if f.name == "data_options":
+            group.add_argument("--data-option", dest="data_option", action="append", metavar="KEY=VALUE",
+                               help="dataset loader option, e.g. test_fraction=0.25; repeatable")
+            continue
+        if not meta["flag"]:
+            continue
+        help_text = meta["help"]
+        if default is not None:  # "not set" means something different per option: its help says what
+            help_text += f" (default: {_format_default(default)})"
+        flag = f"--{f.name.replace('_', '-')}"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
+        if meta["metavar"] is not None:
+            kwargs["metavar"] = meta["metavar"]
+        if meta["choices"] is not None:
+            kwargs["choices"] = meta["choices"]
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif meta["items"] is not None:
+            item_type, nargs = meta["items"]
+            group.add_argument(flag, type=item_type, nargs=nargs, **kwargs)
+        else:
+            group.add_argument(flag, type=_flag_type(str(f.type)), **kwargs)
 
 
 def _format_default(value: Any) -> str:
@@ -177,8 +183,6 @@ def _format_default(value: Any) -> str:
 
 def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
     """The :class:`TrainConfig` of parsed ``train`` arguments (defaults < saved run < file < flags)."""
-    from .train.checkpoint import read_checkpoint
-    from .train.config import TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func", "argv")}
     overrides: dict[str, Any] = {}
@@ -207,12 +211,10 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
     if overrides.get("resume"):
         out = overrides.get("out")
         if out is None and file is not None:
-            from .train.config import read_yaml
 
             out = read_yaml(file).get("out")
         if out is None:
             raise ConfigError("resume: needs --out, the run directory to continue")
-        from .train.rundir import check_run_dir
 
         check_run_dir(out, overwrite=False, resume=True)
         info, _ = read_checkpoint(out)
@@ -221,7 +223,6 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
 
     config = train_config_from_args(args)
     try:
@@ -240,7 +241,6 @@ def interrupted_advice(out: str | None, config=None) -> str:
     """
     import shlex
 
-    from .train.rundir import folder_state
 
     if out is None:
         return " (nothing was saved: no --out)"
@@ -278,11 +278,6 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .nn import continuous_blocks
-    from .solvers import available_schemes
-    from .train import evaluate, format_manifestation_table, load_checkpoint, manifestation_table
-    from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
-    from .train.trainer import load_data
 
     schemes = ([args.scheme] if args.scheme else []) + list(args.schemes or [])
     for s in schemes:
@@ -307,8 +302,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"adaptive: model {info.model_name!r} has no ContinuousBlock to integrate adaptively")
     dataset = load_data(config)
     if args.adaptive:
-        from .solvers import MaxStepsExceeded
-        from .train import evaluate_adaptive, format_adaptive_table
 
         results = []
         for rtol, atol in tolerances:
@@ -344,7 +337,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
     """``(rtol, atol)`` pairs of ``eval --adaptive``, checked before any work."""
-    from .nn import AdaptiveDepth
 
     if not args.adaptive:
         if args.rtol is not None or args.atol is not None:
@@ -376,8 +368,8 @@ def _check_common(args: argparse.Namespace) -> None:
     """The options eval, analyze and compress share, checked before the checkpoint is read."""
     for name in ("batch_size", "threads"):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+        if value is not None:
+            check_int(value, name, low=1)
     if getattr(args, "device", None) is not None:
         check_device(args.device)
     data_dir = getattr(args, "data_dir", None)
@@ -412,7 +404,6 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .analysis.compression import compress_run
 
     one = lambda values: values[0] if values is not None and len(values) == 1 else values  # noqa: E731
     for name, values in (("n_basis", args.n_basis), ("n_steps", args.n_steps or [])):
@@ -451,7 +442,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .train.demo import demo
 
     demo(epochs=args.epochs, threads=args.threads, quiet=args.quiet, out=args.out, overwrite=args.overwrite)
     return 0
@@ -487,15 +477,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .analysis import analyze_manifestations, as_continuous, parse_reference, reference_manifestation
-    from .analysis.manifestations import DEFAULT_SCHEMES, DEFAULT_STEPS, DTYPES, check_grid
-    from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
-    from .train import load_checkpoint
-    from .train.trainer import load_data
 
     def checked(value: int | None, name: str) -> None:
-        if value is not None and value < 1:
-            raise ConfigError(f"{name}: must be an integer >= 1, got {value}")
+        if value is not None:
+            check_int(value, name, low=1)
 
     try:
         schemes, steps = check_grid(args.schemes or DEFAULT_SCHEMES, args.steps or DEFAULT_STEPS)
@@ -519,7 +504,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if not args.no_plots:
-        from .analysis.plots import check_matplotlib
 
         try:
             check_matplotlib()
@@ -541,7 +525,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     dataset = load_data(config)
     if reading:
         print(f"{info.model_name}: {reading}")
-    from .solvers import MaxStepsExceeded
 
     try:
         report = analyze_manifestations(model, dataset, schemes=schemes, steps=steps, reference=reference,
@@ -594,11 +577,9 @@ def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from .export.from_run import CHECK_ATOL, export_run
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"threads: must be an integer >= 1, got {args.threads}")
+        check_int(args.threads, "threads", low=1)
         torch.set_num_threads(args.threads)
     try:
         result = export_run(args.run, args.out, format=args.format, scheme=args.scheme, n_steps=args.n_steps,
@@ -642,7 +623,6 @@ def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentSpec, run_experiment
 
     spec = ExperimentSpec.from_yaml(args.spec)
     run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
@@ -663,7 +643,6 @@ def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import write_report
 
     write_report(args.run, out=args.out, plots=not args.no_plots, quiet=args.quiet)
     return 0

@@ -15,9 +15,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_integrate_on_cuda_matches_cpu(dtype, scheme):
     net = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)).to(dtype)
     x0 = torch.randn(4, 8, dtype=dtype)
-    cpu = cd.integrate(lambda t, x: net(x), x0, scheme=scheme, n_steps=5)
+    cpu = cd.integrate(lambda t, x: net(x), x0, scheme=scheme, n_steps=5).state
     net_gpu = net.cuda()
-    gpu = cd.integrate(lambda t, x: net_gpu(x), x0.cuda(), scheme=scheme, n_steps=5)
+    gpu = cd.integrate(lambda t, x: net_gpu(x), x0.cuda(), scheme=scheme, n_steps=5).state
     assert gpu.device.type == "cuda" and gpu.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=tol)
@@ -26,7 +26,8 @@ def test_integrate_on_cuda_matches_cpu(dtype, scheme):
 @cuda
 def test_adaptive_on_cuda():
     x0 = torch.ones(3, device="cuda", dtype=torch.float64)
-    state, stats = cd.integrate_adaptive(lambda t, x: -x, x0, rtol=1e-8, atol=1e-10, breakpoints=[0.5])
+    solution = cd.integrate_adaptive(lambda t, x: -x, x0, rtol=1e-8, atol=1e-10, breakpoints=[0.5])
+    state, stats = solution.state, solution.stats
     assert state.device.type == "cuda" and 0.5 in stats.step_ends
     torch.testing.assert_close(state.cpu(), torch.full((3,), 0.36787944117144233, dtype=torch.float64),
                                rtol=1e-7, atol=0)

@@ -131,7 +131,7 @@ def test_integrate_adaptive_refuses_rate_of_other_dtype():
 def test_integrate_allows_autocast_dtype():
     layer = nn.Linear(3, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = cd.integrate(lambda t, x: layer(x), torch.ones(2, 3), n_steps=2)
+        out = cd.integrate(lambda t, x: layer(x), torch.ones(2, 3), n_steps=2).state
     assert out.dtype == torch.float32
 
 
@@ -165,7 +165,8 @@ def test_integrate_adaptive_underflow_names_a_non_finite_error_estimate():
 def test_integrate_adaptive_still_rejects_overflowing_trial_steps():
     # A far too large first step overflows to inf inside the step; that step is rejected and
     # shrunk, not reported as a broken rate: x' = -x^3 has the solution (x0^-2 + 2t)^-1/2.
-    x, stats = cd.integrate_adaptive(lambda t, x: -x**3, torch.tensor([10.0]), rtol=1e-6, atol=1e-8, first_step=10.0)
+    solution = cd.integrate_adaptive(lambda t, x: -x**3, torch.tensor([10.0]), rtol=1e-6, atol=1e-8, first_step=10.0)
+    x, stats = solution.state, solution.stats
     assert stats.n_rejected >= 1
     torch.testing.assert_close(x, torch.tensor([(0.01 + 2.0) ** -0.5]), rtol=1e-4, atol=1e-6)
 

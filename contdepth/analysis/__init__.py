@@ -15,7 +15,12 @@ from .compression import CompressionReport, compress, compress_run, count_parame
 from .convergence import fit_order
 from .latency import Latency, measure_latency
 from .manifestations import (
-    DEFAULT_SCHEMES, DEFAULT_STEPS, Reference, aligned, analyze_manifestations, parse_reference,
+    DEFAULT_SCHEMES,
+    DEFAULT_STEPS,
+    Reference,
+    aligned,
+    analyze_manifestations,
+    parse_reference,
     reference_manifestation,
 )
 from .reading import as_continuous, resnet_as_continuous

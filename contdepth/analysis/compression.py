@@ -18,8 +18,14 @@ from typing import Sequence
 
 from torch import nn
 
+from ..common.files import atomic_write_text
 from ..models.layers import check_block_size
 from ..nn import continuous_blocks
+from ..train import ConfigError, load_checkpoint, save_checkpoint
+from ..train.config import check_device
+from ..train.evaluate import evaluate
+from ..train.rundir import check_run_dir, locked_run_dir, prepare_run_dir
+from ..train.trainer import load_data, train
 from .latency import measure_latency, time_calls
 
 
@@ -93,7 +99,6 @@ class CompressionReport:
         return out
 
     def write_json(self, path: str | Path) -> Path:
-        from ..train import atomic_write_text
 
         path = Path(path)
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
@@ -145,11 +150,6 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
 
     import torch
 
-    from ..train import ConfigError, load_checkpoint, save_checkpoint
-    from ..train.config import check_device
-    from ..train.evaluate import evaluate
-    from ..train.rundir import check_run_dir, locked_run_dir, prepare_run_dir
-    from ..train.trainer import load_data, train
 
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ConfigError(f"finetune_epochs: must be an integer >= 0, got {finetune_epochs!r}")

@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..common.validate import check_int
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -43,10 +45,8 @@ def measure_latency(models: Mapping[str, nn.Module], input_shape: Sequence[int],
     if not models:
         raise ValueError("models: give at least one model to time")
     for b in batch_sizes:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ValueError(f"batch_sizes: every batch size must be an integer >= 1, got {b!r}")
-    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
-        raise ValueError(f"repeats: must be an integer >= 1, got {repeats!r}")
+        check_int(b, "batch_sizes", low=1)
+    check_int(repeats, "repeats", low=1, allow_none=True)
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, dict[int, Latency]] = {name: {} for name in models}
     for b in batch_sizes:

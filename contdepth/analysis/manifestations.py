@@ -29,14 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.validate import check_int
 from ..nn import ContinuousBlock, adaptive_depth, continuous_blocks, manifest
-from ..solvers import available_schemes, check_n_steps, get_scheme
+from ..solvers import RungeKutta, available_schemes, check_n_steps, get_scheme
+from ..train.evaluate import (  # one grid default for eval --table and analyze
+    DEFAULT_SCHEMES,
+    DEFAULT_STEPS,
+)
 from .convergence import fit_order
 from .reading import as_continuous
 from .report import ManifestationReport, ManifestationRow, OrderRow
 
-DEFAULT_SCHEMES = ("euler", "midpoint", "rk4")
-DEFAULT_STEPS = (1, 2, 4, 8, 16)
 REFERENCE_FACTOR = 4
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -91,7 +94,6 @@ class Reference:
 
 
 def _is_embedded(scheme: str) -> bool:
-    from ..solvers import RungeKutta
 
     resolved = get_scheme(scheme)
     return isinstance(resolved, RungeKutta) and resolved.tableau.is_embedded
@@ -155,8 +157,7 @@ def check_grid(schemes: Iterable[str], steps: Iterable[int]) -> tuple[tuple[str,
     if not steps_list:
         raise ValueError("steps: give at least one step count")
     for n in steps_list:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"steps: every step count must be an integer >= 1, got {n!r}")
+        check_int(int(n) if isinstance(n, np.integer) else n, "steps", low=1)
     return schemes, tuple(sorted({int(n) for n in steps_list}))
 
 
@@ -247,11 +248,8 @@ def analyze_manifestations(
     if isinstance(reference, str):
         reference = parse_reference(reference)
     reference = (reference or Reference()).resolved(steps)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
-                                     or max_examples < 1):
-        raise ValueError(f"max_examples: must be an integer >= 1 or None, got {max_examples!r}")
+    check_int(batch_size, "batch_size", low=1)
+    check_int(max_examples, "max_examples", low=1, allow_none=True)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}; got {dtype!r}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
-from .report import ManifestationReport
+# The report plotted is a contdepth.analysis.ManifestationReport; it is typed loosely here so
+# that the report module, which renders its own plots, is the only one importing the other.
+ManifestationReport = Any
 
 
 def _figure_class():

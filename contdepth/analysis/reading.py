@@ -16,6 +16,7 @@ import re
 import torch
 from torch import nn
 
+from ..models import ResNet, create
 from ..nn import continuous_blocks
 
 _UNIT_KEY = re.compile(r"^stages\.(\d+)\.1\.units\.(\d+)\.(.+)$")
@@ -63,7 +64,6 @@ def resnet_as_continuous(model: nn.Module) -> nn.Module:
     LM-ResNet stages (``lm_resnet``) are two-step units with a learnable ``k_n`` per unit,
     not Euler steps of one ODE, and are rejected with a ``ValueError``.
     """
-    from ..models import ResNet, create
 
     if not isinstance(model, ResNet):
         raise ValueError(f"model: expected a ResNet (create('resnet', ...)), got {type(model).__name__}")
@@ -96,11 +96,11 @@ def resnet_as_continuous(model: nn.Module) -> nn.Module:
                 continue
             s, k, name = int(match[1]), int(match[2]), match[3]
             block = net.stages[s][1]
-            if name in block._names:
+            if name in block.parameter_names:
                 factor = n_units[s] if name.startswith(scaled[s]) else 1
                 key = f"stages.{s}.1.coefficients.{name}"
                 target[key][k].copy_(value * factor)
-            elif name in block._state_names:
+            elif name in block.state_names:
                 key = f"stages.{s}.1.state.{name}"
                 target[key][k].copy_(value)
             else:  # integer buffers (num_batches_tracked) are shared over depth: keep the largest count
@@ -119,7 +119,6 @@ def as_continuous(model: nn.Module) -> tuple[nn.Module, str | None]:
     A model that already holds ContinuousBlocks is returned as it is (reading ``None``);
     a ResNet is read with :func:`resnet_as_continuous`; anything else is a ``ValueError``.
     """
-    from ..models import ResNet
 
     if continuous_blocks(model):
         return model, None

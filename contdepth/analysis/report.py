@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..common.files import atomic_write_bytes, atomic_write_text
+from .plots import plot_accuracy, plot_errors
+
 FORMAT = "contdepth-manifestation-report"
 FORMAT_VERSION = 1
 
@@ -232,7 +235,6 @@ class ManifestationReport:
         An existing file of these names is never replaced unless ``overwrite``; the check
         happens before anything is written. Returns the paths written.
         """
-        from ..train.checkpoint import atomic_write_bytes, atomic_write_text
 
         out = Path(out)
         names = list(REPORT_FILES) + (list(PLOT_FILES) if plots else [])
@@ -266,6 +268,4 @@ def check_output(out: str | Path, names: list[str] | tuple[str, ...], *, overwri
 
 
 def render_plots(report: ManifestationReport) -> dict[str, bytes]:
-    from .plots import plot_accuracy, plot_errors
-
     return {"error_vs_steps.png": plot_errors(report), "accuracy_vs_steps.png": plot_accuracy(report)}

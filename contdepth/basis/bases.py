@@ -82,7 +82,7 @@ class DepthBasis(ABC):
         return lo
 
     @abstractmethod
-    def _piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
+    def piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
         """Values ``(len(t), n)`` of all functions at points ``t`` that lie in ``piece``."""
 
     @abstractmethod
@@ -101,7 +101,7 @@ class DepthBasis(ABC):
     def weights(self, t: float | Fraction, left: bool = False) -> np.ndarray:
         """``phi_k(t)`` for all ``k`` (float64), with exact piece selection."""
         p = _as_position(t)
-        return self._piece_values(self.piece_of(p, left), np.array([float(p)]))[0]
+        return self.piece_values(self.piece_of(p, left), np.array([float(p)]))[0]
 
     def values(self, t: np.ndarray) -> np.ndarray:
         """``(len(t), n)`` right-continuous values at float points (for plots and quadrature)."""
@@ -177,8 +177,8 @@ def projection_matrix(source: DepthBasis, target: DepthBasis) -> np.ndarray:
         fa, fb = float(a), float(b)
         t = fa + (fb - fa) * (nodes + 1) / 2
         w = node_weights * (fb - fa) / 2
-        vt = target._piece_values(target.piece_of(mid), t)
-        vs = source._piece_values(source.piece_of(mid), t)
+        vt = target.piece_values(target.piece_of(mid), t)
+        vs = source.piece_values(source.piece_of(mid), t)
         gram += vt.T @ (w[:, None] * vt)
         cross += vt.T @ (w[:, None] * vs)
     return np.linalg.solve(gram, cross)
@@ -202,7 +202,7 @@ class PiecewiseConstant(DepthBasis):
         k = math.ceil(t * self.n) - 1 if left else math.floor(t * self.n)
         return min(max(k, 0), self.n - 1)
 
-    def _piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
+    def piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
         out = np.zeros((len(t), self.n))
         out[:, piece] = 1.0
         return out
@@ -241,7 +241,7 @@ class PiecewiseLinear(DepthBasis):
         k = math.ceil(t * self.cells) - 1 if left else math.floor(t * self.cells)
         return min(max(k, 0), self.cells - 1)
 
-    def _piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
+    def piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
         u = np.asarray(t) * self.cells - piece
         out = np.zeros((len(t), self.n))
         out[:, piece] = 1.0 - u
@@ -289,7 +289,7 @@ class Legendre(DepthBasis):
     def piece_of(self, t: Fraction, left: bool = False) -> int:
         return 0
 
-    def _piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
+    def piece_values(self, piece: int, t: np.ndarray) -> np.ndarray:
         x = 2.0 * np.asarray(t, dtype=float) - 1.0
         out = np.empty((len(x), self.n))
         out[:, 0] = 1.0

@@ -30,6 +30,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 import torch
 
+from ..common.validate import check_int
 from ..nn.graph import normalized_adjacency
 
 Tensor = torch.Tensor
@@ -77,8 +78,7 @@ class GraphDataset:
         if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
             raise ValueError(f"labels: expected an int64 tensor of shape ({n},), got {self.labels.dtype} "
                              f"of shape {tuple(self.labels.shape)}")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes: must be an integer >= 1, got {self.num_classes!r}")
+        check_int(self.num_classes, "num_classes", low=1)
         if int(self.labels.max()) >= self.num_classes or int(self.labels.min()) < -1:
             raise ValueError(f"labels: must lie in [0, {self.num_classes}) or be -1 (unlabelled)")
         covered = torch.zeros(n, dtype=torch.bool, device=self.labels.device)
@@ -382,9 +382,7 @@ def load_cora(data_dir: str | Path | None = None, *, normalize_features: bool = 
 
 
 def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-    return int(value)
+    return check_int(int(value) if isinstance(value, np.integer) else value, name, low=1)
 
 
 # --- Zachary's karate club -------------------------------------------------------------

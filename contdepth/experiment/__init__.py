@@ -12,10 +12,18 @@ A spec (:class:`ExperimentSpec`) holds a base training config, seeds, named arms
 statistics of :mod:`contdepth.experiment.stats`.
 """
 
-from .report import collect, format_report, render_plots, summarize, write_report
 from .folder import read_record, run_folder
+from .report import collect, format_report, render_plots, summarize, write_report
 from .runner import Job, check_experiment_dir, run_experiment, run_job, run_status
-from .spec import Arm, Comparison, Compress, Evaluate, ExperimentSpec, arm_config, difference
+from .spec import (
+    Arm,
+    Comparison,
+    Compress,
+    Evaluate,
+    ExperimentSpec,
+    arm_config,
+    difference,
+)
 from .stats import Estimate, estimate, t_quantile
 
 __all__ = [

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig
 from ..train.rundir import CHECKPOINT_JSON
+from ..train.trainer import check_resume_config
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec
 
 EXPERIMENT_FILE = "experiment.json"
@@ -60,7 +61,6 @@ def read_record(folder: str | Path) -> dict:
 
 def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dict, path: Path) -> None:
     """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside)."""
-    from ..train.trainer import check_resume_config
 
     try:
         stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))

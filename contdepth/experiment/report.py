@@ -17,7 +17,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..train.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, read_description
+from ..analysis.plots import figure_png
+from ..common.files import atomic_write_bytes, atomic_write_text
+from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, check_output_path
 from ..train.rundir import folder_state
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
@@ -431,7 +433,6 @@ def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, b
 
 
 def _finish(fig, ax, xlabel: str, title: str) -> bytes:
-    from ..analysis.plots import figure_png
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")

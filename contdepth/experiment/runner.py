@@ -25,16 +25,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..train.checkpoint import atomic_write_text, read_description
+from ..common.files import atomic_write_text
+from ..common.validate import check_int
+from ..train.checkpoint import read_description
 from ..train.config import ConfigError, check_device, check_output_path
 from ..train.progress import default_threads, format_seconds
 from ..train.rundir import CHECKPOINT_JSON, RunLock, folder_state
-from .folder import (EXPERIMENT_FILE, EXPERIMENT_FORMAT, SPEC_COPY, check_run_config, log_file, read_record,
-                     run_folder, steps_current, steps_file, steps_identity, weights_identity)
+from ..train.trainer import train
+from .folder import (
+    EXPERIMENT_FILE,
+    EXPERIMENT_FORMAT,
+    SPEC_COPY,
+    check_run_config,
+    log_file,
+    read_record,
+    run_folder,
+    steps_current,
+    steps_file,
+    steps_identity,
+    weights_identity,
+)
 from .report import write_report
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec, difference
 from .steps import run_steps
-
 
 
 @dataclass(frozen=True, eq=False)  # identity: two jobs are never the same run
@@ -90,7 +103,6 @@ def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
     """Train ``job``'s run (fresh, resumed or skipped) and its after-training steps; returns what was done."""
     import torch
 
-    from ..train.trainer import train
 
     spec = ExperimentSpec.from_dict(job.spec, source=job.source, default_name=job.spec.get("name", "experiment"))
     arm = spec.arm(job.arm)
@@ -156,10 +168,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
     """
     if not isinstance(spec, ExperimentSpec):
         spec = ExperimentSpec.from_yaml(spec)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
-        raise ConfigError(f"workers: must be an integer in 1..256, got {workers!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads: must be an integer >= 1, got {threads!r}")
+    check_int(workers, "workers", low=1, high=256)
+    check_int(threads, "threads", low=1, allow_none=True)
     if callbacks and workers > 1:
         raise ConfigError("workers: callbacks run in this process, so they need workers=1")
     check_device(device)

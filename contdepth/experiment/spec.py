@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..analysis import as_continuous
+from ..common.validate import check_int
+from ..data import is_graph_dataset
+from ..models import create, model_options
+from ..solvers import available_schemes
 from ..train.config import ConfigError, TrainConfig, check_count, read_yaml
+from ..train.runs import model_options_for
 
 SPEC_KEYS = ("name", "description", "base", "seeds", "arms", "comparisons", "evaluate", "compress")
 # Options an experiment sets itself, per run or per sitting: a spec may not.
@@ -303,7 +309,6 @@ def _seeds(values: Any, source: str) -> tuple[int, ...]:
 
 
 def _evaluate(values: Any, where: str) -> Evaluate | None:
-    from ..solvers import available_schemes
 
     if values is None:
         return None
@@ -327,8 +332,7 @@ def _evaluate(values: Any, where: str) -> Evaluate | None:
         raise ConfigError(f"{where}.splits: must be a list of val and/or test, got {splits!r}")
     examples = values.get("examples")
     if examples is not None:
-        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-            raise ConfigError(f"{where}.examples: must be an integer >= 1 or null, got {examples!r}")
+        check_int(examples, f"{where}.examples", low=1, allow_none=True)
     return Evaluate(tuple(dict.fromkeys(schemes)), tuple(sorted(set(steps))),
                     tuple(dict.fromkeys(splits)) if splits is not None else (), examples)
 
@@ -337,10 +341,6 @@ def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
     """``evaluate`` with its splits resolved for ``config``; refused where it cannot run."""
     import torch
 
-    from ..analysis import as_continuous
-    from ..data import is_graph_dataset
-    from ..models import create
-    from ..train.runs import model_options_for
 
     if is_graph_dataset(config.data):
         raise ConfigError(f"{where}: manifestation grids are for image models; {config.data!r} is a graph dataset "
@@ -393,7 +393,6 @@ def _compress(values: Any, where: str) -> Compress | None:
 
 
 def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> None:
-    from ..models import model_options
 
     if "n_basis" not in model_options(config.model):
         raise ConfigError(f"{where}.compress: model {config.model!r} has no ContinuousBlock to project; "

@@ -16,7 +16,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..analysis import as_continuous
+from ..analysis.compression import compress_run
+from ..export.onnx import export_onnx, onnx_session
+from ..train.checkpoint import load_checkpoint
+from ..train.evaluate import evaluate
 from ..train.rundir import folder_state
+from ..train.trainer import load_data
 from .folder import compressed_folder
 from .spec import Arm, Evaluate
 
@@ -38,8 +44,6 @@ def manifestation_accuracies(model: nn.Module, dataset, evaluate_step: Evaluate,
 
     A model without ContinuousBlocks (a ResNet) is evaluated through its continuous reading.
     """
-    from ..analysis import as_continuous
-    from ..train.evaluate import evaluate
 
     dataset = limited(dataset, evaluate_step.examples)
     splits = [s for s in evaluate_step.splits if s in dataset.splits]
@@ -66,7 +70,6 @@ def onnx_latency(models: Mapping[str, nn.Module], input_shape: Sequence[int], ba
 
     import numpy as np
 
-    from ..export.onnx import export_onnx, onnx_session
 
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="contdepth-onnx-") as folder:
@@ -103,9 +106,6 @@ def onnx_latency(models: Mapping[str, nn.Module], input_shape: Sequence[int], ba
 def run_steps(arm: Arm, run_dir: Path, folder: str | Path, seed: int, *, device: str, threads: int,
               data_dir: str | None) -> dict[str, Any]:
     """The steps ``arm`` asks for, on the finished run in ``run_dir``."""
-    from ..analysis.compression import compress_run
-    from ..train.checkpoint import load_checkpoint
-    from ..train.trainer import load_data
 
     record: dict[str, Any] = {}
     model, info = load_checkpoint(run_dir, device=device)

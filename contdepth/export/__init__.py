@@ -9,7 +9,13 @@
 (``pip install contdepth[onnx]``) and are imported inside them.
 """
 
-from .from_run import DATASET_INPUT_SHAPES, FORMATS, ExportResult, export_run, sidecar_path
+from .from_run import (
+    DATASET_INPUT_SHAPES,
+    FORMATS,
+    ExportResult,
+    export_run,
+    sidecar_path,
+)
 from .onnx import export_onnx, onnx_max_abs_difference, onnx_session, run_onnx
 from .program import export_program, save_program, static_model
 from .static import StaticBlock, freeze, static_blocks

@@ -22,8 +22,16 @@ from typing import Any
 
 import torch
 
+from ..common.files import atomic_write_text
+from ..nn import continuous_blocks
+from ..solvers import available_schemes
+from ..train import load_checkpoint
 from ..train.config import ConfigError, check_count, check_output_path
 from ..train.rundir import refuse_run_file
+from ..train.trainer import load_data
+from .onnx import export_onnx, onnx_max_abs_difference, require
+from .program import export_program, refuse_existing, save_program
+from .static import freeze, static_blocks
 
 FORMATS = ("onnx", "torch_export")
 SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2"}
@@ -69,7 +77,6 @@ def sidecar_path(path: str | Path) -> Path:
 
 def _check_options(format: str, scheme: str | None, n_steps: int | None, batch_size: int,
                    input_shape: tuple[int, ...] | None) -> None:
-    from ..solvers import available_schemes
 
     if format not in FORMATS:
         raise ConfigError(f"format: must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -110,7 +117,6 @@ def _check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...]) -> 
 
 
 def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
-    from .program import refuse_existing
 
     check_output_path(out, "out", folder=False)
     refuse_run_file(out)
@@ -134,7 +140,6 @@ def _input_count(model) -> int:
 
 def _load_dataset(config):
     """The run's dataset, or ``None`` with the reason when it cannot be read here."""
-    from ..train.trainer import load_data
 
     try:
         return load_data(config), None
@@ -153,7 +158,6 @@ def _preprocessing(dataset) -> dict[str, Any]:
 
 
 def _manifestation(static: torch.nn.Module) -> list[dict]:
-    from .static import static_blocks
 
     return [{"scheme": b.scheme_name, "n_steps": b.n_steps, "units": len(b.units),
              "evaluations": b.evaluations}
@@ -181,15 +185,11 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
     before anything is written.
     """
     from .. import __version__
-    from ..nn import continuous_blocks
-    from ..train import load_checkpoint
-    from .static import freeze
 
     _check_options(format, scheme, n_steps, batch_size, input_shape)
     out = Path(out)
     _check_out(out, overwrite, sidecar)
     if format == "onnx":  # a missing optional package fails before any work
-        from .onnx import require
 
         require("onnxscript", "ONNX export")
         require("onnx", "ONNX export")
@@ -234,11 +234,9 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
 
     start = time.perf_counter()
     if format == "onnx":
-        from .onnx import export_onnx
 
         export_onnx(static, example, out, dynamic_batch=dynamic_batch, overwrite=overwrite)
     else:
-        from .program import export_program, save_program
 
         save_program(export_program(static, example, dynamic_batch=dynamic_batch), out, overwrite=overwrite)
     seconds = time.perf_counter() - start
@@ -247,7 +245,6 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
     if check:
         probe = torch.randn(batch_size + 2 if dynamic_batch else batch_size, *input_shape, generator=generator)
         if format == "onnx":
-            from .onnx import onnx_max_abs_difference
 
             difference = onnx_max_abs_difference(out, static, probe)
         else:
@@ -277,7 +274,6 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
         }
         if difference is not None:
             description["check"] = {"max_abs_difference": difference, "input_shape": list(probe.shape)}
-        from ..train.checkpoint import atomic_write_text
 
         side = sidecar_path(out)
         atomic_write_text(side, json.dumps(description, indent=1) + "\n")

@@ -21,8 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..common.files import atomic_write_bytes
 from ..solvers import Scheme
-from .program import batch_shapes, check_example, refuse_existing, static_model, tracing_example
+from .program import (
+    batch_shapes,
+    check_example,
+    refuse_existing,
+    static_model,
+    tracing_example,
+)
 
 Tensor = torch.Tensor
 
@@ -67,7 +74,6 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *, scheme: 
 
     The file is self-contained (weights inside, no external data) and written atomically.
     """
-    from ..train.checkpoint import atomic_write_bytes
 
     require("onnxscript", "ONNX export")
     require("onnx", "ONNX export")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..common.files import atomic_write_bytes
 from ..nn import continuous_blocks
 from ..solvers import Scheme
 from .static import freeze
@@ -90,7 +91,6 @@ def save_program(program: torch.export.ExportedProgram, path: str | Path, *, ove
     An existing ``path`` is refused unless ``overwrite``.  Read it back with
     ``torch.export.load(path)``.
     """
-    from ..train.checkpoint import atomic_write_bytes
 
     path = Path(path)
     refuse_existing(path, overwrite)

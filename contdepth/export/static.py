@@ -26,8 +26,7 @@ from torch import nn
 
 from ..nn import ContinuousBlock, continuous_blocks
 from ..nn import manifest as manifest_model
-from ..solvers import LMResNetScheme, Scheme, StageTime
-from ..solvers.scheme import StageSchedule
+from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, solve_fixed_grid
 
 Tensor = torch.Tensor
 
@@ -75,18 +74,15 @@ class StaticBlock(nn.Module):
         super().__init__()
         if not isinstance(block, ContinuousBlock):
             raise TypeError(f"block: expected a ContinuousBlock, got {type(block).__name__}")
-        plan = block._plan()
         with torch.no_grad():
-            params = block._at_stages(plan, block.coefficient_items())
-            state_names = tuple(name for name, _ in block.state_items())
-            states = block._at_stages(plan, block.state_items()) if state_names else [()] * len(params)
-            shared = {name: block.state.get(name) for name in block._shared_names}
-            names = tuple(name for name, _ in block.coefficient_items())
+            values = block.values_at_stages()
+            states = values.state if values.state is not None else [()] * len(values.parameters)
             self.units = nn.ModuleList(
-                _materialise(block._template, names, params[row],
-                             {**dict(zip(state_names, states[row])), **shared}, trainable)
-                for row in range(len(params))
+                _materialise(block.template, block.parameter_names, values.parameters[row],
+                             {**dict(zip(block.state_names, states[row])), **values.shared}, trainable)
+                for row in range(len(values.parameters))
             )
+        plan = values.plan
         self.scheme_name = plan.scheme.name
         self.n_steps = len(plan.schedule.steps)
         self.evaluations = sum(len(step) for step in plan.schedule.steps)  # rate calls per forward
@@ -138,7 +134,7 @@ class StaticBlock(nn.Module):
         def rate(stage: StageTime, y: Tensor) -> Tensor:
             return units[rows[stage.index]](y, *context)
 
-        return self._current_scheme().integrate(rate, x, self._schedule, checkpoint=self.checkpoint)[0]
+        return solve_fixed_grid(self._current_scheme(), rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:
         return (f"scheme={self.scheme_name}, n_steps={self.n_steps}, evaluations={self.evaluations}, "

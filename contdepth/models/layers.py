@@ -7,6 +7,10 @@ import math
 import torch
 from torch import nn
 
+from ..common import validate
+from ..common.errors import OptionError
+from ..common.validate import check_bool as check_flag  # noqa: F401  (the models' name for it)
+from ..common.validate import check_choice, check_int
 from ..nn import MAX_N_BASIS, MAX_N_STEPS
 
 NORMS = ("batch", "group", "none")
@@ -22,16 +26,10 @@ STITCHES = ("residual", "projection")
 # a typo such as 1000000000 would otherwise build a billion-stage schedule and hang.
 
 
-def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
-    return value  # type: ignore[return-value]
-
-
+# The image models' validators: the common family (contdepth.common.validate) under the
+# names and signatures the model builders use.
 def check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-    return value
+    return check_int(value, name, low=1)
 
 
 def block_size_limit(name: str) -> int:
@@ -41,27 +39,16 @@ def block_size_limit(name: str) -> int:
 
 def check_block_size(value: object, name: str) -> int:
     """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..:func:`block_size_limit`."""
-    check_positive_int(value, name)
+    check_int(value, name, low=1)
     limit = block_size_limit(name)
     if value > limit:  # type: ignore[operator]
-        raise ValueError(f"{name}: must be at most {limit:,} per block (far above any useful value), "
-                         f"got {value:,}")
+        raise OptionError(name, f"must be at most {limit:,} per block (far above any useful value), got {value:,}")
     return value  # type: ignore[return-value]
 
 
 def check_number(value: object, name: str, *, positive: bool = False) -> float:
     """A finite number (``positive``: > 0), as a float; booleans and strings are refused, not converted."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (positive and value <= 0):
-        raise ValueError(f"{name}: must be a finite number{' > 0' if positive else ''}, got {value!r}")
-    return float(value)
-
-
-def check_flag(value: object, name: str) -> bool:
-    """``True`` or ``False`` itself: ``bool("no")`` would silently be ``True``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: must be true or false, got {value!r}")
-    return value
+    return validate.check_number(value, name, low=0.0 if positive else None, low_open=positive)
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

@@ -15,13 +15,15 @@ kept in counters on the modules, so nothing outlives the context.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..solvers import ButcherTableau, IntegrationStats, LMResNetScheme, check_n_steps, get_tableau
-from ..solvers.integrate import _check_tolerance
+from ..solvers import ButcherTableau, IntegrationStats, LMResNetScheme, StepController, check_n_steps, get_tableau
+from ..common.validate import check_number
 from .block import ContinuousBlock
+from .integration import Adaptive
 from .model_tools import continuous_blocks
 
 
@@ -47,7 +49,7 @@ class AdaptiveDepth:
         if not tableau.is_embedded:
             raise ValueError(f"scheme: {tableau.name!r} has no error estimate; adaptive depth needs an embedded "
                              "pair such as 'dopri5' or 'bosh3'")
-        rtol, atol = _check_tolerance(self.rtol, "rtol"), _check_tolerance(self.atol, "atol")
+        rtol, atol = check_number(self.rtol, "rtol", low=0.0), check_number(self.atol, "atol", low=0.0)
         if rtol == 0 and atol == 0:
             raise ValueError("rtol: rtol and atol cannot both be 0")
         object.__setattr__(self, "rtol", rtol)
@@ -89,20 +91,27 @@ class AdaptiveRecord:
 
 
 class _AdaptiveContext:
+    """Swaps every block's integration strategy for an :class:`Adaptive` one while it is entered."""
+
     def __init__(self, blocks: list[ContinuousBlock], setting: AdaptiveDepth) -> None:
         self._blocks, self._setting = blocks, setting
         self.record = AdaptiveRecord(blocks)
+        self._stack = ExitStack()
 
     def __enter__(self) -> AdaptiveRecord:
-        if any(block.__dict__.get("_adaptive") is not None for block in self._blocks):
+        if any(block.integration is not block.grid for block in self._blocks):
             raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
-        for block, calls in zip(self._blocks, self.record.stats):
-            block.__dict__["_adaptive"] = (self._setting, calls.append)
+        controller = StepController(max_steps=self._setting.max_steps)
+        with ExitStack() as stack:
+            for block, calls in zip(self._blocks, self.record.stats):
+                strategy = Adaptive(self._setting.tableau, self._setting.rtol, self._setting.atol, controller,
+                                    calls.append)
+                stack.enter_context(block.integrate_with(strategy))
+            self._stack = stack.pop_all()
         return self.record
 
     def __exit__(self, *exc: object) -> None:
-        for block in self._blocks:
-            block.__dict__["_adaptive"] = None
+        self._stack.close()
 
 
 def adaptive_depth(model: nn.Module, rtol: float = 1e-3, atol: float = 1e-4, *, scheme: str = "dopri5",

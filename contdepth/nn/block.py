@@ -3,32 +3,40 @@
 ``dx/dt = R(theta(t), x)`` on ``[t0, t1]`` where ``R`` is an ordinary module (the
 *template*) and ``theta(t) = sum_k c_k phi_k(t)``.  The trainable values are the
 coefficients ``c_k``; the template only supplies the architecture and the
-initialiser.  A *manifestation* (scheme, n_steps) decides which discrete graph
-computes the block; it can change at any time without touching the weights.
+initialiser.
+
+A block is two parts:
+- its **depth parameters**: basis, coefficients, depth-dependent normalisation state,
+  their values at stage times (:meth:`ContinuousBlock.stage_plan`,
+  :meth:`ContinuousBlock.values_at_stages`) and changes of basis (refine, project);
+- an **integration strategy** (:mod:`contdepth.nn.integration`): a fixed grid (a
+  *manifestation*: scheme and steps) or adaptive steps; it can change at any time
+  without touching the weights.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
-from ..solvers import IntegrationStats, Scheme, StageTime, check_n_steps, get_scheme
-from ..solvers.integrate import check_rate_output, integrate_adaptive_rate
-from ..solvers.scheme import StageSchedule
+from ..solvers import IntegrationStats, Scheme, StageTime, StepController, check_n_steps, get_scheme
+from .integration import Adaptive, FixedGrid, Integration
+from .coefficient_tree import CoefficientTree
 from .retired import retire
-
-if TYPE_CHECKING:
-    from .adaptive import AdaptiveDepth
+from .stage_plan import StagePlan, StageValues
+from .template_call import TemplateCall
 
 Tensor = torch.Tensor
 Initializer = Callable[[nn.Module], None]
+Rate = Callable[[StageTime, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,34 +50,6 @@ class CoefficientMap:
 
     matrix: np.ndarray
     pairs: tuple[tuple[nn.Parameter, nn.Parameter], ...]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a forward pass needs that depends only on the manifestation."""
-
-    scheme: Scheme
-    schedule: StageSchedule
-    row_of_point: tuple[int, ...]  # schedule point index -> row of `weights`
-    weights: np.ndarray  # (rows, n_basis): basis weights of each distinct stage value
-    one_hot: tuple[int, ...] | None  # when every row is one-hot: the selected function
-    _as_tensor: dict = field(default_factory=dict, compare=False)
-    _pinv: dict = field(default_factory=dict, compare=False)
-
-    def pseudo_inverse(self, rows: tuple[int, ...]) -> np.ndarray:
-        """``pinv(weights[rows])``, cached: the samples of one pass come in a fixed order."""
-        found = self._pinv.get(rows)
-        if found is None:
-            found = self._pinv[rows] = np.linalg.pinv(self.weights[list(rows)])
-        return found
-
-    def weights_as(self, like: Tensor) -> Tensor:
-        """``weights`` as a tensor with ``like``'s dtype and device (converted once)."""
-        key = (like.dtype, like.device)
-        found = self._as_tensor.get(key)
-        if found is None:
-            found = self._as_tensor[key] = torch.as_tensor(self.weights, dtype=like.dtype, device=like.device)
-        return found
 
 
 def reset_template_parameters(template: nn.Module) -> None:
@@ -89,16 +69,18 @@ def reset_template_parameters(template: nn.Module) -> None:
 
 
 class _Manifestation:
-    """Returned by :meth:`ContinuousBlock.manifest`; as a context manager it restores the old one."""
+    """Returned by :meth:`ContinuousBlock.manifest`; as a context manager it restores the old grid."""
 
-    def __init__(self, block: "ContinuousBlock", previous: tuple[Scheme, int]) -> None:
+    def __init__(self, block: "ContinuousBlock", previous: FixedGrid) -> None:
         self._block, self._previous = block, previous
 
     def __enter__(self) -> "ContinuousBlock":
         return self._block
 
     def __exit__(self, *exc: object) -> None:
-        self._block._set_manifestation(*self._previous)
+        # the scheme and steps come back; a checkpoint flag set meanwhile stays set
+        block = self._block
+        block.grid = FixedGrid(self._previous.scheme, self._previous.n_steps, block.checkpoint)
 
 
 class ContinuousBlock(nn.Module):
@@ -159,25 +141,26 @@ class ContinuousBlock(nn.Module):
             raise ValueError(f"t1: the depth interval needs t1 > t0, got t0={t0!r}, t1={t1!r}")
         self.basis = make_basis(basis, n_basis)
         self.t0, self.t1 = float(t0), float(t1)
-        self.checkpoint = bool(checkpoint)
-        self._names = tuple(names)
         buffers = list(template.named_buffers())
-        self._state_names = tuple(name for name, b in buffers if b.is_floating_point())
-        self._shared_names = tuple(name for name, b in buffers if not b.is_floating_point())
+        self.parameter_names: tuple[str, ...] = tuple(names)
+        self.state_names: tuple[str, ...] = tuple(name for name, b in buffers if b.is_floating_point())
+        self.shared_names: tuple[str, ...] = tuple(name for name, b in buffers if not b.is_floating_point())
         self.coefficients = self._initial_coefficients(template, initializer or reset_template_parameters)
         self.state = self._initial_state(template)
         # The template is kept only for its architecture: its own parameters are never
-        # used (functional_call substitutes theta(t)), so it lives on the meta device
-        # and outside the module tree (no parameters(), state_dict() or .to() for it).
-        object.__setattr__(self, "_template", copy.deepcopy(template).to("meta"))
-        self._plan_cache: dict[tuple, _Plan] = {}
-        self._scheme: Scheme = get_scheme(scheme)
-        self._n_steps = check_n_steps(self.basis.n if n_steps is None else n_steps)
-        self._plan()  # built eagerly: torch.compile then never traces the Fraction arithmetic
+        # used (theta(t) is substituted), so it lives on the meta device and outside the
+        # module tree (no parameters(), state_dict() or .to() for it).
+        meta = copy.deepcopy(template).to("meta")
+        object.__setattr__(self, "_call", TemplateCall(meta, self.parameter_names, self.state_names,
+                                                       self.shared_names))
+        self._plan_cache: dict[tuple, StagePlan] = {}
+        self._integration: Integration | None = None  # None: the grid
+        self.grid = FixedGrid(get_scheme(scheme), check_n_steps(self.basis.n if n_steps is None else n_steps),
+                              bool(checkpoint))
 
-    # --- parameters -------------------------------------------------------------------
+    # --- depth parameters ---------------------------------------------------------------
     def _initial_coefficients(self, template: nn.Module, initializer: Initializer) -> nn.Module:
-        draws: dict[str, list[Tensor]] = {name: [] for name in self._names}
+        draws: dict[str, list[Tensor]] = {name: [] for name in self.parameter_names}
         work = copy.deepcopy(template)
         with torch.no_grad():
             for _ in range(self.basis.n):
@@ -185,8 +168,8 @@ class ContinuousBlock(nn.Module):
                 for name, p in work.named_parameters():
                     draws[name].append(p.detach().clone())
         inverse = self._collocation_inverse()
-        tree = _CoefficientTree()
-        for name in self._names:
+        tree = CoefficientTree()
+        for name in self.parameter_names:
             stacked = torch.stack(draws[name])
             tree.set(name, nn.Parameter(apply_matrix(inverse, stacked)))
         return tree
@@ -201,76 +184,63 @@ class ContinuousBlock(nn.Module):
     def _initial_state(self, template: nn.Module) -> nn.Module:
         """Buffers as depth functions that start constant at the template's own values."""
         inverse = self._collocation_inverse()
-        tree = _CoefficientTree()
+        tree = CoefficientTree()
         buffers = dict(template.named_buffers())
-        for name in self._state_names:
+        for name in self.state_names:
             value = buffers[name].detach()
             tree.set_buffer(name, apply_matrix(inverse, value.expand(self.basis.n, *value.shape).clone()))
-        for name in self._shared_names:
+        for name in self.shared_names:
             tree.set_buffer(name, buffers[name].detach().clone())
         return tree
 
     def state_items(self) -> Iterator[tuple[str, Tensor]]:
         """``(template buffer name, depth coefficients)`` for the depth-dependent state."""
-        for name in self._state_names:
+        for name in self.state_names:
             yield name, self.state.get(name)
 
     def coefficient_items(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(template parameter name, coefficients)`` pairs, in the template's order."""
-        for name in self._names:
+        for name in self.parameter_names:
             yield name, self.coefficients.get(name)
+
+    def shared_buffers(self) -> dict[str, Tensor]:
+        """The template's depth-independent (integer) buffers, by name."""
+        return {name: self.state.get(name) for name in self.shared_names}
+
+    @property
+    def template(self) -> nn.Module:
+        """The template's architecture (on the meta device: its own tensors are placeholders)."""
+        return self._call.template
+
+    @property
+    def n_basis(self) -> int:
+        return self.basis.n
 
     def theta(self, t: float | Fraction, *, left: bool = False) -> dict[str, Tensor]:
         """The template's parameters at depth ``t`` (in ``[t0, t1]``)."""
         position = (Fraction(t) - Fraction(self.t0)) / (Fraction(self.t1) - Fraction(self.t0))
         return {name: self.basis.evaluate(c, position, left=left) for name, c in self.coefficient_items()}
 
-    # --- manifestation ----------------------------------------------------------------
-    @property
-    def scheme(self) -> Scheme:
-        return self._scheme
+    def breakpoints(self) -> tuple[Fraction, ...]:
+        """Depths in ``(t0, t1)`` where ``theta`` may jump or bend: no adaptive step crosses one."""
+        t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
+        return tuple(t0 + span * bp for bp in self.basis.breakpoints)
 
-    @property
-    def n_steps(self) -> int:
-        return self._n_steps
-
-    @property
-    def n_basis(self) -> int:
-        return self.basis.n
-
-    def _set_manifestation(self, scheme: Scheme, n_steps: int) -> None:
-        self._scheme, self._n_steps = scheme, n_steps
-        self._plan()
-
-    def manifest(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> _Manifestation:
-        """Evaluate the block with another scheme and/or step count.
-
-        The change takes effect at once; used as a context manager
-        (``with block.manifest("euler", 16): ...``) it is undone on exit.
-        """
-        previous = (self._scheme, self._n_steps)
-        new_scheme = self._scheme if scheme is None else get_scheme(scheme)
-        new_steps = self._n_steps if n_steps is None else check_n_steps(n_steps)
-        self._set_manifestation(new_scheme, new_steps)
-        return _Manifestation(self, previous)
-
-    @property
-    def units(self) -> int:
-        """Rate evaluations per forward pass in the current manifestation."""
-        return self._scheme.evaluations(self._n_steps)
-
-    def _plan(self) -> _Plan:
-        key = (self._scheme, self._n_steps, self.basis)
+    def stage_plan(self, scheme: Scheme | None = None, n_steps: int | None = None) -> StagePlan:
+        """The :class:`StagePlan` of a manifestation (default: the block's grid), cached."""
+        scheme = self.grid.scheme if scheme is None else scheme
+        n_steps = self.grid.n_steps if n_steps is None else n_steps
+        key = (scheme, n_steps, self.basis)
         plan = self._plan_cache.get(key)
         if plan is None:
-            plan = self._build_plan()
+            plan = self._build_plan(scheme, n_steps)
             if len(self._plan_cache) > 64:
                 self._plan_cache.clear()
             self._plan_cache[key] = plan
         return plan
 
-    def _build_plan(self) -> _Plan:
-        schedule = self._scheme.schedule(self._n_steps, self.t0, self.t1)
+    def _build_plan(self, scheme: Scheme, n_steps: int) -> StagePlan:
+        schedule = scheme.schedule(n_steps, self.t0, self.t1)
         t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
         rows: dict[tuple[float, ...], int] = {}
         row_of_point = []
@@ -281,100 +251,48 @@ class ContinuousBlock(nn.Module):
         one_hot = None
         if np.all((weights == 0) | (weights == 1)) and np.all(weights.sum(axis=1) == 1):
             one_hot = tuple(int(k) for k in weights.argmax(axis=1))
-        return _Plan(self._scheme, schedule, tuple(row_of_point), weights, one_hot)
+        return StagePlan(scheme, schedule, tuple(row_of_point), weights, one_hot)
 
-    # --- forward ----------------------------------------------------------------------
-    @staticmethod
-    def _at_stages(plan: _Plan, coefficients: Iterator[tuple[str, Tensor]]) -> list[tuple[Tensor, ...]]:
-        """For each distinct stage row, every coefficient tensor evaluated there (in order)."""
-        rows = len(plan.weights)
-        columns: list[tuple[Tensor, ...]] = []
-        for _, c in coefficients:
-            if plan.one_hot is not None:  # piecewise constant: views of the coefficients
-                columns.append(tuple(c[k] for k in plan.one_hot))
-            else:  # one small matmul per tensor; unbind makes the per-row views in C++
-                w = plan.weights_as(c)
-                columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
-        return [tuple(column[r] for column in columns) for r in range(rows)]
+    def values_at_stages(self, plan: StagePlan | None = None) -> StageValues:
+        """The template's parameters and state at every distinct stage value of ``plan``.
 
-    def _slots(self) -> tuple[list[tuple[dict, str, int]], list[tuple[dict, str, int]], list[tuple[dict, str, str]]]:
-        """Where the template keeps each tensor: parameter, state and shared-buffer slots.
-
-        Each slot is ``(owner._parameters or owner._buffers, leaf, index)``; tied
-        parameters appear once in ``_names`` but in several slots.
+        This is what a static export (:func:`~contdepth.export.freeze`) materialises: one
+        ordinary module per row, ``plan.row_of_point`` saying which row each stage calls.
+        The tensors are views or functions of the coefficients (differentiable).
         """
-        found = self.__dict__.get("_slot_cache")
-        if found is None:
-            template = self._template
+        plan = self.stage_plan() if plan is None else plan
+        parameters = plan.evaluate(c for _, c in self.coefficient_items())
+        state = plan.evaluate(c for _, c in self.state_items()) if self.state_names else None
+        return StageValues(plan, parameters, state, self.shared_buffers())
 
-            def owner_of(name: str) -> tuple[nn.Module, str]:
-                owner_name, _, leaf = name.rpartition(".")
-                return (template.get_submodule(owner_name) if owner_name else template), leaf
+    def _values_at(self, weights: np.ndarray, tensors: Iterator[Tensor]) -> tuple[Tensor, ...]:
+        """Each coefficient tensor evaluated with one row of basis weights."""
+        nonzero = np.flatnonzero(weights)
+        if len(nonzero) == 1 and weights[nonzero[0]] == 1.0:  # one function: a view, exact
+            k = int(nonzero[0])
+            return tuple(c[k] for c in tensors)
+        out = []
+        for c in tensors:
+            w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
+            out.append((w @ c.reshape(c.shape[0], -1)).reshape(c.shape[1:]))
+        return tuple(out)
 
-            index = {name: i for i, name in enumerate(self._names)}
-            canonical = {id(p): index[name] for name, p in template.named_parameters()}
-            params = []
-            for name, p in template.named_parameters(remove_duplicate=False):
-                owner, leaf = owner_of(name)
-                params.append((owner._parameters, leaf, canonical[id(p)]))
-            state = []
-            for i, name in enumerate(self._state_names):
-                owner, leaf = owner_of(name)
-                state.append((owner._buffers, leaf, i))
-            shared = []
-            for name in self._shared_names:
-                owner, leaf = owner_of(name)
-                shared.append((owner._buffers, leaf, name))
-            found = self.__dict__["_slot_cache"] = (params, state, shared)
-        return found
+    # --- rate functions for the strategies ------------------------------------------------
+    def _sync_template_mode(self) -> None:
+        if self.template.training != self.training:  # the template is outside the module tree
+            self.template.train(self.training)
 
-    def _call_template(self, x: Tensor, values: tuple[Tensor, ...], stage_state: tuple[Tensor, ...] | None,
-                       shared: list[Tensor], context: tuple = ()) -> Tensor:
-        """``template(x)`` with ``values`` as its parameters and ``stage_state`` as its state.
+    def grid_rate(self, plan: StagePlan, samples: list | None, context: tuple = ()) -> Rate:
+        """The rate on a fixed grid: stage ``i`` reads the precomputed row ``plan.row_of_point[i]``.
 
-        The values are written straight into the template's parameter slots for the
-        duration of one call, then the meta placeholders are put back.  This is what
-        torch.func.functional_call does, minus its per-call bookkeeping (which costs
-        40-70% on small templates).  A block instance must therefore not run forward in
-        several threads at once.
+        With ``samples`` (a list; training mode with normalisation state) each stage's
+        updated statistics are appended as ``(row, state)`` for :meth:`update_state`.
         """
-        template = self._template
-        param_slots, state_slots, shared_slots = self._slots()
-        placeholders, state_placeholders, shared_placeholders = self._placeholders()
-        for table, leaf, i in param_slots:
-            table[leaf] = values[i]
-        if stage_state is not None:
-            for table, leaf, i in state_slots:
-                table[leaf] = stage_state[i]
-        for (table, leaf, _), value in zip(shared_slots, shared):
-            table[leaf] = value
-        try:
-            out = template(x, *context)
-        finally:
-            for (table, leaf, _), placeholder in zip(param_slots, placeholders):
-                table[leaf] = placeholder
-            for (table, leaf, _), placeholder in zip(state_slots, state_placeholders):
-                table[leaf] = placeholder
-            for (table, leaf, _), placeholder in zip(shared_slots, shared_placeholders):
-                table[leaf] = placeholder
-        if not isinstance(out, Tensor) or out.shape != x.shape or out.dtype != x.dtype:
-            check_rate_output(out, x, "template")  # says what is wrong (or accepts an autocast dtype)
-        return out
-
-    def _placeholders(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """The template's own (meta) tensors in each slot, put back after every call."""
-        found = self.__dict__.get("_placeholder_cache")
-        if found is None:
-            found = self.__dict__["_placeholder_cache"] = tuple(
-                [table[leaf] for table, leaf, _ in slots] for slots in self._slots())
-        return found
-
-    def _rate_function(self, plan: _Plan, params: list[tuple[Tensor, ...]], samples: list | None,
-                       context: tuple = ()):
-        """The fixed-grid rate: stage ``i`` reads the precomputed row ``row_of_point[i]``."""
+        self._sync_template_mode()
+        values = self.values_at_stages(plan)
+        params, states, call = values.parameters, values.state, self._call
+        shared = list(values.shared.values())
         row_of_point = plan.row_of_point
-        states = self._at_stages(plan, self.state_items()) if self._state_names else None
-        shared = [self.state.get(name) for name in self._shared_names]
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
             row = row_of_point[stage.index]
@@ -384,91 +302,27 @@ class ContinuousBlock(nn.Module):
                 if samples is not None:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
                     samples.append((row, stage_state))
-            return self._call_template(x, params[row], stage_state, shared, context)
+            return call(x, params[row], stage_state, shared, context)
 
         return rate
 
-    # --- adaptive depth -----------------------------------------------------------------
-    def _values_at(self, weights: np.ndarray, items: Iterator[tuple[str, Tensor]]) -> tuple[Tensor, ...]:
-        """Each coefficient tensor evaluated with one row of basis weights."""
-        nonzero = np.flatnonzero(weights)
-        if len(nonzero) == 1 and weights[nonzero[0]] == 1.0:  # one function: a view, exact
-            k = int(nonzero[0])
-            return tuple(c[k] for _, c in items)
-        out = []
-        for _, c in items:
-            w = torch.as_tensor(weights, dtype=c.dtype, device=c.device)
-            out.append((w @ c.reshape(c.shape[0], -1)).reshape(c.shape[1:]))
-        return tuple(out)
-
-    def breakpoints(self) -> tuple[Fraction, ...]:
-        """Depths in ``(t0, t1)`` where ``theta`` may jump or bend: no adaptive step crosses one."""
+    def rate_at_any_depth(self, context: tuple = ()) -> Rate:
+        """The rate at any exact stage time (adaptive steps), reading ``theta`` and the state there."""
+        self._sync_template_mode()
         t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
-        return tuple(t0 + span * bp for bp in self.basis.breakpoints)
-
-    def forward_adaptive(self, x: Tensor, setting: "AdaptiveDepth", *context: object
-                         ) -> tuple[Tensor, IntegrationStats]:
-        """Integrate the block with error control: ``(output, stats)``.
-
-        The embedded pair of ``setting`` chooses its own steps to meet ``rtol``/``atol``
-        instead of the manifestation's grid; steps end exactly on the basis breakpoints,
-        where ``theta`` jumps, so each step sees one smooth piece.  The step size is
-        shared by the whole batch (the error norm is an RMS over it).
-
-        Depth-dependent normalisation state is read at each stage's depth; updating it
-        would need samples on a fixed grid, so a block with such state must be in
-        evaluation mode.  Without state (group norm, none) training works too.
-        """
-        if self.training and self._state_names:
-            raise RuntimeError(
-                "adaptive depth: this block has depth-dependent normalisation state, which is only "
-                "updated on a fixed grid; call model.eval() first (adaptive depth is for inference)"
-            )
-        if self._template.training != self.training:
-            self._template.train(self.training)
-        t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
-        shared = [self.state.get(name) for name in self._shared_names]
-        has_state = bool(self._state_names)
+        shared = list(self.shared_buffers().values())
+        has_state, call = bool(self.state_names), self._call
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
             w = self.basis.weights((stage.exact - t0) / span, stage.left)
-            values = self._values_at(w, self.coefficient_items())
-            stage_state = self._values_at(w, self.state_items()) if has_state else None
-            return self._call_template(x, values, stage_state, shared, context)
+            values = self._values_at(w, (c for _, c in self.coefficient_items()))
+            stage_state = self._values_at(w, (c for _, c in self.state_items())) if has_state else None
+            return call(x, values, stage_state, shared, context)
 
-        out, _, stats = integrate_adaptive_rate(
-            rate, x, tableau=setting.tableau, rtol=setting.rtol, atol=setting.atol, t0=t0,
-            t1=Fraction(self.t1), breakpoints=self.breakpoints(), max_steps=setting.max_steps,
-            state_name="x", rate_name="template",
-        )
-        return out, stats
-
-    def forward(self, x: Tensor, *context: object) -> Tensor:
-        """Integrate ``dx/dt = template(x, *context; theta(t))`` over the block's depth.
-
-        ``context`` (e.g. a graph's sparse adjacency for a GCN rate) is passed unchanged
-        to every rate evaluation; it is not integrated and carries no depth.
-        """
-        adaptive = self.__dict__.get("_adaptive")
-        if adaptive is not None:  # inside contdepth.nn.adaptive_depth(...)
-            setting, record = adaptive
-            out, stats = self.forward_adaptive(x, setting, *context)
-            record(stats)
-            return out
-        plan = self._plan()
-        if self._template.training != self.training:  # the template is outside the module tree
-            self._template.train(self.training)
-        samples: list | None = [] if (self.training and self._state_names) else None
-        rate = self._rate_function(plan, self._at_stages(plan, self.coefficient_items()), samples, context)
-        out = plan.scheme.integrate(rate, x, plan.schedule, checkpoint=self.checkpoint)[0]
-        if samples:
-            collected = list(samples)
-            samples.clear()  # evaluations recomputed during backward (checkpointing) are not samples
-            self._update_state(plan, collected)
-        return out
+        return rate
 
     @torch.no_grad()
-    def _update_state(self, plan: _Plan, samples: list[tuple[int, tuple[Tensor, ...]]]) -> None:
+    def update_state(self, plan: StagePlan, samples: list[tuple[int, tuple[Tensor, ...]]]) -> None:
         """Move the state coefficients to the least-squares fit of this pass's samples.
 
         Each sample is the module's own momentum update of the stage's state,
@@ -486,6 +340,94 @@ class ContinuousBlock(nn.Module):
             residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
             flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
 
+    # --- integration strategy -------------------------------------------------------------
+    @property
+    def grid(self) -> FixedGrid:
+        """The block's manifestation: the fixed grid it integrates on unless another strategy is in use."""
+        return self._grid
+
+    @grid.setter
+    def grid(self, grid: FixedGrid) -> None:
+        if not isinstance(grid, FixedGrid):
+            raise TypeError(f"grid: expected a FixedGrid, got {type(grid).__name__}")
+        self._grid = grid
+        self.stage_plan()  # built eagerly: torch.compile then never traces the Fraction arithmetic
+
+    @property
+    def integration(self) -> Integration:
+        """The strategy the next forward pass uses: :attr:`grid`, or one set by :meth:`integrate_with`."""
+        return self._grid if self._integration is None else self._integration
+
+    @contextmanager
+    def integrate_with(self, strategy: Integration) -> Iterator["ContinuousBlock"]:
+        """Within the ``with`` statement the block integrates with ``strategy`` instead of its grid."""
+        if not isinstance(strategy, Integration):
+            raise TypeError(f"strategy: expected an Integration, got {type(strategy).__name__}")
+        if self._integration is not None:
+            raise RuntimeError("integrate_with: the block already integrates with another strategy "
+                               f"({type(self._integration).__name__}); nested strategies are not supported")
+        self._integration = strategy
+        try:
+            yield self
+        finally:
+            self._integration = None
+
+    @property
+    def scheme(self) -> Scheme:
+        return self._grid.scheme
+
+    @property
+    def n_steps(self) -> int:
+        return self._grid.n_steps
+
+    @property
+    def checkpoint(self) -> bool:
+        """Recompute each step during backward (less activation memory, more time)."""
+        return self._grid.checkpoint
+
+    @checkpoint.setter
+    def checkpoint(self, value: bool) -> None:
+        self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, bool(value))
+
+    @property
+    def units(self) -> int:
+        """Rate evaluations per forward pass in the current manifestation."""
+        return self._grid.units
+
+    def manifest(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> _Manifestation:
+        """Evaluate the block with another scheme and/or step count.
+
+        The change takes effect at once; used as a context manager
+        (``with block.manifest("euler", 16): ...``) it is undone on exit.
+        """
+        previous = self._grid
+        new_scheme = previous.scheme if scheme is None else get_scheme(scheme)
+        new_steps = previous.n_steps if n_steps is None else check_n_steps(n_steps)
+        self.grid = FixedGrid(new_scheme, new_steps, previous.checkpoint)
+        return _Manifestation(self, previous)
+
+    # --- forward ----------------------------------------------------------------------
+    def forward(self, x: Tensor, *context: object) -> Tensor:
+        """Integrate ``dx/dt = template(x, *context; theta(t))`` over the block's depth.
+
+        ``context`` (e.g. a graph's sparse adjacency for a GCN rate) is passed unchanged
+        to every rate evaluation; it is not integrated and carries no depth.
+        """
+        return self.integration.run(self, x, context)[0]
+
+    def forward_adaptive(self, x: Tensor, setting, *context: object) -> tuple[Tensor, IntegrationStats]:
+        """Integrate the block with error control: ``(output, stats)``.
+
+        ``setting`` is an :class:`~contdepth.nn.AdaptiveDepth` (pair, tolerances, max
+        steps).  Steps end exactly on the basis breakpoints, where ``theta`` jumps, so
+        each step sees one smooth piece; the step size is shared by the whole batch.
+        Depth-dependent normalisation state is read at each stage's depth; updating it
+        needs samples on a fixed grid, so a block with such state must be in eval mode.
+        """
+        strategy = Adaptive(setting.tableau, setting.rtol, setting.atol, StepController(max_steps=setting.max_steps))
+        out, stats = strategy.run(self, x, context)
+        return out, stats  # type: ignore[return-value]
+
     # --- basis changes ----------------------------------------------------------------
     def _change_basis(self, target: DepthBasis, n_steps: int) -> CoefficientMap:
         matrix = projection_matrix(self.basis, target)
@@ -499,13 +441,12 @@ class ContinuousBlock(nn.Module):
                 self.state.set_buffer(name, apply_matrix(matrix, old_state))
         retire(old for old, _ in pairs)  # an optimizer still holding them now fails at step()
         self.basis = target
-        self._n_steps = n_steps
-        self._plan()
+        self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.checkpoint)
         return CoefficientMap(matrix, tuple(pairs))
 
     def refine(self) -> CoefficientMap:
         """Double the basis and the steps; ``theta(t)`` is unchanged (exactly, up to rounding)."""
-        return self._change_basis(self.basis.refined(), 2 * self._n_steps)
+        return self._change_basis(self.basis.refined(), 2 * self._grid.n_steps)
 
     def project(self, n_basis: int, n_steps: int | None = None) -> CoefficientMap:
         """Compress to the L2-best ``theta`` on ``n_basis`` functions; ``n_steps`` defaults to ``n_basis``."""
@@ -514,42 +455,6 @@ class ContinuousBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"template={self._template!r}, basis={self.basis.name}, n_basis={self.basis.n}, "
-            f"scheme={self._scheme.name}, n_steps={self._n_steps}, t0={self.t0}, t1={self.t1}"
+            f"template={self.template!r}, basis={self.basis.name}, n_basis={self.basis.n}, "
+            f"scheme={self.scheme.name}, n_steps={self.n_steps}, t0={self.t0}, t1={self.t1}"
         )
-
-
-class _CoefficientTree(nn.Module):
-    """Holds coefficients under the template's own parameter names (``0.weight`` ...)."""
-
-    def set(self, name: str, value: nn.Parameter) -> None:
-        *path, leaf = name.split(".")
-        node: nn.Module = self
-        for part in path:
-            if part not in node._modules:
-                node.add_module(part, _CoefficientTree())
-            node = node._modules[part]  # type: ignore[assignment]
-        if leaf in node._parameters:
-            del node._parameters[leaf]
-        node.register_parameter(leaf, value)
-
-    def set_buffer(self, name: str, value: Tensor) -> None:
-        *path, leaf = name.split(".")
-        node: nn.Module = self
-        for part in path:
-            if part not in node._modules:
-                node.add_module(part, _CoefficientTree())
-            node = node._modules[part]  # type: ignore[assignment]
-        node.register_buffer(leaf, value)
-
-    def get(self, name: str) -> Tensor:
-        # Plain attribute access (not get_parameter) so that torch.func.functional_call,
-        # which swaps in ordinary tensors, works on a whole block too.
-        node: nn.Module | Tensor = self
-        for part in name.split("."):
-            node = getattr(node, part)
-        return node  # type: ignore[return-value]
-
-    def extra_repr(self) -> str:
-        tensors = {**self._parameters, **self._buffers}
-        return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in tensors.items())

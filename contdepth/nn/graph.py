@@ -30,12 +30,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..common.validate import check_int
+
 Tensor = torch.Tensor
 
 
 def _check_edge_index(edge_index: object, num_nodes: object) -> tuple[Tensor, int]:
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"num_nodes: must be an integer >= 1, got {num_nodes!r}")
+    num_nodes = check_int(num_nodes, "num_nodes", low=1)
     if not isinstance(edge_index, torch.Tensor):
         raise TypeError(f"edge_index: expected a LongTensor of shape (2, E), got {type(edge_index).__name__}")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
@@ -188,8 +189,7 @@ class GCNLayer(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+            check_int(value, name, low=1)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(in_features, out_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
@@ -235,8 +235,7 @@ class GCNRate(nn.Module):
 
     def __init__(self, features: int, n_layers: int = 2, activation_name: str = "tanh") -> None:
         super().__init__()
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"n_layers: must be an integer >= 1, got {n_layers!r}")
+        check_int(n_layers, "n_layers", low=1)
         self.layers = nn.ModuleList(GCNLayer(features, features) for _ in range(n_layers))
         self.activation = activation(activation_name)
 

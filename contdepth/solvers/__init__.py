@@ -1,14 +1,24 @@
-"""Integration schemes: validated Butcher tableaux, multistep methods, fixed and adaptive grids."""
+"""Integration schemes: validated Butcher tableaux, multistep methods, one fixed-grid and one adaptive driver.
 
-from .integrate import IntegrationStats, MaxStepsExceeded, check_n_steps, integrate, integrate_adaptive
+A scheme supplies ``init`` and ``step``; :func:`solve_fixed_grid` owns the loop, the saved
+outputs, checkpointing and the statistics, and :func:`solve_adaptive` reuses the same
+Runge-Kutta step under a :class:`StepController`.  :func:`integrate` and
+:func:`integrate_adaptive` are the user-facing entry points; both return a :class:`Solution`.
+"""
+
+from .adaptive import StepController, adaptive_rate_stage, solve_adaptive
+from .fixed_grid import solve_fixed_grid
+from .integrate import check_n_steps, check_rate_output, integrate, integrate_adaptive
 from .multistep import AdamsBashforth, LMResNetScheme
 from .registry import available_schemes, get_scheme, get_tableau, register_scheme
 from .runge_kutta import RungeKutta, rk_step
-from .scheme import Scheme, StageSchedule, StageTime
+from .scheme import Carry, Scheme, StageSchedule, StageTime
+from .solution import IntegrationStats, MaxStepsExceeded, Solution
 from .tableau import ButcherTableau
 
 __all__ = [
-    "AdamsBashforth", "ButcherTableau", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
-    "RungeKutta", "Scheme", "StageSchedule", "StageTime", "available_schemes", "check_n_steps",
-    "get_scheme", "get_tableau", "integrate", "integrate_adaptive", "register_scheme", "rk_step",
+    "AdamsBashforth", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
+    "RungeKutta", "Scheme", "Solution", "StageSchedule", "StageTime", "StepController", "adaptive_rate_stage",
+    "available_schemes", "check_n_steps", "check_rate_output", "get_scheme", "get_tableau", "integrate",
+    "integrate_adaptive", "register_scheme", "rk_step", "solve_adaptive", "solve_fixed_grid",
 ]

@@ -1,57 +1,39 @@
-"""The two entry points: :func:`integrate` (fixed grid) and :func:`integrate_adaptive`."""
+"""The two entry points: :func:`integrate` (fixed grid) and :func:`integrate_adaptive`.
+
+Both check their arguments, adapt a plain ``f(t, x)`` to the ``rate(stage, x)`` contract,
+and hand over to a driver (:func:`~contdepth.solvers.solve_fixed_grid`,
+:func:`~contdepth.solvers.solve_adaptive`); both always return a :class:`Solution`.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable
 
 import torch
 
+from ..common.errors import OptionError
+from ..common.validate import check_int, check_number
+from .adaptive import StepController, solve_adaptive
+from .fixed_grid import solve_fixed_grid
 from .registry import get_scheme, get_tableau
-from .runge_kutta import rk_step
-from .scheme import Rate, Scheme, StageTime, Tensor, as_fraction
+from .scheme import Rate, Scheme, StageTime, Tensor, as_fraction, snap_to_grid
+from .solution import Solution
 from .tableau import ButcherTableau
 
 Field = Callable[[float, Tensor], Tensor]
 
 
-@dataclass(frozen=True)
-class IntegrationStats:
-    """What an integration cost.
-
-    Attributes:
-        n_steps: accepted steps.
-        n_rejected: rejected steps (always 0 on a fixed grid).
-        n_evaluations: calls of the rate function.
-        step_ends: the time at the end of each accepted step.
-    """
-
-    n_steps: int
-    n_evaluations: int
-    n_rejected: int = 0
-    step_ends: tuple[float, ...] = ()
-
-
-class MaxStepsExceeded(RuntimeError):
-    """Raised when an adaptive integration needs more than ``max_steps`` attempts."""
-
-
 def check_n_steps(n_steps: object, name: str = "n_steps") -> int:
     """Validate a step count: an integer >= 1."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
-        raise ValueError(f"{name}: must be an integer >= 1, got {n_steps!r}")
-    if n_steps < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {n_steps}")
-    return n_steps
+    return check_int(n_steps, name, low=1)
 
 
 def _check_state(x0: object) -> Tensor:
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0: expected a torch.Tensor, got {type(x0).__name__}")
     if not x0.is_floating_point():
-        raise ValueError(f"x0: the state must be a floating-point tensor, got {x0.dtype}")
+        raise OptionError("x0", f"the state must be a floating-point tensor, got {x0.dtype}")
     return x0
 
 
@@ -89,6 +71,29 @@ def _field_rate(f: Field) -> Rate:
     return rate
 
 
+def _requested_times(t_eval: Iterable[float | Fraction] | Tensor, t0: Fraction, t1: Fraction) -> tuple[Fraction, ...]:
+    """``t_eval`` as exact times, strictly monotone in the direction of integration, inside ``[t0, t1]``."""
+    if isinstance(t_eval, torch.Tensor):
+        if t_eval.dim() != 1:
+            raise OptionError("t_eval", f"must be a 1-D sequence of times, got a tensor of shape {tuple(t_eval.shape)}")
+        t_eval = t_eval.tolist()
+    if isinstance(t_eval, (str, bytes)) or not isinstance(t_eval, Iterable):
+        raise OptionError("t_eval", f"must be a sequence of times, got {type(t_eval).__name__}")
+    times = tuple(as_fraction(v, "t_eval") for v in t_eval)
+    if not times:
+        raise OptionError("t_eval", "must hold at least one time")
+    low, high = min(t0, t1), max(t0, t1)
+    for v in times:
+        if not low <= v <= high:
+            raise OptionError("t_eval", f"{float(v)!r} lies outside [t0, t1] = [{float(t0)}, {float(t1)}]")
+    forward = t1 > t0
+    for a, b in zip(times, times[1:]):
+        if not (a < b if forward else a > b):
+            raise OptionError("t_eval", f"times must be strictly {'increasing' if forward else 'decreasing'} "
+                                        f"from t0 to t1, got {float(a)!r} then {float(b)!r}")
+    return times
+
+
 def integrate(
     f: Field,
     x0: Tensor,
@@ -97,10 +102,10 @@ def integrate(
     n_steps: int,
     t0: float = 0.0,
     t1: float = 1.0,
+    t_eval: Iterable[float] | Tensor | None = None,
     return_path: bool = False,
     checkpoint: bool = False,
-    return_stats: bool = False,
-):
+) -> Solution:
     """Integrate ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` in ``n_steps`` equal steps.
 
     Args:
@@ -108,205 +113,45 @@ def integrate(
         x0: initial state, any shape and floating dtype, on any device.
         scheme: a registered name (see :func:`available_schemes`), a tableau or a scheme.
         n_steps: number of steps, any integer >= 1.
-        return_path: also return the states before the first and after every step,
-            stacked into shape ``(n_steps + 1, *x0.shape)``.
-        checkpoint: keep only step inputs for backward and recompute each step's
-            internals there (activation checkpointing): less memory, more time.
-        return_stats: also return an :class:`IntegrationStats`.
+        t_eval: times in ``[t0, t1]``, monotone from ``t0`` to ``t1``, at which to save the
+            state (like the ``t`` of torchdiffeq's ``odeint``). A time inside a step splits
+            that step in two, so every saved state is a state of the integration, not an
+            interpolation; a multistep scheme needs times on its grid. A time within
+            rounding of a grid point (1e-12 of the interval; for a float32 tensor, its
+            precision) is that grid point.
+        return_path: save the state at ``t0`` and after every step.
+        checkpoint: activation checkpointing per step: keep only each step's input for
+            backward and recompute the step there (less memory, more time).
 
     Returns:
-        The final state; with ``return_path`` and/or ``return_stats`` a tuple
-        ``(state, [path], [stats])`` in that order.
+        A :class:`Solution`: ``.state`` at ``t1``, ``.stats``, and with ``t_eval`` or
+        ``return_path`` the saved times ``.ts`` and states ``.ys`` (shape ``(len(ts), *x0.shape)``).
     """
     resolved = get_scheme(scheme)
     n_steps = check_n_steps(n_steps)
     x0 = _check_state(x0)
-    if t0 == t1:
-        raise ValueError(f"t1: the interval is empty (t0 = t1 = {t0})")
-    schedule = resolved.schedule(n_steps, t0, t1)
-    state, path = resolved.integrate(_field_rate(f), x0, schedule, return_path=return_path, checkpoint=checkpoint)
-    if not (return_path or return_stats):
-        return state
-    out: tuple = (state,)
-    if return_path:
-        out += (path,)
-    if return_stats:
-        span = (t1 - t0) / n_steps
-        ends = tuple(t0 + span * (n + 1) for n in range(n_steps))
-        out += (IntegrationStats(n_steps, resolved.evaluations(n_steps), 0, ends),)
-    return out
-
-
-# --- adaptive --------------------------------------------------------------------
-
-_SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
-
-
-def _rms(v: Tensor, scale: Tensor) -> float:
-    """Scaled RMS norm; step-size control is not differentiated through (detached)."""
-    return float(torch.sqrt(torch.mean((v.detach() / scale.detach()) ** 2)))
-
-
-def _error_ratio(error: Tensor, x: Tensor, x_new: Tensor, rtol: float, atol: float) -> float:
-    return _rms(error, atol + rtol * torch.maximum(x.detach().abs(), x_new.detach().abs()))
-
-
-def _check_tolerance(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_finite_state(x0: Tensor, name: str) -> None:
-    if not bool(torch.isfinite(x0).all()):
-        raise ValueError(f"{name}: the initial state holds NaN/inf values; adaptive step control needs a finite state")
-
-
-def _check_finite_rate(value: Tensor, t: Fraction, name: str) -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name}: returned non-finite values (NaN/inf) at t = {float(t):.6g}; the adaptive error "
-                         "estimate is then not finite, which no step size can fix")
-
-
-def adaptive_rate_stage(exact: Fraction, left: bool, breakpoint: bool = False) -> StageTime:
-    """A stage time for an adaptive step (``index`` is -1: there is no fixed grid).
-
-    A stage read from the left *at a breakpoint* gives plain ``f(t, x)`` fields the
-    float just below the breakpoint, so they too see a time inside the step (exact
-    consumers such as ContinuousBlock use ``exact`` and ``left`` instead).
-    """
-    t = float(exact)
-    if left and breakpoint:
-        t = math.nextafter(t, -math.inf)
-    return StageTime(t, exact, left, -1)
-
-
-def integrate_adaptive_rate(
-    rate: Rate,
-    x0: Tensor,
-    *,
-    tableau: ButcherTableau,
-    rtol: float,
-    atol: float,
-    t0: Fraction,
-    t1: Fraction,
-    breakpoints: tuple[Fraction, ...] = (),
-    max_steps: int = 10_000,
-    first_step: float | None = None,
-    return_path: bool = False,
-    state_name: str = "x0",
-    rate_name: str = "f",
-) -> tuple[Tensor, Tensor | None, IntegrationStats]:
-    """Adaptive integration of ``rate(stage, x)`` with exact step bookkeeping.
-
-    Step boundaries are kept as exact rationals so that a step clipped to a breakpoint
-    ends *exactly* there; stages at a step's end read depth functions from the left.
-
-    Non-finite values: a non-finite error estimate rejects the step and shrinks it (a
-    too large step may overflow), unless the rate at the step's start is itself NaN/inf,
-    which no step size can fix: then a ``ValueError`` names ``rate_name`` and the time.
-    A NaN/inf initial state is refused naming ``state_name``.  These checks run only
-    when a norm is already non-finite, so a healthy integration pays nothing for them.
-    """
-    s = tableau.stages
-    c = tableau.c
-    e = tableau._b_error_float
-    q = min(tableau.order, tableau.embedded_order or 1)
-    exponent = -1.0 / (q + 1)
-    ends = sorted(set(bp for bp in breakpoints if t0 < bp < t1)) + [t1]
-    evaluations = accepted = rejected = 0
-
-    x = x0
-    t = t0
-    path = [x0] if return_path else None
-    step_ends: list[float] = []
-    first_rate = rate(adaptive_rate_stage(t0, False), x0)
-    evaluations += 1
-    span = float(t1 - t0)
-    if first_step is None:
-        scale = atol + rtol * x0.abs()
-        d0, d1 = _rms(x0, scale), _rms(first_rate, scale)
-        if not math.isfinite(d0):
-            _check_finite_state(x0, state_name)
-        if not math.isfinite(d1):
-            _check_finite_rate(first_rate, t0, rate_name)
-        overflow = not (math.isfinite(d0) and math.isfinite(d1))  # finite values, squares too large
-        h0 = 1e-6 * span if overflow or d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-        h0 = min(h0, float(ends[0] - t0))
-        t_probe = t0 + Fraction(h0)
-        x_probe = torch.add(x0, first_rate, alpha=h0)
-        at_end = t_probe >= ends[0]
-        f_probe = rate(adaptive_rate_stage(t_probe, at_end, at_end and ends[0] != t1), x_probe)
-        evaluations += 1
-        d2 = _rms(f_probe - first_rate, scale) / h0
-        if overflow or not math.isfinite(d2):
-            h = h0
-        elif max(d1, d2) <= 1e-15:
-            h = min(100 * h0, max(1e-6 * span, h0 * 1e-3))
-        else:
-            h = min(100 * h0, (0.01 / max(d1, d2)) ** (1.0 / (tableau.order + 1)))
-    else:
-        if not (isinstance(first_step, (int, float)) and first_step > 0):
-            raise ValueError(f"first_step: must be a number > 0, got {first_step!r}")
-        _check_finite_state(x0, state_name)
-        h = float(first_step)
-
-    segment = 0
-    ratio = 0.0
-    while t < t1:
-        if accepted + rejected >= max_steps:
-            raise MaxStepsExceeded(
-                f"max_steps: {max_steps} steps attempted ({accepted} accepted, {rejected} rejected) "
-                f"and only reached t = {float(t):.6g} of [{float(t0):.6g}, {float(t1):.6g}]; "
-                "loosen rtol/atol or raise max_steps"
-            )
-        segment_end = ends[segment]
-        t_end = t + Fraction(h)
-        # Snap to the segment end when the step would reach it or leave a sliver.
-        clipped = t_end >= segment_end or float(segment_end - t_end) < 1e-10 * span
-        if clipped:
-            t_end = segment_end
-        h_step = float(t_end - t)
-        if h_step <= 4 * math.ulp(max(abs(float(t)), 1.0)):
-            why = ("the error estimate is not finite there: the rate returns NaN/inf just after t or overflows"
-                   if not math.isfinite(ratio) else "the problem may be stiff")
-            raise MaxStepsExceeded(f"rtol/atol: step size underflow at t = {float(t):.6g}; {why}")
-        ends_on_breakpoint = t_end == segment_end and segment_end != t1
-        stages = tuple(adaptive_rate_stage(t + ci * (t_end - t), ci >= 1, ends_on_breakpoint) for ci in c)
-        x_new, k = rk_step(rate, x, h_step, tableau, stages, first_rate=first_rate)
-        evaluations += s - (1 if first_rate is not None else 0)
-        error = None
-        for j, ej in enumerate(e):
-            if ej != 0.0:
-                error = k[j] * (h_step * ej) if error is None else torch.add(error, k[j], alpha=h_step * ej)
-        ratio = 0.0 if error is None else _error_ratio(error, x, x_new, rtol, atol)
-        if math.isfinite(ratio) and ratio <= 1.0:
-            accepted += 1
-            t, x = t_end, x_new
-            step_ends.append(float(t))
-            if path is not None:
-                path.append(x)
-            at_breakpoint = t == segment_end
-            if at_breakpoint:
-                segment += 1
-            # FSAL: the last stage was f(t_end, x_new), read from the left; reuse it
-            # unless t_end is a breakpoint, where the right-hand value may differ.
-            first_rate = k[-1] if (tableau.fsal and not at_breakpoint) else None
-            if first_rate is None and t < t1:
-                first_rate = rate(adaptive_rate_stage(t, False), x)
-                evaluations += 1
-            factor = _FACTOR_MAX if ratio == 0.0 else min(_FACTOR_MAX, _SAFETY * ratio**exponent)
-            # A step shortened to reach a segment end says little about the next one:
-            # keep the untested proposal if it was larger.
-            h = max(h, h_step * factor) if clipped else h_step * factor
-        else:
-            rejected += 1
-            if not math.isfinite(ratio):
-                _check_finite_rate(k[0], t, rate_name)  # k[0] = rate(t, x): no smaller step avoids it
-            factor = _FACTOR_MIN if not math.isfinite(ratio) else max(_FACTOR_MIN, _SAFETY * ratio**exponent)
-            h = h_step * factor
-    stats = IntegrationStats(accepted, evaluations, rejected, tuple(step_ends))
-    return x, (torch.stack(path) if path is not None else None), stats
+    t0f, t1f = as_fraction(t0, "t0"), as_fraction(t1, "t1")
+    if t0f == t1f:
+        raise OptionError("t1", f"the interval is empty (t0 = t1 = {t0})")
+    if t_eval is not None and return_path:
+        raise OptionError("t_eval", "give t_eval or return_path, not both (return_path saves every step)")
+    rate = _field_rate(f)
+    if t_eval is None:
+        schedule = resolved.schedule(n_steps, t0, t1)
+        save_at = frozenset(range(n_steps + 1)) if return_path else None
+        return solve_fixed_grid(resolved, rate, x0, schedule, save_at=save_at, checkpoint=checkpoint)
+    # 0.1 means the grid point 1/10; a float32 tensor's times are as exact as float32 is
+    tolerance = 1e-12
+    if isinstance(t_eval, torch.Tensor) and t_eval.is_floating_point():
+        tolerance = max(tolerance, 4 * torch.finfo(t_eval.dtype).eps)
+    times = _requested_times(t_eval, t0f, t1f)
+    uniform = resolved.schedule(n_steps, t0f, t1f)
+    times = tuple(snap_to_grid(t, uniform.grid, tolerance) for t in times)
+    schedule = resolved.split_schedule(n_steps, t0f, t1f, times)
+    position = {t: i for i, t in enumerate(schedule.grid)}
+    solution = solve_fixed_grid(resolved, rate, x0, schedule, save_at=frozenset(position[t] for t in times),
+                                checkpoint=checkpoint)
+    return solution
 
 
 def integrate_adaptive(
@@ -318,46 +163,64 @@ def integrate_adaptive(
     atol: float,
     t0: float = 0.0,
     t1: float = 1.0,
+    t_eval: Iterable[float] | Tensor | None = None,
     breakpoints: Iterable[float | Fraction] = (),
-    max_steps: int = 10_000,
+    controller: StepController | None = None,
+    max_steps: int | None = None,
     first_step: float | None = None,
     return_path: bool = False,
-):
+) -> Solution:
     """Integrate ``dx/dt = f(t, x)`` with an embedded pair and error control.
 
     Steps are accepted when the RMS of the error estimate, scaled by
     ``atol + rtol * max(|x_n|, |x_{n+1}|)``, is at most 1.  No step crosses a
-    ``breakpoint`` (where ``f`` may jump, e.g. a piecewise-constant depth basis); a
-    step ends exactly on it instead.  The whole tensor shares one step size.
+    ``breakpoint`` (where ``f`` may jump, e.g. a piecewise-constant depth basis; compare
+    diffrax's ``jump_ts``) or a time in ``t_eval``: a step ends exactly on it.  The whole
+    tensor shares one step size.
+
+    Args:
+        t_eval: times in ``[t0, t1]``, increasing, at which to save the state.
+        controller: the step-size controller (:class:`StepController`: safety factor,
+            factor bounds, first step, max steps).  ``max_steps`` and ``first_step``
+            are shorthands that override the controller's values.
+        return_path: save ``t0`` and the end of every accepted step.
 
     Returns:
-        ``(state, stats)``, or ``(state, path, stats)`` with ``return_path``; the path
-        holds the initial state and the state after each accepted step, and
-        ``stats.step_ends`` their times.
+        A :class:`Solution`; ``stats.step_ends`` holds every accepted step's end.
 
     Raises:
         MaxStepsExceeded: more than ``max_steps`` steps were attempted.
     """
     tableau = get_tableau(scheme)
     if not tableau.is_embedded:
-        raise ValueError(
-            f"scheme: {tableau.name!r} has no error estimate; adaptive stepping needs an embedded pair "
-            "such as 'dopri5' or 'bosh3'"
-        )
+        raise OptionError("scheme", f"{tableau.name!r} has no error estimate; adaptive stepping needs an embedded "
+                                    "pair such as 'dopri5' or 'bosh3'")
     x0 = _check_state(x0)
-    rtol, atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
+    rtol = check_number(rtol, "rtol", low=0.0)
+    atol = check_number(atol, "atol", low=0.0)
     if rtol == 0 and atol == 0:
-        raise ValueError("rtol: rtol and atol cannot both be 0")
-    max_steps = check_n_steps(max_steps, "max_steps")
+        raise OptionError("rtol", "rtol and atol cannot both be 0")
+    if controller is None:
+        controller = StepController()
+    elif not isinstance(controller, StepController):
+        raise TypeError(f"controller: expected a StepController, got {type(controller).__name__}")
+    if max_steps is not None or first_step is not None:
+        controller = StepController(
+            controller.safety, controller.factor_min, controller.factor_max,
+            controller.first_step if first_step is None else first_step,
+            controller.max_steps if max_steps is None else max_steps,
+        )
     t0f, t1f = as_fraction(t0, "t0"), as_fraction(t1, "t1")
     if not t1f > t0f:
-        raise ValueError(f"t1: adaptive integration needs t1 > t0, got t0={t0}, t1={t1}")
+        raise OptionError("t1", f"adaptive integration needs t1 > t0, got t0={t0}, t1={t1}")
     bps = tuple(as_fraction(bp, "breakpoints") for bp in breakpoints)
     for bp in bps:
         if not t0f <= bp <= t1f:
-            raise ValueError(f"breakpoints: {float(bp)} lies outside [t0, t1] = [{t0}, {t1}]")
-    state, path, stats = integrate_adaptive_rate(
-        _field_rate(f), x0, tableau=tableau, rtol=rtol, atol=atol, t0=t0f, t1=t1f,
-        breakpoints=bps, max_steps=max_steps, first_step=first_step, return_path=return_path,
+            raise OptionError("breakpoints", f"{float(bp)} lies outside [t0, t1] = [{t0}, {t1}]")
+    if t_eval is not None and return_path:
+        raise OptionError("t_eval", "give t_eval or return_path, not both (return_path saves every step)")
+    times = None if t_eval is None else _requested_times(t_eval, t0f, t1f)
+    return solve_adaptive(
+        _field_rate(f), x0, tableau=tableau, rtol=rtol, atol=atol, t0=t0f, t1=t1f, breakpoints=bps,
+        t_eval=times, return_path=return_path, controller=controller,
     )
-    return (state, path, stats) if return_path else (state, stats)

@@ -11,19 +11,12 @@ from fractions import Fraction
 from typing import Sequence
 
 import torch
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .runge_kutta import rk_step
-from .scheme import Rate, Scheme, StageSchedule, StageTime, Tensor
+from .scheme import Carry, Rate, Scheme, StageTime, Tensor
 from .tableau import ButcherTableau
 
 _START = (Fraction(0),)
-
-
-def _evaluate(rate: Rate, stage: StageTime, x: Tensor, checkpoint: bool) -> Tensor:
-    if checkpoint and torch.is_grad_enabled():
-        return _checkpoint(rate, stage, x, use_reentrant=False)
-    return rate(stage, x)
 
 
 class AdamsBashforth(Scheme):
@@ -32,7 +25,8 @@ class AdamsBashforth(Scheme):
     ``x_{n+1} = x_n + h * sum_j beta_j f_{n-j}``.  The first ``order - 1`` steps are
     taken with ``starter``, a Runge-Kutta method of the same order, so the global
     order is not spoiled by the start; its first stage is ``f(t_n, x_n)`` and
-    is kept as history instead of being evaluated twice.
+    is kept as history instead of being evaluated twice.  The carry is
+    ``(x, f_{n-order+2}, ..., f_{n-1})``: the rates the next step reuses, oldest first.
     """
 
     def __init__(self, name: str, beta: Sequence[Fraction | str], starter: ButcherTableau, reference: str = "") -> None:
@@ -50,7 +44,7 @@ class AdamsBashforth(Scheme):
             raise ValueError("starter: the first stage of the starting method must be at c = 0")
         self.starter = starter
         self.reference = reference
-        self._beta_float = tuple(float(v) for v in self.beta)
+        self.beta_float = tuple(float(v) for v in self.beta)
 
     def _n_start(self, n_steps: int) -> int:
         return min(self.order - 1, n_steps)
@@ -59,36 +53,16 @@ class AdamsBashforth(Scheme):
         n_start = self._n_start(n_steps)
         return (self.starter.c,) * n_start + (_START,) * (n_steps - n_start)
 
-    def integrate(
-        self,
-        rate: Rate,
-        x0: Tensor,
-        schedule: StageSchedule,
-        *,
-        return_path: bool = False,
-        checkpoint: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        h = schedule.step_size
-        n_start = self._n_start(len(schedule.steps))
-        x = x0
-        path = [x0] if return_path else None
-        history: list[Tensor] = []  # most recent rate last
-        for n, stages in enumerate(schedule.steps):
-            if n < n_start:
-                first = _evaluate(rate, stages[0], x, checkpoint)
-                history.append(first)
-                x = rk_step(
-                    lambda st, y: _evaluate(rate, st, y, checkpoint),
-                    x, h, self.starter, stages, first_rate=first,
-                )[0]
-            else:
-                history.append(_evaluate(rate, stages[0], x, checkpoint))
-                for j, beta in enumerate(self._beta_float):
-                    x = torch.add(x, history[-1 - j], alpha=h * beta)
-                history = history[-self.order + 1:] if self.order > 1 else []
-            if path is not None:
-                path.append(x)
-        return x, (torch.stack(path) if path is not None else None)
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        x, history = carry[0], carry[1:]
+        first = rate(stages[0], x)
+        if n < self.order - 1:  # no full history yet: a starter step, its first stage kept
+            x = rk_step(rate, x, h, self.starter, stages, first_rate=first)[0]
+        else:
+            for j, beta in enumerate(self.beta_float):
+                x = torch.add(x, first if j == 0 else history[-j], alpha=h * beta)
+        keep = self.order - 1
+        return (x, *(history + (first,))[-keep:]) if keep else (x,)
 
 
 class LMResNetScheme(Scheme):
@@ -97,7 +71,7 @@ class LMResNetScheme(Scheme):
     The first step is a plain residual (forward-Euler) step.  ``k`` may be a float, a
     tensor that broadcasts against the state (e.g. one value per channel, and it may
     require grad), or a sequence with one such value per step (entry 0 is unused,
-    since step 0 is the Euler start).
+    since step 0 is the Euler start).  The carry is ``(x_n, x_{n-1})``.
 
     Note on consistency: for constant ``k`` the characteristic polynomials give
     ``rho'(1) = 1 + k`` and ``sigma(1) = 1``, so the scheme converges (order 1) to the
@@ -111,39 +85,21 @@ class LMResNetScheme(Scheme):
         self.name = "lm_resnet"
         self.k = k
 
-    def _k_at(self, n: int, n_steps: int):
-        k = self.k
-        return k[n] if isinstance(k, (list, tuple)) else k
-
     def stage_offsets(self, n_steps: int) -> tuple[tuple[Fraction, ...], ...]:
         return (_START,) * n_steps
 
-    def integrate(
-        self,
-        rate: Rate,
-        x0: Tensor,
-        schedule: StageSchedule,
-        *,
-        return_path: bool = False,
-        checkpoint: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        h = schedule.step_size
-        n_steps = len(schedule.steps)
+    def init(self, x0: Tensor, n_steps: int) -> Carry:
         if isinstance(self.k, (list, tuple)) and len(self.k) != n_steps:
             raise ValueError(f"k: expected {n_steps} per-step values (one per step), got {len(self.k)}")
-        x_prev, x = None, x0
-        path = [x0] if return_path else None
-        for n, stages in enumerate(schedule.steps):
-            f = _evaluate(rate, stages[0], x, checkpoint)
-            if x_prev is None:
-                x_next = torch.add(x, f, alpha=h)
-            else:
-                k = self._k_at(n, n_steps)
-                x_next = torch.add((1 - k) * x + k * x_prev, f, alpha=h)
-            x_prev, x = x, x_next
-            if path is not None:
-                path.append(x)
-        return x, (torch.stack(path) if path is not None else None)
+        return (x0,)
+
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        x = carry[0]
+        f = rate(stages[0], x)
+        if len(carry) == 1:  # the Euler start
+            return (torch.add(x, f, alpha=h), x)
+        k = self.k[n] if isinstance(self.k, (list, tuple)) else self.k
+        return (torch.add((1 - k) * x + k * carry[1], f, alpha=h), x)
 
     def __repr__(self) -> str:
         return f"LMResNetScheme(k={self.k!r})"

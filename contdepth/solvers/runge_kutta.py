@@ -5,9 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import torch
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .scheme import Rate, Scheme, StageSchedule, StageTime, Tensor
+from .scheme import Carry, Rate, Scheme, StageTime, Tensor
 from .tableau import ButcherTableau
 
 
@@ -26,7 +25,7 @@ def rk_step(
     fused ``torch.add(..., alpha=)`` calls and zero coefficients are skipped, so the
     generic step does no more tensor work than a hand-written one.
     """
-    a, b = tableau._a_float, tableau._b_float
+    a, b = tableau.a_float, tableau.b_float
     k: list[Tensor] = []
     for i, row in enumerate(a):
         if i == 0 and first_rate is not None:
@@ -47,6 +46,8 @@ def rk_step(
 class RungeKutta(Scheme):
     """Fixed-grid explicit Runge-Kutta integration with a given tableau."""
 
+    splittable = True  # a one-step method: any step may be split in two
+
     def __init__(self, tableau: ButcherTableau) -> None:
         if not isinstance(tableau, ButcherTableau):
             raise TypeError(f"tableau: expected a ButcherTableau, got {type(tableau).__name__}")
@@ -57,30 +58,5 @@ class RungeKutta(Scheme):
     def stage_offsets(self, n_steps: int) -> tuple[tuple[Fraction, ...], ...]:
         return (self.tableau.c,) * n_steps
 
-    def integrate(
-        self,
-        rate: Rate,
-        x0: Tensor,
-        schedule: StageSchedule,
-        *,
-        return_path: bool = False,
-        checkpoint: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        h, tableau = schedule.step_size, self.tableau
-        x = x0
-        path = [x0] if return_path else None
-        # The last step is never checkpointed: backward needs its internals first, so
-        # recomputing them would cost time and save no peak memory.
-        last = len(schedule.steps) - 1
-        for n, stages in enumerate(schedule.steps):
-            if checkpoint and n < last and torch.is_grad_enabled():
-                x = _checkpoint(_rk_step_state, rate, x, h, tableau, stages, use_reentrant=False)
-            else:
-                x = rk_step(rate, x, h, tableau, stages)[0]
-            if path is not None:
-                path.append(x)
-        return x, (torch.stack(path) if path is not None else None)
-
-
-def _rk_step_state(rate: Rate, x: Tensor, h: float, tableau: ButcherTableau, stages) -> Tensor:
-    return rk_step(rate, x, h, tableau, stages)[0]
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        return (rk_step(rate, carry[0], h, self.tableau, stages)[0],)

@@ -10,6 +10,8 @@ precomputed tuple.
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from fractions import Fraction
 from functools import lru_cache
@@ -43,19 +45,38 @@ Rate = Callable[[StageTime, Tensor], Tensor]
 
 
 class StageSchedule(NamedTuple):
-    """The stage times of a whole grid: ``steps[n]`` lists the stages of step ``n``."""
+    """The stage times of a whole grid: ``steps[n]`` lists the stages of step ``n``.
+
+    Attributes:
+        steps: per step, its stages.
+        points: the distinct ``(exact time, left)`` pairs, by :attr:`StageTime.index`.
+        step_size: the size of every step on a uniform grid (on a split grid, the size of
+            the uniform steps it was split from).
+        grid: the ``n_steps + 1`` exact step boundaries, ``grid[0] = t0`` and ``grid[-1] = t1``.
+        step_sizes: each step's size as a float (all equal on a uniform grid).
+        step_ends: each step's end as a float (computed once: the driver reports them per call).
+    """
 
     steps: tuple[tuple[StageTime, ...], ...]
-    points: tuple[tuple[Fraction, bool], ...]  # distinct (exact time, left) pairs, by index
+    points: tuple[tuple[Fraction, bool], ...]
     step_size: float
+    grid: tuple[Fraction, ...] = ()
+    step_sizes: tuple[float, ...] = ()
+    step_ends: tuple[float, ...] = ()
 
+    @property
+    def uniform(self) -> bool:
+        """Whether every step has the same size (multistep schemes need it)."""
+        return len(set(self.step_sizes)) <= 1
 
 def as_fraction(value: float | int | Fraction, what: str) -> Fraction:
     """Exact rational value of a time given as int, float or Fraction."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what}: expected a real number, got {type(value).__name__}")
-    if isinstance(value, float) and not (value == value and abs(value) != float("inf")):
-        raise ValueError(f"{what}: must be finite, got {value!r}")
+    if not isinstance(value, (int, Fraction)):
+        value = float(value)  # numpy and other real scalars: their exact binary value
+        if not math.isfinite(value):
+            raise ValueError(f"{what}: must be finite, got {value!r}")
     return Fraction(value)
 
 
@@ -70,22 +91,55 @@ def build_schedule(
     its step and reads depth functions from the left.
     """
     n_steps = len(offsets)
-    span = t1 - t0
+    grid = tuple(t0 + (t1 - t0) * n / n_steps for n in range(n_steps + 1))
+    return build_grid_schedule(offsets, grid, float((t1 - t0) / n_steps))
+
+
+@lru_cache(maxsize=512)
+def build_grid_schedule(
+    offsets: tuple[tuple[Fraction, ...], ...], grid: tuple[Fraction, ...], step_size: float
+) -> StageSchedule:
+    """Exact stage times on the step boundaries ``grid`` (``len(offsets) + 1`` of them, monotone)."""
+    if len(grid) != len(offsets) + 1:
+        raise ValueError(f"grid: {len(grid)} boundaries for {len(offsets)} steps; need one more than steps")
     index: dict[tuple[Fraction, bool], int] = {}
     steps = []
     for n, step_offsets in enumerate(offsets):
+        start, span = grid[n], grid[n + 1] - grid[n]
         stages = []
         for c in step_offsets:
-            exact = t0 + span * (n + c) / n_steps
+            exact = start + span * c
             key = (exact, c >= 1)
             i = index.setdefault(key, len(index))
             stages.append(StageTime(float(exact), exact, key[1], i))
         steps.append(tuple(stages))
-    return StageSchedule(tuple(steps), tuple(index), float(span / n_steps))
+    sizes = tuple(float(grid[n + 1] - grid[n]) for n in range(len(offsets)))
+    return StageSchedule(tuple(steps), tuple(index), step_size, grid, sizes, tuple(float(t) for t in grid[1:]))
+
+
+def snap_to_grid(t: Fraction, grid: tuple[Fraction, ...], tolerance: float = 1e-12) -> Fraction:
+    """``t``, or the grid point it means: within ``tolerance`` of the interval's length.
+
+    Why: a float such as ``0.1`` is not exactly 1/10, so a requested time the user meant as
+    a grid point would otherwise split a step into one of length 1e-17 (or be refused by a
+    multistep scheme as off the grid).
+    """
+    span = abs(grid[-1] - grid[0])
+    n = len(grid) - 1
+    k = round((t - grid[0]) / (grid[-1] - grid[0]) * n)
+    nearest = grid[min(max(k, 0), n)]
+    return nearest if abs(float(t - nearest)) <= tolerance * float(span) else t
+
+
+Carry = tuple  # a scheme's state between steps: ``carry[0]`` is the solution, the rest its history
 
 
 class Scheme(ABC):
-    """A fixed-grid integration scheme (explicit Runge-Kutta or linear multistep)."""
+    """A fixed-grid integration scheme (explicit Runge-Kutta or linear multistep).
+
+    A scheme supplies :meth:`init` (the carry before the first step) and :meth:`step`
+    (one step); a new multistep method is those two methods and :meth:`stage_offsets`.
+    """
 
     name: str
     order: int
@@ -115,20 +169,42 @@ class Scheme(ABC):
                 cache[key] = found
         return found
 
-    @abstractmethod
-    def integrate(
-        self,
-        rate: Rate,
-        x0: Tensor,
-        schedule: StageSchedule,
-        *,
-        return_path: bool = False,
-        checkpoint: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Walk ``schedule`` from ``x0``; return the final state and (optionally) the path.
+    def split_schedule(self, n_steps: int, t0: Fraction, t1: Fraction, at: tuple[Fraction, ...]) -> StageSchedule:
+        """The uniform grid of ``n_steps`` steps with every time in ``at`` added as a step boundary.
 
-        The path stacks the state before the first step and after every step:
-        shape ``(n_steps + 1, *x0.shape)``.
+        Why: outputs at requested times (``t_eval``) must be states of the integration
+        itself, not interpolations; a one-step method simply takes two shorter steps
+        where a requested time falls inside a step.  A multistep scheme's weights assume
+        equal steps, so it accepts only requested times already on its grid.
+        """
+        uniform = build_schedule(self.stage_offsets(n_steps), t0, t1)
+        at = tuple(snap_to_grid(t, uniform.grid) for t in at)
+        inside = sorted(set(at) - set(uniform.grid), reverse=t1 < t0)
+        if not inside:
+            return uniform
+        if not self.splittable:
+            raise ValueError(
+                f"t_eval: {float(inside[0])!r} is not on the {n_steps}-step grid and {self.name!r} is a "
+                "multistep scheme, whose weights assume equal steps; request times on the grid "
+                f"(multiples of (t1 - t0) / {n_steps}) or use a one-step (Runge-Kutta) scheme"
+            )
+        grid = tuple(sorted(set(uniform.grid) | set(inside), reverse=t1 < t0))
+        return build_grid_schedule(self.stage_offsets(len(grid) - 1), grid, uniform.step_size)
+
+    #: Whether a step may be split into shorter ones (one-step methods); see :meth:`split_schedule`.
+    splittable: bool = False
+
+    def init(self, x0: Tensor, n_steps: int) -> Carry:
+        """The carry before the first step: ``(x0,)`` plus whatever history the scheme keeps."""
+        return (x0,)
+
+    @abstractmethod
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        """Take step ``n`` of size ``h`` with stages ``stages``; return the next carry.
+
+        A step must only *compute*: the fixed-grid driver (:func:`~contdepth.solvers.solve_fixed_grid`)
+        owns the loop, the path, checkpointing and the statistics, so every scheme gets
+        them alike.  ``carry[0]`` is the solution after the step.
         """
 
     def __repr__(self) -> str:

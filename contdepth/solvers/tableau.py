@@ -74,11 +74,11 @@ class ButcherTableau:
     b: tuple[Fraction, ...]
     b_error: tuple[Fraction, ...] | None = None
     reference: str = ""
-    # float copies for the hot loop, derived in __post_init__
-    _a_float: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
-    _b_float: tuple[float, ...] = field(init=False, repr=False, compare=False)
-    _b_error_float: tuple[float, ...] | None = field(init=False, repr=False, compare=False)
-    _c_float: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    # float copies for the hot loop (public: every step reads them), derived in __init__
+    a_float: tuple[tuple[float, ...], ...] = field(init=False, repr=False, compare=False)
+    b_float: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    b_error_float: tuple[float, ...] | None = field(init=False, repr=False, compare=False)
+    c_float: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -140,10 +140,10 @@ class ButcherTableau:
         set_(self, "b", bs)
         set_(self, "b_error", es)
         set_(self, "reference", reference)
-        set_(self, "_a_float", tuple(tuple(float(v) for v in row) for row in rows))
-        set_(self, "_b_float", tuple(float(v) for v in bs))
-        set_(self, "_c_float", tuple(float(v) for v in cs))
-        set_(self, "_b_error_float", None if es is None else tuple(float(v) for v in es))
+        set_(self, "a_float", tuple(tuple(float(v) for v in row) for row in rows))
+        set_(self, "b_float", tuple(float(v) for v in bs))
+        set_(self, "c_float", tuple(float(v) for v in cs))
+        set_(self, "b_error_float", None if es is None else tuple(float(v) for v in es))
         if self.order < 1:
             raise ValueError(f"tableau {name!r} is not consistent (order < 1)")
 
@@ -160,15 +160,15 @@ class ButcherTableau:
     @cached_property
     def order(self) -> int:
         """Classical order of the solution weights ``b`` (checked up to order 6)."""
-        return _order_of(self._a_float, self._b_float)
+        return _order_of(self.a_float, self.b_float)
 
     @cached_property
     def embedded_order(self) -> int | None:
         """Order of the embedded solution ``b - b_error`` (``None`` without error weights)."""
-        if self._b_error_float is None:
+        if self.b_error_float is None:
             return None
-        b_hat = tuple(b - e for b, e in zip(self._b_float, self._b_error_float))
-        return _order_of(self._a_float, b_hat)
+        b_hat = tuple(b - e for b, e in zip(self.b_float, self.b_error_float))
+        return _order_of(self.a_float, b_hat)
 
     @property
     def fsal(self) -> bool:

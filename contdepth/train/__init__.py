@@ -9,19 +9,39 @@ Epochs are 1-based everywhere; ``refine_at=[e]`` refines at the start of epoch `
 The command line (``contdepth train|eval|demo``) is :mod:`contdepth.cli`.
 """
 
+from ..common.files import (  # re-exported: public here since 0.x
+    atomic_write_bytes,
+    atomic_write_text,
+)
 from .checkpoint import (
-    CheckpointError, CheckpointInfo, atomic_write_bytes, atomic_write_text, load_checkpoint, read_checkpoint,
+    CheckpointError,
+    CheckpointInfo,
+    load_checkpoint,
+    read_checkpoint,
     read_description,
-    restore_optimizer, save_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
 )
 from .config import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, ConfigError, TrainConfig
 from .evaluate import (
-    AdaptiveResult, evaluate, evaluate_adaptive, format_adaptive_table, format_manifestation_table,
+    AdaptiveResult,
+    evaluate,
+    evaluate_adaptive,
+    format_adaptive_table,
+    format_manifestation_table,
     manifestation_table,
 )
-from .optim import LRSchedule, build_optimizer, map_optimizer_state, named_parameter_groups, refine_with_optimizer
-from .trainer import RunResult, Trainer, model_options_for, preflight, train
-from .node import EarlyStopping, NodeRunResult, node_metrics  # after .trainer, which it builds on
+from .images import ImageClassification
+from .node import EarlyStopping, NodeClassification, NodeRunResult, node_metrics
+from .optim import (
+    LRSchedule,
+    build_optimizer,
+    map_optimizer_state,
+    named_parameter_groups,
+    refine_with_optimizer,
+)
+from .task import Task
+from .trainer import RunResult, Trainer, model_options_for, preflight, task_for, train
 
 __all__ = [
     "AdaptiveResult", "EarlyStopping", "NodeRunResult", "node_metrics", "evaluate_adaptive", "format_adaptive_table", "OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "CheckpointError", "CheckpointInfo", "ConfigError",
@@ -29,4 +49,5 @@ __all__ = [
     "build_optimizer", "evaluate", "format_manifestation_table", "load_checkpoint", "manifestation_table",
     "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint", "read_description",
     "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
+    "ImageClassification", "NodeClassification", "Task", "task_for",
 ]

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +37,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..common.files import atomic_write_bytes, atomic_write_text, to_json_value
+from ..models import create
+from ..nn import apply_layout, check_layout, continuous_blocks, layout
 from .checkpoint_schema import (
-    MAX_JSON_BYTES, CheckpointError, check_description, check_hyperparameters_agree, check_model_options,
-    check_optimizer_state, check_state_matches, check_tensor_names, parse_json, read_regular_file,
+    MAX_JSON_BYTES,
+    CheckpointError,
+    check_description,
+    check_hyperparameters_agree,
+    check_model_options,
+    check_optimizer_state,
+    check_state_matches,
+    check_tensor_names,
+    parse_json,
+    read_regular_file,
 )
+from .config import ConfigError, TrainConfig
+from .optim import group_names
 
 CHECKPOINT_JSON = "checkpoint.json"
 TENSOR_FILE = re.compile(r"^checkpoint-(\d+)\.safetensors$")
@@ -50,91 +61,6 @@ FORMAT = "contdepth-checkpoint"
 FORMAT_VERSION = 1
 
 
-# --- atomic files -------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder (same filesystem, so the rename is
-    atomic), which is flushed and fsynced before ``os.replace``; the folder is fsynced
-    afterwards so the rename itself survives a power cut. On any error the temporary file
-    is removed.
-    """
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise _naming(exc, path) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise _naming(exc, path) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def _naming(exc: OSError, path: Path) -> OSError:
-    """``exc`` naming ``path``: a failed ``write`` (a full disk) names no file, a failed
-    ``mkstemp`` names a temporary one; the user needs the file that was being written."""
-    if exc.errno is None:
-        return exc
-    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def is_temporary_file(name: str) -> bool:
-    """Names :func:`atomic_write_bytes` gives its temporary files (for cleaning up)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-# --- JSON helpers -----------------------------------------------------------------------------------
-def to_json_value(value: Any, where: str) -> Any:
-    """``value`` as plain JSON types (tuples become lists); anything else is an error."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(v, where) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v, f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"{where}: cannot store a {type(value).__name__} in a checkpoint's JSON")
-
-
-# --- save ----------------------------------------------------------------------------------------------
 def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                     epoch: int = 0, history: list[dict] | None = None, scheduler: dict | None = None,
                     config: dict | None = None) -> Path:
@@ -144,8 +70,6 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
     they are stored by parameter name, so the file does not depend on group order details.
     """
     from .. import __version__
-    from ..nn import layout
-    from .optim import group_names
 
     model_config = getattr(model, "config", None)
     if not (isinstance(model_config, dict) and "name" in model_config):
@@ -208,7 +132,6 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
 
 
 def _has_blocks(model: nn.Module) -> bool:
-    from ..nn import continuous_blocks
 
     return bool(continuous_blocks(model))
 
@@ -233,7 +156,6 @@ class CheckpointInfo:
 
     def train_config(self):  # -> TrainConfig
         """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
-        from .config import ConfigError, TrainConfig
 
         if not isinstance(self.config, dict):
             raise CheckpointError(f"{self.path}: holds no training config")
@@ -349,8 +271,6 @@ def _rebuild(info: CheckpointInfo, state: dict[str, torch.Tensor], device: torch
     """``create`` and ``apply_layout`` for ``info`` (on ``device``, e.g. ``meta``; else the default)."""
     from contextlib import nullcontext
 
-    from ..models import create
-    from ..nn import apply_layout, check_layout, continuous_blocks
 
     where = nullcontext() if device is None else device
     try:
@@ -393,7 +313,6 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, info: 
     and dtype, so a tampered file cannot change a run's momentum or slip in a tensor that
     would broadcast.
     """
-    from .optim import group_names
 
     saved = info.optimizer
     if saved is None:

@@ -36,6 +36,7 @@ from typing import Mapping, NoReturn
 import torch
 from torch import nn
 
+from ..nn import MAX_N_BASIS, MAX_N_STEPS, check_layout_entries
 from .optim import SECOND_MOMENT_KEYS
 
 
@@ -175,7 +176,6 @@ def _is_flat(value: object) -> bool:
 # --- checkpoint.json ---------------------------------------------------------------------------------------
 def check_description(info: dict, path: Path) -> None:
     """Every field of a parsed ``checkpoint.json`` that loading reads (types, ranges, agreement)."""
-    from ..nn import check_layout_entries
 
     for key in ("version", "torch_version"):
         if key in info and not isinstance(info[key], str):
@@ -434,7 +434,6 @@ def check_model_options(options: dict, state: Mapping[str, torch.Tensor], path: 
     model, even on the ``meta`` device (a loop per unit or basis function), by the file
     itself: ``alpha: 1000000`` against a few thousand stored values is refused here.
     """
-    from ..nn import MAX_N_BASIS, MAX_N_STEPS
 
     total = sum(t.numel() for t in state.values())
     for key, value in options.items():

@@ -19,9 +19,16 @@ import dataclasses
 import inspect
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from ..common.errors import OptionError
+from ..common.validate import check_bool, check_choice, check_int
+from ..data import available_datasets, is_graph_dataset
+from ..models import available_models, is_graph_model, model_options
+from ..models.layers import block_size_limit
+from ..solvers import available_schemes
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
@@ -31,8 +38,10 @@ RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite",
                      "eval_batch_size")
 
 
-class ConfigError(ValueError):
-    """A bad option: the message starts with the option's name."""
+# A bad option: the message starts with the option's name. The same class as
+# contdepth.common.OptionError (kept under this name: it is how the training API has always
+# spelled it), so every layer's validators raise what the command line answers with exit 2.
+ConfigError = OptionError
 
 
 # --- validators shared by TrainConfig and the other commands' options ----------------------------------
@@ -43,10 +52,8 @@ def check_count(value: object, name: str) -> int:
     schedule and hangs before anything is printed. The bounds are :data:`contdepth.nn.MAX_N_STEPS`
     for step counts and :data:`contdepth.nn.MAX_N_BASIS` for basis sizes, which checkpoints obey too.
     """
-    from ..models.layers import block_size_limit
 
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}: must be an integer >= 1, got {value!r}")
+    check_int(value, name, low=1)
     limit = block_size_limit(name)
     if value > limit:
         raise ConfigError(f"{name}: must be at most {limit:,} per block (far above any useful value), "
@@ -107,8 +114,6 @@ def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> P
 
 def check_model_data(model: str, data: str) -> None:
     """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
-    from ..data import available_datasets, is_graph_dataset
-    from ..models import available_models, is_graph_model
 
     graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
     if graph_model == graph_data:
@@ -123,116 +128,148 @@ def check_model_data(model: str, data: str) -> None:
                       f"for the graph models {', '.join(graph_models)}. Image datasets: {', '.join(images)}")
 
 
+def option(default: Any = MISSING, *, help: str, group: str, default_factory: Any = MISSING,
+           metavar: str | tuple[str, ...] | None = None, flag: bool = True, items: tuple[type, Any] | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """A :class:`TrainConfig` field with its help: the one source of ``contdepth train --help``.
+
+    Args:
+        help: what the option means (one or two sentences; the default is added by the CLI).
+        group: the ``--help`` section (``model and data``, ``optimisation``, ``continuous
+            depth``, ``graph data``, ``run``).
+        metavar: the value's name in ``--help``.
+        flag: ``False`` for options the command line spells differently (``model_options``
+            is given as ``--model-option KEY=VALUE`` and the model flags).
+        items: for a tuple option, ``(item type, nargs)`` on the command line.
+        choices: the values ``--help`` lists and the parser accepts.
+    """
+    metadata = {"help": help, "group": group, "metavar": metavar, "flag": flag, "items": items, "choices": choices}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph data", "run")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run (see the module docstring for epoch numbering).
 
-    Model and data:
-        model: a name from ``contdepth.models.available_models()``.
-        model_options: keyword options of that model (``alpha``, ``n_basis``, ``basis``,
-            ``scheme``, ``n_steps``, ``norm`` ...). ``in_channels`` and ``num_classes`` (and
-            ``image_size`` where a model takes it) are filled in from the dataset.
-        data: a name from ``contdepth.data.available_datasets()``.
-        data_dir: where the dataset's files are (``None``: the dataset's default).
-        data_options: extra keyword options of the dataset loader (``test_fraction`` ...).
-        split_seed: seed of the train/test split for datasets without an official one
-            (digits) and of the validation draw; kept apart from ``seed`` so that runs
-            with different seeds are evaluated on the same test and validation images.
-        validation_size: image datasets: hold out this many train images (a random draw
-            by ``split_seed``) as a validation split, evaluated every epoch beside the
-            test split (``val_loss``, ``val_accuracy``). Settings are chosen on it; the
-            test accuracy is only reported. 0: no validation split.
-        train_size: image datasets: train on only this many of the (remaining) train
-            images, an equally random draw by ``split_seed``; ``None``: all of them.
-
-    Optimisation:
-        epochs, batch_size, eval_batch_size: sizes (``eval_batch_size`` only changes speed).
-        optimizer: ``sgd`` (with ``momentum``, ``nesterov``; coupled L2 weight decay added
-            to the gradient), ``adam`` (``betas``, ``eps``; coupled L2 weight decay, what
-            the GCN baselines use), ``adamw`` (``betas``, ``eps``; decoupled weight decay) or
-            ``rmsprop`` (``eps``; smoothing 0.99, no momentum, coupled L2 weight decay: the
-            torch defaults, which the CGNN authors train with).
-        lr, weight_decay: base learning rate and weight decay.
-        decay_norm_and_bias: ``False`` (default) exempts biases and normalisation
-            scales/shifts (every parameter that is 0- or 1-dimensional in the network that
-            uses it, i.e. per *template* parameter for a ContinuousBlock's coefficients) from
-            weight decay, the usual practice; ``True`` decays every parameter.
-        decay_scope: ``all`` (default: the rule above) or ``model``: decay exactly the
-            model's ``weight_decay_parameters()``, its reference setup's convention (the
-            graph models: the first layer, as Kipf & Welling).
-        schedule: ``constant``, ``step`` (``lr * gamma**k`` after the k-th of ``milestones``)
-            or ``cosine`` (per step from ``lr`` down to ``min_lr`` at the end of the run).
-        warmup_epochs: linear warm-up from ``lr / warmup_steps`` to ``lr`` over this many
-            epochs (may be fractional), before any schedule.
-        label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
-
-    Continuous depth:
-        refine_at: epochs (1-based) at whose start every ContinuousBlock is refined (basis
-            and steps doubled, function unchanged) and the optimizer state mapped with the
-            same matrix.
-        eval_scheme, eval_n_steps: the manifestation used for the per-epoch test
-            evaluation (``None``: the training manifestation).
-
-    Graph data (full-batch node classification, :mod:`contdepth.train.node`):
-        patience: stop after this many epochs without a better validation accuracy
-            (ties broken by validation loss); ``None``: run all epochs. Graph runs always
-            keep and return the best-validation weights; datasets without a validation
-            split (the image ones) reject it. ``batch_size`` and ``eval_batch_size`` are
-            unused there (the graph is one batch; an epoch is one optimizer step).
-
-    Run:
-        seed: seeds the initialisation, the data order/augmentation and any randomness
-            inside the model; the same seed (and thread count) gives bitwise-identical runs.
-        out: run directory (``None``: nothing is written).
-        threads: ``torch.set_num_threads`` for the run (``None``: leave torch's setting).
-        device: ``cpu`` or ``cuda`` / ``cuda:N`` (bitwise determinism is promised on CPU).
-        quiet: no progress bars, epoch lines or summary.
-        overwrite: replace the run files in an existing ``out`` (unrelated files are kept).
-        resume: continue the run in ``out`` from its last checkpoint, exactly: the
-            epochs, and so the learning-rate schedule, stay the run's.
-        extend: with ``resume``, allow ``epochs`` to differ from the run's. The schedule is
-            then recomputed for the new length (a cosine schedule is stretched, so the
-            learning rate changes from where it was); the run announces what changes.
+    Each field carries its help text (:func:`option`, :meth:`help_text`): the command line
+    generates its ``train`` flags, help and defaults from these fields, so the three cannot
+    drift apart. Construction validates every option (:class:`ConfigError` names it).
     """
 
-    model: str = "continuousnet"
-    model_options: dict = field(default_factory=dict)
-    data: str = "digits"
-    data_dir: str | None = None
-    data_options: dict = field(default_factory=dict)
-    split_seed: int = 0
-    validation_size: int = 0
-    train_size: int | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 500
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 5e-4
-    decay_norm_and_bias: bool = False
-    decay_scope: str = "all"
-    schedule: str = "cosine"
-    milestones: tuple = ()
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    label_smoothing: float = 0.0
-    refine_at: tuple = ()
-    eval_scheme: str | None = None
-    eval_n_steps: int | None = None
-    patience: int | None = None
-    seed: int = 0
-    out: str | None = None
-    threads: int | None = None
-    device: str = "cpu"
-    quiet: bool = False
-    overwrite: bool = False
-    resume: bool = False
-    extend: bool = False
+    # --- model and data ---
+    model: str = option("continuousnet", group="model and data",
+                        help="model name: continuousnet, resnet, lm_resnet, continuous_mlp; graph models: gcn, gcde, "
+                             "cgnn (contdepth.models.available_models())")
+    model_options: dict = option(default_factory=dict, group="model and data", flag=False,
+                                 help="keyword options of the model (alpha, n_basis, basis, scheme, n_steps, norm ...); "
+                                      "in_channels and num_classes (and image_size where a model takes it) come from "
+                                      "the dataset")
+    data: str = option("digits", group="model and data",
+                       help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100; graphs (full-batch node "
+                            "classification): karate, cora")
+    data_dir: str | None = option(None, group="model and data", metavar="DIR",
+                                  help="folder holding the dataset's files (default: the dataset's own)")
+    data_options: dict = option(default_factory=dict, group="model and data", flag=False,
+                                help="keyword options of the dataset loader (test_fraction ...)")
+    split_seed: int = option(0, group="model and data",
+                             help="seed of the train/test split (datasets without an official one, such as digits) "
+                                  "and of the validation draw; apart from --seed, so every seed is evaluated on the "
+                                  "same images")
+    validation_size: int = option(0, group="model and data", metavar="N",
+                                  help="hold out this many train images (drawn by --split-seed) as a validation split, "
+                                       "evaluated every epoch (val_loss, val_accuracy); choose settings on it, report "
+                                       "the test split; 0: none")
+    train_size: int | None = option(None, group="model and data", metavar="N",
+                                    help="train on only this many of the remaining train images, drawn by --split-seed "
+                                         "(default: all)")
+    # --- optimisation ---
+    epochs: int = option(10, group="optimisation", metavar="N", help="training epochs, numbered from 1")
+    batch_size: int = option(128, group="optimisation", metavar="N",
+                             help="training batch (the global batch under torchrun; unused by graph runs)")
+    eval_batch_size: int = option(500, group="optimisation", metavar="N",
+                                  help="batch of the evaluations (changes only speed)")
+    optimizer: str = option("sgd", group="optimisation",
+                            help="sgd (momentum, nesterov; coupled L2 weight decay), adam (betas, eps; coupled), "
+                                 "adamw (betas, eps; decoupled weight decay) or rmsprop (eps; smoothing 0.99, coupled)")
+    lr: float = option(0.1, group="optimisation", help="base learning rate")
+    momentum: float = option(0.9, group="optimisation", help="SGD momentum")
+    nesterov: bool = option(False, group="optimisation", help="Nesterov momentum (SGD)")
+    betas: tuple = option((0.9, 0.999), group="optimisation", metavar=("BETA1", "BETA2"), items=(float, 2),
+                          help="Adam/AdamW betas")
+    eps: float = option(1e-8, group="optimisation", help="Adam/AdamW/RMSprop epsilon")
+    weight_decay: float = option(5e-4, group="optimisation",
+                                 help="L2 weight decay (see --decay-norm-and-bias, --decay-scope)")
+    decay_norm_and_bias: bool = option(False, group="optimisation",
+                                       help="also decay biases and normalisation scales and shifts (every parameter "
+                                            "that is 0- or 1-dimensional in the network using it; per template "
+                                            "parameter inside a ContinuousBlock); default: exempt them")
+    decay_scope: str = option("all", group="optimisation", choices=DECAY_SCOPES,
+                              help="all (the rule of --decay-norm-and-bias) or model: exactly the model's "
+                                   "weight_decay_parameters() (graph models: the first layer, as Kipf & Welling)")
+    schedule: str = option("cosine", group="optimisation",
+                           help="constant, step (lr * gamma**k after the k-th milestone) or cosine (per step from lr "
+                                "down to --min-lr at the end of the run)")
+    milestones: tuple = option((), group="optimisation", metavar="EPOCH", items=(int, "*"),
+                               help="step schedule: lr *= gamma from the start of each of these epochs (1-based)")
+    gamma: float = option(0.1, group="optimisation", help="step schedule factor")
+    warmup_epochs: float = option(0.0, group="optimisation", metavar="E",
+                                  help="linear warm-up from lr / warmup_steps to lr over this many epochs (may be "
+                                       "fractional), before any schedule")
+    min_lr: float = option(0.0, group="optimisation", help="final learning rate of the cosine schedule")
+    label_smoothing: float = option(0.0, group="optimisation", help="cross-entropy label smoothing, in [0, 1)")
+    # --- continuous depth ---
+    refine_at: tuple = option((), group="continuous depth", metavar="EPOCH", items=(int, "*"),
+                              help="refine every ContinuousBlock at the start of these epochs (1-based): basis and "
+                                   "steps doubled, the function unchanged, the optimizer state mapped with the same "
+                                   "matrix")
+    eval_scheme: str | None = option(None, group="continuous depth", metavar="SCHEME",
+                                     help="scheme of the per-epoch evaluation (default: the training one)")
+    eval_n_steps: int | None = option(None, group="continuous depth", metavar="N",
+                                      help="steps per block of the per-epoch evaluation (default: the training ones)")
+    # --- graph data ---
+    patience: int | None = option(None, group="graph data", metavar="EPOCHS",
+                                  help="stop after this many epochs without a better validation accuracy (ties broken "
+                                       "by validation loss); the best-validation weights are kept either way; image "
+                                       "datasets refuse it (default: run every epoch)")
+    # --- run ---
+    seed: int = option(0, group="run",
+                       help="seed of the initialisation, data order, augmentation and any randomness in the model; "
+                            "the same seed and thread count give bitwise identical runs on CPU")
+    out: str | None = option(None, group="run", metavar="DIR",
+                             help="run directory: checkpoints, metrics.jsonl, config.yaml (default: nothing written)")
+    threads: int | None = option(None, group="run", metavar="N",
+                                 help="torch.set_num_threads for the run (default: torch's setting)")
+    device: str = option("cpu", group="run", help="cpu, cuda or cuda:N (bitwise determinism is promised on CPU)")
+    quiet: bool = option(False, group="run", help="no progress bars, epoch lines or summary")
+    overwrite: bool = option(False, group="run",
+                             help="replace the run files of an existing --out (unrelated files are kept)")
+    resume: bool = option(False, group="run",
+                          help="continue the run in --out from its last checkpoint, exactly: the epochs, and so the "
+                               "learning-rate schedule, stay the run's")
+    extend: bool = option(False, group="run",
+                          help="with --resume: allow a different --epochs; the schedule is recomputed for the new "
+                               "length (a cosine schedule is stretched) and the run says what changes")
+
+    @classmethod
+    def help_text(cls, name: str) -> str:
+        """The help of option ``name`` (what ``contdepth train --help`` shows, without the default)."""
+        for f in fields(cls):
+            if f.name == name:
+                return f.metadata["help"]
+        raise ConfigError(f"{name}: not an option; allowed: {', '.join(cls.option_names())}")
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The default value of option ``name``."""
+        for f in fields(cls):
+            if f.name == name:
+                return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        raise ConfigError(f"{name}: not an option; allowed: {', '.join(cls.option_names())}")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -348,20 +385,23 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# The option checks of a TrainConfig: the common validator family (contdepth.common.validate)
+# applied to a field by name.
 def _int(config: TrainConfig, name: str, minimum: int | None = None, optional: bool = False) -> None:
     value = getattr(config, name)
     if optional and value is None:
         return
-    if not _is_int(value) or (minimum is not None and value < minimum):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ConfigError(f"{name}: must be an integer{bound}{' or null' if optional else ''}, got {value!r}")
+    if not _is_int(value):  # a plain int: numpy integers would not survive the YAML round trip
+        raise OptionError(name, f"must be an integer{f' >= {minimum}' if minimum is not None else ''}"
+                                f"{' or null' if optional else ''}, got {value!r}")
+    check_int(value, name, low=minimum, allow_none=optional)
 
 
 def _seed(config: TrainConfig, name: str) -> None:
     """A seed in ``0..2**63 - 1``: what ``torch.manual_seed`` accepts (2**64 and up overflow inside it)."""
     value = getattr(config, name)
     if not _is_int(value) or not 0 <= value < 2**63:
-        raise ConfigError(f"{name}: must be an integer in 0..2**63-1, got {value!r}")
+        raise OptionError(name, f"must be an integer in 0..2**63-1, got {value!r}")
 
 
 def _float(config: TrainConfig, name: str, low: float | None = None, high: float | None = None, *,
@@ -385,15 +425,11 @@ def _float(config: TrainConfig, name: str, low: float | None = None, high: float
 
 
 def _bool(config: TrainConfig, name: str) -> None:
-    value = getattr(config, name)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+    check_bool(getattr(config, name), name)
 
 
 def _choice(config: TrainConfig, name: str, allowed: tuple[str, ...] | list[str]) -> None:
-    value = getattr(config, name)
-    if value not in allowed:
-        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}; got {value!r}")
+    check_choice(getattr(config, name), name, allowed)
 
 
 def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
@@ -420,9 +456,6 @@ def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
-    from ..data import available_datasets
-    from ..models import available_models, model_options
-    from ..solvers import available_schemes
 
     if not isinstance(c.model, str):
         raise ConfigError(f"model: must be a model name; allowed: {', '.join(available_models())}")
@@ -460,7 +493,6 @@ def _validate(c: TrainConfig) -> None:
     _seed(c, "split_seed")
     _int(c, "validation_size", 0)
     _int(c, "train_size", 1, optional=True)
-    from ..data import is_graph_dataset
 
     if (c.validation_size or c.train_size is not None) and is_graph_dataset(canonical):
         name = "validation_size" if c.validation_size else "train_size"

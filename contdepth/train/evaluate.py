@@ -1,4 +1,4 @@
-"""Test-set evaluation, at the training manifestation or any other one."""
+"""Evaluation of images (mini-batches) and graphs (one full-batch pass), at the training manifestation or any other."""
 
 from __future__ import annotations
 
@@ -10,11 +10,50 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import adaptive_depth, continuous_blocks, manifest
+
 if TYPE_CHECKING:
     from .distributed import DistributedContext
 
+SPLITS = ("train", "val", "test")  # a graph dataset's node splits
 DEFAULT_SCHEMES = ("euler", "midpoint", "rk4")
 DEFAULT_STEPS = (1, 2, 4, 8, 16)
+
+
+# --- node classification: one full-batch forward pass ------------------------------------------------------------------------------------
+def split_mask(dataset, split: str) -> torch.Tensor:
+    """The boolean node mask of ``split`` (``train``, ``val`` or ``test``); checked to be usable."""
+    if split not in SPLITS:
+        raise ValueError(f"split: must be one of {', '.join(SPLITS)} for a graph dataset; got {split!r}")
+    mask = getattr(dataset, f"{split}_mask")
+    if int(mask.sum()) == 0:
+        raise ValueError(f"dataset: the {split} split is empty")
+    return mask
+
+
+@torch.no_grad()
+def node_metrics(model: nn.Module, dataset, splits: Sequence[str] = ("val", "test"), *, scheme: str | None = None,
+                 n_steps: int | None = None) -> dict[str, tuple[float, float]]:
+    """``{split: (mean cross-entropy, accuracy)}`` from *one* eval-mode forward pass over the graph.
+
+    ``dataset`` must already be on the model's device. ``scheme``/``n_steps`` evaluate
+    another manifestation of every ContinuousBlock (restored afterwards); the model's
+    mode is restored too.
+    """
+    masks = {s: split_mask(dataset, s) for s in splits}
+    was_training = model.training
+    model.eval()
+    context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
+    try:
+        with context:
+            logits = model(*dataset.inputs)
+    finally:
+        model.train(was_training)
+    out = {}
+    for s, mask in masks.items():
+        selected, labels = logits[mask], dataset.labels[mask]
+        out[s] = (float(F.cross_entropy(selected, labels)), float((selected.argmax(dim=1) == labels).float().mean()))
+    return out
 
 
 @torch.no_grad()
@@ -32,14 +71,10 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     data-parallel run) makes each process evaluate every ``W``-th sample and sums the
     results over processes, so all of them return the metrics of the whole split.
     """
-    from ..nn import manifest
-
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     if getattr(dataset, "is_graph", False):
-        from .node import node_metrics
-
         return node_metrics(model, dataset.to(device), (split,), scheme=scheme, n_steps=n_steps)[split]
     was_training = model.training
     model.eval()
@@ -93,8 +128,6 @@ def evaluate_adaptive(model: nn.Module, dataset, rtol: float, atol: float, *, sc
     The step size is shared by a batch (its error norm is an RMS over the batch), so the
     evaluation counts depend a little on ``batch_size``.
     """
-    from ..nn import adaptive_depth, continuous_blocks
-
     fixed = tuple(block.units for block in continuous_blocks(model))
     context = adaptive_depth(model, rtol, atol, scheme=scheme, max_steps=max_steps)
     with context as record:

@@ -1,7 +1,7 @@
 """Full-batch node classification: the training loop for graph datasets (``is_graph``).
 
-``contdepth.train.train(config)`` comes here when the dataset is a graph (Cora, karate
-club): the whole graph is one batch, so an *epoch is one optimizer step* on the
+The task :class:`NodeClassification` the one loop (:class:`~contdepth.train.Trainer`) runs
+when the dataset is a graph (Cora, karate club): the whole graph is one batch, so an *epoch is one optimizer step* on the
 cross-entropy of the training nodes (``train_mask``), with the model in train mode
 (dropout on). After the step the model is evaluated once in eval mode and the same logits
 give the validation and test loss/accuracy.
@@ -38,76 +38,49 @@ Metrics rows: ``epoch``, ``train_loss`` (the optimised objective, train mode),
 ``train_accuracy`` (same logits), ``val_loss``, ``val_accuracy``, ``test_loss``,
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
 ``lr``, ``n_steps``/``n_basis`` (per block), ``refined``, ``params``, ``best_epoch``
-(the best-validation epoch so far), ``epoch_time``, ``total_time``.
+(the best-validation epoch so far), and the timings, ``threads`` and ``world_size`` of
+every run's rows (:mod:`contdepth.train.trainer`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import (
-    CHECKPOINT_JSON, CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint,
+    CHECKPOINT_JSON,
+    CheckpointError,
+    CheckpointInfo,
+    build_model,
+    read_checkpoint,
+    save_checkpoint,
 )
-from .config import ConfigError, TrainConfig
-from .optim import LRSchedule, build_optimizer, refine_with_optimizer
+from .config import ConfigError
+from .evaluate import SPLITS, node_metrics, split_mask
+from .optim import LRSchedule
 from .progress import Progress
-from .rundir import LAST_DIR, append_metrics, is_contdepth_checkpoint, prepare_run_dir
+from .rundir import LAST_DIR, is_contdepth_checkpoint
 from .runs import (
-    RunResult, TrainingDiverged, TrainingSession, block_summary, count_parameters, model_options_for, resume_line,
-    start_run_files, stored_config, summary_table, time_rows,
+    RunResult,
+    TrainingDiverged,
+    count_parameters,
+    stored_config,
+    summary_table,
+    time_rows,
 )
+from .task import Task
 
+__all__ = ["EarlyStopping", "LAST_DIR", "LAST_EVERY", "NodeClassification", "NodeRunResult", "best_row",
+           "node_metrics", "split_mask"]
 
 LAST_EVERY = 50  # epochs between saves of last/ (and at the end); resume replays at most this many
-SPLITS = ("train", "val", "test")
-
-
-# --- evaluation ------------------------------------------------------------------------------------
-def split_mask(dataset, split: str) -> torch.Tensor:
-    """The boolean node mask of ``split`` (``train``, ``val`` or ``test``); checked to be usable."""
-    if split not in SPLITS:
-        raise ValueError(f"split: must be one of {', '.join(SPLITS)} for a graph dataset; got {split!r}")
-    mask = getattr(dataset, f"{split}_mask")
-    if int(mask.sum()) == 0:
-        raise ValueError(f"dataset: the {split} split is empty")
-    return mask
-
-
-@torch.no_grad()
-def node_metrics(model: nn.Module, dataset, splits: Sequence[str] = ("val", "test"), *, scheme: str | None = None,
-                 n_steps: int | None = None) -> dict[str, tuple[float, float]]:
-    """``{split: (mean cross-entropy, accuracy)}`` from *one* eval-mode forward pass over the graph.
-
-    ``dataset`` must already be on the model's device. ``scheme``/``n_steps`` evaluate
-    another manifestation of every ContinuousBlock (restored afterwards); the model's
-    mode is restored too.
-    """
-    from ..nn import manifest
-
-    masks = {s: split_mask(dataset, s) for s in splits}
-    was_training = model.training
-    model.eval()
-    context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
-    try:
-        with context:
-            logits = model(*dataset.inputs)
-    finally:
-        model.train(was_training)
-    out = {}
-    for s, mask in masks.items():
-        selected, labels = logits[mask], dataset.labels[mask]
-        out[s] = (float(F.cross_entropy(selected, labels)), float((selected.argmax(dim=1) == labels).float().mean()))
-    return out
 
 
 # --- model selection ---------------------------------------------------------------------------------
@@ -197,155 +170,141 @@ class NodeRunResult(RunResult):
 
 
 
-# --- the loop ---------------------------------------------------------------------------------------------
-def _check_labels(dataset) -> None:
-    for split in SPLITS:
-        mask = split_mask(dataset, split)
-        if bool((dataset.labels[mask] < 0).any()):
-            raise ConfigError(f"data: the {split} mask of dataset {dataset.name!r} includes unlabelled nodes")
+# --- the task -----------------------------------------------------------------------------------------
+class NodeClassification(Task):
+    """Full-batch cross-entropy on the training nodes; the returned model is the best-validation one."""
 
+    sync_metrics = False  # the checkpoints are the commit points
 
-def run_node_training(trainer: TrainingSession, dataset, info: CheckpointInfo | None,
-                      best_state: dict[str, torch.Tensor] | None, run_dir: Path | None = None) -> "NodeRunResult":
-    """The graph loop of :meth:`Trainer.run` (see the module docstring).
+    def check(self) -> None:
+        if self.loop.distributed is not None:
+            raise ConfigError(f"data: {self.config.data!r} is a graph trained full-batch (one step per epoch on "
+                              "the whole graph), which does not shard over processes; run it without torchrun")
+        for split in SPLITS:
+            mask = split_mask(self.dataset, split)
+            if bool((self.dataset.labels[mask] < 0).any()):
+                raise ConfigError(f"data: the {split} mask of dataset {self.dataset.name!r} includes unlabelled nodes")
+        self.stopper = EarlyStopping(self.config.patience)
+        self.best_model: nn.Module | None = None
+        self.last_saved = 0
 
-    ``info``/``best_state`` are the run directory's root checkpoint when resuming (the
-    best-validation model); the training state itself is read from ``RUN/last``.
-    ``run_dir`` is the locked, prepared run folder (``None``: nothing is written).
-    """
-    from ..data import derive_seed
-    from ..models import create
+    def resume_from(self, info: CheckpointInfo, state: dict) -> tuple[CheckpointInfo, dict]:
+        """The training state is in ``RUN/last``; the run's own checkpoint holds the best-validation model."""
+        return read_checkpoint(Path(self.config.out) / LAST_DIR)
 
-    config: TrainConfig = trainer.config
-    _check_labels(dataset)
-    options = model_options_for(config, dataset)
-    device = torch.device(config.device)
-    data = dataset.to(device)
-    train_mask = split_mask(data, "train")
-    train_labels = data.labels[train_mask]
-    stopper = EarlyStopping(config.patience)
+    def restore(self, training: CheckpointInfo, info: CheckpointInfo, state: dict) -> None:
+        self.best_model = build_model(info, state or {}) if info.epoch > 0 else None
+        self.stopper = EarlyStopping.from_state((training.scheduler or {}).get("early_stopping"), self.config.patience,
+                                                training.path)
+        self.last_saved = training.epoch
 
-    if info is not None:
-        last_info, last_state = read_checkpoint(Path(config.out) / LAST_DIR)
-        model = build_model(last_info, last_state)
-        if last_info.model_options != options:
-            raise CheckpointError(f"{last_info.path}: the stored model options {last_info.model_options} differ from "
-                                  f"this run's {options}")
-        best_model = build_model(info, best_state or {}) if info.epoch > 0 else None
-        start, history = last_info.epoch, list(last_info.history)
-        stopper = EarlyStopping.from_state((last_info.scheduler or {}).get("early_stopping"), config.patience,
-                                           last_info.path)
-    elif trainer.initial_model is not None:
-        model, start, history = trainer.initial_model, 0, []
-        best_model = None
-    else:
-        torch.manual_seed(config.seed)
-        model = create(config.model, **options)
-        start, history, best_model = 0, [], None
-    model.to(device)
-    if best_model is not None:
-        best_model.to(device)
-    optimizer = build_optimizer(model, config)
-    if info is not None:
-        restore_optimizer(optimizer, model, last_info)
-    schedule = LRSchedule.from_config(config, optimizer, 1)
-    patience = f", patience {config.patience}" if config.patience is not None else ""
-    trainer.log(trainer.start_line(f"{config.model} on {config.data}, {count_parameters(model):,} parameters, "
-                                   f"up to {config.epochs} full-batch epochs{patience}"))
-    if info is not None:
-        trainer.log(resume_line(config, last_info, schedule))
+    def setup(self, device: torch.device) -> None:
+        self.data = self.dataset.to(device)
+        self.train_mask = split_mask(self.data, "train")
+        self.train_labels = self.data.labels[self.train_mask]
+        if self.best_model is not None:
+            self.best_model.to(device)
+        self.steps_per_epoch = 1
 
-    last_dir = None
-    stored = stored_config(config)
+    def describe(self, model: nn.Module) -> list[str]:
+        config = self.config
+        patience = f", patience {config.patience}" if config.patience is not None else ""
+        return [f"{config.model} on {config.data}, {count_parameters(model):,} parameters, "
+                f"up to {config.epochs} full-batch epochs{patience}"]
 
-    def save_last(epoch: int) -> None:
-        save_checkpoint(last_dir, model, optimizer, epoch=epoch, history=history,
-                        scheduler={**schedule.state_dict(epoch), "early_stopping": stopper.state_dict()}, config=stored)
-
-    def save_best(epoch: int) -> None:
-        save_checkpoint(run_dir, best_model if best_model is not None else model, None, epoch=epoch, history=history,
-                        scheduler={"early_stopping": stopper.state_dict()}, config=stored)
-
-    if run_dir is not None:
+    # --- the run folder: the best model at the root, the training state in last/ ---------------------
+    def prepare_folder(self, run_dir: Path) -> None:
         last_dir = run_dir / LAST_DIR
         if last_dir.exists() and (last_dir.is_symlink() or not last_dir.is_dir()):
             raise ConfigError(f"out: {last_dir} exists and is not a folder")
+        if (last_dir / CHECKPOINT_JSON).exists() and not is_contdepth_checkpoint(last_dir / CHECKPOINT_JSON):
+            raise ConfigError(f"out: {last_dir / CHECKPOINT_JSON} is not a contdepth checkpoint; a graph run keeps "
+                              "its training state in last/: move it or choose a new --out")
         last_dir.mkdir(exist_ok=True)
-        if info is None:  # epoch 0: last/ first, then the root checkpoint, which makes the folder a resumable run
-            if (last_dir / CHECKPOINT_JSON).exists() and not is_contdepth_checkpoint(last_dir / CHECKPOINT_JSON):
-                raise ConfigError(f"out: {last_dir / CHECKPOINT_JSON} is not a contdepth checkpoint; a graph run keeps "
-                                  "its training state in last/: move it or choose a new --out")
-            prepare_run_dir(run_dir, overwrite=config.overwrite)
-            save_last(0)
-            save_best(0)
-        start_run_files(run_dir, config, history)
 
-    elapsed = history[-1]["total_time"] if history else 0.0
-    if stopper.stopped:
-        trainer.log(f"the run stopped early at epoch {start} (patience {config.patience}); nothing to resume")
-    last_saved = start
-    progress = Progress(config.epochs - start, f"{config.model} on {config.data}", unit="epochs",
-                        enabled=not trainer.quiet)
-    with progress:
-        for epoch in range(start + 1, config.epochs + 1):
-            if stopper.stopped:
-                break
-            tic = time.perf_counter()
-            refined = epoch in config.refine_at
-            if refined:
-                refine_with_optimizer(model, optimizer)
-            torch.manual_seed(derive_seed(config.seed, 1, epoch))
-            lr = schedule.apply(optimizer, epoch - 1)
-            model.train()
-            logits = model(*data.inputs)[train_mask]
-            loss = F.cross_entropy(logits, train_labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            train_loss = float(loss.detach())
-            if not math.isfinite(train_loss):
-                where = (f"the last saved state (epoch {last_saved}) is in {last_dir}; " if last_dir is not None
-                         else "")
-                raise TrainingDiverged(f"lr: training diverged at epoch {epoch} (loss {train_loss}); {where}"
-                                       "try a smaller lr")
-            train_acc = float((logits.detach().argmax(dim=1) == train_labels).float().mean())
-            metrics = node_metrics(model, data, ("val", "test"), scheme=config.eval_scheme,
-                                   n_steps=config.eval_n_steps)
-            (val_loss, val_acc), (test_loss, test_acc) = metrics["val"], metrics["test"]
-            improved = stopper.update(epoch, val_acc, val_loss) or best_model is None
-            if improved:
-                best_model = copy.deepcopy(model)
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-                "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
-                "best_epoch": stopper.best_epoch, "epoch_time": time.perf_counter() - tic,
-                "total_time": 0.0, "threads": torch.get_num_threads(),
-            }
-            row["total_time"] = elapsed + row["epoch_time"]
-            history.append(row)
-            if run_dir is not None:
-                append_metrics(run_dir, row, sync=False)  # the checkpoints are the commit points
-                final = epoch == config.epochs or stopper.stopped
-                if improved:  # the best state goes first: resume replays from last/, never ahead of it
-                    save_best(epoch)
-                if final or epoch - last_saved >= LAST_EVERY:
-                    if not improved:  # the root checkpoint (epoch, config, history) is never behind last/
-                        save_best(epoch)
-                    save_last(epoch)
-                    last_saved = epoch
-            elapsed += time.perf_counter() - tic
-            progress.update(1, val=f"{100 * val_acc:.2f}%", best=f"{100 * stopper.best_val_accuracy:.2f}% "
-                            f"(epoch {stopper.best_epoch})")
-            for callback in trainer.callbacks:
-                callback(row, model, optimizer)
-    if stopper.stopped:
-        trainer.log(f"early stop: no better validation accuracy for {config.patience} epochs; "
-                    f"keeping epoch {stopper.best_epoch}")
-    final_model = best_model if best_model is not None else model
-    final_model.train()
-    result = NodeRunResult(config=config, model=final_model, history=history, run_dir=run_dir,
-                           num_params=count_parameters(final_model), total_time=elapsed,
-                           wall_time=time.perf_counter() - trainer.wall_start, stopped_early=stopper.stopped)
-    trainer.log(result.summary())
-    return result
+    def save(self, run_dir: Path, epoch: int, *, final: bool) -> None:
+        """Epoch 0: ``last/`` then the root (which makes the folder a resumable run); later the root
+        whenever the best changes and ``last/`` every :data:`LAST_EVERY` epochs and at the end, the
+        root first, so ``last/`` is never ahead of it."""
+        if epoch == 0:
+            self._save_last(run_dir, 0)
+            self._save_best(run_dir, 0)
+            return
+        if self.improved:  # the best state goes first: resume replays from last/, never ahead of it
+            self._save_best(run_dir, epoch)
+        if final or epoch - self.last_saved >= LAST_EVERY:
+            if not self.improved:  # the root checkpoint (epoch, config, history) is never behind last/
+                self._save_best(run_dir, epoch)
+            self._save_last(run_dir, epoch)
+            self.last_saved = epoch
+
+    def _save_last(self, run_dir: Path, epoch: int) -> None:
+        loop = self.loop
+        save_checkpoint(run_dir / LAST_DIR, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
+                        scheduler={**loop.schedule.state_dict(epoch), "early_stopping": self.stopper.state_dict()},
+                        config=stored_config(self.config))
+
+    def _save_best(self, run_dir: Path, epoch: int) -> None:
+        loop = self.loop
+        best = self.best_model if self.best_model is not None else loop.model
+        save_checkpoint(run_dir, best, None, epoch=epoch, history=loop.history,
+                        scheduler={"early_stopping": self.stopper.state_dict()}, config=stored_config(self.config))
+
+    # --- an epoch: one optimizer step on the whole graph ------------------------------------------------
+    def progress(self, start: int) -> AbstractContextManager:
+        if self.stopper.stopped:
+            self.loop.log(f"the run stopped early at epoch {start} (patience {self.config.patience}); "
+                          "nothing to resume")
+        self._progress = Progress(self.config.epochs - start, f"{self.config.model} on {self.config.data}",
+                                  unit="epochs", enabled=not self.loop.quiet)
+        return self._progress
+
+    def train_epoch(self, net: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                    epoch: int) -> tuple[float, float, float]:
+        lr = schedule.apply(optimizer, epoch - 1)
+        net.train()
+        logits = net(*self.data.inputs)[self.train_mask]
+        loss = F.cross_entropy(logits, self.train_labels, label_smoothing=self.config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        train_loss = float(loss.detach())
+        if not math.isfinite(train_loss):
+            where = ""
+            if self.config.out is not None:
+                where = f"the last saved state (epoch {self.last_saved}) is in {Path(self.config.out) / LAST_DIR}; "
+            raise TrainingDiverged(f"lr: training diverged at epoch {epoch} (loss {train_loss}); {where}"
+                                   "try a smaller lr")
+        train_acc = float((logits.detach().argmax(dim=1) == self.train_labels).float().mean())
+        return train_loss, train_acc, lr
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        metrics = node_metrics(model, self.data, ("val", "test"), scheme=self.config.eval_scheme,
+                               n_steps=self.config.eval_n_steps)
+        (val_loss, val_acc), (test_loss, test_acc) = metrics["val"], metrics["test"]
+        return {"val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc}
+
+    def select(self, epoch: int, row: dict, model: nn.Module) -> dict:
+        self.improved = self.stopper.update(epoch, row["val_accuracy"], row["val_loss"]) or self.best_model is None
+        if self.improved:
+            self.best_model = copy.deepcopy(model)
+        return {"best_epoch": self.stopper.best_epoch}
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopper.stopped
+
+    def report(self, row: dict) -> None:
+        self._progress.update(1, val=f"{100 * row['val_accuracy']:.2f}%",
+                              best=f"{100 * self.stopper.best_val_accuracy:.2f}% (epoch {self.stopper.best_epoch})")
+
+    def final_model(self, model: nn.Module) -> nn.Module:
+        if self.stopper.stopped:
+            self.loop.log(f"early stop: no better validation accuracy for {self.config.patience} epochs; "
+                          f"keeping epoch {self.stopper.best_epoch}")
+        final = self.best_model if self.best_model is not None else model
+        final.train()
+        return final
+
+    def result(self, **fields) -> "NodeRunResult":
+        return NodeRunResult(**fields, stopped_early=self.stopper.stopped)

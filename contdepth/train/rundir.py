@@ -36,13 +36,14 @@ import errno
 import json
 import os
 import re
-import time
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Iterator
 
-from .checkpoint import CHECKPOINT_JSON, FORMAT, TENSOR_FILE, CheckpointError, atomic_write_text, is_temporary_file
+from ..common.files import atomic_write_text, is_temporary_file
+from .checkpoint import CHECKPOINT_JSON, FORMAT, TENSOR_FILE, CheckpointError
 from .checkpoint_schema import MAX_JSON_BYTES, read_regular_file
 from .config import ConfigError, nearest_existing
 

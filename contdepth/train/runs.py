@@ -1,10 +1,8 @@
-"""What the training loops share (images in :mod:`contdepth.train.trainer`, graphs in
-:mod:`contdepth.train.node`): the result and its summary, the model's options from the
-data, the config a run stores, its start-up and resume lines, and :class:`TrainingSession`,
-the part of a :class:`~contdepth.train.Trainer` a loop uses.
+"""What the training loop and its tasks share: the result and its summary, the model's
+options from the data, the config a run stores, its start-up and resume lines.
 
-Both loops import from here and neither imports the other's module at run time, so the
-image loop can hand a graph dataset to the graph loop without an import circle.
+The loop (:mod:`contdepth.train.trainer`) and the tasks (:mod:`contdepth.train.images`,
+:mod:`contdepth.train.node`) import from here; the tasks never import the loop.
 """
 
 from __future__ import annotations
@@ -13,34 +11,21 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointInfo, atomic_write_text
+from ..common.files import atomic_write_text
+from ..models import model_options
+from ..nn import continuous_blocks
+from .checkpoint import CheckpointInfo
 from .config import ConfigError, TrainConfig
 from .optim import LRSchedule
 from .progress import format_seconds
 from .rundir import CONFIG_FILE, write_metrics
 
 Callback = Callable[[dict, nn.Module, torch.optim.Optimizer], None]
-
-
-class TrainingSession(Protocol):
-    """What a training loop needs from the :class:`~contdepth.train.Trainer` that runs it."""
-
-    config: TrainConfig
-    initial_model: nn.Module | None
-    callbacks: Sequence[Callback]
-    wall_start: float
-
-    @property
-    def quiet(self) -> bool: ...
-
-    def log(self, text: str) -> None: ...
-
-    def start_line(self, what: str) -> str: ...
 
 
 DATA_OPTIONS = ("in_channels", "num_classes", "image_size",  # filled in from the dataset
@@ -120,7 +105,6 @@ def model_options_for(config: TrainConfig, dataset=None) -> dict:
     ``num_nodes``. Without one, placeholders (1 channel or feature, 10 classes, 8 pixels,
     1 node) stand in, for a dry build. Given explicitly, they must agree with the dataset.
     """
-    from ..models import model_options
 
     accepted = model_options(config.model)
     options = dict(config.model_options)
@@ -171,7 +155,6 @@ def start_run_files(run_dir: Path, config: TrainConfig, history: list[dict]) -> 
 
 def block_summary(model: nn.Module) -> dict:
     """``n_steps`` and ``n_basis`` of every ContinuousBlock (a metrics row's layout columns)."""
-    from ..nn import continuous_blocks
 
     blocks = continuous_blocks(model)
     return {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}

@@ -1,6 +1,9 @@
-"""The training loop: ``train(config) -> RunResult``.
+"""The one training loop: ``train(config) -> RunResult``.
 
-One run, in order: validate everything that can be checked without work (options, the
+The loop is the same for every kind of data; a task (:mod:`contdepth.train.task`) supplies
+an epoch's training, the evaluation and the model selection: image classification
+(:mod:`contdepth.train.images`) or, for a graph dataset, node classification
+(:mod:`contdepth.train.node`). One run, in order: validate everything that can be checked without work (options, the
 model's options by building it on the ``meta`` device, the run folder); take the run
 folder's lock (:func:`~contdepth.train.rundir.locked_run_dir`); load the data; build the
 model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the optimizer
@@ -11,14 +14,10 @@ the first step on); then for each epoch ``e`` (1-based):
    (:func:`~contdepth.train.optim.refine_with_optimizer`);
 2. seed torch's global RNG with ``derive_seed(seed, 1, e)`` (randomness inside the model:
    dropout, stochastic depth), so a resumed epoch draws what the uninterrupted one drew;
-3. one pass over ``train.epoch_batches(e - 1)``, whose order and augmentation are a
-   function of ``(seed, e)``; the learning rate is set from the global step before every
-   optimizer step;
-4. test evaluation, a ``metrics.jsonl`` line, a checkpoint, the callbacks.
-
-A graph dataset (``is_graph``: Cora, karate club) is trained full-batch instead, one
-optimizer step per epoch with early stopping on validation accuracy: see
-:mod:`contdepth.train.node`.
+3. the task's epoch (images: one pass over the shuffled, augmented batches; a graph: one
+   full-batch step);
+4. the task's evaluation and model selection, a ``metrics.jsonl`` line, the task's
+   checkpoints, the callbacks.
 
 So a run interrupted anywhere and resumed from its last checkpoint ends bitwise where the
 uninterrupted run ends (same thread count, CPU). The caller's global RNG state is
@@ -39,39 +38,60 @@ augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
 ``train_time`` (the epoch's refinement and training pass alone), ``cpu_time`` (the process's CPU
 seconds for the epoch, all threads, before its checkpoint write: with one thread a cost that other
-programs on the machine barely change, unlike wall time), ``epoch_time`` (training, evaluation
-and the checkpoint write) and ``total_time`` (seconds, cumulative over
-resumes, the previous epochs' checkpoint writes included), ``threads`` (the thread count,
-on which bitwise results depend), ``world_size`` (processes that trained the epoch).
+programs on the machine barely change, unlike wall time), ``epoch_time`` (training and evaluation,
+before the checkpoint write) and ``total_time`` (seconds, cumulative over resumes, the previous
+epochs' checkpoint writes included), ``threads`` (the thread count, on which bitwise results
+depend), ``world_size`` (processes that trained the epoch); a graph run adds ``best_epoch``.
 Accuracies are fractions in ``[0, 1]``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, CheckpointInfo, build_model, read_checkpoint, restore_optimizer, save_checkpoint
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_device, check_model_data
-from .evaluate import evaluate
-from .node import run_node_training
+from .. import data
+from ..common.errors import OptionError
+from ..data import derive_seed
+from ..models import create, model_options
+from ..nn import continuous_blocks
+from ..solvers import get_scheme
+from .checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    build_model,
+    read_checkpoint,
+    restore_optimizer,
+)
+from .config import (
+    RESUMABLE_CHANGES,
+    ConfigError,
+    TrainConfig,
+    check_device,
+    check_model_data,
+)
+from .distributed import setup as setup_distributed
+from .images import ImageClassification
+from .node import NodeClassification
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
-from .progress import Progress, default_threads
+from .progress import default_threads
 from .rundir import append_metrics, check_run_dir, locked_run_dir, prepare_run_dir
 from .runs import (
-    Callback, RunResult, TrainingDiverged, block_summary, count_parameters, epoch_line, model_options_for, resume_line,
-    start_run_files, stored_config,
+    Callback,
+    RunResult,
+    block_summary,
+    count_parameters,
+    model_options_for,
+    resume_line,
+    start_run_files,
 )
-
-
+from .task import Task
 
 # --- preflight ---------------------------------------------------------------------------------------
 
@@ -84,10 +104,6 @@ def preflight(config: TrainConfig) -> None:
     *values* fail here with the model's own message; checks that ``refine_at``/``eval_*``
     have blocks to act on, that the device exists here, and the run folder.
     """
-    from ..models import create
-    from ..nn import continuous_blocks
-    from ..solvers import get_scheme
-
     check_model_data(config.model, config.data)
     options = model_options_for(config)
     try:
@@ -113,13 +129,12 @@ def preflight(config: TrainConfig) -> None:
 
 def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigError:
     """``model_options.NAME: ...`` when the model named the option, else the model and its options."""
-    from ..models import model_options
-
-    message = str(exc)
-    head = message.split(":", 1)[0].split("[", 1)[0].strip()
-    if head in options or head in model_options(model):
-        return ConfigError(f"model_options.{message}")
-    return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {message}")
+    # A registered model may raise a plain ValueError("name: problem"): read the name from it.
+    error = exc if isinstance(exc, OptionError) else OptionError(str(exc))
+    head = error.option.split("[", 1)[0]
+    if head and (head in options or head in model_options(model)):
+        return error.within("model_options")
+    return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {exc}")
 
 
 def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
@@ -155,8 +170,6 @@ def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
 
 def load_data(config: TrainConfig):
     """The dataset of ``config``, with its validation split held out (``validation_size``, ``train_size``)."""
-    from .. import data
-
     try:
         dataset = data.load(config.data, data_dir=config.data_dir, seed=config.split_seed, **config.data_options)
     except (ValueError, OSError, ImportError) as exc:  # unknown option, missing files, no scikit-learn
@@ -172,8 +185,6 @@ def with_held_out(config: TrainConfig, dataset):
     the config's or the config asks for none; otherwise it is refused, so a split is never
     silently redrawn.
     """
-    from .. import data
-
     if getattr(dataset, "is_graph", False):
         return dataset
     if getattr(dataset, "val_x", None) is not None:
@@ -191,8 +202,21 @@ def with_held_out(config: TrainConfig, dataset):
 
 
 # --- the loop -------------------------------------------------------------------------------------------
+def task_for(trainer: "Trainer", dataset) -> Task:
+    """The task that trains ``dataset``: node classification for a graph (``is_graph``), else images."""
+    if getattr(dataset, "is_graph", False):
+        return NodeClassification(trainer, dataset)
+    return ImageClassification(trainer, dataset)
+
+
 class Trainer:
     """A run of ``config``; :meth:`run` does the work. ``train(config)`` is the short form.
+
+    The one training loop: it owns the checks, the run folder's lock, resume, seeding,
+    refinement, the optimizer and its schedule, distributed training, the metrics lines,
+    the checkpoints' timing and the callbacks; a :class:`~contdepth.train.task.Task`
+    (:func:`task_for`: images or a graph) supplies the epoch's training, the evaluation and
+    the model selection.
 
     ``dataset`` replaces loading ``config.data`` (tests, custom data; ``config.data`` is
     then only a label); ``callbacks`` are called after each epoch's checkpoint as
@@ -201,6 +225,9 @@ class Trainer:
     existing weights (fine-tuning, e.g. after compression) instead of a fresh draw; it
     must be built by ``contdepth.models.create`` as ``config.model`` (its basis sizes may
     differ: checkpoints store them), and it is trained in place.
+
+    While :meth:`run` trains, ``model``, ``optimizer``, ``schedule`` and ``history`` are the
+    run's (what a task's checkpoints save).
     """
 
     def __init__(self, config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
@@ -230,15 +257,13 @@ class Trainer:
         return self.config.quiet or (self.distributed is not None and not self.distributed.is_main)
 
     def run(self) -> RunResult:
-        from .distributed import setup
-
         threads = torch.get_num_threads()
         if self.config.threads is not None:
             self.threads = (self.config.threads, "--threads")
         else:
             self.threads = default_threads()
         torch.set_num_threads(self.threads[0])
-        self.distributed = setup(self.config.device)
+        self.distributed = setup_distributed(self.config.device)
         self.wall_start = time.perf_counter()
         finished = False
         try:
@@ -282,32 +307,25 @@ class Trainer:
                 check_resume(config, info)
                 self._resume_threads(info)
             dataset = with_held_out(config, self.dataset) if self.dataset is not None else load_data(config)
-            if getattr(dataset, "is_graph", False):  # full-batch node classification
-                if ddp is not None:
-                    raise ConfigError(f"data: {config.data!r} is a graph trained full-batch (one step per epoch on "
-                                      "the whole graph), which does not shard over processes; run it without torchrun")
-                return run_node_training(self, dataset, info, state, run_dir)
-            return self._run_images(dataset, info, state, run_dir)
+            task = task_for(self, dataset)
+            task.check()
+            return self._train(task, dataset, info, state, run_dir)
 
-    def _run_images(self, dataset, info: CheckpointInfo | None, state: dict | None, run_dir: Path | None) -> RunResult:
-        from ..data import derive_seed
-        from ..models import create
-
+    def _train(self, task: Task, dataset, info: CheckpointInfo | None, state: dict | None,
+               run_dir: Path | None) -> RunResult:
         config = self.config
         ddp = self.distributed
-        if config.patience is not None:
-            raise ConfigError(f"patience: early stopping is for graph datasets (full-batch, one step per epoch); "
-                              f"{config.data!r} is an image dataset: choose the epochs on its validation split")
-        local_batch = ddp.local_batch_size(config.batch_size) if ddp is not None else config.batch_size
         options = model_options_for(config, dataset)
         device = ddp.device if ddp is not None else torch.device(config.device)
 
+        training = None
         if info is not None:
-            model = build_model(info, state)
-            if info.model_options != options:
-                raise CheckpointError(f"{info.path}: the stored model options {info.model_options} differ from "
-                                      f"this run's {options}")
-            start, history = info.epoch, list(info.history)
+            training, training_state = task.resume_from(info, state or {})
+            model = build_model(training, training_state)
+            if training.model_options != options:
+                raise CheckpointError(f"{training.path}: the stored model options {training.model_options} differ "
+                                      f"from this run's {options}")
+            start, history = training.epoch, list(training.history)
         elif self.initial_model is not None:
             model, start, history = self.initial_model, 0, []
         else:
@@ -315,119 +333,72 @@ class Trainer:
             model = create(config.model, **options)
             start, history = 0, []
         model.to(device)
+        if training is not None:
+            task.restore(training, info, state or {})
         optimizer = build_optimizer(model, config)
-        if info is not None:
-            restore_optimizer(optimizer, model, info)
-        shard = {} if ddp is None else {"num_replicas": ddp.world_size, "rank": ddp.rank}
-        train_batches = dataset.batches("train", local_batch, seed=config.seed, device=device, **shard)
-        schedule = LRSchedule.from_config(config, optimizer, len(train_batches))
+        if training is not None:
+            restore_optimizer(optimizer, model, training)
+        task.setup(device)
+        schedule = LRSchedule.from_config(config, optimizer, task.steps_per_epoch)
+        self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
         net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
-        self.log(self.start_line(f"{config.model} on {config.data}, {count_parameters(model):,} parameters, "
-                                 f"{config.epochs} epochs x {len(train_batches)} steps of {config.batch_size}"))
-        if ddp is not None:
-            self.log(f"data-parallel: {ddp.world_size} processes ({ddp.backend}), global batch "
-                     f"{config.batch_size} = {ddp.world_size} x {local_batch} per process, "
-                     f"{len(train_batches)} steps per epoch")
-        if info is not None:
-            self.log(resume_line(config, info, schedule))
+        first, *more = task.describe(model)
+        self.log(self.start_line(first))
+        for line in more:
+            self.log(line)
+        if training is not None:
+            self.log(resume_line(config, training, schedule))
 
         if run_dir is not None:
             if info is None:  # epoch 0: from here on the folder is a run that --resume continues
+                task.prepare_folder(run_dir)
                 prepare_run_dir(run_dir, overwrite=config.overwrite)
-                save_checkpoint(run_dir, model, optimizer, epoch=0, history=[],
-                                scheduler=schedule.state_dict(0), config=stored_config(config))
+                task.save(run_dir, 0, final=False)
             start_run_files(run_dir, config, history)
 
         elapsed = history[-1]["total_time"] if history else 0.0
-        for epoch in range(start + 1, config.epochs + 1):
-            tic, cpu_tic = time.perf_counter(), time.process_time()
-            refined = epoch in config.refine_at
-            if refined:
-                refine_with_optimizer(model, optimizer)
-                if ddp is not None:  # new parameter tensors: DDP must hook their gradients
-                    net = ddp.wrap(model)
-            torch.manual_seed(derive_seed(config.seed, 1, epoch))
-            train_loss, train_acc, lr = self._train_epoch(net, optimizer, schedule, train_batches, epoch)
-            if ddp is not None:
-                ddp.broadcast_buffers(model)
-            train_time = time.perf_counter() - tic
-            held_out = {}
-            for split in dataset.splits[1:]:  # val (when held out), then test
-                loss, accuracy = evaluate(model, dataset, config.eval_batch_size, scheme=config.eval_scheme,
-                                          n_steps=config.eval_n_steps, split=split, device=device, distributed=ddp)
-                held_out.update({f"{split}_loss": loss, f"{split}_accuracy": accuracy})
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **held_out, "lr": lr,
-                **block_summary(model), "refined": refined, "params": count_parameters(model),
-                "train_time": train_time, "epoch_time": 0.0, "total_time": 0.0, "threads": torch.get_num_threads(),
-                "world_size": ddp.world_size if ddp is not None else 1,
-            }
-            # the epoch's time includes writing its checkpoint: the wall time a user waits for
-            row["epoch_time"] = time.perf_counter() - tic
-            row["total_time"] = elapsed + row["epoch_time"]
-            row["cpu_time"] = time.process_time() - cpu_tic
-            history.append(row)
-            if run_dir is not None:
-                append_metrics(run_dir, row)
-                save_checkpoint(run_dir, model, optimizer, epoch=epoch, history=history,
-                                scheduler=schedule.state_dict(epoch * schedule.steps_per_epoch),
-                                config=stored_config(config))
-            elapsed += time.perf_counter() - tic
-            self.log(_epoch_line(row, config.epochs))
-            for callback in self.callbacks:
-                callback(row, model, optimizer)
-        result = RunResult(config=config, model=model, history=history, run_dir=run_dir,
-                           num_params=count_parameters(model), total_time=elapsed,
-                           wall_time=time.perf_counter() - self.wall_start)
+        with task.progress(start):
+            for epoch in range(start + 1, config.epochs + 1):
+                if task.stopped:
+                    break
+                tic, cpu_tic = time.perf_counter(), time.process_time()
+                refined = epoch in config.refine_at
+                if refined:
+                    refine_with_optimizer(model, optimizer)
+                    if ddp is not None:  # new parameter tensors: DDP must hook their gradients
+                        net = ddp.wrap(model)
+                torch.manual_seed(derive_seed(config.seed, 1, epoch))
+                train_loss, train_acc, lr = task.train_epoch(net, optimizer, schedule, epoch)
+                if ddp is not None:
+                    ddp.broadcast_buffers(model)
+                train_time = time.perf_counter() - tic
+                row = {
+                    "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **task.evaluate(model),
+                    "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
+                }
+                row.update(task.select(epoch, row, model))
+                row.update({"train_time": train_time, "epoch_time": time.perf_counter() - tic, "total_time": 0.0,
+                            "threads": torch.get_num_threads(), "world_size": ddp.world_size if ddp is not None else 1})
+                # epoch_time: training and evaluation; the checkpoint write after it counts in total_time
+                row["total_time"] = elapsed + row["epoch_time"]
+                row["cpu_time"] = time.process_time() - cpu_tic
+                history.append(row)
+                if run_dir is not None:
+                    append_metrics(run_dir, row, sync=task.sync_metrics)
+                    task.save(run_dir, epoch, final=epoch == config.epochs or task.stopped)
+                elapsed += time.perf_counter() - tic
+                task.report(row)
+                for callback in self.callbacks:
+                    callback(row, model, optimizer)
+        final = task.final_model(model)
+        result = task.result(config=config, model=final, history=history, run_dir=run_dir,
+                             num_params=count_parameters(final), total_time=elapsed,
+                             wall_time=time.perf_counter() - self.wall_start)
         self.log(result.summary())
         return result
-
-    def _train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                     batches, epoch: int) -> tuple[float, float, float]:
-        config = self.config
-        model.train()
-        steps = len(batches)
-        first_step = (epoch - 1) * steps
-        total_loss, correct, count = 0.0, 0, 0
-        lr_first = schedule.lrs(first_step)[0]
-        with Progress(steps, f"epoch {epoch}/{config.epochs}", enabled=not self.quiet) as progress:
-            for k, (xb, yb) in enumerate(batches.epoch_batches(epoch - 1)):
-                schedule.apply(optimizer, first_step + k)
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                n, right = len(yb), int((logits.detach().argmax(dim=1) == yb).sum())
-                value = float(loss.detach())
-                if self.distributed is not None:  # every rank sees the global numbers, so all stop together
-                    summed, right, n = self.distributed.sum([value * n, right, n])
-                    value = summed / n
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"lr: training diverged at epoch {epoch}, step {k + 1} (loss {value}); "
-                                           f"{self.diverged_hint(epoch)}")
-                total_loss += value * n
-                correct += int(right)
-                count += int(n)
-                progress.update(1, loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%")
-        return total_loss / max(count, 1), correct / max(count, 1), lr_first
-
-    def diverged_hint(self, epoch: int) -> str:
-        """What to do after a divergence, and what is on disk."""
-        if self.config.out is None:
-            return "try a smaller lr"
-        return (f"the last good checkpoint (epoch {epoch - 1}) is in {self.config.out}; try a smaller lr "
-                "(a new run, or --overwrite)")
 
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
           model: nn.Module | None = None) -> RunResult:
-    """Run ``config`` (see :class:`Trainer`); a graph dataset (``is_graph``) runs :mod:`contdepth.train.node`."""
+    """Run ``config`` (see :class:`Trainer`): images or, for a graph dataset (``is_graph``), node classification."""
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    evaluation = f"test loss {row['test_loss']:.4f} acc {100 * row['test_accuracy']:6.2f}%"
-    if "val_accuracy" in row:
-        evaluation = f"val acc {100 * row['val_accuracy']:6.2f}%  " + evaluation
-    return epoch_line(row, epochs, evaluation, f"{row['epoch_time']:.1f}s")

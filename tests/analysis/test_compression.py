@@ -76,7 +76,7 @@ def test_latency_is_measured_for_every_model_and_batch_size():
     assert timed["big"][1].median_s > timed["small"][1].median_s  # 8 units per stage against 1
     assert timed["big"][4].throughput == 4 / timed["big"][4].median_s
     assert small.training  # modes are restored
-    with pytest.raises(ValueError, match="batch_sizes: every batch size must be an integer >= 1"):
+    with pytest.raises(ValueError, match="batch_sizes: must be an integer >= 1"):
         measure_latency({"small": small}, (1, 8, 8), batch_sizes=(0,))
 
 

@@ -19,6 +19,10 @@ from contdepth.train import (
     refine_with_optimizer, save_checkpoint, train,
 )
 
+from helpers import Interrupt
+from helpers import interrupt_after as _interrupt_after
+from helpers import without_times as _without_times
+
 TINY = {"alpha": 4, "n_basis": 1}
 
 
@@ -348,22 +352,6 @@ def test_an_existing_run_is_never_overwritten_without_overwrite(tmp_path, digits
     assert sorted(os.listdir(out)) == ["checkpoint-0002.safetensors", "checkpoint.json", "config.yaml",
                                        "metrics.jsonl", "notes.txt"]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-
-
-class Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(epoch):
-    def callback(row, model, optimizer):
-        if row["epoch"] == epoch:
-            raise Interrupt
-
-    return callback
-
-
-def _without_times(history):
-    return [{k: v for k, v in row.items() if "time" not in k} for row in history]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

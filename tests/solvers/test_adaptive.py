@@ -8,7 +8,7 @@ import torch
 
 from contdepth.solvers import MaxStepsExceeded, integrate_adaptive
 
-from test_integrate import X0, exact, field
+from helpers import X0, exact, field
 
 
 @pytest.mark.parametrize("scheme", ["dopri5", "bosh3"])
@@ -20,10 +20,12 @@ def test_meets_tolerance_on_known_solution(scheme, rtol):
     def relative_error(state):
         return float(((state - exact(2.0)).abs() / exact(2.0).abs()).max())
 
-    state, stats = integrate_adaptive(field, X0, scheme=scheme, rtol=rtol, atol=rtol * 1e-2, t1=2.0)
+    solution = integrate_adaptive(field, X0, scheme=scheme, rtol=rtol, atol=rtol * 1e-2, t1=2.0)
+    state, stats = solution.state, solution.stats
     assert relative_error(state) < 20 * rtol
     assert stats.n_steps >= 1 and stats.step_ends[-1] == 2.0
-    tighter_state, tighter = integrate_adaptive(field, X0, scheme=scheme, rtol=rtol / 100, atol=rtol * 1e-4, t1=2.0)
+    tight = integrate_adaptive(field, X0, scheme=scheme, rtol=rtol / 100, atol=rtol * 1e-4, t1=2.0)
+    tighter_state, tighter = tight.state, tight.stats
     assert tighter.n_steps > stats.n_steps
     assert relative_error(tighter_state) < relative_error(state) / 10
 
@@ -35,7 +37,9 @@ def test_statistics_count_every_evaluation():
         calls.append(t)
         return field(t, x)
 
-    _, path, stats = integrate_adaptive(f, X0, rtol=1e-6, atol=1e-9, breakpoints=[0.5], return_path=True)
+    solution = integrate_adaptive(f, X0, rtol=1e-6, atol=1e-9, breakpoints=[0.5], return_path=True)
+    path, stats = solution.ys, solution.stats
+    assert solution.ts == (0.0, *stats.step_ends)
     assert stats.n_evaluations == len(calls)
     assert path.shape == (stats.n_steps + 1, 2)
     assert len(stats.step_ends) == stats.n_steps
@@ -49,7 +53,7 @@ def test_steps_end_exactly_on_breakpoints_and_never_cross_them():
         calls.append(t)
         return field(t, x)
 
-    _, stats = integrate_adaptive(f, X0, rtol=1e-3, atol=1e-6, breakpoints=bps)
+    stats = integrate_adaptive(f, X0, rtol=1e-3, atol=1e-6, breakpoints=bps).stats
     for bp in (0.3, float(Fraction(1, 7)), 0.8):
         assert bp in stats.step_ends
     starts = (0.0, *stats.step_ends[:-1])
@@ -63,10 +67,11 @@ def test_discontinuous_field_is_integrated_exactly_with_its_breakpoint():
         return torch.full_like(x, 1.0 if t < 0.3 else -2.0)
 
     x0 = torch.zeros(1, dtype=torch.float64)
-    state, stats = integrate_adaptive(f, x0, rtol=1e-10, atol=1e-12, breakpoints=[0.3])
+    solution = integrate_adaptive(f, x0, rtol=1e-10, atol=1e-12, breakpoints=[0.3])
+    state, stats = solution.state, solution.stats
     assert abs(float(state) - (0.3 - 1.4)) < 1e-12
     assert stats.n_rejected == 0
-    _, blind = integrate_adaptive(f, x0, rtol=1e-10, atol=1e-12)
+    blind = integrate_adaptive(f, x0, rtol=1e-10, atol=1e-12).stats
     assert blind.n_steps + blind.n_rejected > stats.n_steps + stats.n_rejected
 
 
@@ -77,7 +82,7 @@ def test_max_steps_raises_a_clear_error():
 
 def test_is_differentiable():
     x0 = X0.clone().requires_grad_()
-    state, _ = integrate_adaptive(field, x0, rtol=1e-8, atol=1e-10)
+    state = integrate_adaptive(field, x0, rtol=1e-8, atol=1e-10).state
     state[0].backward()
     # d x1(1) / d x1(0) = exp(sin 1)
     assert abs(float(x0.grad[0]) - math.exp(math.sin(1.0))) < 1e-6

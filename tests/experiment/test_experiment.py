@@ -16,6 +16,7 @@ from contdepth.data import hold_out, load
 from contdepth.experiment import ExperimentSpec, estimate, run_experiment, summarize, t_quantile
 from contdepth.experiment.folder import run_folder, steps_file
 from contdepth.train import ConfigError, read_checkpoint
+from helpers import REPO_ROOT
 
 SPEC = {
     "name": "tiny",
@@ -315,7 +316,7 @@ def test_workers_train_the_same_runs_in_parallel(tmp_path):
 
 
 # --- the committed specs --------------------------------------------------------------------------------
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = REPO_ROOT / "experiments"
 
 
 def write_tiny_cifar10(folder: Path) -> Path:

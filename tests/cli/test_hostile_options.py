@@ -13,13 +13,15 @@ from dataclasses import MISSING, fields
 import pytest
 import torch
 
+import contdepth.cli
 import contdepth.train
 from contdepth import data
 from contdepth.cli import build_parser, main, train_config_from_args
 from contdepth.models import create, registry
 from contdepth.train import save_checkpoint
-from contdepth.train.checkpoint import atomic_write_bytes
+from contdepth.common.files import atomic_write_bytes
 from contdepth.train.config import TrainConfig
+from helpers import REPO_ROOT
 
 TINY = ["--model", "continuousnet", "--alpha", "2", "--n-basis", "1", "--batch-size", "16", "--threads", "1"]
 
@@ -45,6 +47,8 @@ def nothing_loaded(monkeypatch):
 
     monkeypatch.setattr(data, "load", refuse)
     monkeypatch.setattr(contdepth.train, "load_checkpoint", refuse)
+    monkeypatch.setattr(contdepth.cli, "load_checkpoint", refuse)
+    monkeypatch.setattr(contdepth.cli, "read_checkpoint", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +266,7 @@ def test_the_registries_know_graph_models_and_graph_datasets_by_name():
 
 # --- 9: a shipped config with fewer epochs ---------------------------------------------------------
 def test_a_shipped_config_with_fewer_epochs_says_how_to_clear_refine_at(tmp_path, capsys, nothing_loaded):
-    config = os.path.join(os.path.dirname(__file__), "..", "configs", "fashion_mnist.yaml")
+    config = str(REPO_ROOT / "configs" / "fashion_mnist.yaml")
     one_line_error(capsys, ["train", "--config", config, "--epochs", "1", "--out", str(tmp_path / "run")],
                    "refine_at: every epoch must be in 1..epochs=1, got [6, 11]",
                    "pass --refine-at with no value to clear it")
@@ -333,7 +337,7 @@ def test_an_os_error_without_a_file_name_still_gives_one_line(run_dir, capsys, m
     def fail(*args, **kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(contdepth.train, "load_checkpoint", fail)
+    monkeypatch.setattr(contdepth.cli, "load_checkpoint", fail)
     one_line_error(capsys, ["eval", str(run_dir)], "Input/output error (EIO)")
 
 
@@ -346,7 +350,7 @@ def test_every_train_flag_that_is_a_config_field_shows_help_and_its_default(caps
     for flag, name in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--seed", "seed")):
         assert re.search(rf"{flag} \S+ [^-]+ \(default: {defaults[name]}\)", text), flag
     assert re.search(r"--weight-decay \S+ .*?\(default: 0\.0005\)", text)
-    assert "--eval-batch-size EVAL_BATCH_SIZE batch of the test evaluation (changes only speed) (default: 500)" in text
+    assert "--eval-batch-size N batch of the evaluations (changes only speed) (default: 500)" in text
 
 
 # --- the rest: every other numeric option ---------------------------------------------------------

@@ -296,14 +296,14 @@ def test_gcde_dropout_options_are_stochastic_in_training_only():
     defaults = model_options("gcde")
     assert defaults["rate_dropout"] == (0.5, 0.5) and defaults["activation"] == "softplus"
     model = small_gcde(rate_dropout=[0.5, 0.0], input_dropout=0.0, decoder_dropout=0.0, n_steps=2)
-    assert model.block._template.dropout == (0.5, 0.0)
+    assert model.block.template.dropout == (0.5, 0.0)
     eval_out = model(x, adj)
     torch.testing.assert_close(model(x, adj), eval_out)  # eval: every dropout is the identity
     model.train()
     assert not torch.allclose(model(x, adj), eval_out)  # the rate's dropout acts at every stage
     quiet = small_gcde(rate_dropout=0.0, input_dropout=0.0, decoder_dropout=0.0).train()
     torch.testing.assert_close(quiet(x, adj), quiet.eval()(x, adj))  # no dropout: train == eval
-    assert small_gcde(rate_dropout=0.3, rate_layers=3).block._template.dropout == (0.3, 0.3, 0.3)
+    assert small_gcde(rate_dropout=0.3, rate_layers=3).block.template.dropout == (0.3, 0.3, 0.3)
     base = dict(in_features=5, num_classes=3)
     for option, value, message in [
         ("rate_dropout", [0.5], r"rate_dropout: a list needs one probability per rate layer \(rate_layers=2\)"),

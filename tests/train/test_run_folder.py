@@ -24,11 +24,13 @@ from contdepth.data import load as load_data
 from contdepth.data.dataset import make_dataset
 from contdepth.train import ConfigError, TrainConfig, checkpoint as checkpoint_module, node, progress, train
 from contdepth.train import trainer as trainer_module
+from contdepth.common import files as files_module
 from contdepth.train.checkpoint import read_checkpoint
 from contdepth.train.rundir import LOCK_FILE, RunDirLocked, RunLock, folder_state
-from test_node_training import communities
+from helpers import communities
+from helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +222,8 @@ class WritePoints:
             event()
 
         monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", atomic_write_bytes)
+        monkeypatch.setattr(files_module, "atomic_write_bytes", atomic_write_bytes)  # config.yaml, metrics.jsonl
         monkeypatch.setattr(trainer_module, "append_metrics", append_metrics)
-        monkeypatch.setattr(node, "append_metrics", append_metrics)
 
 
 def _without_times(history):

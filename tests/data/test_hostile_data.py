@@ -17,7 +17,7 @@ from contdepth.cli import main
 from contdepth.data import UnsafePickleError, read_cora
 from contdepth.data import graph as graph_module
 from contdepth.train.config import ConfigError, read_yaml
-from test_graph_data import TINY as TINY_CORA
+from helpers import TINY_CORA
 
 _np_reconstruct = np.zeros(1).__reduce__()[0]  # numpy's own, under numpy 1.x or 2.x
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from contdepth import data
 from contdepth.data import GraphDataset, load_karate, read_cora
 from contdepth.nn import normalized_adjacency
 
-CORA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cora"
+from helpers import CORA_DIR, write_cora
 
 
 def dense_reference(edges: list[tuple[int, int]], n: int, weights: list[float] | None = None) -> torch.Tensor:
@@ -66,23 +65,6 @@ def test_normalized_adjacency_rejects_bad_input(index, n, weights, message):
 
 
 # --- the Cora text format --------------------------------------------------------------------
-
-TINY = {
-    "feature.txt": "0\t0:1.0 2:1.0\n1\t1:1.0\n2\t0:1.0 1:1.0 3:2.0\n3\t\n4\t3:1.0\n",
-    "label.txt": "0\t0\n1\t1\n2\t2\n3\t0\n",
-    "net.txt": "0\t1\t1\n1\t0\t1\n1\t2\t1\n2\t1\t1\n3\t4\t2\n4\t3\t2\n",
-    "train.txt": "0\n1\n",
-    "dev.txt": "2\n",
-    "test.txt": "3\n",
-}
-
-
-def write_cora(folder: Path, **changes: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in {**TINY, **changes}.items():
-        (folder / name.replace("_", ".")).write_text(text)
-    return folder
-
 
 def test_read_cora_tiny(tmp_path):
     g = read_cora(write_cora(tmp_path), name="tiny")

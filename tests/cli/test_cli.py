@@ -98,3 +98,44 @@ def test_demo_runs_and_prints_a_manifestation_table(capsys):
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "by manifestation" in printed
     assert all(s in printed for s in ("euler", "midpoint", "rk4"))
+
+
+# --- training flags generated from the TrainConfig fields -------------------------------------------
+def test_every_train_config_field_has_a_flag_with_its_help_and_default():
+    import argparse
+    from dataclasses import fields
+
+    from contdepth.cli import build_parser
+    from contdepth.train.config import TrainConfig
+
+    parser = build_parser()
+    train_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    by_dest = {a.dest: a for a in train_parser._actions}
+    for f in fields(TrainConfig):
+        assert f.metadata["help"], f.name
+        if f.name in ("model_options", "data_options"):
+            continue
+        action = by_dest[f.name]
+        assert action.help.startswith(f.metadata["help"]), f.name
+        default = TrainConfig.default_of(f.name)
+        if default is not None:
+            assert "(default: " in action.help, f.name
+    assert "--epochs N            training epochs, numbered from 1 (default: 10)" in train_parser.format_help()
+
+
+def test_generated_flags_reach_the_config():
+    from contdepth.cli import build_parser, train_config_from_args
+
+    args = build_parser().parse_args([
+        "train", "--epochs", "3", "--betas", "0.8", "0.95", "--refine-at", "2", "3", "--nesterov", "--quiet",
+        "--warmup-epochs", "0.5", "--eval-n-steps", "4", "--train-size", "100", "--alpha", "4",
+        "--model-option", "n_basis=2",
+    ])
+    config = train_config_from_args(args)
+    assert (config.epochs, config.betas, config.refine_at, config.nesterov, config.quiet) == (
+        3, (0.8, 0.95), (2, 3), True, True)
+    assert (config.warmup_epochs, config.eval_n_steps, config.train_size) == (0.5, 4, 100)
+    assert config.model_options == {"alpha": 4, "n_basis": 2}
+    assert build_parser().parse_args(["train", "--no-nesterov"]).nesterov is False
+    untouched = vars(build_parser().parse_args(["train"]))
+    assert "epochs" not in untouched and "quiet" not in untouched  # unset flags leave the config's own value

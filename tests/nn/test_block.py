@@ -318,7 +318,7 @@ def test_tied_parameters_are_one_coefficient_filling_every_slot():
 def test_forward_leaves_no_stage_tensors_in_the_template():
     b = block(n_basis=2)
     b(X).sum().backward()
-    assert all(p.device.type == "meta" for p in b._template.parameters())
+    assert all(p.device.type == "meta" for p in b.template.parameters())
 
 
 class _Mix(nn.Module):
@@ -353,3 +353,12 @@ def test_context_arguments_reach_every_rate_evaluation_unchanged():
     with block.manifest("rk4", 64):
         torch.testing.assert_close(adaptive, block(x, mix), rtol=1e-8, atol=1e-9)
     assert not torch.allclose(block(x, mix), block(x, torch.eye(4, dtype=torch.float64)))
+
+
+def test_manifest_context_restores_scheme_and_steps_but_keeps_a_checkpoint_flag_set_inside():
+    b = block(n_basis=2, scheme="rk4")
+    with b.manifest("euler", 8):
+        assert (b.scheme.name, b.n_steps) == ("euler", 8)
+        b.checkpoint = True
+    assert (b.scheme.name, b.n_steps, b.checkpoint) == ("rk4", 2, True)
+    assert b.integration is b.grid

@@ -30,8 +30,9 @@ import torch
 from contdepth.data.pipeline import Batches
 from contdepth.train import ConfigError, TrainConfig, load_checkpoint, train
 from contdepth.train.distributed import DistributedContext, has_stochastic_depth, launched_distributed
+from helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 # 1797 digits with 1437 in the test split leave 360 training images: 6 steps of a global batch of 60.
 DIGITS_OPTIONS = {"test_fraction": 0.7996}
 MODEL = {"alpha": 4, "n_basis": 1, "norm": "group", "scheme": "euler"}

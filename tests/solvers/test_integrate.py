@@ -9,21 +9,9 @@ from torch import nn
 
 import contdepth as cd
 from contdepth.solvers import LMResNetScheme, available_schemes, get_scheme, integrate
+from helpers import X0, exact, field
 
-# A non-autonomous linear system with a known solution:
-#   x1' = cos(t) x1,        x1(t) = exp(sin t)
-#   x2' = -2 t x2 + t,      x2(t) = 1/2 + (x2(0) - 1/2) exp(-t^2)
-X0 = torch.tensor([1.0, 2.0], dtype=torch.float64)
 T1 = 1.0
-
-
-def field(t, x):
-    return torch.stack([math.cos(t) * x[0], -2 * t * x[1] + t])
-
-
-def exact(t):
-    return torch.tensor([math.exp(math.sin(t)), 0.5 + 1.5 * math.exp(-t * t)], dtype=torch.float64)
-
 
 def fitted_order(steps, errors):
     return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
@@ -39,28 +27,28 @@ STEPS = {1: (16, 32, 64, 128), 2: (16, 32, 64, 128), 3: (16, 32, 64, 128), 4: (1
 def test_measured_convergence_order(name):
     order = get_scheme(name).order
     steps = STEPS[order]
-    errors = [float((integrate(field, X0, scheme=name, n_steps=n, t1=T1) - exact(T1)).norm()) for n in steps]
+    errors = [float((integrate(field, X0, scheme=name, n_steps=n, t1=T1).state - exact(T1)).norm()) for n in steps]
     assert min(errors) > 1e-13, "errors must stay above round-off for the fit to mean anything"
     assert abs(fitted_order(steps, errors) - order) < 0.25
 
 
 def test_lm_resnet_scheme_with_k_zero_is_euler_and_converges_to_scaled_ode_otherwise():
-    x_euler = integrate(field, X0, scheme="euler", n_steps=20, t1=T1)
-    x_lm = integrate(field, X0, scheme=LMResNetScheme(k=0.0), n_steps=20, t1=T1)
+    x_euler = integrate(field, X0, scheme="euler", n_steps=20, t1=T1).state
+    x_lm = integrate(field, X0, scheme=LMResNetScheme(k=0.0), n_steps=20, t1=T1).state
     torch.testing.assert_close(x_lm, x_euler, rtol=0, atol=1e-14)
     # With k != 0 it integrates (1 + k) x' = f, at first order.
     k = -0.3
     scaled = lambda t, x: field(t, x) / (1 + k)  # noqa: E731
-    reference = integrate(scaled, X0, scheme="dopri5", n_steps=64, t1=T1)
+    reference = integrate(scaled, X0, scheme="dopri5", n_steps=64, t1=T1).state
     steps = (64, 128, 256, 512)
-    errors = [float((integrate(field, X0, scheme=LMResNetScheme(k), n_steps=n, t1=T1) - reference).norm())
+    errors = [float((integrate(field, X0, scheme=LMResNetScheme(k), n_steps=n, t1=T1).state - reference).norm())
               for n in steps]
     assert abs(fitted_order(steps, errors) - 1) < 0.25
 
 
 def test_lm_resnet_scheme_is_differentiable_in_k():
     k = torch.tensor(-0.05, dtype=torch.float64, requires_grad=True)
-    out = integrate(lambda t, x: torch.tanh(x), X0, scheme=LMResNetScheme(k), n_steps=5)
+    out = integrate(lambda t, x: torch.tanh(x), X0, scheme=LMResNetScheme(k), n_steps=5).state
     out.sum().backward()
     assert k.grad is not None and torch.isfinite(k.grad)
 
@@ -83,19 +71,22 @@ def test_fixed_grid_matches_torchdiffeq(ours, theirs, n_steps):
     x0 = torch.randn(4, 6, dtype=torch.float64)
     grid = torch.linspace(0, 1, n_steps + 1, dtype=torch.float64)
     theirs_path = torchdiffeq.odeint(lambda t, x: net(x), x0, grid, method=theirs)
-    state, path = integrate(lambda t, x: net(x), x0, scheme=ours, n_steps=n_steps, return_path=True)
+    solution = integrate(lambda t, x: net(x), x0, scheme=ours, n_steps=n_steps, return_path=True)
+    state, path = solution.state, solution.ys
     torch.testing.assert_close(path, theirs_path, rtol=0, atol=1e-10)
     torch.testing.assert_close(state, theirs_path[-1], rtol=0, atol=1e-10)
 
 
-def test_return_path_and_stats():
-    state, path, stats = integrate(field, X0, scheme="rk4", n_steps=5, return_path=True, return_stats=True)
+def test_solution_path_and_stats():
+    solution = integrate(field, X0, scheme="rk4", n_steps=5, return_path=True)
+    state, path, stats = solution.state, solution.ys, solution.stats
+    assert solution.ts == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     assert path.shape == (6, 2)
     torch.testing.assert_close(path[0], X0)
     torch.testing.assert_close(path[-1], state)
     assert stats.n_steps == 5 and stats.n_evaluations == 20 and stats.n_rejected == 0
     assert stats.step_ends[-1] == 1.0
-    _, stats = integrate(field, X0, scheme="ab3", n_steps=10, return_stats=True)
+    stats = integrate(field, X0, scheme="ab3", n_steps=10).stats
     assert stats.n_evaluations == 2 * 3 + 8  # two kutta3 starter steps, then one per step
 
 
@@ -107,19 +98,19 @@ def test_counted_evaluations_match_actual_calls():
             calls.append(t)
             return -x
 
-        _, stats = integrate(f, X0, scheme=name, n_steps=6, return_stats=True)
+        stats = integrate(f, X0, scheme=name, n_steps=6).stats
         assert stats.n_evaluations == len(calls), name
 
 
 def test_any_shape_and_float32():
     x0 = torch.randn(3, 4, 5, 5)
-    out = integrate(lambda t, x: -x, x0, scheme="rk4", n_steps=20)
+    out = integrate(lambda t, x: -x, x0, scheme="rk4", n_steps=20).state
     assert out.dtype == torch.float32 and out.shape == x0.shape
     torch.testing.assert_close(out, x0 * math.exp(-1), rtol=1e-4, atol=1e-6)
 
 
 def test_backward_integration():
-    out = integrate(lambda t, x: x, X0, scheme="rk4", n_steps=50, t0=1.0, t1=0.0)
+    out = integrate(lambda t, x: x, X0, scheme="rk4", n_steps=50, t0=1.0, t1=0.0).state
     torch.testing.assert_close(out, X0 * math.exp(-1), rtol=1e-8, atol=0)
 
 
@@ -132,12 +123,12 @@ def test_gradcheck_integrate():
         def f(t, y):
             return net[2](torch.tanh(nn.functional.linear(y, weight, net[0].bias))) * math.cos(t)
 
-        return integrate(f, x, scheme="rk4", n_steps=3)
+        return integrate(f, x, scheme="rk4", n_steps=3).state
 
     assert torch.autograd.gradcheck(run, (x0, w.detach().clone().requires_grad_()))
 
 
-@pytest.mark.parametrize("scheme", ["rk4", "ab3"])
+@pytest.mark.parametrize("scheme", ["rk4", "ab3", "ab4", LMResNetScheme(-0.2)])
 def test_checkpoint_gives_identical_values_and_gradients(scheme):
     net = _random_mlp()
     x0 = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
@@ -145,7 +136,7 @@ def test_checkpoint_gives_identical_values_and_gradients(scheme):
     for ckpt in (False, True):
         net.zero_grad()
         x0.grad = None
-        out = integrate(lambda t, x: net(x), x0, scheme=scheme, n_steps=4, checkpoint=ckpt)
+        out = integrate(lambda t, x: net(x), x0, scheme=scheme, n_steps=4, checkpoint=ckpt).state
         out.square().sum().backward()
         grads.append((out.detach(), x0.grad.clone(), net[0].weight.grad.clone()))
     for a, b in zip(*grads):
@@ -158,7 +149,7 @@ def test_user_registered_tableau_is_usable_by_name():
     cd.register_scheme(tab)
     assert tab.order == 3
     steps = STEPS[3]
-    errors = [float((integrate(field, X0, scheme="my_ralston3", n_steps=n, t1=T1) - exact(T1)).norm())
+    errors = [float((integrate(field, X0, scheme="my_ralston3", n_steps=n, t1=T1).state - exact(T1)).norm())
               for n in steps]
     assert abs(fitted_order(steps, errors) - 3) < 0.25
     with pytest.raises(ValueError, match="already registered"):

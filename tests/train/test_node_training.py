@@ -1,49 +1,26 @@
 """Full-batch node classification: the graph loop, best-validation selection, resume, CLI round trip."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from contdepth.cli import main
-from contdepth.data.graph import load_karate, make_graph_dataset
+from contdepth.data.graph import load_karate
 from contdepth.train import (
     ConfigError, EarlyStopping, TrainConfig, evaluate, load_checkpoint, manifestation_table, model_options_for,
     read_checkpoint, train,
 )
 from contdepth.train import node
 from contdepth.train.node import LAST_DIR, best_row, node_metrics
-from test_train import Interrupt, _interrupt_after, _without_times
+from helpers import Interrupt, communities
+from helpers import interrupt_after as _interrupt_after
+from helpers import without_times as _without_times
 
-CORA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cora"
+from helpers import CORA_DIR as CORA
 ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr", "threads",
-            "n_steps", "n_basis", "refined", "params", "best_epoch", "epoch_time", "total_time"}
-
-
-def communities(flip_val: bool = False, seed: int = 0):
-    """Two noisy communities of 30 nodes (features hint at the class, edges mostly inside a class).
-
-    ``flip_val`` gives the validation nodes the *other* class: the better the model
-    fits the training nodes, the worse its validation accuracy, so validation accuracy
-    is highest early and then falls.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n = 60
-    labels = torch.arange(n) % 2
-    features = torch.randn(n, 6, generator=g) * 0.5
-    features[:, 0] += labels.float()
-    features[:, 1] += 1.0 - labels.float()
-    src, dst = torch.randint(0, n, (240,), generator=g), torch.randint(0, n, (240,), generator=g)
-    keep = (labels[src] == labels[dst]) & (src != dst)
-    edge_index = torch.cat([torch.stack([src[keep], dst[keep]]), torch.stack([dst[keep], src[keep]])], dim=1)
-    edge_index = torch.unique(edge_index, dim=1)
-    perm = torch.randperm(n, generator=g)
-    splits = {"train": perm[:16], "val": perm[16:32], "test": perm[32:]}
-    if flip_val:
-        labels = labels.clone()
-        labels[splits["val"]] = 1 - labels[splits["val"]]
-    return make_graph_dataset("communities", features, edge_index, labels, splits, num_classes=2)
+            "n_steps", "n_basis", "refined", "params", "best_epoch", "epoch_time", "total_time",
+            "train_time", "cpu_time", "world_size"}  # the one loop's row: the same columns as an image run's
 
 
 def config(**changes) -> TrainConfig:

@@ -1,0 +1,83 @@
+"""Where a manifestation evaluates ``theta``: its stage plan and the values there.
+
+A :class:`StagePlan` depends only on the manifestation (scheme, steps) and the basis, so a
+block builds it once per manifestation and caches it; :class:`StageValues` are the
+template's tensors at the plan's distinct stage values (what a fixed-grid forward pass and a
+static export both use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from ..solvers import Scheme, StageSchedule
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Where a manifestation evaluates ``theta``: its schedule and the basis weights there.
+
+    Everything here depends only on the manifestation (scheme, steps, basis), so a block
+    builds it once and caches it.
+
+    Attributes:
+        scheme, schedule: the manifestation's scheme and its exact stage times.
+        row_of_point: schedule point index (:attr:`StageTime.index`) -> row of ``weights``.
+        weights: ``(rows, n_basis)`` basis weights of each *distinct* stage value.
+        one_hot: when every row selects one function: that function's index per row.
+    """
+
+    scheme: Scheme
+    schedule: StageSchedule
+    row_of_point: tuple[int, ...]
+    weights: np.ndarray
+    one_hot: tuple[int, ...] | None
+    _as_tensor: dict = field(default_factory=dict, compare=False, repr=False)
+    _pinv: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def pseudo_inverse(self, rows: tuple[int, ...]) -> np.ndarray:
+        """``pinv(weights[rows])``, cached: the samples of one pass come in a fixed order."""
+        found = self._pinv.get(rows)
+        if found is None:
+            found = self._pinv[rows] = np.linalg.pinv(self.weights[list(rows)])
+        return found
+
+    def weights_as(self, like: Tensor) -> Tensor:
+        """``weights`` as a tensor with ``like``'s dtype and device (converted once)."""
+        key = (like.dtype, like.device)
+        found = self._as_tensor.get(key)
+        if found is None:
+            found = self._as_tensor[key] = torch.as_tensor(self.weights, dtype=like.dtype, device=like.device)
+        return found
+
+    def evaluate(self, coefficients: Iterator[Tensor]) -> list[tuple[Tensor, ...]]:
+        """For each distinct stage row, every coefficient tensor evaluated there (in order)."""
+        rows = len(self.weights)
+        columns: list[tuple[Tensor, ...]] = []
+        for c in coefficients:
+            if self.one_hot is not None:  # piecewise constant: views of the coefficients
+                columns.append(tuple(c[k] for k in self.one_hot))
+            else:  # one small matmul per tensor; unbind makes the per-row views in C++
+                w = self.weights_as(c)
+                columns.append((w @ c.reshape(c.shape[0], -1)).reshape(rows, *c.shape[1:]).unbind(0))
+        return [tuple(column[r] for column in columns) for r in range(rows)]
+
+
+class StageValues(NamedTuple):
+    """The template's tensors at a plan's distinct stage values (see :meth:`ContinuousBlock.values_at_stages`).
+
+    ``parameters[r]`` holds the values of :attr:`ContinuousBlock.parameter_names` at row
+    ``r``, ``state[r]`` those of :attr:`ContinuousBlock.state_names` (``None`` without
+    state), and ``shared`` the depth-independent buffers by name.
+    """
+
+    plan: StagePlan
+    parameters: list[tuple[Tensor, ...]]
+    state: list[tuple[Tensor, ...]] | None
+    shared: dict[str, Tensor]

@@ -1,0 +1,60 @@
+"""The one fixed-grid driver: every scheme's loop, path, checkpointing and statistics.
+
+A :class:`~contdepth.solvers.Scheme` supplies ``init`` and ``step``; this driver walks the
+schedule.  Keeping the loop in one place gives every scheme (Runge-Kutta, Adams-Bashforth,
+LM-ResNet, and whatever a user registers) the same meaning of ``checkpoint`` and the same
+saved outputs, and leaves a new integration strategy (reversible, adjoint) one place to hook in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint as _torch_checkpoint
+
+from .scheme import Rate, Scheme, StageSchedule, Tensor
+from .solution import IntegrationStats, Solution
+
+
+def solve_fixed_grid(
+    scheme: Scheme,
+    rate: Rate,
+    x0: Tensor,
+    schedule: StageSchedule,
+    *,
+    save_at: frozenset[int] | None = None,
+    checkpoint: bool = False,
+) -> Solution:
+    """Integrate ``rate(stage, x)`` from ``x0`` over ``schedule`` with ``scheme``.
+
+    Args:
+        save_at: grid indices (0 is ``t0``, ``n`` the end of step ``n``) whose states go
+            into ``Solution.ys``; ``None`` saves nothing.
+        checkpoint: activation checkpointing *per step*: only each step's input carry is
+            kept for backward and the step is recomputed there.  The last step is never
+            checkpointed: backward needs its internals first, so recomputing them would
+            cost time and save no peak memory.
+
+    Returns:
+        A :class:`Solution`; ``stats.n_evaluations`` is the scheme's count for the grid.
+    """
+    steps = schedule.steps
+    sizes = schedule.step_sizes or (schedule.step_size,) * len(steps)
+    if save_at is not None and not all(isinstance(i, int) and 0 <= i <= len(steps) for i in save_at):
+        raise ValueError(f"save_at: grid indices must lie in 0..{len(steps)} (0 is t0, n the end of step n), "
+                         f"got {sorted(save_at, key=str)}")
+    carry = scheme.init(x0, len(steps))
+    saved = [x0] if save_at is not None and 0 in save_at else []
+    last = len(steps) - 1
+    recompute = checkpoint and torch.is_grad_enabled()
+    for n, stages in enumerate(steps):
+        if recompute and n < last:
+            carry = _torch_checkpoint(scheme.step, rate, carry, n, stages, sizes[n], use_reentrant=False)
+        else:
+            carry = scheme.step(rate, carry, n, stages, sizes[n])
+        if save_at is not None and n + 1 in save_at:
+            saved.append(carry[0])
+    stats = IntegrationStats(len(steps), sum(map(len, steps)), 0, schedule.step_ends)
+    if save_at is None:
+        return Solution(carry[0], stats)
+    ts = tuple(float(schedule.grid[i]) for i in sorted(save_at))
+    return Solution(carry[0], stats, ts, torch.stack(saved))
