@@ -8,6 +8,7 @@ Runge-Kutta step under a :class:`StepController`.  :func:`integrate` and
 
 from .adaptive import StepController, adaptive_rate_stage, solve_adaptive
 from .fixed_grid import solve_fixed_grid
+from .implicit import BackwardEuler, NeumannSeries, NotConverged
 from .integrate import check_n_steps, check_rate_output, integrate, integrate_adaptive
 from .multistep import AdamsBashforth, LMResNetScheme
 from .registry import available_schemes, get_scheme, get_tableau, register_scheme
@@ -17,7 +18,7 @@ from .solution import IntegrationStats, MaxStepsExceeded, Solution
 from .tableau import ButcherTableau
 
 __all__ = [
-    "AdamsBashforth", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
+    "AdamsBashforth", "BackwardEuler", "NeumannSeries", "NotConverged", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
     "RungeKutta", "Scheme", "Solution", "StageSchedule", "StageTime", "StepController", "adaptive_rate_stage",
     "available_schemes", "check_n_steps", "check_rate_output", "get_scheme", "get_tableau", "integrate",
     "integrate_adaptive", "register_scheme", "rk_step", "solve_adaptive", "solve_fixed_grid",

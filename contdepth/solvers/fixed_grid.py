@@ -42,6 +42,14 @@ def solve_fixed_grid(
     if save_at is not None and not all(isinstance(i, int) and 0 <= i <= len(steps) for i in save_at):
         raise ValueError(f"save_at: grid indices must lie in 0..{len(steps)} (0 is t0, n the end of step n), "
                          f"got {sorted(save_at, key=str)}")
+    calls = [0]
+    if not scheme.fixed_evaluations:  # an iteration: count what it really evaluates
+        inner = rate
+
+        def rate(stage, x):
+            calls[0] += 1
+            return inner(stage, x)
+
     carry = scheme.init(x0, len(steps))
     saved = [x0] if save_at is not None and 0 in save_at else []
     last = len(steps) - 1
@@ -53,7 +61,8 @@ def solve_fixed_grid(
             carry = scheme.step(rate, carry, n, stages, sizes[n])
         if save_at is not None and n + 1 in save_at:
             saved.append(carry[0])
-    stats = IntegrationStats(len(steps), sum(map(len, steps)), 0, schedule.step_ends)
+    evaluations = sum(map(len, steps)) if scheme.fixed_evaluations else calls[0]
+    stats = IntegrationStats(len(steps), evaluations, 0, schedule.step_ends)
     if save_at is None:
         return Solution(carry[0], stats)
     ts = tuple(float(schedule.grid[i]) for i in sorted(save_at))

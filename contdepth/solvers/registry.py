@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
@@ -67,3 +68,7 @@ register_scheme(AdamsBashforth("ab3", ["23/12", "-16/12", "5/12"], starter=KUTTA
 register_scheme(
     AdamsBashforth("ab4", ["55/24", "-59/24", "37/24", "-9/24"], starter=RK4, reference="Bashforth & Adams (1883)")
 )
+# PolyNet's poly-2 unit read as a truncated Neumann series of backward Euler (Lu et al. 2018, Table 1),
+# and the backward Euler step it approximates.
+register_scheme(NeumannSeries(2))
+register_scheme(BackwardEuler())

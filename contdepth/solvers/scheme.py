@@ -193,6 +193,9 @@ class Scheme(ABC):
 
     #: Whether a step may be split into shorter ones (one-step methods); see :meth:`split_schedule`.
     splittable: bool = False
+    #: Whether a step evaluates the rate exactly at its stages (``False``: an iteration whose
+    #: count depends on the data, such as an implicit step; the driver then counts the calls).
+    fixed_evaluations: bool = True
 
     def init(self, x0: Tensor, n_steps: int) -> Carry:
         """The carry before the first step: ``(x0,)`` plus whatever history the scheme keeps."""
