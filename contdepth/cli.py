@@ -46,6 +46,7 @@ from .experiment import ExperimentSpec, run_experiment, write_report
 from .export.from_run import CHECK_ATOL, export_run
 from .nn import AdaptiveDepth, continuous_blocks
 from .solvers import MaxStepsExceeded, available_schemes
+from .solvers.properties import format_scheme_table, scheme_table
 from .train import (
     evaluate,
     evaluate_adaptive,
@@ -223,7 +224,6 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-
     config = train_config_from_args(args)
     try:
         train(config)
@@ -404,7 +404,6 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-
     one = lambda values: values[0] if values is not None and len(values) == 1 else values  # noqa: E731
     for name, values in (("n_basis", args.n_basis), ("n_steps", args.n_steps or [])):
         for v in values:
@@ -442,7 +441,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-
     demo(epochs=args.epochs, threads=args.threads, quiet=args.quiet, out=args.out, overwrite=args.overwrite)
     return 0
 
@@ -623,7 +621,6 @@ def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-
     spec = ExperimentSpec.from_yaml(args.spec)
     run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
                    data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet,
@@ -643,8 +640,25 @@ def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-
     write_report(args.run, out=args.out, plots=not args.no_plots, quiet=args.quiet)
+    return 0
+
+
+def _add_schemes(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("schemes", help="every integration scheme: cost, order, stability, error constant",
+                       description="Every registered scheme with its rate evaluations per step, order, interval of "
+                                   "absolute stability [-r, 0] on the negative real axis (z = h lambda), leading "
+                                   "error constant, and for the multistep schemes the leading term of the "
+                                   "modified equation; the LM-ResNet scheme at --lm-k.")
+    p.add_argument("--lm-k", type=float, default=-0.05, metavar="K",
+                   help="k of the LM-ResNet row (default -0.05, the middle of its initialisation range)")
+    return p
+
+
+def _cmd_schemes(args: argparse.Namespace) -> int:
+    if not math.isfinite(args.lm_k) or args.lm_k <= -1:
+        raise ConfigError(f"lm_k: must be a finite number > -1 (at -1 the scheme loses its u' term), got {args.lm_k}")
+    print(format_scheme_table(scheme_table(lm_k=args.lm_k)))
     return 0
 
 
@@ -664,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub).set_defaults(func=_cmd_export)
     _add_experiment(sub).set_defaults(func=_cmd_experiment)
     _add_report(sub).set_defaults(func=_cmd_report)
+    _add_schemes(sub).set_defaults(func=_cmd_schemes)
     return parser
 
 

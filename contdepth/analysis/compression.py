@@ -99,7 +99,6 @@ class CompressionReport:
         return out
 
     def write_json(self, path: str | Path) -> Path:
-
         path = Path(path)
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
         return path

@@ -94,7 +94,6 @@ class Reference:
 
 
 def _is_embedded(scheme: str) -> bool:
-
     resolved = get_scheme(scheme)
     return isinstance(resolved, RungeKutta) and resolved.tableau.is_embedded
 

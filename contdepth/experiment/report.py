@@ -433,7 +433,6 @@ def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, b
 
 
 def _finish(fig, ax, xlabel: str, title: str) -> bytes:
-
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)

@@ -309,7 +309,6 @@ def _seeds(values: Any, source: str) -> tuple[int, ...]:
 
 
 def _evaluate(values: Any, where: str) -> Evaluate | None:
-
     if values is None:
         return None
     if not isinstance(values, Mapping):
@@ -393,7 +392,6 @@ def _compress(values: Any, where: str) -> Compress | None:
 
 
 def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> None:
-
     if "n_basis" not in model_options(config.model):
         raise ConfigError(f"{where}.compress: model {config.model!r} has no ContinuousBlock to project; "
                           "switch compress off for this arm (compress: null)")

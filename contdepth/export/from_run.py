@@ -117,7 +117,6 @@ def _check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...]) -> 
 
 
 def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
-
     check_output_path(out, "out", folder=False)
     refuse_run_file(out)
     if sidecar:
@@ -158,7 +157,6 @@ def _preprocessing(dataset) -> dict[str, Any]:
 
 
 def _manifestation(static: torch.nn.Module) -> list[dict]:
-
     return [{"scheme": b.scheme_name, "n_steps": b.n_steps, "units": len(b.units),
              "evaluations": b.evaluations}
             for b in static_blocks(static)]

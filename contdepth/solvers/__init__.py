@@ -11,6 +11,7 @@ from .fixed_grid import solve_fixed_grid
 from .implicit import BackwardEuler, NeumannSeries, NotConverged
 from .integrate import check_n_steps, check_rate_output, integrate, integrate_adaptive
 from .multistep import AdamsBashforth, LMResNetScheme
+from .properties import SchemeProperties, format_scheme_table, scheme_properties, scheme_table
 from .registry import available_schemes, get_scheme, get_tableau, register_scheme
 from .runge_kutta import RungeKutta, rk_step
 from .scheme import Carry, Scheme, StageSchedule, StageTime
@@ -21,5 +22,6 @@ __all__ = [
     "AdamsBashforth", "BackwardEuler", "NeumannSeries", "NotConverged", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
     "RungeKutta", "Scheme", "Solution", "StageSchedule", "StageTime", "StepController", "adaptive_rate_stage",
     "available_schemes", "check_n_steps", "check_rate_output", "get_scheme", "get_tableau", "integrate",
-    "integrate_adaptive", "register_scheme", "rk_step", "solve_adaptive", "solve_fixed_grid",
+    "integrate_adaptive", "register_scheme", "SchemeProperties", "format_scheme_table", "scheme_properties",
+    "scheme_table", "rk_step", "solve_adaptive", "solve_fixed_grid",
 ]

@@ -14,7 +14,7 @@ from fractions import Fraction
 import torch
 
 from ..common.validate import check_int, check_number
-from .scheme import Carry, Rate, Scheme, StageTime, Tensor
+from .scheme import Carry, Rate, Scheme, StageTime
 
 _START = (Fraction(0),)
 _END = (Fraction(1),)
@@ -107,7 +107,8 @@ class BackwardEuler(Scheme):
         raise NotConverged(
             f"backward_euler: the fixed-point iteration of step {n + 1} (t = {end.t:.6g}) did not converge in "
             f"{self.max_iterations} iterations (last change {change:.3g}, tolerance {scale:.3g}); h times the rate's "
-            "Lipschitz constant must be below 1: use more steps"
+            "Lipschitz constant must be below 1: use more steps; and the rate must be deterministic (dropout in "
+            "train mode draws new masks at every evaluation, so the iteration never settles)"
         )
 
     def __repr__(self) -> str:

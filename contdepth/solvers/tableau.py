@@ -186,6 +186,36 @@ class ButcherTableau:
             and tuple(self.a[-1]) == tuple(self.b[:-1])
         )
 
+    def stability_polynomial(self) -> tuple[Fraction, ...]:
+        """Coefficients of ``R(z) = 1 + z b.1 + z^2 b.A1 + ...`` (``x+ = R(h lambda) x`` for ``x' = lambda x``).
+
+        Exact rationals, lowest power first; an explicit method's ``R`` is a polynomial of
+        degree at most ``s``.
+        """
+        s = self.stages
+        vector = [Fraction(1)] * s  # A^{k-1} 1
+        coefficients = [Fraction(1)]
+        for _ in range(s):
+            coefficients.append(sum((bi * vi for bi, vi in zip(self.b, vector)), Fraction(0)))
+            vector = [sum((aij * vector[j] for j, aij in enumerate(row)), Fraction(0)) for row in self.a]
+        while len(coefficients) > 1 and coefficients[-1] == 0:
+            coefficients.pop()
+        return tuple(coefficients)
+
+    def principal_error_norm(self) -> float:
+        """``A^(p+1)``: the 2-norm of the principal local error coefficients (Dormand & Prince 1980).
+
+        ``tau(t) = (b . Phi(t) - 1/gamma(t)) / sigma(t)`` over the rooted trees ``t`` with
+        ``p + 1`` nodes, ``p`` the order: ``0.5`` for Euler, about ``0.0145`` for the classic RK4.
+        """
+        s = self.stages
+        a = np.zeros((s, s))
+        for i, row in enumerate(self.a_float):
+            a[i, : len(row)] = row
+        b = np.asarray(self.b_float)
+        taus = [(b @ _phi(t, a) - 1.0 / _gamma(t)) / _sigma(t) for t in _trees_of_order(self.order + 1)]
+        return float(np.sqrt(np.sum(np.square(taus))))
+
     def __repr__(self) -> str:
         emb = f", embedded order {self.embedded_order}" if self.is_embedded else ""
         return f"ButcherTableau({self.name!r}, stages={self.stages}, order={self.order}{emb})"
@@ -238,6 +268,15 @@ def _tree_order(tree: tuple) -> int:
 
 def _gamma(tree: tuple) -> int:
     return _tree_order(tree) * math.prod(_gamma(child) for child in tree)
+
+
+def _sigma(tree: tuple) -> int:
+    """The symmetry of a tree: the order of its automorphism group."""
+    out = 1
+    for child in set(tree):
+        m = tree.count(child)
+        out *= _sigma(child) ** m * math.factorial(m)
+    return out
 
 
 def _phi(tree: tuple, a: np.ndarray) -> np.ndarray:

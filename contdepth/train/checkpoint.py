@@ -132,7 +132,6 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
 
 
 def _has_blocks(model: nn.Module) -> bool:
-
     return bool(continuous_blocks(model))
 
 

@@ -456,7 +456,6 @@ def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
-
     if not isinstance(c.model, str):
         raise ConfigError(f"model: must be a model name; allowed: {', '.join(available_models())}")
     _choice(c, "model", available_models())
