@@ -108,9 +108,23 @@ def _finite_estimate(values: list[float]) -> Estimate:
     return estimate([v for v in values if math.isfinite(v)])
 
 
-def _spread(grid: dict, split: str) -> float:
-    values = [cell[split] for row in grid.values() for cell in row.values() if split in cell]
+def _spread(grid: dict, split: str, min_steps: int = 1) -> float:
+    """Max - min accuracy (points) over the grid's cells with at least ``min_steps`` steps."""
+    values = [cell[split] for row in grid.values() for n, cell in row.items() if split in cell and int(n) >= min_steps]
     return 100 * (max(values) - min(values)) if values else math.nan
+
+
+def _cells(config) -> int:
+    """The most depth cells (basis functions or units) of any stage of the arm's model; 1 if it has none.
+
+    A manifestation with fewer steps than cells cannot resolve theta(t) (one step of a
+    two-cell piecewise-constant theta reads only the first cell), so its accuracy measures
+    that, not invariance; the resolved spread leaves such manifestations out.
+    """
+    options = config.model_options
+    value = options.get("n_basis", options.get("n_units", 1))
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return max([v for v in values if isinstance(v, int) and not isinstance(v, bool)] or [1])
 
 
 def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
@@ -142,7 +156,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
         }
         grids = {s: v["steps"]["manifestations"] for s, v in seeds.items() if "manifestations" in v.get("steps", {})}
         if grids:
-            entry["invariance"] = _invariance(grids)
+            entry["invariance"] = _invariance(grids, _cells(spec.config(arm, spec.seeds[0])))
         comps = {s: v["steps"]["compression"] for s, v in seeds.items() if "compression" in v.get("steps", {})}
         if comps:
             entry["compression"] = _compression(comps)
@@ -158,15 +172,20 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
     }
 
 
-def _invariance(grids: dict[int, dict]) -> dict:
-    """Spread (max - min accuracy over the grid, in points) per seed, and the mean grid."""
-    out: dict[str, Any] = {"reading": next(iter(grids.values())).get("reading")}
+def _invariance(grids: dict[int, dict], cells: int = 1) -> dict:
+    """Spread (max - min accuracy over the grid, in points) per seed, and the mean grid.
+
+    ``*_spread`` is over every manifestation; ``*_resolved_spread`` over those with at least
+    ``cells`` steps (``resolved_min_steps``), which can resolve the model's theta(t).
+    """
+    out: dict[str, Any] = {"reading": next(iter(grids.values())).get("reading"), "resolved_min_steps": cells}
     for split in ("test", "val"):
-        spreads = [_spread(g["accuracy"], split) for g in grids.values()]
-        spreads = [s for s in spreads if math.isfinite(s)]
-        if spreads:
-            e = estimate(spreads)
-            out[f"{split}_spread_mean"], out[f"{split}_spread_std"] = e.mean, e.std
+        for key, min_steps in (("spread", 1), ("resolved_spread", cells)):
+            spreads = [_spread(g["accuracy"], split, min_steps) for g in grids.values()]
+            spreads = [s for s in spreads if math.isfinite(s)]
+            if spreads:
+                e = estimate(spreads)
+                out[f"{split}_{key}_mean"], out[f"{split}_{key}_std"] = e.mean, e.std
     first = next(iter(grids.values()))["accuracy"]
     mean_grid: dict[str, dict[str, float]] = {}
     for scheme, row in first.items():
@@ -309,10 +328,15 @@ def format_report(summary: dict) -> str:
     invariance = {k: a["invariance"] for k, a in summary["arms"].items() if "invariance" in a}
     if invariance:
         lines += ["", "## Manifestation invariance", "",
-                  "Spread = max - min accuracy over every evaluated (scheme, steps), per seed (points).", "",
-                  "| arm | test spread | validation spread | read as |", "|---|---:|---:|---|"]
+                  "Spread = max - min accuracy over every evaluated (scheme, steps), per seed (points). Resolved: "
+                  "over the manifestations with at least as many steps as the model has cells (basis functions or "
+                  "units) per stage; fewer steps cannot resolve theta(t).", "",
+                  "| arm | test spread | resolved (steps >=) | validation spread | read as |",
+                  "|---|---:|---:|---:|---|"]
         for name, inv in invariance.items():
+            resolved = _pm(inv.get('test_resolved_spread_mean'), inv.get('test_resolved_spread_std'))
             lines.append(f"| {name} | {_pm(inv.get('test_spread_mean'), inv.get('test_spread_std'))} | "
+                         f"{resolved} ({inv.get('resolved_min_steps', 1)}) | "
                          f"{_pm(inv.get('val_spread_mean'), inv.get('val_spread_std'))} | {inv.get('reading') or '-'} |")
         for name, inv in invariance.items():
             grid = inv["test_accuracy_mean"]

@@ -369,3 +369,20 @@ def test_every_committed_spec_is_valid(path):
     assert len(spec.seeds) >= 5, "a claim rests on at least 5 seeds"
     for arm in spec.arms:
         spec.config(arm, spec.seeds[0])
+
+
+def test_the_resolved_spread_leaves_out_manifestations_with_fewer_steps_than_cells():
+    from types import SimpleNamespace
+
+    from contdepth.experiment.report import _cells, _invariance
+
+    # one seed: 1 step reads only the first of two cells (40 %), 2 and 4 steps agree (80, 81 %)
+    grid = {"accuracy": {"euler": {"1": {"test": 0.40}, "2": {"test": 0.80}, "4": {"test": 0.81}},
+                         "rk4": {"1": {"test": 0.50}, "2": {"test": 0.79}, "4": {"test": 0.81}}}}
+    inv = _invariance({0: grid}, cells=2)
+    assert inv["test_spread_mean"] == pytest.approx(41.0)
+    assert inv["test_resolved_spread_mean"] == pytest.approx(2.0)
+    assert inv["resolved_min_steps"] == 2
+    assert _cells(SimpleNamespace(model_options={"n_basis": [1, 4, 2]})) == 4
+    assert _cells(SimpleNamespace(model_options={"n_units": 3})) == 3
+    assert _cells(SimpleNamespace(model_options={"alpha": 8})) == 1
