@@ -388,13 +388,7 @@ def _is_int(value: Any) -> bool:
 # The option checks of a TrainConfig: the common validator family (contdepth.common.validate)
 # applied to a field by name.
 def _int(config: TrainConfig, name: str, minimum: int | None = None, optional: bool = False) -> None:
-    value = getattr(config, name)
-    if optional and value is None:
-        return
-    if not _is_int(value):  # a plain int: numpy integers would not survive the YAML round trip
-        raise OptionError(name, f"must be an integer{f' >= {minimum}' if minimum is not None else ''}"
-                                f"{' or null' if optional else ''}, got {value!r}")
-    check_int(value, name, low=minimum, allow_none=optional)
+    check_int(getattr(config, name), name, low=minimum, allow_none=optional)
 
 
 def _seed(config: TrainConfig, name: str) -> None:
