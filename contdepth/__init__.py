@@ -11,9 +11,10 @@ from .analysis import ManifestationReport, analyze_manifestations, compress, res
 from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
 from .experiment import ExperimentSpec, run_experiment, write_report
 from .export import StaticBlock, freeze
-from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, adaptive_depth
+from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, Coupling, adaptive_depth
 from .solvers import (
-    AdamsBashforth, ButcherTableau, IntegrationStats, LMResNetScheme, MaxStepsExceeded, RungeKutta, Scheme,
+    AdamsBashforth, BackwardEuler, ButcherTableau, FractalJoin, IntegrationStats, LMResNetScheme, NeumannSeries,
+    RevNetCoupling, MaxStepsExceeded, RungeKutta, Scheme,
     Solution, StageTime, StepController, available_schemes, get_scheme, get_tableau, integrate, integrate_adaptive,
     register_scheme,
 )
@@ -27,4 +28,5 @@ __all__ = [
     "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
     "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",
     "integrate_adaptive", "make_basis", "register_scheme", "__version__", "OptionError", "Solution", "StepController",
+    "BackwardEuler", "Coupling", "FractalJoin", "NeumannSeries", "RevNetCoupling",
 ]

@@ -134,6 +134,8 @@ class StaticBlock(nn.Module):
         def rate(stage: StageTime, y: Tensor) -> Tensor:
             return units[rows[stage.index]](y, *context)
 
+        if callable(getattr(units[0], "part", None)):  # a Coupling: one half's rate at a time (revnet)
+            rate.part = lambda stage, half, i: units[rows[stage.index]].part(i, half, *context)  # type: ignore[attr-defined]
         return solve_fixed_grid(self._current_scheme(), rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:

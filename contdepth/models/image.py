@@ -9,19 +9,37 @@ from torch import nn
 
 from ..basis import available_bases
 from ..nn import ContinuousBlock
-from ..solvers import LMResNetScheme, get_scheme
-from .layers import (Head, NORMS, STITCHES, check_block_size, check_choice, check_flag, check_number, check_positive_int,
+from ..solvers import LMResNetScheme, Scheme, get_scheme
+from .layers import (Head, NORMS, STITCHES, Stitch, check_block_size, check_choice, check_flag, check_number, check_positive_int,
                      make_stitch, per_stage, residual_rate, stem)
 from .registry import register_model
 
 STRIDES = (1, 2, 2)
+# The previous state of an LM stage's first unit: none (a plain step) or the stitch's shortcut.
+LM_STARTS = ("euler", "shortcut")
 
 
-def _widths(alpha: int, widen: int) -> tuple[int, int, int]:
+def stage_widths(alpha: int, widen: int) -> tuple[int, int, int]:
+    """The three stages' widths ``(a, 2a, 4a)`` with ``a = alpha * widen`` (both checked)."""
     check_positive_int(alpha, "alpha")
     check_positive_int(widen, "widen")
     base = alpha * widen
     return (base, 2 * base, 4 * base)
+
+
+class Stage(nn.Sequential):
+    """``(stitch, body)``; a body with ``uses_shortcut`` also receives the stitch's shortcut ``D(u)``.
+
+    The authors' LM-ResNet takes the downsampling shortcut as the state before a stage's
+    first unit (see :class:`ResidualStage`). Kept a ``Sequential`` so parameter names stay
+    ``stages.i.0`` (stitch) and ``stages.i.1`` (body).
+    """
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        stitch, body = self[0], self[1]
+        if getattr(body, "uses_shortcut", False) and isinstance(stitch, Stitch) and stitch.shortcut.stride != (1, 1):
+            return body(stitch(u), previous=stitch.shortcut(u))
+        return body(stitch(u))
 
 
 class StagedNet(nn.Module):
@@ -37,8 +55,8 @@ class StagedNet(nn.Module):
         self.stitch = stitch
         self.stem = stem(in_channels, alpha, norm)
         stages, previous = [], alpha
-        for i, (width, stride) in enumerate(zip(_widths(alpha, widen), STRIDES)):
-            stages.append(nn.Sequential(make_stitch(stitch, previous, width, stride, norm, eps), make_body(i, width)))
+        for i, (width, stride) in enumerate(zip(stage_widths(alpha, widen), STRIDES)):
+            stages.append(Stage(make_stitch(stitch, previous, width, stride, norm, eps), make_body(i, width)))
             previous = width
         self.stages = nn.Sequential(*stages)
         self.head = Head(previous, num_classes, norm)
@@ -56,11 +74,15 @@ class ContinuousNet(StagedNet):
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_basis: tuple[int, ...],
-                 basis: str, scheme: str, n_steps: tuple[int, ...] | None, norm: str, eps: float,
-                 checkpoint: bool, stitch: str = "residual") -> None:
+                 basis: str, scheme: str | Scheme, n_steps: tuple[int, ...] | None, norm: str, eps: float,
+                 checkpoint: bool, stitch: str = "residual",
+                 make_rate: Callable[[int], nn.Module] | None = None) -> None:
+        """``make_rate(width)`` builds a stage's template (default: the pre-activation ``residual_rate``)."""
+        rate = make_rate or (lambda width: residual_rate(width, norm))
+
         def block(i: int, width: int) -> ContinuousBlock:
             return ContinuousBlock(
-                residual_rate(width, norm), basis=basis, n_basis=n_basis[i], scheme=scheme,
+                rate(width), basis=basis, n_basis=n_basis[i], scheme=scheme,
                 n_steps=None if n_steps is None else n_steps[i], checkpoint=checkpoint,
             )
 
@@ -78,7 +100,7 @@ def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 1
     ``stitch``: ``residual`` (the reference's) or ``projection`` (a strided 1x1 convolution:
     cheaper, which matters most for a compressed model; see ``models.layers.STITCHES``).
     """
-    _widths(alpha, widen)  # every option is checked before the first layer is built
+    stage_widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
     get_scheme(scheme)
     return ContinuousNet(
@@ -99,11 +121,17 @@ class ResidualStage(nn.Module):
     per unit and channel) initialised in ``[-0.1, 0]`` so training starts near a ResNet.
     ``drop_rates`` enables stochastic depth: unit ``n`` is skipped in training with
     probability ``drop_rates[n]``; survivors are scaled by ``1 / (1 - p)``.
+
+    ``lm_start`` says what the first unit of an LM stage uses as its previous state:
+    ``"euler"`` none (a plain residual step; contdepth's rule since the first release), or
+    ``"shortcut"``, the authors' rule (Lu et al.'s ``MResNet``): after a downsampling stitch
+    ``u -> D(u) + body(u)``, the first unit is an LM step with ``D(u)`` as ``u_{n-1}``.
     """
 
     def __init__(self, channels: int, n_units: int, norm: str, *, lm: bool = False, k_per_channel: bool = False,
-                 drop_rates: tuple[float, ...] | None = None) -> None:
+                 drop_rates: tuple[float, ...] | None = None, lm_start: str = "euler") -> None:
         super().__init__()
+        self.uses_shortcut = lm and lm_start == "shortcut"
         self.units = nn.ModuleList(residual_rate(channels, norm) for _ in range(n_units))
         self.lm = lm
         if lm:
@@ -111,8 +139,8 @@ class ResidualStage(nn.Module):
             self.k = nn.Parameter(torch.empty(shape).uniform_(-0.1, 0.0))
         self.drop_rates = drop_rates or (0.0,) * n_units
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        previous = None
+    def forward(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """The stage's output; ``previous`` is the state before the first unit (the authors' LM start)."""
         for n, unit in enumerate(self.units):
             p = self.drop_rates[n]
             if self.training and p > 0:
@@ -136,7 +164,7 @@ class ResNet(StagedNet):
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_units: tuple[int, ...],
                  norm: str, eps: float, lm: bool = False, k_per_channel: bool = False, survival: float = 1.0,
-                 stitch: str = "residual") -> None:
+                 stitch: str = "residual", lm_start: str = "euler") -> None:
         total = sum(n_units)
         # Linear decay rule of stochastic depth: unit l of L is dropped with probability
         # (l / L) * (1 - p_L), rising from ~0 to 1 - p_L at the last unit.
@@ -145,7 +173,7 @@ class ResNet(StagedNet):
 
         def stage(i: int, width: int) -> ResidualStage:
             return ResidualStage(width, n_units[i], norm, lm=lm, k_per_channel=k_per_channel,
-                                 drop_rates=tuple(rates[starts[i]:starts[i] + n_units[i]]))
+                                 drop_rates=tuple(rates[starts[i]:starts[i] + n_units[i]]), lm_start=lm_start)
 
         super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
                          eps=eps, make_body=stage, stitch=stitch)
@@ -155,7 +183,7 @@ class ResNet(StagedNet):
 def resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
            n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual") -> nn.Module:
     """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage (and ``stitch``)."""
-    _widths(alpha, widen)  # every option is checked before the first layer is built
+    stage_widths(alpha, widen)  # every option is checked before the first layer is built
     return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
                   num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
                   n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", NORMS),
@@ -181,15 +209,22 @@ class LMContinuousBlock(nn.Module):
 @register_model("lm_resnet")
 def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
               n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, k_per_channel: bool = False,
-              survival: float = 1.0, continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+              survival: float = 1.0, continuous: bool = False, basis: str = "piecewise_constant",
+              lm_start: str = "euler") -> nn.Module:
     """LM-ResNet (Lu et al. 2018): learnable two-step units; ``survival < 1`` adds stochastic depth.
+
+    ``lm_start``: the previous state of a downsampling stage's first unit; ``"euler"`` (none:
+    a plain residual step, the default, which keeps runs and checkpoints written before the
+    option computing what they computed) or ``"shortcut"`` (the authors' code: the stitch's
+    shortcut ``D(u)``; see :class:`ResidualStage`). It applies to the discrete network.
 
     ``continuous=True`` builds instead a ContinuousNet whose blocks are integrated with the
     LM two-step scheme (one learnable ``k`` per stage), ``n_units`` basis functions and steps.
     """
+    check_choice(lm_start, "lm_start", LM_STARTS)
     if isinstance(survival, bool) or not (isinstance(survival, (int, float)) and 0 < survival <= 1):
         raise ValueError(f"survival: the last unit's survival probability p_L must be in (0, 1], got {survival!r}")
-    _widths(alpha, widen)  # every option is checked before the first layer is built
+    stage_widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
     check_flag(k_per_channel, "k_per_channel")
     check_flag(continuous, "continuous")
@@ -197,12 +232,15 @@ def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, w
         return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
                       num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
                       n_units=units, norm=check_choice(norm, "norm", NORMS), eps=check_number(eps, "eps"),
-                      lm=True, k_per_channel=k_per_channel, survival=float(survival))
+                      lm=True, k_per_channel=k_per_channel, survival=float(survival), lm_start=lm_start)
+    if lm_start != "euler":
+        raise ValueError("lm_start: the authors' shortcut start applies to the discrete LM-ResNet (continuous=False); "
+                         "the continuous LM variant starts each block with a plain step")
     if survival != 1.0:
         raise ValueError("survival: stochastic depth applies to the discrete LM-ResNet (continuous=False)")
     model = continuousnet(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen,
                           n_basis=list(units), basis=basis, scheme="euler", norm=norm, eps=eps)
-    for stage, width in zip(model.stages, _widths(alpha, widen)):
+    for stage, width in zip(model.stages, stage_widths(alpha, widen)):
         stage[1] = LMContinuousBlock(stage[1], width, bool(k_per_channel))
     return model
 

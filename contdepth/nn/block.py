@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
-from ..solvers import IntegrationStats, Scheme, StageTime, StepController, check_n_steps, get_scheme
+from ..solvers import (
+    IntegrationStats, Scheme, StageTime, StepController, check_n_steps, get_scheme, reconstruct_fixed_grid,
+)
 from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
 from .retired import retire
@@ -304,7 +306,32 @@ class ContinuousBlock(nn.Module):
                     samples.append((row, stage_state))
             return call(x, params[row], stage_state, shared, context)
 
+        touched = self._part_state()
+        if touched is not None:
+            def part(stage: StageTime, other_half: Tensor, i: int) -> Tensor:
+                row = row_of_point[stage.index]
+                stage_state = None
+                if states is not None:
+                    stage_state = states[row]
+                    if samples is not None:  # only the half's own statistics are a sample
+                        stage_state = tuple(v.clone() for v in stage_state)
+                        samples.append((row, tuple(v if j in touched[i] else None for j, v in enumerate(stage_state))))
+                return call(other_half, params[row], stage_state, shared, context, part=i)
+
+            rate.part = part  # type: ignore[attr-defined]
         return rate
+
+    def _part_state(self) -> tuple[frozenset[int], ...] | None:
+        """For a partitioned template (:class:`~contdepth.nn.Coupling`): the state indices each part updates.
+
+        ``None`` for an ordinary template. A one-half evaluation runs only that half's
+        submodule, so only its normalisation statistics are samples of that stage.
+        """
+        parts = getattr(self.template, "parts", None)
+        if parts is None or not callable(getattr(self.template, "part", None)):
+            return None
+        return tuple(frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
+                     for prefix in parts)
 
     def rate_at_any_depth(self, context: tuple = ()) -> Rate:
         """The rate at any exact stage time (adaptive steps), reading ``theta`` and the state there."""
@@ -313,12 +340,14 @@ class ContinuousBlock(nn.Module):
         shared = list(self.shared_buffers().values())
         has_state, call = bool(self.state_names), self._call
 
-        def rate(stage: StageTime, x: Tensor) -> Tensor:
+        def rate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
             w = self.basis.weights((stage.exact - t0) / span, stage.left)
             values = self._values_at(w, (c for _, c in self.coefficient_items()))
             stage_state = self._values_at(w, (c for _, c in self.state_items())) if has_state else None
-            return call(x, values, stage_state, shared, context)
+            return call(x, values, stage_state, shared, context, part=part)
 
+        if self._part_state() is not None:
+            rate.part = lambda stage, other_half, i: rate(stage, other_half, i)  # type: ignore[attr-defined]
         return rate
 
     @torch.no_grad()
@@ -331,11 +360,15 @@ class ContinuousBlock(nn.Module):
         where the samples see them, and reduces to the usual running average when
         every stage reads one coefficient.
         """
-        rows = tuple(row for row, _ in samples)
-        correction = plan.pseudo_inverse(rows)
-        w = plan.weights[list(rows)]
         for j, (name, c) in enumerate(self.state_items()):
-            y = torch.stack([values[j] for _, values in samples]).reshape(len(rows), -1)
+            # A one-half evaluation of a partitioned template samples only its half's state (None elsewhere).
+            own = [(row, values[j]) for row, values in samples if values[j] is not None]
+            if not own:
+                continue
+            rows = tuple(row for row, _ in own)
+            correction = plan.pseudo_inverse(rows)
+            w = plan.weights[list(rows)]
+            y = torch.stack([value for _, value in own]).reshape(len(rows), -1)
             flat = c.view(c.shape[0], -1)
             residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
             flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
@@ -427,6 +460,28 @@ class ContinuousBlock(nn.Module):
         strategy = Adaptive(setting.tableau, setting.rtol, setting.atol, StepController(max_steps=setting.max_steps))
         out, stats = strategy.run(self, x, context)
         return out, stats  # type: ignore[return-value]
+
+    def reconstruct_input(self, out: Tensor, *context: object) -> Tensor:
+        """The input that gave ``out`` on the block's grid, recomputed backwards (a reversible scheme).
+
+        With the ``revnet`` scheme and a :class:`~contdepth.nn.Coupling` template, each step
+        is undone exactly (``Y = Y+ - h G(X+)``, then ``X = X+ - h F(Y)``), so the input is
+        recovered to round-off without storing anything from the forward pass. Normalisation
+        state is read, never updated (in training mode batch statistics are recomputed from
+        the reconstructed halves, as the forward pass computed them).
+        """
+        plan = self.stage_plan()
+        # In training mode the modules update statistics in place: give them private copies
+        # (discarded samples) and put the shared counters back afterwards.
+        discarded: list | None = [] if self.training and self.state_names else None
+        counters = {name: value.clone() for name, value in self.shared_buffers().items()}
+        try:
+            rate = self.grid_rate(plan, discarded, context)
+            return reconstruct_fixed_grid(plan.scheme, rate, out, plan.schedule)
+        finally:
+            with torch.no_grad():
+                for name, value in self.shared_buffers().items():
+                    value.copy_(counters[name])
 
     # --- basis changes ----------------------------------------------------------------
     def _change_basis(self, target: DepthBasis, n_steps: int) -> CoefficientMap:

@@ -21,8 +21,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth, LMResNetScheme
+from .partitioned import RevNetCoupling
 from .registry import available_schemes, get_scheme
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
@@ -161,6 +163,16 @@ def scheme_properties(scheme: str | Scheme, *, lm_k: float | None = None) -> Sch
         return SchemeProperties(f"{name} (k = {k:g})", "LM-ResNet two-step", 1, 1,
                                 _multistep_interval(alpha, beta), None, lm_resnet_modified_equation(k),
                                 "Lu, Zhong, Li & Dong (2018)")
+    if isinstance(resolved, FractalJoin):  # Heun's method in the join's (Shu-Osher) form
+        tableau = resolved.tableau
+        return SchemeProperties(name, "FractalNet join (Heun, Shu-Osher form)", tableau.stages, tableau.order,
+                                _polynomial_interval(tableau.stability_polynomial()),
+                                tableau.principal_error_norm(), None, resolved.reference)
+    if isinstance(resolved, RevNetCoupling):
+        # Each stage evaluates one half's rate; the scalar test equation x' = lambda x has no
+        # two-half coupling, so there is no stability interval on the real axis to give.
+        return SchemeProperties(name, "partitioned, reversible (2 half-rates)", 2, 1, None, None, None,
+                                resolved.reference)
     if isinstance(resolved, NeumannSeries):
         polynomial = tuple(Fraction(1) for _ in range(resolved.terms + 1))  # 1 + z + ... + z^terms
         return SchemeProperties(name, f"Neumann series of backward Euler, {resolved.terms} terms", resolved.terms, 1,

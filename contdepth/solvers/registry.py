@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth
+from .partitioned import RevNetCoupling
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
 from .tableau import ButcherTableau
@@ -72,3 +74,7 @@ register_scheme(
 # and the backward Euler step it approximates.
 register_scheme(NeumannSeries(2))
 register_scheme(BackwardEuler())
+# FractalNet's mean join (a second-order Runge-Kutta scheme) and RevNet's coupling (forward
+# Euler of a coupled two-half system), both read by Lu et al. (2018), Table 1.
+register_scheme(FractalJoin())
+register_scheme(RevNetCoupling())

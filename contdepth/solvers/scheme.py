@@ -196,6 +196,8 @@ class Scheme(ABC):
     #: Whether a step evaluates the rate exactly at its stages (``False``: an iteration whose
     #: count depends on the data, such as an implicit step; the driver then counts the calls).
     fixed_evaluations: bool = True
+    #: Whether the scheme offers ``step_back`` (the carry before a step from the carry after it).
+    reversible: bool = False
 
     def init(self, x0: Tensor, n_steps: int) -> Carry:
         """The carry before the first step: ``(x0,)`` plus whatever history the scheme keeps."""

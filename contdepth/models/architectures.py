@@ -1,0 +1,170 @@
+"""PolyNet, FractalNet and RevNet with ContinuousNet's topology, read as schemes (Lu et al. 2018, Table 1).
+
+Each model has the stem, stitches and head of ``resnet``/``continuousnet``; what differs is
+the unit, i.e. the scheme one unit takes:
+
+- ``polynet``: the PolyInception poly-2 unit ``x + F(x) + F(F(x))`` (one ``F`` applied
+  twice), the truncated Neumann series of backward Euler (scheme ``polynet``).
+- ``fractalnet``: the two-column fractal block ``1/2 x + 1/2 (y + F2(y))``,
+  ``y = x + F1(x)``: the mean join, a second-order Runge-Kutta step (scheme ``fractalnet``).
+- ``revnet``: RevNet's coupling on two channel halves ``X+ = X + F(Y)``, ``Y+ = Y + G(X+)``
+  (scheme ``revnet``); each stage's units can be undone exactly (:meth:`UnitStage.inverse`).
+
+``continuous=True`` builds a ContinuousNet whose blocks take that scheme, ``n_units`` basis
+functions and steps; refine, project, manifest, analyze and export then apply as to any
+ContinuousNet. The units' rate is the pre-activation ``residual_rate`` throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn import Coupling
+from ..solvers import NeumannSeries, split_halves
+from .image import ContinuousNet, StagedNet, stage_widths
+from .layers import NORMS, STITCHES, check_choice, check_flag, check_int, check_number, check_positive_int, per_stage, residual_rate
+from .registry import register_model
+
+
+class PolyUnit(nn.Module):
+    """``x + F(x) + F(F(x)) + ...`` with ``terms`` powers of one residual rate ``F`` (PolyNet's poly-2: 2)."""
+
+    def __init__(self, channels: int, norm: str, terms: int = 2) -> None:
+        super().__init__()
+        self.f = residual_rate(channels, norm)
+        self.terms = terms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = term = x
+        for _ in range(self.terms):
+            term = self.f(term)
+            out = out + term
+        return out
+
+
+class FractalUnit(nn.Module):
+    """FractalNet's two-column block with the mean join: ``(x + y + F2(y)) / 2``, ``y = x + F1(x)``."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.f1 = residual_rate(channels, norm)
+        self.f2 = residual_rate(channels, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + self.f1(x)
+        return (x + y + self.f2(y)) * 0.5
+
+
+class RevUnit(nn.Module):
+    """RevNet's reversible unit on channel halves: ``X+ = X + F(Y)``, ``Y+ = Y + G(X+)``."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.f = residual_rate(channels // 2, norm)
+        self.g = residual_rate(channels // 2, norm)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x, y = split_halves(z, 1, "RevUnit input")
+        x = x + self.f(y)
+        return torch.cat((x, y + self.g(x)), dim=1)
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """The unit's input from its output: ``Y = Y+ - G(X+)``, then ``X = X+ - F(Y)``."""
+        x, y = split_halves(z, 1, "RevUnit output")
+        y = y - self.g(x)
+        return torch.cat((x - self.f(y), y), dim=1)
+
+
+class UnitStage(nn.Module):
+    """A stage's units applied in turn (each with its own weights: the discrete architecture)."""
+
+    def __init__(self, units: list[nn.Module]) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return x
+
+    def inverse(self, out: torch.Tensor) -> torch.Tensor:
+        """The stage's input from its output, unit by unit in reverse (reversible units only)."""
+        for unit in reversed(self.units):
+            if not hasattr(unit, "inverse"):
+                raise ValueError(f"inverse: {type(unit).__name__} units are not reversible (RevNet's are)")
+            out = unit.inverse(out)
+        return out
+
+
+def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha: int, widen: int,
+           n_units: int | list[int], norm: str, eps: float, stitch: str, continuous: bool, basis: str,
+           coupled: bool = False) -> nn.Module:
+    """The discrete network of ``unit(width)`` units, or (``continuous``) its ContinuousNet with ``scheme``."""
+    stage_widths(alpha, widen)  # every option is checked before the first layer is built
+    units = per_stage(n_units, "n_units")
+    check_choice(norm, "norm", NORMS)
+    check_choice(stitch, "stitch", STITCHES)
+    check_flag(continuous, "continuous")
+    common = dict(in_channels=check_positive_int(in_channels, "in_channels"),
+                  num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen, norm=norm,
+                  eps=check_number(eps, "eps"), stitch=stitch)
+    if coupled and any(w % 2 for w in stage_widths(alpha, widen)):
+        raise ValueError(f"alpha: {name} splits every stage's channels in two halves; alpha * widen must be even, "
+                         f"got {alpha * widen}")
+    if continuous:
+        from ..basis import available_bases
+
+        check_choice(basis, "basis", tuple(available_bases()))
+        make_rate = (lambda width: Coupling(residual_rate(width // 2, norm), residual_rate(width // 2, norm))) \
+            if coupled else None
+        return ContinuousNet(n_basis=units, basis=basis, scheme=scheme, n_steps=None, checkpoint=False,
+                             make_rate=make_rate, **common)
+    return StagedNet(make_body=lambda i, width: UnitStage([unit(width) for _ in range(units[i])]), **common)
+
+
+@register_model("polynet")
+def polynet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+            n_units: int | list[int] = 2, terms: int = 2, norm: str = "batch", eps: float = 1.0,
+            stitch: str = "residual", continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+    """PolyNet's poly-``terms`` units ``x + F(x) + ... + F^terms(x)`` (Zhang et al. 2017); ``terms=2`` is poly-2.
+
+    ``continuous=True``: a ContinuousNet integrated with the truncated Neumann series scheme
+    (``polynet`` for ``terms=2``). A unit costs ``terms`` rate evaluations for one rate's weights.
+    """
+    terms = check_int(terms, "terms", low=1, high=8)
+    scheme = "polynet" if terms == 2 else NeumannSeries(terms)
+    return _build("polynet", lambda width: PolyUnit(width, norm, terms), scheme, in_channels=in_channels,
+                  num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
+                  stitch=stitch, continuous=continuous, basis=basis)
+
+
+@register_model("fractalnet")
+def fractalnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+               n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual",
+               continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+    """FractalNet's two-column blocks with the mean join (Larsson et al. 2017), read as a second-order RK step.
+
+    A discrete unit has two rates (``F1``, ``F2``): twice a ResNet unit's parameters.
+    ``continuous=True``: a ContinuousNet with the ``fractalnet`` scheme, whose two stages read
+    ``theta`` at the step's start and end.
+    """
+    return _build("fractalnet", lambda width: FractalUnit(width, norm), "fractalnet", in_channels=in_channels,
+                  num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
+                  stitch=stitch, continuous=continuous, basis=basis)
+
+
+@register_model("revnet")
+def revnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
+           n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual",
+           continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+    """RevNet's reversible units on channel halves (Gomez et al. 2017): ``X+ = X + F(Y)``, ``Y+ = Y + G(X+)``.
+
+    ``F`` and ``G`` act on half the channels, so a unit has half a ResNet unit's parameters.
+    The stitches stay ordinary (not reversible), as RevNet's downsampling units are.
+    ``continuous=True``: a ContinuousNet whose template is a :class:`~contdepth.nn.Coupling`
+    of two half-width rates with their own depth-varying weights, integrated by ``revnet``.
+    """
+    return _build("revnet", lambda width: RevUnit(width, norm), "revnet", in_channels=in_channels,
+                  num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
+                  stitch=stitch, continuous=continuous, basis=basis, coupled=True)
