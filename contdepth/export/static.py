@@ -24,7 +24,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..nn import ContinuousBlock, continuous_blocks
+from ..nn import ContinuousBlock, continuous_blocks, is_partitioned
 from ..nn import manifest as manifest_model
 from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, solve_fixed_grid
 
@@ -134,8 +134,12 @@ class StaticBlock(nn.Module):
         def rate(stage: StageTime, y: Tensor) -> Tensor:
             return units[rows[stage.index]](y, *context)
 
-        if callable(getattr(units[0], "part", None)):  # a Coupling: one half's rate at a time (revnet)
-            rate.part = lambda stage, half, i: units[rows[stage.index]].part(i, half, *context)  # type: ignore[attr-defined]
+        if is_partitioned(units[0]):  # a Coupling: one half's rate at a time (revnet)
+            def part(stage: StageTime, half: Tensor, i: int) -> Tensor:
+                return units[rows[stage.index]].part(i, half, *context)
+
+            part.dim = units[0].dim  # type: ignore[attr-defined]
+            rate.part = part  # type: ignore[attr-defined]
         return solve_fixed_grid(self._current_scheme(), rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:

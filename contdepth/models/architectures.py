@@ -12,7 +12,8 @@ the unit, i.e. the scheme one unit takes:
 
 ``continuous=True`` builds a ContinuousNet whose blocks take that scheme, ``n_units`` basis
 functions and steps; refine, project, manifest, analyze and export then apply as to any
-ContinuousNet. The units' rate is the pre-activation ``residual_rate`` throughout.
+ContinuousNet, and ``gradient`` picks the memory mode (``reversible`` for ``revnet``). The
+units' rate is the pre-activation ``residual_rate`` throughout.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from ..nn import Coupling
-from ..solvers import NeumannSeries, split_halves
+from ..solvers import NeumannSeries, check_gradient, check_reversible, get_scheme, split_halves
 from .image import ContinuousNet, StagedNet, stage_widths
 from .layers import NORMS, STITCHES, check_choice, check_flag, check_int, check_number, check_positive_int, per_stage, residual_rate
 from .registry import register_model
@@ -70,10 +71,21 @@ class RevUnit(nn.Module):
         return torch.cat((x, y + self.g(x)), dim=1)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """The unit's input from its output: ``Y = Y+ - G(X+)``, then ``X = X+ - F(Y)``."""
+        """The unit's input from its output: ``Y = Y+ - G(X+)``, then ``X = X+ - F(Y)``.
+
+        In training mode the norms recompute the batch statistics of the rebuilt halves (as
+        the forward pass computed them); their running statistics and counters are put back,
+        so an inverse never counts as a second training pass.
+        """
         x, y = split_halves(z, 1, "RevUnit output")
-        y = y - self.g(x)
-        return torch.cat((x - self.f(y), y), dim=1)
+        kept = {name: b.clone() for name, b in self.named_buffers()}
+        try:
+            y = y - self.g(x)
+            return torch.cat((x - self.f(y), y), dim=1)
+        finally:
+            with torch.no_grad():
+                for name, b in self.named_buffers():
+                    b.copy_(kept[name])
 
 
 class UnitStage(nn.Module):
@@ -99,7 +111,7 @@ class UnitStage(nn.Module):
 
 def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha: int, widen: int,
            n_units: int | list[int], norm: str, eps: float, stitch: str, continuous: bool, basis: str,
-           coupled: bool = False) -> nn.Module:
+           gradient: str, coupled: bool = False) -> nn.Module:
     """The discrete network of ``unit(width)`` units, or (``continuous``) its ContinuousNet with ``scheme``."""
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
@@ -112,21 +124,28 @@ def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha
     if coupled and any(w % 2 for w in stage_widths(alpha, widen)):
         raise ValueError(f"alpha: {name} splits every stage's channels in two halves; alpha * widen must be even, "
                          f"got {alpha * widen}")
-    if continuous:
-        from ..basis import available_bases
+    from ..basis import available_bases
 
-        check_choice(basis, "basis", tuple(available_bases()))
+    check_choice(basis, "basis", tuple(available_bases()))
+    gradient = check_gradient(gradient)
+    if not continuous and gradient != "backprop":
+        raise ValueError(f"gradient: {gradient!r} applies to the continuous form (continuous=true); the discrete "
+                         f"{name} trains with backprop")
+    if continuous:
+        if gradient == "reversible":
+            check_reversible(get_scheme(scheme))
         make_rate = (lambda width: Coupling(residual_rate(width // 2, norm), residual_rate(width // 2, norm))) \
             if coupled else None
         return ContinuousNet(n_basis=units, basis=basis, scheme=scheme, n_steps=None, checkpoint=False,
-                             make_rate=make_rate, **common)
+                             make_rate=make_rate, gradient=gradient, **common)
     return StagedNet(make_body=lambda i, width: UnitStage([unit(width) for _ in range(units[i])]), **common)
 
 
 @register_model("polynet")
 def polynet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
             n_units: int | list[int] = 2, terms: int = 2, norm: str = "batch", eps: float = 1.0,
-            stitch: str = "residual", continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+            stitch: str = "residual", continuous: bool = False, basis: str = "piecewise_constant",
+            gradient: str = "backprop") -> nn.Module:
     """PolyNet's poly-``terms`` units ``x + F(x) + ... + F^terms(x)`` (Zhang et al. 2017); ``terms=2`` is poly-2.
 
     ``continuous=True``: a ContinuousNet integrated with the truncated Neumann series scheme
@@ -136,13 +155,13 @@ def polynet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wid
     scheme = "polynet" if terms == 2 else NeumannSeries(terms)
     return _build("polynet", lambda width: PolyUnit(width, norm, terms), scheme, in_channels=in_channels,
                   num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
-                  stitch=stitch, continuous=continuous, basis=basis)
+                  stitch=stitch, continuous=continuous, basis=basis, gradient=gradient)
 
 
 @register_model("fractalnet")
 def fractalnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
                n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual",
-               continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+               continuous: bool = False, basis: str = "piecewise_constant", gradient: str = "backprop") -> nn.Module:
     """FractalNet's two-column blocks with the mean join (Larsson et al. 2017), read as a second-order RK step.
 
     A discrete unit has two rates (``F1``, ``F2``): twice a ResNet unit's parameters.
@@ -151,13 +170,13 @@ def fractalnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, 
     """
     return _build("fractalnet", lambda width: FractalUnit(width, norm), "fractalnet", in_channels=in_channels,
                   num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
-                  stitch=stitch, continuous=continuous, basis=basis)
+                  stitch=stitch, continuous=continuous, basis=basis, gradient=gradient)
 
 
 @register_model("revnet")
 def revnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
            n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual",
-           continuous: bool = False, basis: str = "piecewise_constant") -> nn.Module:
+           continuous: bool = False, basis: str = "piecewise_constant", gradient: str = "backprop") -> nn.Module:
     """RevNet's reversible units on channel halves (Gomez et al. 2017): ``X+ = X + F(Y)``, ``Y+ = Y + G(X+)``.
 
     ``F`` and ``G`` act on half the channels, so a unit has half a ResNet unit's parameters.
@@ -167,4 +186,4 @@ def revnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wide
     """
     return _build("revnet", lambda width: RevUnit(width, norm), "revnet", in_channels=in_channels,
                   num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
-                  stitch=stitch, continuous=continuous, basis=basis, coupled=True)
+                  stitch=stitch, continuous=continuous, basis=basis, gradient=gradient, coupled=True)

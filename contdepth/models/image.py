@@ -9,7 +9,7 @@ from torch import nn
 
 from ..basis import available_bases
 from ..nn import ContinuousBlock
-from ..solvers import LMResNetScheme, Scheme, get_scheme
+from ..solvers import LMResNetScheme, Scheme, check_gradient, check_reversible, get_scheme
 from .layers import (Head, NORMS, STITCHES, Stitch, check_block_size, check_choice, check_flag, check_number, check_positive_int,
                      make_stitch, per_stage, residual_rate, stem)
 from .registry import register_model
@@ -38,7 +38,8 @@ class Stage(nn.Sequential):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         stitch, body = self[0], self[1]
         if getattr(body, "uses_shortcut", False) and isinstance(stitch, Stitch) and stitch.shortcut.stride != (1, 1):
-            return body(stitch(u), previous=stitch.shortcut(u))
+            shortcut = stitch.shortcut(u)  # D(u), computed once: the stitch's output is D(u) + eps * body(u)
+            return body(shortcut + stitch.eps * stitch.body(u), previous=shortcut)
         return body(stitch(u))
 
 
@@ -76,14 +77,14 @@ class ContinuousNet(StagedNet):
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, n_basis: tuple[int, ...],
                  basis: str, scheme: str | Scheme, n_steps: tuple[int, ...] | None, norm: str, eps: float,
                  checkpoint: bool, stitch: str = "residual",
-                 make_rate: Callable[[int], nn.Module] | None = None) -> None:
+                 make_rate: Callable[[int], nn.Module] | None = None, gradient: str = "backprop") -> None:
         """``make_rate(width)`` builds a stage's template (default: the pre-activation ``residual_rate``)."""
         rate = make_rate or (lambda width: residual_rate(width, norm))
 
         def block(i: int, width: int) -> ContinuousBlock:
             return ContinuousBlock(
                 rate(width), basis=basis, n_basis=n_basis[i], scheme=scheme,
-                n_steps=None if n_steps is None else n_steps[i], checkpoint=checkpoint,
+                n_steps=None if n_steps is None else n_steps[i], checkpoint=checkpoint, gradient=gradient,
             )
 
         super().__init__(in_channels=in_channels, num_classes=num_classes, alpha=alpha, widen=widen, norm=norm,
@@ -94,22 +95,28 @@ class ContinuousNet(StagedNet):
 def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, widen: int = 1,
                   n_basis: int | list[int] = 2, basis: str = "piecewise_constant", scheme: str = "euler",
                   n_steps: int | list[int] | None = None, norm: str = "batch", eps: float = 1.0,
-                  checkpoint: bool = False, stitch: str = "residual") -> nn.Module:
+                  checkpoint: bool = False, stitch: str = "residual", gradient: str = "backprop") -> nn.Module:
     """The ContinuousNet image classifier (Queiruga et al. 2020).
+
+    ``gradient``: how backward gets its gradients (``backprop``, ``checkpoint``,
+    ``reversible`` with a reversible scheme, ``adjoint``); ``checkpoint=True`` is ``"checkpoint"``.
 
     ``stitch``: ``residual`` (the reference's) or ``projection`` (a strided 1x1 convolution:
     cheaper, which matters most for a compressed model; see ``models.layers.STITCHES``).
     """
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
+    gradient = check_gradient(gradient, check_flag(checkpoint, "checkpoint"))
+    if gradient == "reversible":
+        check_reversible(get_scheme(scheme))
     get_scheme(scheme)
     return ContinuousNet(
         in_channels=check_positive_int(in_channels, "in_channels"),
         num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
         n_basis=per_stage(n_basis, "n_basis"), basis=basis, scheme=scheme,
         n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=check_choice(norm, "norm", NORMS),
-        eps=check_number(eps, "eps"), checkpoint=check_flag(checkpoint, "checkpoint"),
-        stitch=check_choice(stitch, "stitch", STITCHES),
+        eps=check_number(eps, "eps"), checkpoint=False, stitch=check_choice(stitch, "stitch", STITCHES),
+        gradient=gradient,
     )
 
 
@@ -125,12 +132,16 @@ class ResidualStage(nn.Module):
     ``lm_start`` says what the first unit of an LM stage uses as its previous state:
     ``"euler"`` none (a plain residual step; contdepth's rule since the first release), or
     ``"shortcut"``, the authors' rule (Lu et al.'s ``MResNet``): after a downsampling stitch
-    ``u -> D(u) + body(u)``, the first unit is an LM step with ``D(u)`` as ``u_{n-1}``.
+    ``u -> D(u) + body(u)``, the first unit is an LM step with ``D(u)`` as ``u_{n-1}``. The
+    authors' downsampling blocks play the part of contdepth's strided stitches; their first
+    stage has no stitch and starts with a plain unit, so here the first stage (stride 1)
+    starts plain under both rules.
     """
 
     def __init__(self, channels: int, n_units: int, norm: str, *, lm: bool = False, k_per_channel: bool = False,
                  drop_rates: tuple[float, ...] | None = None, lm_start: str = "euler") -> None:
         super().__init__()
+        check_choice(lm_start, "lm_start", LM_STARTS)
         self.uses_shortcut = lm and lm_start == "shortcut"
         self.units = nn.ModuleList(residual_rate(channels, norm) for _ in range(n_units))
         self.lm = lm

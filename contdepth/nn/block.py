@@ -27,11 +27,14 @@ import torch
 from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
+from ..common.validate import check_number
 from ..solvers import (
-    IntegrationStats, Scheme, StageTime, StepController, check_n_steps, get_scheme, reconstruct_fixed_grid,
+    RECONSTRUCTION_TOLERANCE, IntegrationStats, Scheme, StageTime, StepController, check_gradient, check_n_steps,
+    check_reversible, get_scheme, reconstruct_fixed_grid,
 )
 from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
+from .coupling import is_partitioned
 from .retired import retire
 from .stage_plan import StagePlan, StageValues
 from .template_call import TemplateCall
@@ -82,7 +85,7 @@ class _Manifestation:
     def __exit__(self, *exc: object) -> None:
         # the scheme and steps come back; a checkpoint flag set meanwhile stays set
         block = self._block
-        block.grid = FixedGrid(self._previous.scheme, self._previous.n_steps, block.checkpoint)
+        block.grid = FixedGrid(self._previous.scheme, self._previous.n_steps, block.gradient)
 
 
 class ContinuousBlock(nn.Module):
@@ -99,7 +102,15 @@ class ContinuousBlock(nn.Module):
         scheme: integration scheme name or object (see ``available_schemes()``).
         n_steps: integration steps; defaults to ``n_basis``.
         t0, t1: the depth interval.
-        checkpoint: recompute steps during backward to save activation memory.
+        checkpoint: recompute steps during backward to save activation memory (the same as
+            ``gradient="checkpoint"``).
+        gradient: how backward gets its gradients: ``"backprop"``, ``"checkpoint"``,
+            ``"reversible"`` (no stored activations; a reversible scheme such as
+            ``reversible_heun``, ``alf`` or ``revnet``) or ``"adjoint"`` (the continuous
+            adjoint); see :mod:`contdepth.solvers.gradients`.
+        reconstruction_tolerance: ``"reversible"``: the largest relative error of the
+            rebuilt input before a backward pass falls back to backprop (with a warning);
+            :attr:`reconstruction_error` holds the last backward pass's error.
         initializer: redraws the template's parameters in place; called once per basis
             function so every function gets an independent draw.  Defaults to the
             modules' own ``reset_parameters``.
@@ -132,6 +143,8 @@ class ContinuousBlock(nn.Module):
         t1: float = 1.0,
         checkpoint: bool = False,
         initializer: Initializer | None = None,
+        gradient: str = "backprop",
+        reconstruction_tolerance: float = RECONSTRUCTION_TOLERANCE,
     ) -> None:
         super().__init__()
         if not isinstance(template, nn.Module):
@@ -157,8 +170,13 @@ class ContinuousBlock(nn.Module):
                                                        self.shared_names))
         self._plan_cache: dict[tuple, StagePlan] = {}
         self._integration: Integration | None = None  # None: the grid
-        self.grid = FixedGrid(get_scheme(scheme), check_n_steps(self.basis.n if n_steps is None else n_steps),
-                              bool(checkpoint))
+        self.reconstruction_tolerance = check_number(reconstruction_tolerance, "reconstruction_tolerance", low=0.0)
+        self.reconstruction_error: float | None = None
+        gradient = check_gradient(gradient, bool(checkpoint))
+        resolved = get_scheme(scheme)
+        if gradient == "reversible":
+            check_reversible(resolved)
+        self.grid = FixedGrid(resolved, check_n_steps(self.basis.n if n_steps is None else n_steps), gradient)
 
     # --- depth parameters ---------------------------------------------------------------
     def _initial_coefficients(self, template: nn.Module, initializer: Initializer) -> nn.Module:
@@ -284,16 +302,23 @@ class ContinuousBlock(nn.Module):
         if self.template.training != self.training:  # the template is outside the module tree
             self.template.train(self.training)
 
-    def grid_rate(self, plan: StagePlan, samples: list | None, context: tuple = ()) -> Rate:
+    def grid_rate(self, plan: StagePlan, samples: list | None, context: tuple = (), *,
+                  values: StageValues | None = None, recompute: bool = False) -> Rate:
         """The rate on a fixed grid: stage ``i`` reads the precomputed row ``plan.row_of_point[i]``.
 
         With ``samples`` (a list; training mode with normalisation state) each stage's
         updated statistics are appended as ``(row, state)`` for :meth:`update_state`.
+        ``values``: the stage values to use (default: computed now). ``recompute=True``
+        is for evaluations a backward pass repeats: the modules update private copies of
+        the statistics and counters, so nothing of the block changes.
         """
         self._sync_template_mode()
-        values = self.values_at_stages(plan)
+        values = self.values_at_stages(plan) if values is None else values
         params, states, call = values.parameters, values.state, self._call
         shared = list(values.shared.values())
+        if recompute:
+            shared = [v.clone() for v in shared]
+        copies = samples is not None or (recompute and self.training)
         row_of_point = plan.row_of_point
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
@@ -301,9 +326,10 @@ class ContinuousBlock(nn.Module):
             stage_state = None
             if states is not None:
                 stage_state = states[row]
-                if samples is not None:  # training: the module updates a private copy
+                if copies:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
-                    samples.append((row, stage_state))
+                    if samples is not None:
+                        samples.append((row, stage_state))
             return call(x, params[row], stage_state, shared, context)
 
         touched = self._part_state()
@@ -313,11 +339,13 @@ class ContinuousBlock(nn.Module):
                 stage_state = None
                 if states is not None:
                     stage_state = states[row]
-                    if samples is not None:  # only the half's own statistics are a sample
+                    if copies:
                         stage_state = tuple(v.clone() for v in stage_state)
+                    if samples is not None:  # only the half's own statistics are a sample
                         samples.append((row, tuple(v if j in touched[i] else None for j, v in enumerate(stage_state))))
                 return call(other_half, params[row], stage_state, shared, context, part=i)
 
+            part.dim = self.template.dim  # type: ignore[attr-defined]  (the halves the template splits)
             rate.part = part  # type: ignore[attr-defined]
         return rate
 
@@ -327,27 +355,39 @@ class ContinuousBlock(nn.Module):
         ``None`` for an ordinary template. A one-half evaluation runs only that half's
         submodule, so only its normalisation statistics are samples of that stage.
         """
-        parts = getattr(self.template, "parts", None)
-        if parts is None or not callable(getattr(self.template, "part", None)):
+        if not is_partitioned(self.template):
             return None
+        parts = self.template.parts
         return tuple(frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
                      for prefix in parts)
 
-    def rate_at_any_depth(self, context: tuple = ()) -> Rate:
-        """The rate at any exact stage time (adaptive steps), reading ``theta`` and the state there."""
+    def rate_at_any_depth(self, context: tuple = (), *, recompute: bool = False) -> Rate:
+        """The rate at any exact stage time (adaptive steps, adjoint sweeps), reading ``theta`` and the state there.
+
+        ``recompute=True``: the modules update private copies of the statistics and counters.
+        """
         self._sync_template_mode()
         t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
         shared = list(self.shared_buffers().values())
+        if recompute:
+            shared = [v.clone() for v in shared]
+        copies = recompute and self.training
         has_state, call = bool(self.state_names), self._call
 
         def rate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
             w = self.basis.weights((stage.exact - t0) / span, stage.left)
             values = self._values_at(w, (c for _, c in self.coefficient_items()))
             stage_state = self._values_at(w, (c for _, c in self.state_items())) if has_state else None
+            if copies and stage_state is not None:
+                stage_state = tuple(v.clone() for v in stage_state)
             return call(x, values, stage_state, shared, context, part=part)
 
         if self._part_state() is not None:
-            rate.part = lambda stage, other_half, i: rate(stage, other_half, i)  # type: ignore[attr-defined]
+            def part(stage: StageTime, other_half: Tensor, i: int) -> Tensor:
+                return rate(stage, other_half, i)
+
+            part.dim = self.template.dim  # type: ignore[attr-defined]
+            rate.part = part  # type: ignore[attr-defined]
         return rate
 
     @torch.no_grad()
@@ -420,7 +460,23 @@ class ContinuousBlock(nn.Module):
 
     @checkpoint.setter
     def checkpoint(self, value: bool) -> None:
-        self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, bool(value))
+        self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, "checkpoint" if value else "backprop")
+
+    @property
+    def gradient(self) -> str:
+        """How backward gets its gradients (``backprop``, ``checkpoint``, ``reversible``, ``adjoint``)."""
+        return self._grid.gradient
+
+    @gradient.setter
+    def gradient(self, value: str) -> None:
+        value = check_gradient(value)
+        if value == "reversible":
+            check_reversible(self._grid.scheme)
+        self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, value)
+
+    def record_reconstruction(self, error: float) -> None:
+        """Called by a reversible backward pass with its relative reconstruction error."""
+        self.reconstruction_error = error
 
     @property
     def units(self) -> int:
@@ -436,7 +492,7 @@ class ContinuousBlock(nn.Module):
         previous = self._grid
         new_scheme = previous.scheme if scheme is None else get_scheme(scheme)
         new_steps = previous.n_steps if n_steps is None else check_n_steps(n_steps)
-        self.grid = FixedGrid(new_scheme, new_steps, previous.checkpoint)
+        self.grid = FixedGrid(new_scheme, new_steps, previous.gradient)
         return _Manifestation(self, previous)
 
     # --- forward ----------------------------------------------------------------------
@@ -471,6 +527,11 @@ class ContinuousBlock(nn.Module):
         the reconstructed halves, as the forward pass computed them).
         """
         plan = self.stage_plan()
+        if plan.scheme.partitioned and self._part_state() is None:
+            raise ValueError(
+                f"reconstruct_input: {plan.scheme.name!r} undoes a step exactly only when each half's rate reads the "
+                "other half alone; this block's template is not a Coupling (or alike), so the input cannot be rebuilt"
+            )
         # In training mode the modules update statistics in place: give them private copies
         # (discarded samples) and put the shared counters back afterwards.
         discarded: list | None = [] if self.training and self.state_names else None
@@ -496,7 +557,7 @@ class ContinuousBlock(nn.Module):
                 self.state.set_buffer(name, apply_matrix(matrix, old_state))
         retire(old for old, _ in pairs)  # an optimizer still holding them now fails at step()
         self.basis = target
-        self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.checkpoint)
+        self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.gradient)
         return CoefficientMap(matrix, tuple(pairs))
 
     def refine(self) -> CoefficientMap:
@@ -512,4 +573,5 @@ class ContinuousBlock(nn.Module):
         return (
             f"template={self.template!r}, basis={self.basis.name}, n_basis={self.basis.n}, "
             f"scheme={self.scheme.name}, n_steps={self.n_steps}, t0={self.t0}, t1={self.t1}"
+            + ("" if self.gradient == "backprop" else f", gradient={self.gradient}")
         )

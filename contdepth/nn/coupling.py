@@ -37,6 +37,11 @@ class Coupling(nn.Module):
         super().__init__()
         if not (isinstance(f, nn.Module) and isinstance(g, nn.Module)):
             raise TypeError("f, g: a Coupling needs two modules, one per half")
+        if f is g:
+            raise ValueError("g: F and G must be two modules (each half's rate has its own weights and statistics); "
+                             "pass two instances")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise ValueError(f"dim: the dimension split in halves must be a non-negative integer, got {dim!r}")
         self.f, self.g = f, g
         self.dim = dim
 
@@ -50,3 +55,14 @@ class Coupling(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+def is_partitioned(template: nn.Module) -> bool:
+    """Whether ``template`` computes each half's rate on its own (a :class:`Coupling` or alike).
+
+    The one test the live block and its frozen export share: ``parts`` names the submodule
+    of each half, ``part(i, other_half, *context)`` computes half ``i``'s rate, and ``dim``
+    is the dimension split.
+    """
+    return (isinstance(getattr(template, "parts", None), tuple) and callable(getattr(template, "part", None))
+            and isinstance(getattr(template, "dim", None), int))

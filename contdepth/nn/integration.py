@@ -17,7 +17,8 @@ from typing import Any, Callable, Protocol
 import torch
 
 from ..solvers import (
-    ButcherTableau, IntegrationStats, Scheme, StageTime, StepController, solve_adaptive, solve_fixed_grid,
+    ButcherTableau, IntegrationStats, Scheme, StageTime, StepController, check_gradient, check_reversible,
+    solve_adaptive, solve_adjoint, solve_fixed_grid, solve_reversible,
 )
 
 Tensor = torch.Tensor
@@ -35,14 +36,23 @@ class DepthParameters(Protocol):
     t1: float
     training: bool
     state_names: tuple[str, ...]
+    reconstruction_tolerance: float
+    template: Any
 
     def stage_plan(self, scheme: Scheme | None = None, n_steps: int | None = None) -> Any: ...
 
-    def grid_rate(self, plan: Any, samples: list | None, context: tuple = ()) -> Rate: ...
+    def values_at_stages(self, plan: Any = None) -> Any: ...
+
+    def coefficient_items(self) -> Any: ...
+
+    def grid_rate(self, plan: Any, samples: list | None, context: tuple = (), *, values: Any = None,
+                  recompute: bool = False) -> Rate: ...
 
     def update_state(self, plan: Any, samples: list) -> None: ...
 
-    def rate_at_any_depth(self, context: tuple = ()) -> Rate: ...
+    def rate_at_any_depth(self, context: tuple = (), *, recompute: bool = False) -> Rate: ...
+
+    def record_reconstruction(self, error: float) -> None: ...
 
     def breakpoints(self) -> tuple[Fraction, ...]: ...
 
@@ -57,15 +67,33 @@ class Integration(ABC):
 
 @dataclass(frozen=True)
 class FixedGrid(Integration):
-    """A manifestation: ``n_steps`` equal steps of ``scheme`` (``checkpoint``: recompute each step in backward).
+    """A manifestation: ``n_steps`` equal steps of ``scheme``, and how backward gets its gradients.
+
+    ``gradient`` (see :mod:`contdepth.solvers.gradients`): ``"backprop"``, ``"checkpoint"``
+    (recompute each step in backward), ``"reversible"`` (rebuild the states backwards; a
+    reversible scheme) or ``"adjoint"`` (the continuous adjoint on the reversed grid). A
+    boolean third argument is the old ``checkpoint`` flag. Without a gradient to compute
+    (``torch.no_grad()``, or nothing requires grad) every mode runs the plain forward pass,
+    so a reversible model can still be evaluated on any manifestation.
 
     In training mode every stage evaluation samples the normalisation statistics at its
-    depth; after the pass the block fits its depth-dependent state to the samples.
+    depth; after the pass the block fits its depth-dependent state to the samples. The
+    evaluations the backward pass recomputes are never samples, and they update no state.
     """
 
     scheme: Scheme
     n_steps: int
-    checkpoint: bool = False
+    gradient: str = "backprop"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gradient, bool):  # FixedGrid(scheme, n, checkpoint)
+            object.__setattr__(self, "gradient", "checkpoint" if self.gradient else "backprop")
+        check_gradient(self.gradient)
+
+    @property
+    def checkpoint(self) -> bool:
+        """Whether backward recomputes each step from its stored input."""
+        return self.gradient == "checkpoint"
 
     @property
     def units(self) -> int:
@@ -76,13 +104,56 @@ class FixedGrid(Integration):
         plan = block.stage_plan(self.scheme, self.n_steps)
         sampling = block.training and bool(block.state_names)
         samples: list[tuple[int, tuple[Tensor, ...]]] = []
-        rate = block.grid_rate(plan, samples if sampling else None, context)
-        out = solve_fixed_grid(plan.scheme, rate, x, plan.schedule, checkpoint=self.checkpoint).state
+        mode = self.gradient
+        if mode in ("reversible", "adjoint") and not (torch.is_grad_enabled() and _needs_grad(block, x)):
+            mode = "backprop"  # nothing to differentiate: the plain pass is the same computation
+        values = block.values_at_stages(plan)
+        rate = block.grid_rate(plan, samples if sampling else None, context, values=values)
+        if mode == "reversible":
+            _refuse_random_rate(block)
+            params = tuple(t for row in values.parameters for t in row)
+            out = solve_reversible(check_reversible(plan.scheme), rate, x, plan.schedule, params,
+                                   backward_rate=block.grid_rate(plan, None, context, values=values, recompute=True),
+                                   tolerance=block.reconstruction_tolerance, on_reconstruction=block.record_reconstruction)
+        elif mode == "adjoint":
+            _check_adjoint_scheme(plan.scheme)
+            params = tuple(c for _, c in block.coefficient_items())
+            out = solve_adjoint(plan.scheme, rate, x, plan.schedule, params,
+                                backward_rate=block.rate_at_any_depth(context, recompute=True))
+        else:
+            out = solve_fixed_grid(plan.scheme, rate, x, plan.schedule, checkpoint=mode == "checkpoint").state
         if samples:
             collected = list(samples)
             samples.clear()  # evaluations recomputed during backward (checkpointing) are not samples
             block.update_state(plan, collected)
         return out, None
+
+
+def _needs_grad(block: DepthParameters, x: Tensor) -> bool:
+    return x.requires_grad or any(c.requires_grad for _, c in block.coefficient_items())
+
+
+def _refuse_random_rate(block: DepthParameters) -> None:
+    """A reversible backward pass re-evaluates the rate in another order: dropout would draw other masks."""
+    if not block.training:
+        return
+    for name, module in block.template.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ValueError(
+                f"gradient: 'reversible' rebuilds the states by evaluating the rate again, so the rate must be "
+                f"deterministic; the template's {name or 'module'} ({type(module).__name__}, p={module.p}) draws "
+                "new masks at every evaluation in training. Use gradient='checkpoint' (which replays the random "
+                "state) or move the dropout out of the block"
+            )
+
+
+def _check_adjoint_scheme(scheme: Scheme) -> None:
+    """Refuse a scheme holding learnable tensors the adjoint would not differentiate (LM-ResNet's ``k``)."""
+    k = getattr(scheme, "k", None)
+    values = k if isinstance(k, (list, tuple)) else (k,)
+    if any(isinstance(v, torch.Tensor) and v.requires_grad for v in values):
+        raise ValueError(f"gradient: the adjoint differentiates the block's weights, not the learnable k of "
+                         f"{scheme.name!r}; use gradient='backprop' or 'checkpoint' for it")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,15 @@ Runge-Kutta step under a :class:`StepController`.  :func:`integrate` and
 from .adaptive import StepController, adaptive_rate_stage, solve_adaptive
 from .fixed_grid import reconstruct_fixed_grid, solve_fixed_grid
 from .fractal import FractalJoin
+from .gradients import (
+    GRADIENTS, RECONSTRUCTION_TOLERANCE, ReconstructionWarning, check_gradient, check_reversible, reversible_schemes,
+    solve_adjoint, solve_adjoint_adaptive, solve_reversible,
+)
 from .implicit import BackwardEuler, NeumannSeries, NotConverged
 from .integrate import check_n_steps, check_rate_output, integrate, integrate_adaptive
 from .multistep import AdamsBashforth, LMResNetScheme
 from .partitioned import RevNetCoupling, split_halves
+from .reversible import AsynchronousLeapfrog, ReversibleHeun
 from .properties import SchemeProperties, format_scheme_table, scheme_properties, scheme_table
 from .registry import available_schemes, get_scheme, get_tableau, register_scheme
 from .runge_kutta import RungeKutta, rk_step
@@ -21,6 +26,9 @@ from .solution import IntegrationStats, MaxStepsExceeded, Solution
 from .tableau import ButcherTableau
 
 __all__ = [
+    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_gradient", "check_reversible",
+    "reversible_schemes", "solve_adjoint", "solve_adjoint_adaptive", "solve_reversible", "AsynchronousLeapfrog",
+    "ReversibleHeun",
     "AdamsBashforth", "BackwardEuler", "FractalJoin", "RevNetCoupling", "reconstruct_fixed_grid", "split_halves", "NeumannSeries", "NotConverged", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",
     "RungeKutta", "Scheme", "Solution", "StageSchedule", "StageTime", "StepController", "adaptive_rate_stage",
     "available_schemes", "check_n_steps", "check_rate_output", "get_scheme", "get_tableau", "integrate",

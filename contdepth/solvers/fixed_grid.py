@@ -69,20 +69,26 @@ def solve_fixed_grid(
     return Solution(carry[0], stats, ts, torch.stack(saved))
 
 
-def reconstruct_fixed_grid(scheme: Scheme, rate: Rate, x1: Tensor, schedule: StageSchedule) -> Tensor:
-    """The input ``x0`` of :func:`solve_fixed_grid` recomputed from its output ``x1``.
+def reconstruct_fixed_grid(scheme: Scheme, rate: Rate, end: Tensor | tuple[Tensor, ...],
+                           schedule: StageSchedule) -> Tensor:
+    """The input ``x0`` of :func:`solve_fixed_grid` recomputed from the final carry ``end``.
 
     Walks the schedule backwards with the scheme's ``step_back``; no state of the forward
     pass is needed, which is what reversible architectures (RevNet) use to avoid storing
-    activations. Exact to round-off for a reversible scheme whose rate has the structure the
+    activations. ``end`` is the final state for a scheme whose carry is the state alone
+    (``revnet``), or the whole final carry (``reversible_heun``: ``(y, z)``; ``alf``:
+    ``(x, v)``). Exact to round-off for a reversible scheme whose rate has the structure the
     scheme requires (RevNet: each half's rate reads only the other half).
     """
     if not scheme.reversible:
         raise ValueError(f"scheme: {scheme.name!r} is not reversible (it has no step_back); "
                          "reversible schemes are those with reversible=True, e.g. 'revnet'")
+    carry = (end,) if isinstance(end, Tensor) else tuple(end)
+    if len(carry) != scheme.carry_size:
+        raise ValueError(f"end: {scheme.name!r} steps back from its whole carry of {scheme.carry_size} tensors "
+                         f"(the state and its auxiliaries), got {len(carry)}")
     steps = schedule.steps
     sizes = schedule.step_sizes or (schedule.step_size,) * len(steps)
-    carry = (x1,)
     for n in range(len(steps) - 1, -1, -1):
         carry = scheme.step_back(rate, carry, n, steps[n], sizes[n])  # type: ignore[attr-defined]
     return carry[0]

@@ -3,9 +3,10 @@
 A FractalNet block of two columns (Larsson et al. 2017) joins a short column and a deep
 column of two layers by their element-wise mean. Lu et al. write the order-2 fractal block
 as ``x+ = k1 x + k2 (k3 x + f1(x)) + f2(k3 x + f1(x))`` and read it as a second-order
-Runge-Kutta scheme. With ``F_i = h f(t_i, .)`` the scheme is second-order exactly when the
-join is the mean and the first column is the identity (``k1 = k2 = 1/2``, ``k3 = 1``, the
-second layer at the step's end):
+Runge-Kutta scheme. With ``f1 = h f(t_n, .)``, ``f2 = h/2 f(t_n + h, .)``, ``k1 = k2 = 1/2``
+and ``k3 = 1`` it is Heun's method; in the join's terms, the mean of the identity column and
+the deep column ``y + F2(y)`` with ``F2 = h f(t_n + h, .)`` (the mean halves the whole deep
+column, its second layer included). With ``F_i = h f(t_i, .)``:
 
     y   = x + F1(x)                        (the deep column's first layer, at t_n)
     x+  = 1/2 x + 1/2 (y + F2(y))          (the mean join; F2 at t_n + h)

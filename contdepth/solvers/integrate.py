@@ -16,9 +16,13 @@ from ..common.errors import OptionError
 from ..common.validate import check_int, check_number
 from .adaptive import StepController, solve_adaptive
 from .fixed_grid import solve_fixed_grid
+from .gradients import (
+    RECONSTRUCTION_TOLERANCE, check_gradient, check_reversible, module_parameters, solve_adjoint,
+    solve_adjoint_adaptive, solve_reversible,
+)
 from .registry import get_scheme, get_tableau
 from .scheme import Rate, Scheme, StageTime, Tensor, as_fraction, snap_to_grid
-from .solution import Solution
+from .solution import IntegrationStats, Solution
 from .tableau import ButcherTableau
 
 Field = Callable[[float, Tensor], Tensor]
@@ -105,6 +109,9 @@ def integrate(
     t_eval: Iterable[float] | Tensor | None = None,
     return_path: bool = False,
     checkpoint: bool = False,
+    gradient: str = "backprop",
+    params: Iterable[Tensor] | None = None,
+    reconstruction_tolerance: float = RECONSTRUCTION_TOLERANCE,
 ) -> Solution:
     """Integrate ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` in ``n_steps`` equal steps.
 
@@ -120,8 +127,18 @@ def integrate(
             rounding of a grid point (1e-12 of the interval; for a float32 tensor, its
             precision) is that grid point.
         return_path: save the state at ``t0`` and after every step.
-        checkpoint: activation checkpointing per step: keep only each step's input for
-            backward and recompute the step there (less memory, more time).
+        checkpoint: the same as ``gradient="checkpoint"`` (kept as an alias).
+        gradient: how backward gets its gradients (see :mod:`contdepth.solvers.gradients`):
+            ``"backprop"`` (store every activation), ``"checkpoint"`` (store each step's
+            input, recompute the step), ``"reversible"`` (store nothing; rebuild the states
+            backwards; reversible schemes only, the same gradient as backprop to round-off)
+            or ``"adjoint"`` (solve the continuous adjoint backwards on the same grid; the
+            ODE's gradient, which differs from the discrete one at the scheme's order).
+        params: for ``"reversible"`` and ``"adjoint"``, the tensors ``f`` uses whose gradients
+            are wanted (an ``nn.Module`` ``f`` supplies its own parameters). Tensors ``f``
+            closes over that are not listed get no gradient from these modes.
+        reconstruction_tolerance: ``"reversible"``: the largest relative error of the rebuilt
+            input before the gradient is recomputed by backprop, with a warning.
 
     Returns:
         A :class:`Solution`: ``.state`` at ``t1``, ``.stats``, and with ``t_eval`` or
@@ -136,6 +153,21 @@ def integrate(
     if t_eval is not None and return_path:
         raise OptionError("t_eval", "give t_eval or return_path, not both (return_path saves every step)")
     rate = _field_rate(f)
+    gradient = check_gradient(gradient, checkpoint)
+    if gradient in ("reversible", "adjoint"):
+        if t_eval is not None or return_path:
+            raise OptionError("t_eval", f"saved states (t_eval, return_path) need gradient='backprop' or "
+                                        f"'checkpoint'; gradient={gradient!r} differentiates the final state only")
+        tensors = module_parameters(f, params)
+        schedule = resolved.schedule(n_steps, t0, t1)
+        if gradient == "reversible":
+            check_reversible(resolved)
+            tolerance = check_number(reconstruction_tolerance, "reconstruction_tolerance", low=0.0)
+            state = solve_reversible(resolved, rate, x0, schedule, tensors, tolerance=tolerance)
+        else:
+            state = solve_adjoint(resolved, rate, x0, schedule, tensors)
+        return Solution(state, IntegrationStats(n_steps, resolved.evaluations(n_steps), 0, schedule.step_ends))
+    checkpoint = gradient == "checkpoint"
     if t_eval is None:
         schedule = resolved.schedule(n_steps, t0, t1)
         save_at = frozenset(range(n_steps + 1)) if return_path else None
@@ -169,6 +201,8 @@ def integrate_adaptive(
     max_steps: int | None = None,
     first_step: float | None = None,
     return_path: bool = False,
+    gradient: str = "backprop",
+    params: Iterable[Tensor] | None = None,
 ) -> Solution:
     """Integrate ``dx/dt = f(t, x)`` with an embedded pair and error control.
 
@@ -184,6 +218,9 @@ def integrate_adaptive(
             factor bounds, first step, max steps).  ``max_steps`` and ``first_step``
             are shorthands that override the controller's values.
         return_path: save ``t0`` and the end of every accepted step.
+        gradient: ``"backprop"`` (through the accepted steps) or ``"adjoint"``: the backward
+            pass solves the adjoint system adaptively from ``t1`` to ``t0`` with the same
+            pair, tolerances and breakpoints; ``params`` as for :func:`integrate`.
 
     Returns:
         A :class:`Solution`; ``stats.step_ends`` holds every accepted step's end.
@@ -220,6 +257,16 @@ def integrate_adaptive(
     if t_eval is not None and return_path:
         raise OptionError("t_eval", "give t_eval or return_path, not both (return_path saves every step)")
     times = None if t_eval is None else _requested_times(t_eval, t0f, t1f)
+    if gradient not in ("backprop", "adjoint"):
+        raise OptionError("gradient", f"adaptive integration supports 'backprop' or 'adjoint', got {gradient!r}")
+    if gradient == "adjoint":
+        if times is not None or return_path:
+            raise OptionError("t_eval", "saved states (t_eval, return_path) need gradient='backprop'; "
+                                        "gradient='adjoint' differentiates the final state only")
+        state, stats = solve_adjoint_adaptive(_field_rate(f), x0, module_parameters(f, params), tableau=tableau,
+                                              rtol=rtol, atol=atol, t0=t0f, t1=t1f, breakpoints=bps,
+                                              controller=controller)
+        return Solution(state, stats[0])
     return solve_adaptive(
         _field_rate(f), x0, tableau=tableau, rtol=rtol, atol=atol, t0=t0f, t1=t1f, breakpoints=bps,
         t_eval=times, return_path=return_path, controller=controller,

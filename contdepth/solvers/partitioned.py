@@ -20,7 +20,9 @@ The rate contract: ``rate(stage, z)`` on the whole state returns the whole rate
 also offer ``rate.part(stage, half, i)``, the rate of half ``i`` (0: ``X``, 1: ``Y``) from
 the *other* half alone; the scheme then evaluates only what the step uses, which halves
 the cost. A :class:`~contdepth.nn.ContinuousBlock` whose template is a
-:class:`~contdepth.nn.Coupling` offers it.
+:class:`~contdepth.nn.Coupling` offers it (``rate.part.dim`` is the dimension its template
+splits); :func:`~contdepth.solvers.integrate` wraps a plain ``f(t, z)`` and so always uses
+the whole rate.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class RevNetCoupling(Scheme):
     order = 1
     splittable = True
     reversible = True
+    partitioned = True
 
     def __init__(self, dim: int | None = None, name: str = "revnet") -> None:
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
@@ -68,9 +71,22 @@ class RevNetCoupling(Scheme):
     def stage_offsets(self, n_steps: int) -> tuple[tuple[Fraction, ...], ...]:
         return (_OFFSETS,) * n_steps
 
-    def split_dim(self, z: Tensor) -> int:
-        """The dimension of ``z`` split in halves."""
-        return self.dim if self.dim is not None else (1 if z.dim() >= 2 else 0)
+    def split_dim(self, z: Tensor, rate: Rate | None = None) -> int:
+        """The dimension of ``z`` split in halves: the scheme's ``dim``, else the one ``rate.part`` splits, else the default.
+
+        A rate whose ``part`` names its ``dim`` (a block with a :class:`~contdepth.nn.Coupling`
+        template) fixes the split; a scheme given another ``dim`` is refused rather than
+        integrating halves the template does not have.
+        """
+        own = getattr(getattr(rate, "part", None), "dim", None)
+        if self.dim is not None and own is not None and own != self.dim:
+            raise ValueError(f"dim: the scheme splits dimension {self.dim} but the rate's template splits dimension "
+                             f"{own}; give both the same dimension")
+        if self.dim is not None:
+            return self.dim
+        if own is not None:
+            return own
+        return 1 if z.dim() >= 2 else 0
 
     def _half_rate(self, rate: Rate, stage: StageTime, x: Tensor, y: Tensor, i: int, dim: int) -> Tensor:
         """The rate of half ``i`` at ``[x, y]``: from ``rate.part`` if offered, else half of the whole rate."""
@@ -80,7 +96,7 @@ class RevNetCoupling(Scheme):
         return rate(stage, torch.cat((x, y), dim=dim)).chunk(2, dim=dim)[i]
 
     def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
-        dim = self.split_dim(carry[0])
+        dim = self.split_dim(carry[0], rate)
         x, y = split_halves(carry[0], dim)
         first, second = stages
         x = torch.add(x, self._half_rate(rate, first, x, y, 0, dim), alpha=h)
@@ -94,7 +110,7 @@ class RevNetCoupling(Scheme):
         fallback through the whole rate then gives the same values, and for a rate that
         couples a half to itself the result is not the step's input.
         """
-        dim = self.split_dim(carry[0])
+        dim = self.split_dim(carry[0], rate)
         x, y = split_halves(carry[0], dim)
         first, second = stages
         y = torch.add(y, self._half_rate(rate, second, x, y, 1, dim), alpha=-h)

@@ -25,6 +25,7 @@ from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth, LMResNetScheme
 from .partitioned import RevNetCoupling
+from .reversible import AsynchronousLeapfrog, ReversibleHeun
 from .registry import available_schemes, get_scheme
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
@@ -87,6 +88,29 @@ def _multistep_interval(alpha: list[float], beta: list[float]) -> float:
         return bool(np.all(np.abs(roots) <= 1 + 1e-9))
 
     return _first_crossing(stable, limit=10.0)
+
+
+def _recursion_interval(scheme: Scheme) -> float:
+    """Stability interval of a scheme with a two-part carry, from its step applied to ``x' = lambda x``.
+
+    The step is linear in the carry for a linear rate, so its matrix ``M(z)`` (``z = h lambda``)
+    comes from stepping the unit carries; ``z`` is stable when the spectral radius is at most 1.
+    """
+    import torch
+
+    schedule = scheme.schedule(3)
+
+    def stable(z: float) -> bool:
+        rate = lambda stage, x: z * x  # noqa: E731  (h = 1)
+        columns = []
+        for j in range(2):
+            unit = tuple(torch.tensor([float(i == j)], dtype=torch.float64) for i in range(2))
+            columns.append(torch.cat(scheme.step(rate, unit, 1, schedule.steps[1], 1.0)))
+        radius = max(abs(np.linalg.eigvals(torch.stack(columns, 1).numpy())))
+        return bool(radius <= 1 + 1e-9)
+
+    r = _first_crossing(stable, limit=5.0, grid=2_000)
+    return 0.0 if r < 1e-6 else r  # a root leaves the unit disc at once: no interval (r = 0)
 
 
 def _adams_bashforth_coefficients(scheme: AdamsBashforth) -> tuple[list[Fraction], list[Fraction]]:
@@ -173,6 +197,10 @@ def scheme_properties(scheme: str | Scheme, *, lm_k: float | None = None) -> Sch
         # two-half coupling, so there is no stability interval on the real axis to give.
         return SchemeProperties(name, "partitioned, reversible (2 half-rates)", 2, 1, None, None, None,
                                 resolved.reference)
+    if isinstance(resolved, (ReversibleHeun, AsynchronousLeapfrog)):
+        kind = "reversible (y, z)" if isinstance(resolved, ReversibleHeun) else "reversible leapfrog (x, v)"
+        return SchemeProperties(name, kind, len(resolved.stage_offsets(2)[1]), resolved.order,
+                                _recursion_interval(resolved), None, None, resolved.reference)
     if isinstance(resolved, NeumannSeries):
         polynomial = tuple(Fraction(1) for _ in range(resolved.terms + 1))  # 1 + z + ... + z^terms
         return SchemeProperties(name, f"Neumann series of backward Euler, {resolved.terms} terms", resolved.terms, 1,

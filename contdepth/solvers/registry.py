@@ -6,6 +6,7 @@ from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth
 from .partitioned import RevNetCoupling
+from .reversible import AsynchronousLeapfrog, ReversibleHeun
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
 from .tableau import ButcherTableau
@@ -78,3 +79,6 @@ register_scheme(BackwardEuler())
 # Euler of a coupled two-half system), both read by Lu et al. (2018), Table 1.
 register_scheme(FractalJoin())
 register_scheme(RevNetCoupling())
+# Reversible integrators: backward passes rebuild the states instead of storing them.
+register_scheme(ReversibleHeun())
+register_scheme(AsynchronousLeapfrog())

@@ -28,9 +28,10 @@ class StageTime(NamedTuple):
     Attributes:
         t: the time as a float (what a plain ``f(t, x)`` receives).
         exact: the same time as an exact rational.
-        left: ``True`` when the stage sits at the *end* of its own step, so a
-            discontinuous depth function must be read as its left limit (the value
-            from inside the step); otherwise depth functions are right-continuous.
+        left: ``True`` when a discontinuous depth function must be read as its left
+            limit, so that a stage on a step boundary reads the value from inside its
+            own step: the *end* of a step that runs forwards, the *start* of one that
+            runs backwards (an adjoint sweep); otherwise depth functions are right-continuous.
         index: position of ``(exact, left)`` in the grid's list of distinct
             evaluation points, so callers can precompute per-point data.
     """
@@ -88,7 +89,7 @@ def build_schedule(
 
     ``offsets[n]`` are the stage offsets of step ``n`` as fractions of the step
     (a Runge-Kutta tableau's ``c``).  A stage at offset ``>= 1`` lies at the end of
-    its step and reads depth functions from the left.
+    its step and reads depth functions from the left (on a backward grid: offset 0).
     """
     n_steps = len(offsets)
     grid = tuple(t0 + (t1 - t0) * n / n_steps for n in range(n_steps + 1))
@@ -109,7 +110,8 @@ def build_grid_schedule(
         stages = []
         for c in step_offsets:
             exact = start + span * c
-            key = (exact, c >= 1)
+            # the side inside the step: left at a forward step's end, at a backward step's start
+            key = (exact, c >= 1 if span > 0 else c == 0)
             i = index.setdefault(key, len(index))
             stages.append(StageTime(float(exact), exact, key[1], i))
         steps.append(tuple(stages))
@@ -196,6 +198,12 @@ class Scheme(ABC):
     #: Whether a step evaluates the rate exactly at its stages (``False``: an iteration whose
     #: count depends on the data, such as an implicit step; the driver then counts the calls).
     fixed_evaluations: bool = True
+    #: Whether a step treats parts of the state differently (RevNet's halves): such a scheme
+    #: cannot integrate an augmented state such as the adjoint's.
+    partitioned: bool = False
+    #: How many tensors a reversible scheme's carry holds after a step (the state and its
+    #: auxiliaries): what ``step_back`` starts from.
+    carry_size: int = 1
     #: Whether the scheme offers ``step_back`` (the carry before a step from the carry after it).
     reversible: bool = False
 

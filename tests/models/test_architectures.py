@@ -59,6 +59,17 @@ def test_revnet_reconstructs_a_stages_input_from_its_output(dtype, tolerance):
         build("polynet").stages[0][1].inverse(x)
 
 
+def test_the_discrete_revnet_inverse_in_training_mode_leaves_the_statistics_alone():
+    stage = build("revnet", n_units=2).double().train().stages[0][1]
+    x = torch.randn(4, 4, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        out = stage(x)
+        buffers = {k: v.clone() for k, v in stage.named_buffers()}
+        back = stage.inverse(out)
+    torch.testing.assert_close(back, x, rtol=0, atol=1e-12)  # batch statistics of the rebuilt halves: the same
+    assert all(torch.equal(v, dict(stage.named_buffers())[k]) for k, v in buffers.items())
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_continuous_forms_refine_exactly_and_freeze_to_the_same_function(name):
     model = build(name, n_units=2, continuous=True, basis="piecewise_linear").double().eval()
@@ -124,3 +135,5 @@ def test_lm_resnet_authors_start_uses_the_stitch_shortcut_as_the_previous_state(
         create("lm_resnet", lm_start="shortcut", continuous=True)
     with pytest.raises(ValueError, match="alpha: revnet splits"):
         create("revnet", alpha=3)
+    with pytest.raises(ValueError, match="basis"):
+        create("revnet", basis="bogus")

@@ -50,9 +50,13 @@ def test_one_half_evaluations_update_only_their_halfs_statistics_by_the_full_mom
     # the only step: F's norm saw Y, G's norm saw X + h F(Y); momentum 0.1 from a zero mean
     f_mean = block.state.get("f.0.running_mean")[0]
     torch.testing.assert_close(f_mean, 0.1 * y_half.mean(dim=(0, 2, 3)), rtol=1e-12, atol=1e-14)
-    block.eval()
-    with block.manifest("revnet", 1):  # G's statistics moved too (by one sample, not half of one)
-        assert float(block.state.get("g.0.running_mean").abs().max()) > 0
+    # G's norm saw X + h F(Y) (h = 1): one sample at the full momentum, not half of one
+    with torch.no_grad():
+        f = cd.freeze(block).units[0].f  # F with cell 0's weights; in training mode: the batch's statistics
+        f.train()
+        g_input = x_half + f(y_half)
+    g_mean = block.state.get("g.0.running_mean")[0]
+    torch.testing.assert_close(g_mean, 0.1 * g_input.mean(dim=(0, 2, 3)), rtol=1e-12, atol=1e-14)
 
 
 def test_any_template_without_halves_still_runs_the_revnet_scheme_through_the_whole_rate():
@@ -64,3 +68,28 @@ def test_any_template_without_halves_still_runs_the_revnet_scheme_through_the_wh
         assert float((block(x) - out).detach().abs().max()) < 0.2  # a first-order scheme of the same equation
     with pytest.raises(ValueError, match="Coupling input.*no even size"):
         cd.Coupling(nn.Identity(), nn.Identity())(torch.ones(1, 3, 2))
+
+
+def test_a_coupling_and_its_scheme_agree_on_the_dimension_they_split():
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="F and G must be two modules"):
+        m = half_rate(2)
+        cd.Coupling(m, m)
+    with pytest.raises(ValueError, match="dim: the dimension split"):
+        cd.Coupling(half_rate(2), half_rate(2), dim=-1)
+    lin = lambda: nn.Linear(4, 4)  # noqa: E731  (acts on the last dimension, whatever the split)
+    block = cd.ContinuousBlock(cd.Coupling(lin(), lin(), dim=1), n_basis=1, scheme="revnet", n_steps=64).double()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        revnet = block(x)
+        with block.manifest("rk4", 64):
+            rk4 = block(x)
+    assert float((revnet - rk4).abs().max()) < 0.05  # the same coupled equation: the split of dimension 1
+    with block.manifest(cd.RevNetCoupling(dim=2), 4), pytest.raises(ValueError, match="the rate's template splits dimension 1"):
+        block(x)
+
+
+def test_reconstruct_input_needs_a_template_with_halves():
+    block = cd.ContinuousBlock(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), n_basis=2, scheme="revnet").double()
+    with pytest.raises(ValueError, match="reconstruct_input: 'revnet' undoes a step exactly only"):
+        block.reconstruct_input(torch.randn(2, 4, dtype=torch.float64))

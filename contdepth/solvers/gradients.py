@@ -1,0 +1,326 @@
+"""Gradients without stored activations: reversible backward passes and the continuous adjoint.
+
+Four ways to get ``d loss / d (x0, params)`` through an integration (``gradient=``):
+
+- ``"backprop"``: autograd through every step; stores every stage's activations.
+- ``"checkpoint"``: stores each step's input and recomputes the step in backward.
+- ``"reversible"`` (:func:`solve_reversible`): stores nothing but the input and the final
+  carry; the backward pass rebuilds the states step by step from the end with the scheme's
+  ``step_back`` and backpropagates through one recomputed step at a time. The gradient is
+  that of the discrete forward pass (backprop's, to round-off), for reversible schemes only.
+- ``"adjoint"`` (:func:`solve_adjoint`, :func:`solve_adjoint_adaptive`): the continuous
+  adjoint. The backward pass solves ``x' = f``, ``a' = -a^T df/dx``, ``g' = -a^T df/dp`` from
+  ``t1`` back to ``t0`` with the same scheme and grid (the adaptive driver for an adaptive
+  forward pass), as torchdiffeq's ``odeint_adjoint`` does. Its gradient is that of the ODE,
+  not of the discrete pass: the two differ at the scheme's order.
+
+``params`` are the tensors the rate closes over and whose gradients are wanted; the
+reversible and adjoint passes compute them with ``torch.autograd.grad`` on recomputed steps.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import torch
+
+from .adaptive import StepController, solve_adaptive
+from .fixed_grid import solve_fixed_grid
+from .registry import available_schemes, get_scheme
+from .scheme import Rate, Scheme, StageSchedule, StageTime, Tensor
+from .solution import IntegrationStats
+from .tableau import ButcherTableau
+
+GRADIENTS = ("backprop", "checkpoint", "reversible", "adjoint")
+
+#: Default bound on the relative reconstruction error of a reversible backward pass
+#: (max-norm of rebuilt minus stored input, over the input's max-norm).
+RECONSTRUCTION_TOLERANCE = 1e-4
+
+
+class ReconstructionWarning(UserWarning):
+    """A reversible backward pass rebuilt the input with an error above its tolerance."""
+
+
+def reversible_schemes() -> list[str]:
+    """The registered schemes with a ``step_back`` (usable with ``gradient="reversible"``)."""
+    return [name for name in available_schemes() if get_scheme(name).reversible]
+
+
+def check_reversible(scheme: Scheme) -> Scheme:
+    """``scheme`` if it can run backwards, else a ``ValueError`` naming the schemes that can."""
+    if not scheme.reversible:
+        raise ValueError(f"scheme: {scheme.name!r} is not reversible, so gradient='reversible' cannot rebuild its "
+                         f"states; reversible schemes: {', '.join(reversible_schemes())}")
+    return scheme
+
+
+@dataclass
+class _Problem:
+    """What a backward pass needs besides tensors (an autograd Function's non-tensor input)."""
+
+    scheme: Scheme
+    rate: Rate
+    backward_rate: Rate
+    schedule: StageSchedule
+    n_params: int
+    tolerance: float = RECONSTRUCTION_TOLERANCE
+    on_reconstruction: Callable[[float], None] | None = None
+    backward_schedule: StageSchedule | None = None
+
+
+def _sizes(schedule: StageSchedule) -> tuple[float, ...]:
+    return schedule.step_sizes or (schedule.step_size,) * len(schedule.steps)
+
+
+def _wanted(params: Sequence[Tensor]) -> list[int]:
+    return [i for i, p in enumerate(params) if p.requires_grad]
+
+
+def _accumulate(total: list[Tensor | None], grads: Sequence[Tensor | None], where: list[int]) -> None:
+    for i, g in zip(where, grads):
+        if g is not None:
+            total[i] = g if total[i] is None else total[i] + g
+
+
+class _Reversible(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem: _Problem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        scheme, schedule = problem.scheme, problem.schedule
+        carry = scheme.init(x0, len(schedule.steps))
+        for n, (stages, h) in enumerate(zip(schedule.steps, _sizes(schedule))):
+            carry = scheme.step(problem.rate, carry, n, stages, h)
+        ctx.problem = problem
+        ctx.final = tuple(c.detach() for c in carry)
+        ctx.x0 = x0.detach()
+        ctx.params = params
+        return carry[0].detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        problem, params = ctx.problem, ctx.params
+        scheme, schedule, rate = problem.scheme, problem.schedule, problem.backward_rate
+        wanted = _wanted(params)
+        carry = ctx.final
+        adjoint: tuple[Tensor, ...] = (grad_out, *(torch.zeros_like(c) for c in carry[1:]))
+        totals: list[Tensor | None] = [None] * len(params)
+        sizes = _sizes(schedule)
+        for n in range(len(schedule.steps) - 1, -1, -1):
+            stages, h = schedule.steps[n], sizes[n]
+            with torch.no_grad():
+                before = scheme.step_back(rate, carry, n, stages, h)  # type: ignore[attr-defined]
+            with torch.enable_grad():
+                inputs = tuple(c.detach().requires_grad_() for c in before)
+                after = scheme.step(rate, inputs, n, stages, h)
+                grads = torch.autograd.grad(after, (*inputs, *(params[i] for i in wanted)), adjoint,
+                                            allow_unused=True)
+            adjoint = tuple(torch.zeros_like(c) if g is None else g for c, g in zip(inputs, grads))
+            _accumulate(totals, grads[len(inputs):], wanted)
+            carry = before
+        error = float((carry[0] - ctx.x0).abs().max()) / max(float(ctx.x0.abs().max()), 1e-30) if ctx.x0.numel() else 0.0
+        if problem.on_reconstruction is not None:
+            problem.on_reconstruction(error)
+        if not error <= problem.tolerance:  # also NaN
+            warnings.warn(
+                f"gradient='reversible': the backward pass rebuilt the input of {scheme.name!r} over "
+                f"{len(schedule.steps)} steps with relative error {error:.3g} > tolerance {problem.tolerance:g} "
+                "(the scheme is unstable for this rate, or for 'revnet' a half's rate reads that half); this gradient was recomputed by backprop from the stored "
+                "input instead. Use fewer steps, another reversible scheme, or gradient='checkpoint'",
+                ReconstructionWarning, stacklevel=2,
+            )
+            with torch.enable_grad():
+                x0 = ctx.x0.clone().requires_grad_()
+                out = solve_fixed_grid(scheme, rate, x0, schedule).state
+                grads = torch.autograd.grad(out, (x0, *(params[i] for i in wanted)), grad_out, allow_unused=True)
+            totals = [None] * len(params)
+            _accumulate(totals, grads[1:], wanted)
+            adjoint = (grads[0] if grads[0] is not None else torch.zeros_like(x0),)
+        return (None, adjoint[0], *totals)
+
+
+def solve_reversible(scheme: Scheme, rate: Rate, x0: Tensor, schedule: StageSchedule, params: Sequence[Tensor], *,
+                     backward_rate: Rate | None = None, tolerance: float = RECONSTRUCTION_TOLERANCE,
+                     on_reconstruction: Callable[[float], None] | None = None) -> Tensor:
+    """The final state of ``scheme`` on ``schedule``, differentiable with no stored activations.
+
+    ``params``: the tensors ``rate`` uses whose gradients are wanted. ``backward_rate`` (default
+    ``rate``) is what the backward pass evaluates, e.g. one that does not update running
+    statistics again. After rebuilding the input, its relative error against the stored
+    input is passed to ``on_reconstruction``; above ``tolerance`` the gradient is recomputed
+    by backprop from the stored input, with a :class:`ReconstructionWarning`.
+    """
+    check_reversible(scheme)
+    params = tuple(params)
+    problem = _Problem(scheme, rate, backward_rate or rate, schedule, len(params), tolerance, on_reconstruction)
+    return _Reversible.apply(problem, x0, *params)
+
+
+# --- the continuous adjoint ------------------------------------------------------------------------
+class _Augmented:
+    """The adjoint system on one flat vector ``[x, a, g]``: ``x' = f``, ``a' = -a^T f_x``, ``g' = -a^T f_p``."""
+
+    def __init__(self, rate: Rate, like: Tensor, params: Sequence[Tensor]) -> None:
+        self.rate, self.shape, self.params = rate, like.shape, params
+        self.n = like.numel()
+        self.wanted = _wanted(params)
+        self.sizes = [params[i].numel() for i in self.wanted]
+
+    def pack(self, x: Tensor, a: Tensor) -> Tensor:
+        zeros = x.new_zeros(sum(self.sizes))
+        return torch.cat((x.reshape(-1), a.reshape(-1).to(x.dtype), zeros))
+
+    def __call__(self, stage: StageTime, z: Tensor) -> Tensor:
+        x = z[: self.n].view(self.shape)
+        a = z[self.n: 2 * self.n].view(self.shape)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_()
+            fx = self.rate(stage, xg)
+            grads = torch.autograd.grad(fx, (xg, *(self.params[i] for i in self.wanted)), a, allow_unused=True)
+        parts = [fx.detach().reshape(-1), -grads[0].reshape(-1) if grads[0] is not None else torch.zeros_like(a).reshape(-1)]
+        for g, size in zip(grads[1:], self.sizes):
+            parts.append(z.new_zeros(size) if g is None else -g.reshape(-1).to(z.dtype))
+        return torch.cat(parts)
+
+    def unpack(self, z: Tensor, x0: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        grad_x0 = z[self.n: 2 * self.n].view(self.shape).to(x0.dtype)
+        totals: list[Tensor | None] = [None] * len(self.params)
+        offset = 2 * self.n
+        for i, size in zip(self.wanted, self.sizes):
+            p = self.params[i]
+            totals[i] = z[offset: offset + size].view(p.shape).to(p.dtype)
+            offset += size
+        return grad_x0, totals
+
+
+class _Adjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem: _Problem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        x1 = solve_fixed_grid(problem.scheme, problem.rate, x0, problem.schedule).state
+        ctx.problem, ctx.params, ctx.x1, ctx.like = problem, params, x1.detach(), x0.detach()
+        return x1.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        problem = ctx.problem
+        system = _Augmented(problem.backward_rate, ctx.x1, ctx.params)
+        z = solve_fixed_grid(problem.scheme, system, system.pack(ctx.x1, grad_out), problem.backward_schedule).state
+        grad_x0, totals = system.unpack(z, ctx.like)
+        return (None, grad_x0, *totals)
+
+
+def solve_adjoint(scheme: Scheme, rate: Rate, x0: Tensor, schedule: StageSchedule, params: Sequence[Tensor], *,
+                  backward_rate: Rate | None = None, backward_schedule: StageSchedule | None = None) -> Tensor:
+    """The final state of ``scheme`` on ``schedule``, with the continuous adjoint as its gradient.
+
+    The backward pass solves the adjoint system with the same scheme from ``t1`` back to
+    ``t0`` on ``backward_schedule`` (default: the same steps, reversed), recomputing ``x``
+    backwards alongside, as torchdiffeq's ``odeint_adjoint`` does.
+    """
+    params = tuple(params)
+    if scheme.partitioned:
+        raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
+                         "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
+    if backward_schedule is None:
+        grid = schedule.grid
+        backward_schedule = scheme.schedule(len(schedule.steps), grid[-1], grid[0]) if grid else None
+    if backward_schedule is None or len(backward_schedule.steps) != len(schedule.steps):
+        raise ValueError("backward_schedule: the adjoint needs the forward grid reversed")
+    problem = _Problem(scheme, rate, backward_rate or rate, schedule, len(params), backward_schedule=backward_schedule)
+    return _Adjoint.apply(problem, x0, *params)
+
+
+@dataclass
+class _AdaptiveProblem:
+    rate: Rate
+    backward_rate: Rate
+    tableau: ButcherTableau
+    rtol: float
+    atol: float
+    t0: Fraction
+    t1: Fraction
+    breakpoints: tuple[Fraction, ...]
+    controller: StepController
+    stats: list
+
+
+def _reversed_time(rate: Rate) -> Rate:
+    """``-rate`` at ``t = -s``: integrating it over ``s`` from ``-t1`` to ``-t0`` runs ``rate`` from ``t1`` to ``t0``.
+
+    A stage on a step boundary reads the depth function from inside its step: the side
+    flips with the direction.
+    """
+    def flipped(stage: StageTime, z: Tensor) -> Tensor:
+        return -rate(StageTime(-stage.t, -stage.exact, not stage.left, stage.index), z)
+
+    return flipped
+
+
+class _AdjointAdaptive(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem: _AdaptiveProblem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        solution = solve_adaptive(problem.rate, x0, tableau=problem.tableau, rtol=problem.rtol, atol=problem.atol,
+                                  t0=problem.t0, t1=problem.t1, breakpoints=problem.breakpoints,
+                                  controller=problem.controller)
+        problem.stats.append(solution.stats)
+        ctx.problem, ctx.params, ctx.x1, ctx.like = problem, params, solution.state.detach(), x0.detach()
+        return solution.state.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        p = ctx.problem
+        system = _Augmented(p.backward_rate, ctx.x1, ctx.params)
+        solution = solve_adaptive(_reversed_time(system), system.pack(ctx.x1, grad_out), tableau=p.tableau,
+                                  rtol=p.rtol, atol=p.atol, t0=-p.t1, t1=-p.t0,
+                                  breakpoints=tuple(-b for b in p.breakpoints), controller=p.controller,
+                                  state_name="adjoint state", rate_name="adjoint system")
+        p.stats.append(solution.stats)
+        grad_x0, totals = system.unpack(solution.state, ctx.like)
+        return (None, grad_x0, *totals)
+
+
+def solve_adjoint_adaptive(rate: Rate, x0: Tensor, params: Sequence[Tensor], *, tableau: ButcherTableau, rtol: float,
+                           atol: float, t0: Fraction, t1: Fraction, breakpoints: tuple[Fraction, ...] = (),
+                           controller: StepController = StepController(),
+                           backward_rate: Rate | None = None) -> tuple[Tensor, list[IntegrationStats]]:
+    """Adaptive forward pass; the backward pass solves the adjoint system adaptively from ``t1`` to ``t0``.
+
+    Returns the final state and a list that receives the forward pass's statistics now and
+    the backward pass's when it runs.
+    """
+    stats: list[IntegrationStats] = []
+    problem = _AdaptiveProblem(rate, backward_rate or rate, tableau, rtol, atol, t0, t1, tuple(breakpoints),
+                               controller, stats)
+    return _AdjointAdaptive.apply(problem, x0, *tuple(params)), stats
+
+
+def module_parameters(f: object, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
+    """``params`` as a tuple of tensors; for an ``nn.Module`` ``f`` without ``params``, its parameters."""
+    if params is None:
+        return tuple(p for p in f.parameters() if p.requires_grad) if isinstance(f, torch.nn.Module) else ()
+    if isinstance(params, torch.Tensor):
+        params = (params,)
+    params = tuple(params)
+    bad = [i for i, p in enumerate(params) if not isinstance(p, torch.Tensor)]
+    if bad:
+        raise TypeError(f"params[{bad[0]}]: expected a tensor the rate uses, got {type(params[bad[0]]).__name__}")
+    return params
+
+
+def check_gradient(gradient: object, checkpoint: bool = False) -> str:
+    """The gradient mode, with ``checkpoint=True`` as an alias of ``"checkpoint"``."""
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient: must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
+    if checkpoint:
+        if gradient not in ("backprop", "checkpoint"):
+            raise ValueError(f"checkpoint: checkpoint=True is gradient='checkpoint' and conflicts with gradient={gradient!r}")
+        return "checkpoint"
+    return gradient  # type: ignore[return-value]
+
+
+__all__ = [
+    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_gradient", "check_reversible",
+    "module_parameters", "reversible_schemes", "solve_adjoint", "solve_adjoint_adaptive", "solve_reversible",
+]

@@ -1,0 +1,102 @@
+"""Reversible schemes: each step can be undone from its output alone (``step_back``).
+
+Backpropagation through a reversible scheme needs no stored activations: the backward pass
+rebuilds the states step by step from the final one (:func:`~contdepth.solvers.solve_reversible`).
+
+- ``reversible_heun`` (Kidger, Foster, Li & Lyons, "Efficient and Accurate Gradients for
+  Neural SDEs", NeurIPS 2021): a state ``y`` and an auxiliary ``z`` (``z_0 = y_0``),
+
+      z_{n+1} = 2 y_n - z_n + h f(t_n, z_n)
+      y_{n+1} = y_n + h/2 (f(t_n, z_n) + f(t_{n+1}, z_{n+1}))
+
+  Order 2. Kidger et al. reuse ``f(t_{n+1}, z_{n+1})`` as the next step's first rate; here
+  each step evaluates both ends, because depth-varying weights may jump at a step boundary
+  (the end of a step reads them from the left, the start of the next from the right).
+- ``alf``, the asynchronous leapfrog of MALI (Zhuang, Dvornek, Tatikonda & Duncan, ICLR 2021):
+  a state ``x`` and a velocity ``v`` (``v_0 = f(t_0, x_0)``),
+
+      k = x_n + h/2 v_n,   v_{n+1} = 2 f(t_n + h/2, k) - v_n,   x_{n+1} = k + h/2 v_{n+1}
+
+  Order 2, one evaluation per step (plus one at the start).
+
+Both are only neutrally stable: for ``x' = lambda x`` their two-component recursion has
+determinant -1, so for real ``h lambda < 0`` one root exceeds 1 in modulus and a
+reconstruction error grows from step to step (the price of reversibility; RevNet's coupling
+does not have it for rates that read only the other half). Measure the reconstruction on the
+model you train (``solve_reversible`` checks it against the stored input).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+from .scheme import Carry, Rate, Scheme, StageTime
+
+_ENDS = (Fraction(0), Fraction(1))
+_HALF = Fraction(1, 2)
+
+
+class ReversibleHeun(Scheme):
+    """Kidger et al.'s reversible Heun method; the carry is ``(y, z)`` (see the module docstring)."""
+
+    order = 2
+    reversible = True
+    carry_size = 2
+
+    def __init__(self, name: str = "reversible_heun") -> None:
+        self.name = name
+        self.reference = "Kidger, Foster, Li & Lyons, NeurIPS 2021 (reversible Heun)"
+
+    def stage_offsets(self, n_steps: int) -> tuple[tuple[Fraction, ...], ...]:
+        return (_ENDS,) * n_steps
+
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        y = carry[0]
+        z = carry[1] if len(carry) > 1 else y
+        start, end = stages
+        f0 = rate(start, z)
+        z1 = torch.add(2 * y - z, f0, alpha=h)
+        f1 = rate(end, z1)
+        return (torch.add(y, f0 + f1, alpha=h / 2), z1)
+
+    def step_back(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        """``(y_n, z_n)`` from ``(y_{n+1}, z_{n+1})``; before the first step only ``(y_0,)`` (``z_0 = y_0``)."""
+        y1, z1 = carry
+        start, end = stages
+        f1 = rate(end, z1)
+        z = torch.add(2 * y1 - z1, f1, alpha=-h)
+        f0 = rate(start, z)
+        y = torch.add(y1, f0 + f1, alpha=-h / 2)
+        return (y,) if n == 0 else (y, z)
+
+
+class AsynchronousLeapfrog(Scheme):
+    """MALI's asynchronous leapfrog (ALF); the carry is ``(x, v)`` (see the module docstring)."""
+
+    order = 2
+    reversible = True
+    carry_size = 2
+
+    def __init__(self, name: str = "alf") -> None:
+        self.name = name
+        self.reference = "Zhuang, Dvornek, Tatikonda & Duncan, ICLR 2021 (MALI, asynchronous leapfrog)"
+
+    def stage_offsets(self, n_steps: int) -> tuple[tuple[Fraction, ...], ...]:
+        return ((Fraction(0), _HALF),) + ((_HALF,),) * (n_steps - 1) if n_steps else ()
+
+    def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        x = carry[0]
+        v = carry[1] if len(carry) > 1 else rate(stages[0], x)  # v_0 = f(t_0, x_0)
+        k = torch.add(x, v, alpha=h / 2)
+        v1 = 2 * rate(stages[-1], k) - v
+        return (torch.add(k, v1, alpha=h / 2), v1)
+
+    def step_back(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
+        """``(x_n, v_n)`` from ``(x_{n+1}, v_{n+1})``; before the first step only ``(x_0,)``."""
+        x1, v1 = carry
+        k = torch.add(x1, v1, alpha=-h / 2)
+        v = 2 * rate(stages[-1], k) - v1
+        x = torch.add(k, v, alpha=-h / 2)
+        return (x,) if n == 0 else (x, v)
