@@ -66,9 +66,7 @@ if __name__ == "__main__":  # before importing torch: an import alone must not r
 # Benchmark the checkout this script lives in, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import contextlib  # noqa: E402
 import ctypes  # noqa: E402
-import gc  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -78,6 +76,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import contdepth  # noqa: E402
+from _memory import peak_allocated_bytes, saved_for_backward_bytes  # noqa: E402
 
 N_STEPS = 8
 THREADS = 2
@@ -355,68 +354,6 @@ def table_fixed_step(args: argparse.Namespace, warmup: int, min_sample_s: float)
 
 
 # --- table 2 ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr (the profiler's start/stop log lines)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def peak_allocated_bytes(fn: Callable[[], object]) -> float | None:
-    """Peak of live CPU tensor bytes during ``fn()`` above what was live before it.
-
-    Read from the PyTorch profiler's allocator events (``profile_memory=True``): every
-    allocation and free by PyTorch's CPU allocator, in time order; the running sum's
-    maximum is the peak.  None when this torch exposes no such events.
-    """
-    try:
-        from torch.profiler import ProfilerActivity, profile
-
-        gc.collect()
-        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            result = fn()
-            del result
-        events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                  if e.name() == "[memory]"]
-    except Exception:
-        return None
-    if not events:
-        return None
-    live = peak = 0
-    for _, nbytes in sorted(events, key=lambda e: e[0]):
-        live += nbytes
-        peak = max(peak, live)
-    return float(peak)
-
-
-def saved_for_backward_bytes(forward: Callable[[], Tensor]) -> float:
-    """Bytes of the distinct storages autograd saves for backward during ``forward()``.
-
-    Counted with ``torch.autograd.graph.saved_tensors_hooks``: every tensor the graph
-    keeps (activations, step inputs kept by checkpointing, weights) passes the pack
-    hook; storages are deduplicated by address (a saved storage cannot be freed and
-    its address reused while the graph is alive).
-    """
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
-    return float(sum(seen.values()))
-
-
 def table_memory(args: argparse.Namespace, warmup: int, min_sample_s: float) -> dict[str, float]:
     print("=" * 100)
     print(f"2. Memory: conv field, rk4, {N_STEPS} steps, forward + backward, contdepth.integrate")

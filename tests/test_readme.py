@@ -24,3 +24,12 @@ def test_custom_training_loop_with_refinement_runs():
     assert model[0].n_basis == 2 and model[0].n_steps == 2
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert held == {id(p) for p in model.parameters()}
+
+
+def test_every_self_contained_python_block_runs():
+    """Blocks that import contdepth themselves (the others continue an earlier block's session)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "import contdepth as cd" in b]
+    assert len(blocks) >= 4
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i}", "exec"), {})

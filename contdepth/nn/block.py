@@ -475,8 +475,21 @@ class ContinuousBlock(nn.Module):
         self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, value)
 
     def record_reconstruction(self, error: float) -> None:
-        """Called by a reversible backward pass with its relative reconstruction error."""
+        """Called by a reversible backward pass with its relative reconstruction error.
+
+        :attr:`reconstruction_error` is the last pass's; :meth:`worst_reconstruction_error`
+        the largest since it was last asked (a trainer reports it once per epoch).
+        """
         self.reconstruction_error = error
+        worst = self.__dict__.get("_worst_reconstruction")
+        self.__dict__["_worst_reconstruction"] = error if worst is None or not error <= worst else worst
+
+    def worst_reconstruction_error(self, reset: bool = True) -> float | None:
+        """The largest reconstruction error since the last call with ``reset`` (``None``: no reversible pass)."""
+        worst = self.__dict__.get("_worst_reconstruction")
+        if reset:
+            self.__dict__["_worst_reconstruction"] = None
+        return worst
 
     @property
     def units(self) -> int:

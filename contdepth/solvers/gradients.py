@@ -94,29 +94,37 @@ class _Reversible(torch.autograd.Function):
         for n, (stages, h) in enumerate(zip(schedule.steps, _sizes(schedule))):
             carry = scheme.step(problem.rate, carry, n, stages, h)
         ctx.problem = problem
-        ctx.final = tuple(c.detach() for c in carry)
+        ctx.final = tuple(c.detach() for c in carry)  # the output shares the state's storage: no copy
         ctx.x0 = x0.detach()
         ctx.params = params
-        return carry[0].detach().clone()
+        return ctx.final[0]
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         problem, params = ctx.problem, ctx.params
         scheme, schedule, rate = problem.scheme, problem.schedule, problem.backward_rate
         wanted = _wanted(params)
-        carry = ctx.final
+        carry, ctx.final = ctx.final, None  # each rebuilt carry replaces it: hold one at a time
         adjoint: tuple[Tensor, ...] = (grad_out, *(torch.zeros_like(c) for c in carry[1:]))
         totals: list[Tensor | None] = [None] * len(params)
         sizes = _sizes(schedule)
+        fused = getattr(scheme, "step_back_vjp", None)
+        chosen = tuple(params[i] for i in wanted)
         for n in range(len(schedule.steps) - 1, -1, -1):
             stages, h = schedule.steps[n], sizes[n]
+            if fused is not None:  # rebuild and differentiate from the same evaluations
+                before, adjoint, step_grads = fused(rate, carry, adjoint, n, stages, h, chosen)
+                before = tuple(c.detach() for c in before)
+                adjoint = tuple(a.detach() for a in adjoint)
+                _accumulate(totals, step_grads, wanted)
+                carry = before
+                continue
             with torch.no_grad():
                 before = scheme.step_back(rate, carry, n, stages, h)  # type: ignore[attr-defined]
             with torch.enable_grad():
                 inputs = tuple(c.detach().requires_grad_() for c in before)
                 after = scheme.step(rate, inputs, n, stages, h)
-                grads = torch.autograd.grad(after, (*inputs, *(params[i] for i in wanted)), adjoint,
-                                            allow_unused=True)
+                grads = torch.autograd.grad(after, (*inputs, *chosen), adjoint, allow_unused=True)
             adjoint = tuple(torch.zeros_like(c) if g is None else g for c, g in zip(inputs, grads))
             _accumulate(totals, grads[len(inputs):], wanted)
             carry = before

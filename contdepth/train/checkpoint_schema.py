@@ -233,6 +233,7 @@ HISTORY_KEYS = {
     "train_accuracy": _accuracy, "test_accuracy": _accuracy, "val_accuracy": _accuracy,
     "lr": lambda v, p, w: check_number(v, p, w, 0.0),
     "n_steps": _counts, "n_basis": _counts,
+    "reconstruction_error": _loss,
     "refined": check_bool,
     "params": lambda v, p, w: check_int(v, p, w, 0),
     "epoch_time": _seconds, "total_time": _seconds,

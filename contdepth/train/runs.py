@@ -154,10 +154,19 @@ def start_run_files(run_dir: Path, config: TrainConfig, history: list[dict]) -> 
 
 
 def block_summary(model: nn.Module) -> dict:
-    """``n_steps`` and ``n_basis`` of every ContinuousBlock (a metrics row's layout columns)."""
+    """``n_steps`` and ``n_basis`` of every ContinuousBlock (a metrics row's layout columns).
+
+    With reversible blocks also ``reconstruction_error``: the largest relative error with which
+    a backward pass rebuilt a block's input since the last summary (one per epoch).
+    """
 
     blocks = continuous_blocks(model)
-    return {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}
+    summary: dict = {"n_steps": [b.n_steps for b in blocks], "n_basis": [b.n_basis for b in blocks]}
+    # gradient="reversible": how well the backward passes rebuilt the blocks' inputs this epoch
+    errors = [e for e in (b.worst_reconstruction_error() for b in blocks) if e is not None]
+    if errors:
+        summary["reconstruction_error"] = max(errors)
+    return summary
 
 
 def count_parameters(model: nn.Module) -> int:

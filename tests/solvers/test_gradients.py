@@ -164,3 +164,15 @@ def test_reversible_stores_no_activations_and_its_memory_is_flat_in_the_steps():
     assert saved(4, "reversible") == saved(64, "reversible") == 0
     assert saved(64, "backprop") > 10 * saved(4, "backprop") / 2
     assert math.isfinite(saved(64, "adjoint")) and saved(64, "adjoint") == 0
+
+
+def test_the_generic_backward_rebuilds_then_recomputes_for_a_scheme_without_a_fused_one():
+    from contdepth.solvers import AsynchronousLeapfrog
+
+    class PlainLeapfrog(AsynchronousLeapfrog):
+        step_back_vjp = None  # a user's reversible scheme with step_back only
+
+    f = Field()
+    reference = gradients(f, X, scheme="alf", n_steps=9)
+    assert relative(gradients(f, X, scheme=PlainLeapfrog("plain"), n_steps=9, gradient="reversible"),
+                    reference) <= 1e-9

@@ -481,3 +481,15 @@ def test_loading_never_unpickles(saved_run, monkeypatch):
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_checkpoint(run)
     assert not (run / "PWNED").exists()
+
+
+def test_reversible_training_reports_the_reconstruction_error_and_matches_backprop(tmp_path, digits):
+    options = dict(TINY, scheme="reversible_heun")
+    backprop = train(tiny(model_options=options, epochs=1), dataset=digits)
+    reversible = train(tiny(model_options=dict(options, gradient="reversible"), epochs=1, out=str(tmp_path / "r")),
+                       dataset=digits)
+    row = reversible.history[-1]
+    assert 0 <= row["reconstruction_error"] < 1e-4 and "reconstruction_error" not in backprop.history[-1]
+    # the same gradients up to round-off: an epoch of training lands on nearly the same model
+    assert abs(row["test_accuracy"] - backprop.history[-1]["test_accuracy"]) <= 0.02
+    assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["reconstruction_error"] >= 0
