@@ -22,6 +22,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m contdepth demo
+	@echo "The command line is in .venv: run .venv/bin/contdepth --help (or: source .venv/bin/activate, then contdepth --help)"
 
 # Peers for the benchmarks.  torchdyn declares torchvision (no CPU wheel exists), so it
 # and torchcde are installed without their declared dependencies, plus what they import.

@@ -56,6 +56,7 @@ from .train import (
     manifestation_table,
     train,
 )
+from .plugins import import_modules, load_plugins
 from .train.checkpoint import CheckpointError, read_checkpoint
 from .train.config import (
     OPTION_GROUPS,
@@ -668,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="contdepth", description="Continuous-in-depth neural networks: train, evaluate, analyse, "
                                                    "compress, export, demo.")
     parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
+    parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=argparse.SUPPRESS,
+                        help="import MODULE first (any number of times, anywhere on the line): a module that "
+                             "registers your own models or datasets (contdepth.models.register_model, "
+                             "contdepth.data.register_dataset)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_train(sub).set_defaults(func=_cmd_train)
@@ -682,10 +687,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_modules(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(modules, rest)``: the ``--import MODULE`` arguments (anywhere in ``argv``) and the others."""
+    modules, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--import" and i + 1 < len(argv):
+            modules.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        i += 1
+    return modules, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``contdepth`` console script; returns the exit status."""
-    parser = build_parser()
+    """Entry point of the ``contdepth`` console script; returns the exit status.
+
+    ``--import MODULE`` (any number, anywhere) imports a module that registers models or
+    datasets before the rest is read, and installed entry points of the ``contdepth.models``
+    and ``contdepth.datasets`` groups are loaded (see :mod:`contdepth.plugins`).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    modules, argv = _plugin_modules(argv)
+    try:
+        load_plugins()
+        import_modules(modules)
+    except ConfigError as exc:
+        print(f"contdepth: error: {exc}", file=sys.stderr)
+        return 2
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv  # the command as given, for the records that name it (contdepth experiment)
     try:

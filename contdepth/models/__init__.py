@@ -4,7 +4,7 @@ from . import architectures, graph, image  # noqa: F401  (registers the graph an
 from .architectures import FractalUnit, PolyUnit, RevUnit, UnitStage
 from .graph import CGNN, GCDE, GCN, CGNNRate
 from .image import ContinuousMLP, ContinuousNet, ResNet, ResidualStage
-from .registry import available_models, create, is_graph_model, model_options, register_model
+from .registry import available_models, create, created_name, is_graph_model, model_options, register_model
 
 __all__ = ["FractalUnit", "PolyUnit", "RevUnit", "UnitStage", "CGNN", "CGNNRate", "ContinuousMLP", "ContinuousNet", "GCDE", "GCN", "ResNet", "ResidualStage",
-           "available_models", "create", "is_graph_model", "model_options", "register_model"]
+           "available_models", "create", "created_name", "is_graph_model", "model_options", "register_model"]

@@ -87,6 +87,15 @@ def create(name: str, **options: object) -> nn.Module:
     return model
 
 
+def created_name(model: object) -> str | None:
+    """The registered name ``model`` was built under by :func:`create`, or ``None`` (a module built otherwise)."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and isinstance(config.get("name"), str) and config["name"] in _MODELS \
+            and isinstance(config.get("options"), dict):
+        return config["name"]
+    return None
+
+
 def _names_an_option(message: str, accepted: dict[str, object]) -> bool:
     """Whether ``message`` starts with an option's name (``"alpha: ..."``, ``"rate_dropout[1]: ..."``)."""
     head = message.split(":", 1)[0].split("[", 1)[0].strip()

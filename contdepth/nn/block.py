@@ -29,8 +29,8 @@ from torch import nn
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
 from ..common.validate import check_number
 from ..solvers import (
-    RECONSTRUCTION_TOLERANCE, IntegrationStats, Scheme, StageTime, StepController, check_gradient, check_n_steps,
-    check_reversible, get_scheme, reconstruct_fixed_grid,
+    RECONSTRUCTION_TOLERANCE, IntegrationStats, Scheme, StageTime, StepController, check_adjoint_scheme,
+    check_gradient, check_n_steps, check_reversible, get_scheme, reconstruct_fixed_grid,
 )
 from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
@@ -176,6 +176,8 @@ class ContinuousBlock(nn.Module):
         resolved = get_scheme(scheme)
         if gradient == "reversible":
             check_reversible(resolved)
+        elif gradient == "adjoint":
+            check_adjoint_scheme(resolved)
         self.grid = FixedGrid(resolved, check_n_steps(self.basis.n if n_steps is None else n_steps), gradient)
 
     # --- depth parameters ---------------------------------------------------------------
@@ -472,6 +474,8 @@ class ContinuousBlock(nn.Module):
         value = check_gradient(value)
         if value == "reversible":
             check_reversible(self._grid.scheme)
+        elif value == "adjoint":
+            check_adjoint_scheme(self._grid.scheme)
         self.grid = FixedGrid(self._grid.scheme, self._grid.n_steps, value)
 
     def record_reconstruction(self, error: float) -> None:

@@ -2,9 +2,10 @@
 
 A block is its depth parameters (basis, coefficients, depth-dependent state) plus one
 :class:`Integration`. :meth:`ContinuousBlock.manifest` swaps in another :class:`FixedGrid`
-(scheme and steps), :func:`~contdepth.nn.adaptive_depth` an :class:`Adaptive` one (an
-embedded pair and tolerances). A new strategy (reversible, adjoint) is a subclass with a
-``run`` method that uses the block's public stage-value methods.
+(scheme, steps and gradient mode: backprop, checkpoint, reversible, adjoint),
+:func:`~contdepth.nn.adaptive_depth` an :class:`Adaptive` one (an embedded pair and
+tolerances). A new strategy is a subclass with a ``run`` method that uses the block's public
+stage-value methods.
 """
 
 from __future__ import annotations
@@ -109,15 +110,18 @@ class FixedGrid(Integration):
             mode = "backprop"  # nothing to differentiate: the plain pass is the same computation
         values = block.values_at_stages(plan)
         rate = block.grid_rate(plan, samples if sampling else None, context, values=values)
+        # context tensors that require grad (a learnable adjacency, conditioning features) are
+        # differentiated like the weights: they enter the rate the backward pass re-evaluates
+        learnable_context = tuple(c for c in context if isinstance(c, Tensor) and c.requires_grad)
+        if mode in ("reversible", "adjoint"):
+            _refuse_random_rate(block, mode)
         if mode == "reversible":
-            _refuse_random_rate(block)
-            params = tuple(t for row in values.parameters for t in row)
+            params = tuple(t for row in values.parameters for t in row) + learnable_context
             out = solve_reversible(check_reversible(plan.scheme), rate, x, plan.schedule, params,
                                    backward_rate=block.grid_rate(plan, None, context, values=values, recompute=True),
                                    tolerance=block.reconstruction_tolerance, on_reconstruction=block.record_reconstruction)
         elif mode == "adjoint":
-            _check_adjoint_scheme(plan.scheme)
-            params = tuple(c for _, c in block.coefficient_items())
+            params = tuple(c for _, c in block.coefficient_items()) + learnable_context
             out = solve_adjoint(plan.scheme, rate, x, plan.schedule, params,
                                 backward_rate=block.rate_at_any_depth(context, recompute=True))
         else:
@@ -133,27 +137,18 @@ def _needs_grad(block: DepthParameters, x: Tensor) -> bool:
     return x.requires_grad or any(c.requires_grad for _, c in block.coefficient_items())
 
 
-def _refuse_random_rate(block: DepthParameters) -> None:
-    """A reversible backward pass re-evaluates the rate in another order: dropout would draw other masks."""
+def _refuse_random_rate(block: DepthParameters, mode: str) -> None:
+    """Reversible and adjoint backward passes evaluate the rate again: dropout would draw other masks."""
     if not block.training:
         return
     for name, module in block.template.named_modules():
         if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
             raise ValueError(
-                f"gradient: 'reversible' rebuilds the states by evaluating the rate again, so the rate must be "
+                f"gradient: {mode!r} evaluates the rate again in the backward pass, so the rate must be "
                 f"deterministic; the template's {name or 'module'} ({type(module).__name__}, p={module.p}) draws "
                 "new masks at every evaluation in training. Use gradient='checkpoint' (which replays the random "
                 "state) or move the dropout out of the block"
             )
-
-
-def _check_adjoint_scheme(scheme: Scheme) -> None:
-    """Refuse a scheme holding learnable tensors the adjoint would not differentiate (LM-ResNet's ``k``)."""
-    k = getattr(scheme, "k", None)
-    values = k if isinstance(k, (list, tuple)) else (k,)
-    if any(isinstance(v, torch.Tensor) and v.requires_grad for v in values):
-        raise ValueError(f"gradient: the adjoint differentiates the block's weights, not the learnable k of "
-                         f"{scheme.name!r}; use gradient='backprop' or 'checkpoint' for it")
 
 
 @dataclass(frozen=True)

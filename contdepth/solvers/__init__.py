@@ -10,7 +10,8 @@ from .adaptive import StepController, adaptive_rate_stage, solve_adaptive
 from .fixed_grid import reconstruct_fixed_grid, solve_fixed_grid
 from .fractal import FractalJoin
 from .gradients import (
-    GRADIENTS, RECONSTRUCTION_TOLERANCE, ReconstructionWarning, check_gradient, check_reversible, reversible_schemes,
+    GRADIENTS, RECONSTRUCTION_TOLERANCE, ReconstructionWarning, check_adjoint_scheme, check_gradient, check_reversible,
+    reversible_schemes,
     solve_adjoint, solve_adjoint_adaptive, solve_reversible,
 )
 from .implicit import BackwardEuler, NeumannSeries, NotConverged
@@ -26,7 +27,8 @@ from .solution import IntegrationStats, MaxStepsExceeded, Solution
 from .tableau import ButcherTableau
 
 __all__ = [
-    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_gradient", "check_reversible",
+    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_adjoint_scheme", "check_gradient",
+    "check_reversible",
     "reversible_schemes", "solve_adjoint", "solve_adjoint_adaptive", "solve_reversible", "AsynchronousLeapfrog",
     "ReversibleHeun",
     "AdamsBashforth", "BackwardEuler", "FractalJoin", "RevNetCoupling", "reconstruct_fixed_grid", "split_halves", "NeumannSeries", "NotConverged", "ButcherTableau", "Carry", "IntegrationStats", "LMResNetScheme", "MaxStepsExceeded",

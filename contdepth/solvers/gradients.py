@@ -20,16 +20,20 @@ reversible and adjoint passes compute them with ``torch.autograd.grad`` on recom
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .adaptive import StepController, solve_adaptive
 from .fixed_grid import solve_fixed_grid
 from .registry import available_schemes, get_scheme
+from .reversible import rebuild_then_recompute
 from .scheme import Rate, Scheme, StageSchedule, StageTime, Tensor
 from .solution import IntegrationStats
 from .tableau import ButcherTableau
@@ -86,6 +90,21 @@ def _accumulate(total: list[Tensor | None], grads: Sequence[Tensor | None], wher
             total[i] = g if total[i] is None else total[i] + g
 
 
+def _autocast_state(x: Tensor) -> tuple[str, bool, torch.dtype]:
+    """The forward pass's autocast setting, for the backward pass to recompute under the same one."""
+    device = x.device.type
+    return device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+
+
+def _relative_error(rebuilt: Tensor, x0: Tensor, output_scale: float) -> float:
+    """``max |rebuilt - x0|`` over the larger of ``max |x0|`` and the output's ``max |x1|`` (absolute where both are 0)."""
+    if not x0.numel():
+        return 0.0
+    scale = max(float(x0.abs().max()), output_scale)
+    difference = float((rebuilt - x0).abs().max())
+    return difference / scale if scale > 0 else difference
+
+
 class _Reversible(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: _Problem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
@@ -93,56 +112,65 @@ class _Reversible(torch.autograd.Function):
         carry = scheme.init(x0, len(schedule.steps))
         for n, (stages, h) in enumerate(zip(schedule.steps, _sizes(schedule))):
             carry = scheme.step(problem.rate, carry, n, stages, h)
-        ctx.problem = problem
-        ctx.final = tuple(c.detach() for c in carry)  # the output shares the state's storage: no copy
-        ctx.x0 = x0.detach()
-        ctx.params = params
-        return ctx.final[0]
+        ctx.problem, ctx.params, ctx.autocast = problem, params, _autocast_state(x0)
+        out = carry[0]
+        # The input (for the reconstruction check and a fallback) is saved, so an in-place change is
+        # caught. The final carry is held only until backward starts, so that each rebuilt carry
+        # replaces it; an in-place change of the output is caught by its version counter.
+        ctx.save_for_backward(x0.detach())
+        ctx.final, ctx.version = tuple(carry), out._version
+        return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         problem, params = ctx.problem, ctx.params
         scheme, schedule, rate = problem.scheme, problem.schedule, problem.backward_rate
+        x0, = ctx.saved_tensors
+        if ctx.final is None:
+            raise RuntimeError("gradient='reversible': its backward pass runs once (it releases the final carry to "
+                               "keep memory flat); to backpropagate twice through the same graph use "
+                               "gradient='backprop' or 'checkpoint'")
+        carry, ctx.final = ctx.final, None
+        if carry[0]._version != ctx.version:
+            raise RuntimeError("gradient='reversible': the integration's output was modified in place after the "
+                               "forward pass, so its input cannot be rebuilt from it; use an out-of-place "
+                               "operation (x = x.relu() rather than x.relu_())")
         wanted = _wanted(params)
-        carry, ctx.final = ctx.final, None  # each rebuilt carry replaces it: hold one at a time
+        scale = float(carry[0].abs().max()) if carry[0].numel() else 0.0
         adjoint: tuple[Tensor, ...] = (grad_out, *(torch.zeros_like(c) for c in carry[1:]))
         totals: list[Tensor | None] = [None] * len(params)
         sizes = _sizes(schedule)
-        fused = getattr(scheme, "step_back_vjp", None)
+        fused = getattr(scheme, "step_back_vjp", None) or partial(rebuild_then_recompute, scheme)
         chosen = tuple(params[i] for i in wanted)
-        for n in range(len(schedule.steps) - 1, -1, -1):
-            stages, h = schedule.steps[n], sizes[n]
-            if fused is not None:  # rebuild and differentiate from the same evaluations
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            for n in range(len(schedule.steps) - 1, -1, -1):
+                stages, h = schedule.steps[n], sizes[n]
+                # rebuild the step's input and differentiate the step, from the same evaluations
                 before, adjoint, step_grads = fused(rate, carry, adjoint, n, stages, h, chosen)
-                before = tuple(c.detach() for c in before)
+                carry = tuple(c.detach() for c in before)
                 adjoint = tuple(a.detach() for a in adjoint)
                 _accumulate(totals, step_grads, wanted)
-                carry = before
-                continue
-            with torch.no_grad():
-                before = scheme.step_back(rate, carry, n, stages, h)  # type: ignore[attr-defined]
-            with torch.enable_grad():
-                inputs = tuple(c.detach().requires_grad_() for c in before)
-                after = scheme.step(rate, inputs, n, stages, h)
-                grads = torch.autograd.grad(after, (*inputs, *chosen), adjoint, allow_unused=True)
-            adjoint = tuple(torch.zeros_like(c) if g is None else g for c, g in zip(inputs, grads))
-            _accumulate(totals, grads[len(inputs):], wanted)
-            carry = before
-        error = float((carry[0] - ctx.x0).abs().max()) / max(float(ctx.x0.abs().max()), 1e-30) if ctx.x0.numel() else 0.0
+        error = _relative_error(carry[0], x0, scale)
         if problem.on_reconstruction is not None:
             problem.on_reconstruction(error)
-        if not error <= problem.tolerance:  # also NaN
+        # under autocast the rates are rounded to the 16-bit dtype: a rebuilt state one float32 ulp
+        # away can round to the neighbouring value, so the rebuild is good to that dtype's precision
+        tolerance = max(problem.tolerance, torch.finfo(dtype).eps) if enabled else problem.tolerance
+        if not error <= tolerance:  # also NaN
             warnings.warn(
                 f"gradient='reversible': the backward pass rebuilt the input of {scheme.name!r} over "
-                f"{len(schedule.steps)} steps with relative error {error:.3g} > tolerance {problem.tolerance:g} "
-                "(the scheme is unstable for this rate, or for 'revnet' a half's rate reads that half); this gradient was recomputed by backprop from the stored "
-                "input instead. Use fewer steps, another reversible scheme, or gradient='checkpoint'",
+                f"{len(schedule.steps)} steps with relative error {error:.3g} > tolerance {tolerance:g} (the scheme is "
+                "unstable for this rate, or for 'revnet' a half's rate reads that half); this gradient was recomputed "
+                "by backprop from the stored input instead. Use fewer steps, another reversible scheme, or "
+                "gradient='checkpoint'",
                 ReconstructionWarning, stacklevel=2,
             )
-            with torch.enable_grad():
-                x0 = ctx.x0.clone().requires_grad_()
-                out = solve_fixed_grid(scheme, rate, x0, schedule).state
-                grads = torch.autograd.grad(out, (x0, *(params[i] for i in wanted)), grad_out, allow_unused=True)
+            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+                start = x0.clone().requires_grad_()
+                out = solve_fixed_grid(scheme, rate, start, schedule).state
+                grads = torch.autograd.grad(out, (start, *chosen), grad_out, allow_unused=True)
             totals = [None] * len(params)
             _accumulate(totals, grads[1:], wanted)
             adjoint = (grads[0] if grads[0] is not None else torch.zeros_like(x0),)
@@ -161,9 +189,33 @@ def solve_reversible(scheme: Scheme, rate: Rate, x0: Tensor, schedule: StageSche
     by backprop from the stored input, with a :class:`ReconstructionWarning`.
     """
     check_reversible(scheme)
-    params = tuple(params)
+    params = _distinct(params)
     problem = _Problem(scheme, rate, backward_rate or rate, schedule, len(params), tolerance, on_reconstruction)
-    return _Reversible.apply(problem, x0, *params)
+    return _apply(_Reversible, problem, x0, params)
+
+
+def _distinct(params: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """``params`` without repeats (a tensor listed twice would get its gradient twice)."""
+    seen: set[int] = set()
+    return tuple(p for p in params if not (id(p) in seen or seen.add(id(p))))
+
+
+@torch.compiler.disable
+def _apply(function: type[torch.autograd.Function], problem: object, x0: Tensor, params: tuple[Tensor, ...]) -> Tensor:
+    """Run a custom backward pass eagerly: ``torch.compile`` graphs around it, not through it."""
+    return function.apply(problem, x0, *params)
+
+
+def check_adjoint_scheme(scheme: Scheme) -> Scheme:
+    """Refuse a scheme the adjoint cannot run: halves (RevNet) or learnable tensors of its own (LM-ResNet's ``k``)."""
+    if scheme.partitioned:
+        raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
+                         "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
+    k = getattr(scheme, "k", None)
+    if any(isinstance(v, Tensor) and v.requires_grad for v in (k if isinstance(k, (list, tuple)) else (k,))):
+        raise ValueError(f"gradient: the adjoint differentiates the rate's parameters, not the learnable k of "
+                         f"{scheme.name!r}; use gradient='backprop' or 'checkpoint' for it")
+    return scheme
 
 
 # --- the continuous adjoint ------------------------------------------------------------------------
@@ -192,8 +244,8 @@ class _Augmented:
             parts.append(z.new_zeros(size) if g is None else -g.reshape(-1).to(z.dtype))
         return torch.cat(parts)
 
-    def unpack(self, z: Tensor, x0: Tensor) -> tuple[Tensor, list[Tensor | None]]:
-        grad_x0 = z[self.n: 2 * self.n].view(self.shape).to(x0.dtype)
+    def unpack(self, z: Tensor, dtype: torch.dtype) -> tuple[Tensor, list[Tensor | None]]:
+        grad_x0 = z[self.n: 2 * self.n].view(self.shape).to(dtype)
         totals: list[Tensor | None] = [None] * len(self.params)
         offset = 2 * self.n
         for i, size in zip(self.wanted, self.sizes):
@@ -207,15 +259,20 @@ class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: _Problem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
         x1 = solve_fixed_grid(problem.scheme, problem.rate, x0, problem.schedule).state
-        ctx.problem, ctx.params, ctx.x1, ctx.like = problem, params, x1.detach(), x0.detach()
-        return x1.detach().clone()
+        ctx.problem, ctx.params, ctx.autocast, ctx.dtype = problem, params, _autocast_state(x0), x0.dtype
+        ctx.save_for_backward(x1)
+        return x1
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         problem = ctx.problem
-        system = _Augmented(problem.backward_rate, ctx.x1, ctx.params)
-        z = solve_fixed_grid(problem.scheme, system, system.pack(ctx.x1, grad_out), problem.backward_schedule).state
-        grad_x0, totals = system.unpack(z, ctx.like)
+        x1, = ctx.saved_tensors
+        system = _Augmented(problem.backward_rate, x1, ctx.params)
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            z = solve_fixed_grid(problem.scheme, system, system.pack(x1, grad_out), problem.backward_schedule).state
+        grad_x0, totals = system.unpack(z, ctx.dtype)
         return (None, grad_x0, *totals)
 
 
@@ -227,17 +284,15 @@ def solve_adjoint(scheme: Scheme, rate: Rate, x0: Tensor, schedule: StageSchedul
     ``t0`` on ``backward_schedule`` (default: the same steps, reversed), recomputing ``x``
     backwards alongside, as torchdiffeq's ``odeint_adjoint`` does.
     """
-    params = tuple(params)
-    if scheme.partitioned:
-        raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
-                         "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
+    params = _distinct(params)
+    check_adjoint_scheme(scheme)
     if backward_schedule is None:
         grid = schedule.grid
         backward_schedule = scheme.schedule(len(schedule.steps), grid[-1], grid[0]) if grid else None
     if backward_schedule is None or len(backward_schedule.steps) != len(schedule.steps):
         raise ValueError("backward_schedule: the adjoint needs the forward grid reversed")
     problem = _Problem(scheme, rate, backward_rate or rate, schedule, len(params), backward_schedule=backward_schedule)
-    return _Adjoint.apply(problem, x0, *params)
+    return _apply(_Adjoint, problem, x0, params)
 
 
 @dataclass
@@ -261,7 +316,11 @@ def _reversed_time(rate: Rate) -> Rate:
     flips with the direction.
     """
     def flipped(stage: StageTime, z: Tensor) -> Tensor:
-        return -rate(StageTime(-stage.t, -stage.exact, not stage.left, stage.index), z)
+        left = not stage.left
+        t = -stage.t
+        if left:  # a plain f(t, x) reads the float time: just below a jump is its left side
+            t = math.nextafter(t, -math.inf)
+        return -rate(StageTime(t, -stage.exact, left, stage.index), z)
 
     return flipped
 
@@ -273,19 +332,24 @@ class _AdjointAdaptive(torch.autograd.Function):
                                   t0=problem.t0, t1=problem.t1, breakpoints=problem.breakpoints,
                                   controller=problem.controller)
         problem.stats.append(solution.stats)
-        ctx.problem, ctx.params, ctx.x1, ctx.like = problem, params, solution.state.detach(), x0.detach()
-        return solution.state.detach().clone()
+        ctx.problem, ctx.params, ctx.autocast, ctx.dtype = problem, params, _autocast_state(x0), x0.dtype
+        ctx.save_for_backward(solution.state)
+        return solution.state
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         p = ctx.problem
-        system = _Augmented(p.backward_rate, ctx.x1, ctx.params)
-        solution = solve_adaptive(_reversed_time(system), system.pack(ctx.x1, grad_out), tableau=p.tableau,
-                                  rtol=p.rtol, atol=p.atol, t0=-p.t1, t1=-p.t0,
-                                  breakpoints=tuple(-b for b in p.breakpoints), controller=p.controller,
-                                  state_name="adjoint state", rate_name="adjoint system")
+        x1, = ctx.saved_tensors
+        system = _Augmented(p.backward_rate, x1, ctx.params)
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            solution = solve_adaptive(_reversed_time(system), system.pack(x1, grad_out), tableau=p.tableau,
+                                      rtol=p.rtol, atol=p.atol, t0=-p.t1, t1=-p.t0,
+                                      breakpoints=tuple(-b for b in p.breakpoints), controller=p.controller,
+                                      state_name="adjoint state", rate_name="adjoint system")
         p.stats.append(solution.stats)
-        grad_x0, totals = system.unpack(solution.state, ctx.like)
+        grad_x0, totals = system.unpack(solution.state, ctx.dtype)
         return (None, grad_x0, *totals)
 
 
@@ -301,7 +365,7 @@ def solve_adjoint_adaptive(rate: Rate, x0: Tensor, params: Sequence[Tensor], *, 
     stats: list[IntegrationStats] = []
     problem = _AdaptiveProblem(rate, backward_rate or rate, tableau, rtol, atol, t0, t1, tuple(breakpoints),
                                controller, stats)
-    return _AdjointAdaptive.apply(problem, x0, *tuple(params)), stats
+    return _apply(_AdjointAdaptive, problem, x0, _distinct(params)), stats
 
 
 def module_parameters(f: object, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
@@ -329,6 +393,7 @@ def check_gradient(gradient: object, checkpoint: bool = False) -> str:
 
 
 __all__ = [
-    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_gradient", "check_reversible",
+    "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_adjoint_scheme", "check_gradient",
+    "check_reversible",
     "module_parameters", "reversible_schemes", "solve_adjoint", "solve_adjoint_adaptive", "solve_reversible",
 ]

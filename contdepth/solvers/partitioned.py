@@ -124,8 +124,10 @@ class RevNetCoupling(Scheme):
         RevNet's own backward pass (Gomez et al. 2017, Algorithm 1): rebuild ``Y`` with
         ``G(X+)``, then ``X`` with ``F(Y)``, each evaluated once with a graph.
         """
-        from .reversible import add_grads, vjp
+        from .reversible import add_grads, rebuild_then_recompute, vjp
 
+        if getattr(rate, "part", None) is None:  # the whole rate: each half's rate may read both halves
+            return rebuild_then_recompute(self, rate, carry, adjoint, n, stages, h, params)
         dim = self.split_dim(carry[0], rate)
         x1, y1 = split_halves(carry[0], dim)
         ax1, ay1 = split_halves(adjoint[0], dim)

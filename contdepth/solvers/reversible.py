@@ -57,6 +57,24 @@ def add_grads(total: Grads, more: Grads) -> Grads:
     return [b if a is None else (a if b is None else a + b) for a, b in zip(total, more)]
 
 
+def rebuild_then_recompute(scheme: Scheme, rate: Rate, carry: Carry, adjoint: Carry, n: int,
+                           stages: tuple[StageTime, ...], h: float, params: tuple[Tensor, ...]
+                           ) -> tuple[Carry, Carry, Grads]:
+    """The generic reversible backward step: ``step_back``, then the step recomputed under autograd.
+
+    What a scheme without a fused ``step_back_vjp`` gets (and RevNet's coupling for a rate
+    without one-half evaluations, where each half's rate may read both halves).
+    """
+    with torch.no_grad():
+        before = scheme.step_back(rate, carry, n, stages, h)  # type: ignore[attr-defined]
+    with torch.enable_grad():
+        inputs = tuple(c.detach().requires_grad_() for c in before)
+        after = scheme.step(rate, inputs, n, stages, h)
+        grads = torch.autograd.grad(after, (*inputs, *params), adjoint, allow_unused=True)
+    return (tuple(c.detach() for c in before),
+            tuple(torch.zeros_like(c) if g is None else g for c, g in zip(inputs, grads)), list(grads[len(inputs):]))
+
+
 class ReversibleHeun(Scheme):
     """Kidger et al.'s reversible Heun method; the carry is ``(y, z)`` (see the module docstring)."""
 
@@ -107,14 +125,15 @@ class ReversibleHeun(Scheme):
         back1, grads = vjp(f1, z1_leaf, params, ay1 * (h / 2))
         f1 = f1.detach()
         del z1_leaf
-        az1_total = back1.add_(az1)
+        az1_total = back1 + az1  # out of place: autograd may hand back one tensor for two gradients
+        del back1
         z = torch.add(2 * y1 - z1, f1, alpha=-h)
         z_leaf, f0 = evaluate_with_graph(rate, start, z)
         back0, grads0 = vjp(f0, z_leaf, params, torch.add(ay1 * (h / 2), az1_total, alpha=h))
         del z_leaf
         y = torch.add(y1, f0.detach() + f1, alpha=-h / 2)
         ay = torch.add(ay1, az1_total, alpha=2)
-        az = back0.sub_(az1_total)
+        az = back0 - az1_total
         grads = add_grads(grads, grads0)
         if n == 0:  # z_0 = y_0
             return (y,), (ay + az,), grads

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..common.files import atomic_write_bytes, atomic_write_text, to_json_value
-from ..models import create
+from ..models import available_models, create, created_name
 from ..nn import apply_layout, check_layout, continuous_blocks, layout
 from .checkpoint_schema import (
     MAX_JSON_BYTES,
@@ -52,7 +52,7 @@ from .checkpoint_schema import (
     parse_json,
     read_regular_file,
 )
-from .config import ConfigError, TrainConfig
+from .config import CUSTOM_MODEL, ConfigError, TrainConfig
 from .optim import group_names
 
 CHECKPOINT_JSON = "checkpoint.json"
@@ -61,19 +61,31 @@ FORMAT = "contdepth-checkpoint"
 FORMAT_VERSION = 1
 
 
+def model_identity(model: nn.Module) -> dict:
+    """What a checkpoint records to rebuild ``model``: its registered name and options, or for the
+    user's own module ``{"name": "custom", "class": "package.module.Class", "options": {}}``."""
+    if created_name(model) is not None:
+        return {"name": model.config["name"], "options": model.config.get("options", {})}  # type: ignore[union-attr]
+    cls = type(model)
+    return {"name": CUSTOM_MODEL, "class": f"{cls.__module__}.{cls.__qualname__}", "options": {}}
+
+
 def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                     epoch: int = 0, history: list[dict] | None = None, scheduler: dict | None = None,
-                    config: dict | None = None) -> Path:
-    """Write the checkpoint of ``model`` (built by ``contdepth.models.create``) into ``run_dir``.
+                    config: dict | None = None, model_config: dict | None = None) -> Path:
+    """Write the checkpoint of ``model`` into ``run_dir``.
+
+    ``model_config`` (default: :func:`model_identity`) is how the model is rebuilt: a model
+    built by ``contdepth.models.create`` by its name and options; the user's own module is
+    recorded by class as ``"custom"``, and loading it needs an instance
+    (``load_checkpoint(run, model=MyNet())``).
 
     Returns the path of ``checkpoint.json``. ``optimizer``'s parameters must be ``model``'s;
     they are stored by parameter name, so the file does not depend on group order details.
     """
     from .. import __version__
 
-    model_config = getattr(model, "config", None)
-    if not (isinstance(model_config, dict) and "name" in model_config):
-        raise ValueError("model: has no .config (build it with contdepth.models.create) so it cannot be rebuilt")
+    model_config = model_identity(model) if model_config is None else model_config
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -115,7 +127,8 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
         "torch_version": torch.__version__,
         "tensors": tensor_name,
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
-        "model": {"name": model_config["name"], "options": to_json_value(model_config.get("options", {}), "model.options")},
+        "model": {"name": model_config["name"], "options": to_json_value(model_config.get("options", {}), "model.options"),
+                  **({"class": str(model_config["class"])} if "class" in model_config else {})},
         "layout": to_json_value(layout(model) if _has_blocks(model) else [], "layout"),
         "epoch": int(epoch),
         "history": to_json_value(history or [], "history"),
@@ -152,6 +165,7 @@ class CheckpointInfo:
     config: dict | None
     version: str
     tensor_path: Path | None = None  # the tensor file it was read with (for messages)
+    model_class: str | None = None  # a "custom" model: the class it was saved from (for messages)
 
     def train_config(self):  # -> TrainConfig
         """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
@@ -200,6 +214,8 @@ def read_description(run_dir: str | Path) -> dict:
     model = _require(info, "model", dict, path)
     _require(model, "name", str, path)
     _require(model, "options", dict, path)
+    if model["name"] == CUSTOM_MODEL and not isinstance(model.get("class", ""), str):
+        raise CheckpointError(f"{path}: malformed checkpoint, model.class must be a string")
     for key, kind in (("layout", list), ("epoch", int), ("history", list)):
         _require(info, key, kind, path)
     tensor_name = _require(info, "tensors", str, path)
@@ -238,13 +254,14 @@ def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torc
     optimizer_tensors = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
     checkpoint = CheckpointInfo(
         path=path, model_name=name, model_options=options, layout=layout, epoch=epoch, history=history,
+        model_class=info["model"].get("class"),
         optimizer=info.get("optimizer"), optimizer_tensors=optimizer_tensors, scheduler=info.get("scheduler"),
         config=info.get("config"), version=str(info.get("version")), tensor_path=tensor_path,
     )
     return checkpoint, model_tensors
 
 
-def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Module:
+def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor], *, model: nn.Module | None = None) -> nn.Module:
     """The model of ``info`` holding ``state``, checked on the ``meta`` device before it is built.
 
     ``contdepth.models.create`` and ``contdepth.nn.apply_layout`` run first on the meta
@@ -255,6 +272,8 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Modu
     (``alpha: 1000000`` next to a small file) fail before the allocation they would size.
     """
 
+    if info.model_name == CUSTOM_MODEL:
+        return _load_user_model(info, state, model)
     check_model_options(info.model_options, state, info.path)
     skeleton = _rebuild(info, state, torch.device("meta"))
     check_state_matches(skeleton.state_dict(), state, info.path, info.tensor_path or info.path)
@@ -266,12 +285,41 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> nn.Modu
     return model
 
 
+def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model: nn.Module | None) -> nn.Module:
+    """The stored tensors loaded into ``model``, an instance of the user's own module (checked first)."""
+    recorded = info.model_class or "a module of your own"
+    if model is None:
+        raise CheckpointError(
+            f"{info.path}: the run's model is your own module ({recorded}), which contdepth cannot rebuild by "
+            "name; load it in Python with an instance: load_checkpoint(run, model=MyNet()), or register the model "
+            "(contdepth.models.register_model) and train it by name"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    try:
+        check_state_matches(model.state_dict(), state, info.path, info.tensor_path or info.path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{info.path}: the stored tensors do not fit the given {type(model).__name__}: {exc}") \
+            from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{info.path}: the stored tensors do not fit {type(model).__name__}: {exc}") from exc
+    return model
+
+
 def _rebuild(info: CheckpointInfo, state: dict[str, torch.Tensor], device: torch.device | None) -> nn.Module:
     """``create`` and ``apply_layout`` for ``info`` (on ``device``, e.g. ``meta``; else the default)."""
     from contextlib import nullcontext
 
 
     where = nullcontext() if device is None else device
+    if info.model_name not in available_models():
+        raise CheckpointError(
+            f"{info.path}: the run's model {info.model_name!r} is not registered in this process; if it is your own "
+            "model, import the module that registers it (command line: --import MODULE, or an installed entry "
+            "point of the 'contdepth.models' group; Python: import it before loading)"
+        )
     try:
         with where:
             model = create(info.model_name, **info.model_options)
@@ -288,14 +336,17 @@ def _rebuild(info: CheckpointInfo, state: dict[str, torch.Tensor], device: torch
     return model
 
 
-def load_checkpoint(run_dir: str | Path, *, device: str | torch.device | None = None) -> tuple[nn.Module, CheckpointInfo]:
+def load_checkpoint(run_dir: str | Path, *, device: str | torch.device | None = None,
+                    model: nn.Module | None = None) -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model of a run directory (or a ``checkpoint.json`` path) in eval mode.
 
     Returns ``(model, info)``; ``info`` is a :class:`CheckpointInfo` (epoch, history,
     config, optimizer state ...). Nothing is unpickled and no code from the files runs.
+    A run of the user's own module (``"custom"``) needs ``model``: an instance the stored
+    tensors are loaded into.
     """
     info, state = read_checkpoint(run_dir)
-    model = build_model(info, state)
+    model = build_model(info, state, model=model)
     if device is not None:
         model.to(device)
     model.eval()

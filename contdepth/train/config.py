@@ -112,8 +112,15 @@ def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> P
     return path
 
 
+#: The model name of a run whose model is the user's own module (``train(config, model=MyNet())``):
+#: contdepth cannot rebuild it by name, so loading such a run needs an instance (``load_checkpoint(run, model=...)``).
+CUSTOM_MODEL = "custom"
+
+
 def check_model_data(model: str, data: str) -> None:
     """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
+    if model == CUSTOM_MODEL:  # the user's module: the dataset decides the task
+        return
 
     graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
     if graph_model == graph_data:
@@ -452,13 +459,20 @@ def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
 def _validate(c: TrainConfig) -> None:
     if not isinstance(c.model, str):
         raise ConfigError(f"model: must be a model name; allowed: {', '.join(available_models())}")
-    _choice(c, "model", available_models())
+    if c.model != CUSTOM_MODEL:
+        _choice(c, "model", available_models())
     if c.model_options is None:
         _set(c, "model_options", {})
     if not isinstance(c.model_options, Mapping):
         raise ConfigError(f"model_options: must be a mapping of option names to values, got {c.model_options!r}")
     _set(c, "model_options", _plain(dict(c.model_options)))
-    accepted = model_options(c.model)
+    if c.model == CUSTOM_MODEL:
+        if c.model_options:
+            raise ConfigError(f"model_options: a {CUSTOM_MODEL!r} model is your own module, built by you; it takes no "
+                              f"model_options, got {sorted(c.model_options)}")
+        accepted = {}
+    else:
+        accepted = model_options(c.model)
     unknown = sorted(set(c.model_options) - set(accepted))
     if unknown:
         raise ConfigError(

@@ -62,7 +62,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .config import ConfigError
+from .config import CUSTOM_MODEL, ConfigError
 from .evaluate import SPLITS, node_metrics, split_mask
 from .optim import LRSchedule
 from .progress import Progress
@@ -193,7 +193,8 @@ class NodeClassification(Task):
         return read_checkpoint(Path(self.config.out) / LAST_DIR)
 
     def restore(self, training: CheckpointInfo, info: CheckpointInfo, state: dict) -> None:
-        self.best_model = build_model(info, state or {}) if info.epoch > 0 else None
+        custom = copy.deepcopy(self.loop.model) if info.model_name == CUSTOM_MODEL else None  # an instance to load into
+        self.best_model = build_model(info, state or {}, model=custom) if info.epoch > 0 else None
         self.stopper = EarlyStopping.from_state((training.scheduler or {}).get("early_stopping"), self.config.patience,
                                                 training.path)
         self.last_saved = training.epoch
@@ -242,13 +243,14 @@ class NodeClassification(Task):
         loop = self.loop
         save_checkpoint(run_dir / LAST_DIR, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
                         scheduler={**loop.schedule.state_dict(epoch), "early_stopping": self.stopper.state_dict()},
-                        config=stored_config(self.config))
+                        config=stored_config(self.config), model_config=loop.model_config)
 
     def _save_best(self, run_dir: Path, epoch: int) -> None:
         loop = self.loop
         best = self.best_model if self.best_model is not None else loop.model
         save_checkpoint(run_dir, best, None, epoch=epoch, history=loop.history,
-                        scheduler={"early_stopping": self.stopper.state_dict()}, config=stored_config(self.config))
+                        scheduler={"early_stopping": self.stopper.state_dict()}, config=stored_config(self.config),
+                        model_config=loop.model_config)
 
     # --- an epoch: one optimizer step on the whole graph ------------------------------------------------
     def progress(self, start: int) -> AbstractContextManager:

@@ -90,7 +90,7 @@ class Task(ABC):
         loop = self.loop
         save_checkpoint(run_dir, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
                         scheduler=loop.schedule.state_dict(epoch * loop.schedule.steps_per_epoch),
-                        config=stored_config(self.config))
+                        config=stored_config(self.config), model_config=loop.model_config)
 
     # --- an epoch -------------------------------------------------------------------------------
     def progress(self, start: int) -> AbstractContextManager:

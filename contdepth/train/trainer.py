@@ -59,17 +59,19 @@ from torch import nn
 from .. import data
 from ..common.errors import OptionError
 from ..data import derive_seed
-from ..models import create, model_options
+from ..models import create, created_name, model_options
 from ..nn import continuous_blocks
 from ..solvers import get_scheme
 from .checkpoint import (
     CheckpointError,
     CheckpointInfo,
     build_model,
+    model_identity,
     read_checkpoint,
     restore_optimizer,
 )
 from .config import (
+    CUSTOM_MODEL,
     RESUMABLE_CHANGES,
     ConfigError,
     TrainConfig,
@@ -96,7 +98,7 @@ from .task import Task
 # --- preflight ---------------------------------------------------------------------------------------
 
 
-def preflight(config: TrainConfig) -> None:
+def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
     """Every check that needs no data and writes nothing; raises :class:`ConfigError`.
 
     Refuses a graph model on an image dataset (and the reverse) by their names; builds the
@@ -105,12 +107,19 @@ def preflight(config: TrainConfig) -> None:
     have blocks to act on, that the device exists here, and the run folder.
     """
     check_model_data(config.model, config.data)
-    options = model_options_for(config)
-    try:
-        with torch.device("meta"):
-            model = create(config.model, **options)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise _model_options_error(config.model, options, exc) from exc
+    if config.model == CUSTOM_MODEL:
+        model = user_model
+        if model is None:
+            raise ConfigError(f"model: {CUSTOM_MODEL!r} is a model given in Python (contdepth.train.train(config, "
+                              "model=MyNet())); on the command line, register your model (contdepth.models."
+                              "register_model) and name the module with --import MODULE")
+    else:
+        options = model_options_for(config)
+        try:
+            with torch.device("meta"):
+                model = create(config.model, **options)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise _model_options_error(config.model, options, exc) from exc
     if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
         raise ConfigError(f"decay_scope: 'model' needs a model that names its decayed parameters "
                           f"(weight_decay_parameters(): the graph models); {config.model!r} does not, use 'all'")
@@ -235,12 +244,23 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         if model is not None:
-            name = getattr(model, "config", {}).get("name") if isinstance(getattr(model, "config", None), dict) else None
-            if name != config.model:
-                raise ValueError(f"model: expected a {config.model!r} built by contdepth.models.create, got "
-                                 f"{name or type(model).__name__!r}")
-            if config.resume:
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+            name = created_name(model)
+            if name is None:  # the user's own module
+                if config.model not in (CUSTOM_MODEL, TrainConfig.default_of("model")) or config.model_options:
+                    raise ValueError(
+                        f"model: {type(model).__name__} is your own module, but the config names model "
+                        f"{config.model!r}{' with model_options' if config.model_options else ''}; leave model at "
+                        f"its default or set model={CUSTOM_MODEL!r}, without model_options")
+                config = config.replace(model=CUSTOM_MODEL, model_options={})
+            elif name != config.model:
+                raise ValueError(f"model: expected a {config.model!r} built by contdepth.models.create, got {name!r}")
+            elif config.resume:
                 raise ValueError("model: a resumed run continues from its checkpoint; do not pass a model too")
+        elif config.model == CUSTOM_MODEL and config.resume:
+            raise ValueError(f"model: the run's model is your own module ({CUSTOM_MODEL!r}); pass a fresh instance "
+                             "(train(config, model=MyNet())) for the checkpoint to load into")
         self.config = config
         self.dataset = dataset
         self.callbacks = tuple(callbacks)
@@ -293,7 +313,7 @@ class Trainer:
     def _run(self) -> RunResult:
         config = self.config
         ddp = self.distributed
-        preflight(config)
+        preflight(config, self.initial_model)
         if ddp is not None:
             ddp.barrier()  # every rank has checked the run folder before rank 0 locks and writes it
         with contextlib.ExitStack() as stack:
@@ -315,13 +335,14 @@ class Trainer:
                run_dir: Path | None) -> RunResult:
         config = self.config
         ddp = self.distributed
-        options = model_options_for(config, dataset)
+        custom = config.model == CUSTOM_MODEL
+        options = {} if custom else model_options_for(config, dataset)
         device = ddp.device if ddp is not None else torch.device(config.device)
 
         training = None
         if info is not None:
             training, training_state = task.resume_from(info, state or {})
-            model = build_model(training, training_state)
+            model = build_model(training, training_state, model=self.initial_model if custom else None)
             if training.model_options != options:
                 raise CheckpointError(f"{training.path}: the stored model options {training.model_options} differ "
                                       f"from this run's {options}")
@@ -333,6 +354,7 @@ class Trainer:
             model = create(config.model, **options)
             start, history = 0, []
         model.to(device)
+        self.model = model  # a task's restore may need it (the graph task's best model is an instance of it)
         if training is not None:
             task.restore(training, info, state or {})
         optimizer = build_optimizer(model, config)
@@ -341,6 +363,7 @@ class Trainer:
         task.setup(device)
         schedule = LRSchedule.from_config(config, optimizer, task.steps_per_epoch)
         self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
+        self.model_config = model_identity(model)  # what the checkpoints record to rebuild it
         net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
         first, *more = task.describe(model)
         self.log(self.start_line(first))

@@ -103,9 +103,10 @@ def test_modes_follow_manifestations_and_refuse_what_cannot_work():
     dropout(torch.randn(2, 4, requires_grad=True)).sum().backward()  # eval: no masks
     lm = cd.models.create("lm_resnet", in_channels=1, alpha=4, continuous=True)
     block = cd.nn.continuous_blocks(lm)[0]
-    block.gradient = "adjoint"
-    with pytest.raises(ValueError, match="not the learnable k"):
-        lm(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="not the learnable k"):  # refused when set, before any work
+        block.gradient = "adjoint"
+    with pytest.raises(ValueError, match="'revnet' splits the state in halves"):
+        cd.ContinuousBlock(cd.Coupling(nn.Linear(2, 2), nn.Linear(2, 2)), scheme="revnet", gradient="adjoint")
 
 
 def test_models_take_the_gradient_option():
@@ -119,3 +120,29 @@ def test_models_take_the_gradient_option():
         create("continuousnet", gradient="reversible")
     with pytest.raises(ValueError, match="applies to the continuous form"):
         create("revnet", gradient="reversible")
+
+
+def test_learnable_context_gets_its_gradient_in_every_mode():
+    torch.manual_seed(0)
+
+    class Mix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x, adjacency):
+            return torch.tanh(adjacency @ self.lin(x))
+
+    block = cd.ContinuousBlock(Mix(), n_basis=2, scheme="alf", n_steps=4).double()
+    adjacency = torch.rand(5, 5, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(5, 3, dtype=torch.float64)
+    grads = {}
+    for mode in ("backprop", "reversible"):
+        block.gradient = mode
+        (grads[mode],) = torch.autograd.grad(block(h, adjacency).square().sum(), adjacency)
+    torch.testing.assert_close(grads["reversible"], grads["backprop"], rtol=1e-10, atol=1e-12)
+    with block.manifest("rk4", 16):
+        for mode in ("backprop", "adjoint"):
+            block.gradient = mode
+            (grads[mode],) = torch.autograd.grad(block(h, adjacency).square().sum(), adjacency)
+    torch.testing.assert_close(grads["adjoint"], grads["backprop"], rtol=1e-4, atol=1e-6)  # the ODE's gradient

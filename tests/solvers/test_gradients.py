@@ -161,9 +161,9 @@ def test_reversible_stores_no_activations_and_its_memory_is_flat_in_the_steps():
             integrate(f, X, scheme="reversible_heun", n_steps=n_steps, gradient=gradient).state.sum()
         return count[0]
 
-    assert saved(4, "reversible") == saved(64, "reversible") == 0
+    assert saved(4, "reversible") == saved(64, "reversible") < saved(4, "backprop") / 2  # input and final carry
     assert saved(64, "backprop") > 10 * saved(4, "backprop") / 2
-    assert math.isfinite(saved(64, "adjoint")) and saved(64, "adjoint") == 0
+    assert saved(4, "adjoint") == saved(64, "adjoint") < saved(4, "backprop") / 2
 
 
 def test_the_generic_backward_rebuilds_then_recomputes_for_a_scheme_without_a_fused_one():
@@ -176,3 +176,104 @@ def test_the_generic_backward_rebuilds_then_recomputes_for_a_scheme_without_a_fu
     reference = gradients(f, X, scheme="alf", n_steps=9)
     assert relative(gradients(f, X, scheme=PlainLeapfrog("plain"), n_steps=9, gradient="reversible"),
                     reference) <= 1e-9
+
+
+def test_corner_cases_of_the_custom_backward_passes():
+    # a parameter whose gradient autograd may return as the same tensor as the state's
+    B = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    for scheme in ("reversible_heun", "alf"):
+        got = torch.autograd.grad(integrate(lambda t, x: torch.tanh(x) + B, X, scheme=scheme, n_steps=4,
+                                            gradient="reversible", params=[B]).state.sum(), [X, B])
+        expected = torch.autograd.grad(integrate(lambda t, x: torch.tanh(x) + B, X, scheme=scheme,
+                                                 n_steps=4).state.sum(), [X, B])
+        assert relative(got, expected) <= 1e-12, scheme
+    # RevNet's coupling through a plain f whose halves read themselves a little: the gradient is
+    # as good as the rebuilt states (the recomputed steps see both halves), not first order worse
+    separable, weak = Separable(), Field()
+
+    class Nearly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.separable, self.weak = separable, weak
+
+        def forward(self, t, z):
+            return self.separable(t, z) + 1e-3 * self.weak(t, z)
+
+    errors = []
+    from contdepth.solvers import solve_reversible
+
+    near = Nearly()
+    got = gradients(near, X, scheme="revnet", n_steps=6, gradient="reversible", reconstruction_tolerance=1.0)
+    rate = lambda stage, z: near(stage.t, z)  # noqa: E731
+    scheme = cd.get_scheme("revnet")
+    x = X.detach().clone().requires_grad_()
+    solve_reversible(scheme, rate, x, scheme.schedule(6), list(near.parameters()), tolerance=1.0,
+                     on_reconstruction=errors.append).sum().backward()
+    assert relative(got, gradients(near, X, scheme="revnet", n_steps=6)) <= 10 * errors[0] + 1e-12
+    # a tensor listed twice gets its gradient once; a zero input needs no relative scale
+    W = torch.eye(4, dtype=torch.float64, requires_grad=True)
+    once = torch.autograd.grad(integrate(lambda t, x: torch.sin(x @ W), X, scheme="alf", n_steps=3,
+                                         gradient="reversible", params=[W, W]).state.sum(), W)
+    plain = torch.autograd.grad(integrate(lambda t, x: torch.sin(x @ W), X, scheme="alf", n_steps=3).state.sum(), W)
+    torch.testing.assert_close(once, plain)
+    zero = torch.zeros(2, 4, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        integrate(Field(), zero, scheme="alf", n_steps=4, gradient="reversible").state.sum().backward()
+    # a second-order derivative is refused, not silently wrong
+    out = integrate(Field(), X, scheme="alf", n_steps=2, gradient="reversible").state.sum()
+    (g,) = torch.autograd.grad(out, X, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
+
+
+def test_reversible_under_autocast_recomputes_under_the_same_autocast():
+    torch.manual_seed(0)
+    block = cd.ContinuousBlock(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()), n_basis=2,
+                               scheme="reversible_heun", n_steps=8)
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    results = {}
+    for mode in ("backprop", "reversible"):
+        block.gradient = mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ReconstructionWarning)  # no fallback
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = block(x)
+            results[mode] = torch.autograd.grad(out.float().square().sum(), [x, *block.parameters()])
+    assert relative(results["reversible"], results["backprop"]) <= 2e-2  # bfloat16 round-off, not a fallback
+
+
+def test_compiled_models_call_the_custom_backward_eagerly():
+    torch.manual_seed(0)
+    block = cd.ContinuousBlock(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), n_basis=2, scheme="alf",
+                               gradient="reversible").double()
+    x = X.detach().clone().requires_grad_()
+    expected = torch.autograd.grad(block(x).sum(), [x, *block.parameters()])
+    compiled = torch.compile(block, backend="eager")
+    got = torch.autograd.grad(compiled(x).sum(), [x, *block.parameters()])
+    assert relative(got, expected) <= 1e-12
+
+
+def test_adaptive_adjoint_across_a_jump_of_a_plain_rate():
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    x0 = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+
+    def f(t, x):  # x' = -a x before t = 0.5, -2 a x after: x(1) = x0 exp(-1.5 a)
+        return -a * x * (1.0 if t < 0.5 else 2.0)
+
+    out = integrate_adaptive(f, x0, rtol=1e-10, atol=1e-12, breakpoints=[0.5], gradient="adjoint", params=[a])
+    got = torch.autograd.grad(out.state.sum(), [x0, a])
+    expected = (torch.exp(-1.5 * a), -1.5 * torch.exp(-1.5 * a))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.reshape(()), e.detach().reshape(()), rtol=1e-8, atol=1e-10)
+
+
+def test_an_output_changed_in_place_or_a_second_backward_is_refused():
+    out = integrate(Field(), X, scheme="alf", n_steps=3, gradient="reversible").state
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        out.sum().backward()
+    out = integrate(Field(), X, scheme="alf", n_steps=3, gradient="reversible").state.sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        out.backward()

@@ -1,0 +1,126 @@
+"""Your own model and data: train(config, model=...), --import and entry points, and eval on such runs."""
+
+import sys
+import textwrap
+from importlib.metadata import EntryPoint
+
+import pytest
+import torch
+from torch import nn
+
+import contdepth.plugins as plugins
+from contdepth.cli import main
+from contdepth.models import available_models
+from contdepth.train import ConfigError, TrainConfig, load_checkpoint, train
+from contdepth.train.checkpoint import CheckpointError
+
+PLUGIN = """
+from torch import nn
+from contdepth.models import register_model
+from contdepth.data import register_dataset, load
+
+@register_model("{model}")
+def build(*, in_channels: int = 1, num_classes: int = 10, image_size: int = 8, width: int = 8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, width), nn.ReLU(),
+                         nn.Linear(width, num_classes))
+
+register_dataset("{data}", lambda **options: load("digits", **options))
+"""
+
+
+@pytest.fixture()
+def plugin(tmp_path, monkeypatch):
+    """A module that registers a model and a dataset, importable as ``plug_<n>`` (unique per test)."""
+    from contdepth.data import registry as data_registry
+    from contdepth.models import registry as model_registry
+
+    name = f"plug_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(PLUGIN.format(model=f"m_{name}", data=f"d_{name}")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # what the plugin registers is gone after the test (other tests list the registered names)
+    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
+    monkeypatch.setattr(data_registry, "_DATASETS", dict(data_registry._DATASETS))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_import_brings_a_registered_model_and_dataset_to_train_and_eval(tmp_path, plugin, capsys):
+    run = tmp_path / "run"
+    assert main(["--import", plugin, "train", "--model", f"m_{plugin}", "--data", f"d_{plugin}", "--epochs", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["eval", str(run), f"--import={plugin}"]) == 0
+    assert f"m_{plugin} on d_{plugin}" in capsys.readouterr().out
+
+
+def test_eval_of_a_run_whose_model_is_not_imported_names_the_remedy(tmp_path, plugin, capsys):
+    run = tmp_path / "run"
+    main(["--import", plugin, "train", "--model", f"m_{plugin}", "--data", "digits", "--epochs", "1", "--quiet",
+          "--out", str(run)])
+    capsys.readouterr()
+    from contdepth.models import registry
+    registry._MODELS.pop(f"m_{plugin}")  # a new process, which has not imported the plugin
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"the run's model 'm_{plugin}' is not registered in this process" in err and "--import MODULE" in err
+
+
+def test_import_failures_are_one_line(capsys):
+    assert main(["--import", "no_such_module_here", "schemes"]) == 2
+    assert capsys.readouterr().err.strip() == ("contdepth: error: --import: cannot import 'no_such_module_here': "
+                                               "ModuleNotFoundError: No module named 'no_such_module_here'")
+
+
+def test_entry_points_register_models_and_a_broken_one_only_warns(plugin, monkeypatch, capsys):
+    points = {"contdepth.models": [EntryPoint("mine", plugin, "contdepth.models"),
+                                   EntryPoint("broken", "no_such_plugin_module", "contdepth.models")],
+              "contdepth.datasets": []}
+    monkeypatch.setattr(plugins, "entry_points", lambda group: points[group])
+    monkeypatch.setattr(plugins, "_loaded", set())
+    warnings = []
+    loaded = plugins.load_plugins(warn=warnings.append)
+    assert f"m_{plugin}" in available_models() and len(loaded) == 1
+    assert len(warnings) == 1 and "entry point 'broken'" in warnings[0] and "ModuleNotFoundError" in warnings[0]
+    assert plugins.load_plugins(warn=warnings.append) == []  # once per process
+
+
+class MyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+        self.config = "a user's own attribute, untouched"
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x.flatten(1))))
+
+
+def test_train_accepts_your_own_module_and_its_runs_load_and_resume_with_an_instance(tmp_path):
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    result = train(TrainConfig(data="digits", epochs=1, quiet=True, out=str(out), threads=1), model=MyNet())
+    assert result.history[-1]["test_accuracy"] > 0.2
+    assert "model: custom" in (out / "config.yaml").read_text()
+    with pytest.raises(CheckpointError, match=r"your own module \(.*MyNet\).*load_checkpoint\(run, model=MyNet\(\)\)"):
+        load_checkpoint(out)
+    model, info = load_checkpoint(out, model=MyNet())
+    assert info.model_name == "custom" and info.model_class.endswith("MyNet")
+    torch.testing.assert_close(model.out.weight, result.model.out.weight)
+    with pytest.raises(CheckpointError, match="do not fit|shape"):
+        load_checkpoint(out, model=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    resumed = TrainConfig(model="custom", data="digits", epochs=2, extend=True, quiet=True, out=str(out), resume=True,
+                          threads=1)
+    with pytest.raises(ValueError, match="pass a fresh instance"):
+        train(resumed)
+    assert len(train(resumed, model=MyNet()).history) == 2
+    assert main(["eval", str(out)]) == 2
+
+
+def test_your_own_module_with_a_config_naming_another_model_is_refused():
+    with pytest.raises(ValueError, match="MyNet is your own module, but the config names model 'resnet'"):
+        train(TrainConfig(model="resnet", data="digits", quiet=True), model=MyNet())
+    with pytest.raises(ValueError, match="without model_options"):
+        train(TrainConfig(data="digits", model_options={"alpha": 4}, quiet=True), model=MyNet())
+    with pytest.raises(ConfigError, match="takes no model_options"):
+        TrainConfig(model="custom", model_options={"width": 3})
+    assert main(["train", "--model", "custom", "--data", "digits"]) == 2
