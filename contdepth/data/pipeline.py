@@ -214,6 +214,14 @@ def iterate(
         )
 
 
+def _fits_on(device: torch.device, *tensors: torch.Tensor) -> bool:
+    """Whether ``tensors`` take at most half of ``device``'s free memory (a CUDA device; any other: yes)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= free // 2
+
+
 class Batches:
     """A seeded, resumable loader: epoch after epoch of normalised (and augmented) batches.
 
@@ -281,6 +289,9 @@ class Batches:
         self.seed = seed
         self.drop_last = drop_last
         self.device = torch.device(device) if device is not None else None
+        if self.device is not None and x.device != self.device and _fits_on(self.device, x, y):
+            # the split moves to the device once: each batch is then gathered there, no host copy per batch
+            self.x, self.y = x.to(self.device), y.to(self.device)
         self._epoch = 0
         self._step = 0
 
@@ -316,7 +327,7 @@ class Batches:
         augmenting = self.augment is not None and self.augment.active
         for k in range(start, len(self)):
             yield _make_batch(
-                self.x, self.y, order[k * self.batch_size:(k + 1) * self.batch_size],
+                self.x, self.y, order[k * self.batch_size:(k + 1) * self.batch_size].to(self.x.device),
                 mean=self.mean, std=self.std, max_value=self.max_value, augment=self.augment,
                 generator=make_generator(self.seed, epoch, k) if augmenting else None, device=self.device,
                 shard=(self.rank, self.num_replicas),

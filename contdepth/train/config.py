@@ -32,6 +32,9 @@ from ..solvers import available_schemes
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
+# Arithmetic of the training steps: fp32, or mixed precision (autocast) to bfloat16 or float16;
+# float16 needs a GradScaler (its range is too small for small gradients), bfloat16 does not.
+PRECISIONS = ("fp32", "bf16", "fp16")
 DECAY_SCOPES = ("all", "model")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
@@ -252,6 +255,15 @@ class TrainConfig:
     threads: int | None = option(None, group="run", metavar="N",
                                  help="torch.set_num_threads for the run (default: torch's setting)")
     device: str = option("cpu", group="run", help="cpu, cuda or cuda:N (bitwise determinism is promised on CPU)")
+    precision: str = option("fp32", group="run", choices=PRECISIONS,
+                            help="fp32; bf16 (mixed precision: autocast to bfloat16); fp16 (autocast to float16 "
+                                 "with a GradScaler, whose state the checkpoints keep): for GPUs, where it is faster")
+    channels_last: bool = option(False, group="run",
+                                 help="keep the model and the image batches in the channels_last memory format "
+                                      "(faster convolutions on GPUs with tensor cores)")
+    compile: bool = option(False, group="run",
+                           help="torch.compile the model for training and evaluation (the first steps compile; "
+                                "pays off on GPUs, where kernel launches dominate a small model)")
     quiet: bool = option(False, group="run", help="no progress bars, epoch lines or summary")
     overwrite: bool = option(False, group="run",
                              help="replace the run files of an existing --out (unrelated files are kept)")
@@ -556,8 +568,9 @@ def _validate(c: TrainConfig) -> None:
         _set(c, "out", str(c.out))
     _int(c, "threads", 1, optional=True)
     check_device(c.device, available=False)  # a saved config names its device; whether it exists here is preflight's
-    for name in ("quiet", "overwrite", "resume", "extend"):
+    for name in ("quiet", "overwrite", "resume", "extend", "channels_last", "compile"):
         _bool(c, name)
+    _choice(c, "precision", PRECISIONS)
     if c.extend and not c.resume:
         raise ConfigError("extend: only applies with resume (it lets a resumed run change its epochs)")
     if c.overwrite and c.resume:

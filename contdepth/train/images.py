@@ -25,6 +25,10 @@ from .runs import TrainingDiverged, count_parameters, epoch_line
 from .task import Task
 
 
+#: ``TrainConfig.precision`` -> the dtype the training steps autocast to (fp32: none).
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class ImageClassification(Task):
     """Mini-batch cross-entropy on ``dataset``'s train split; the returned model is the last epoch's."""
 
@@ -59,14 +63,25 @@ class ImageClassification(Task):
         first_step = (epoch - 1) * steps
         total_loss, correct, count = 0.0, 0, 0
         lr_first = schedule.lrs(first_step)[0]
+        autocast_dtype = AUTOCAST_DTYPES.get(config.precision)
+        scaler = loop.grad_scaler
         with Progress(steps, f"epoch {epoch}/{config.epochs}", enabled=not loop.quiet) as progress:
             for k, (xb, yb) in enumerate(self.batches.epoch_batches(epoch - 1)):
                 schedule.apply(optimizer, first_step + k)
-                logits = net(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                if config.channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = net(xb)
+                # the loss in float32 (log-softmax of 16-bit logits loses digits)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 n, right = len(yb), int((logits.detach().argmax(dim=1) == yb).sum())
                 value = float(loss.detach())
                 if loop.distributed is not None:  # every rank sees the global numbers, so all stop together

@@ -177,6 +177,10 @@ class NodeClassification(Task):
     sync_metrics = False  # the checkpoints are the commit points
 
     def check(self) -> None:
+        for name, plain in (("precision", "fp32"), ("channels_last", False)):
+            if getattr(self.config, name) != plain:
+                raise ConfigError(f"{name}: applies to image datasets (mixed precision, convolution memory format); "
+                                  f"{self.config.data!r} is a graph: leave it at {plain}")
         if self.loop.distributed is not None:
             raise ConfigError(f"data: {self.config.data!r} is a graph trained full-batch (one step per epoch on "
                               "the whole graph), which does not shard over processes; run it without torchrun")

@@ -169,6 +169,22 @@ def block_summary(model: nn.Module) -> dict:
     return summary
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-D parameter and buffer of ``model`` in the channels_last memory format, in place.
+
+    ``nn.Module.to(memory_format=...)`` refuses a model with other 5-D tensors, such as a
+    ContinuousBlock's coefficients ``(n_basis, out, in, kh, kw)``; their per-depth weights are
+    views and keep their layout, while the stem, stitches and discrete units convert.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            for table in (module._parameters, module._buffers):
+                for name, tensor in table.items():
+                    if tensor is not None and tensor.dim() == 4:
+                        tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

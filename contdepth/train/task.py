@@ -41,6 +41,8 @@ class Loop(Protocol):
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     history: list[dict]
+    model_config: dict  # what checkpoints record to rebuild the model (name and options, or "custom")
+    grad_scaler: Any  # a torch.amp.GradScaler when training in fp16, else None
 
     @property
     def quiet(self) -> bool: ...
@@ -88,9 +90,11 @@ class Task(ABC):
     def save(self, run_dir: Path, epoch: int, *, final: bool) -> None:
         """Write the checkpoints of ``epoch`` (0: the fresh run); default: the training state, every epoch."""
         loop = self.loop
+        scheduler = loop.schedule.state_dict(epoch * loop.schedule.steps_per_epoch)
+        if loop.grad_scaler is not None and loop.grad_scaler.state_dict():  # fp16: the loss scale goes on
+            scheduler = {**scheduler, "grad_scaler": dict(loop.grad_scaler.state_dict())}
         save_checkpoint(run_dir, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
-                        scheduler=loop.schedule.state_dict(epoch * loop.schedule.steps_per_epoch),
-                        config=stored_config(self.config), model_config=loop.model_config)
+                        scheduler=scheduler, config=stored_config(self.config), model_config=loop.model_config)
 
     # --- an epoch -------------------------------------------------------------------------------
     def progress(self, start: int) -> AbstractContextManager:

@@ -48,6 +48,7 @@ Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -88,6 +89,7 @@ from .runs import (
     Callback,
     RunResult,
     block_summary,
+    to_channels_last,
     count_parameters,
     model_options_for,
     resume_line,
@@ -144,6 +146,21 @@ def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigErr
     if head and (head in options or head in model_options(model)):
         return error.within("model_options")
     return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {exc}")
+
+
+def restore_grad_scaler(scaler: torch.amp.GradScaler, info: CheckpointInfo) -> None:
+    """Load the fp16 GradScaler state of a checkpoint (numbers only, each checked)."""
+    state = (info.scheduler or {}).get("grad_scaler")
+    if state is None:
+        return  # a run saved before its first fp16 step: the scaler starts fresh
+    if not isinstance(state, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                              for v in state.values()):
+        raise CheckpointError(f"{info.path}: malformed checkpoint, scheduler.grad_scaler must map names to finite "
+                              f"numbers, got {state!r}")
+    expected = set(scaler.state_dict())
+    if expected and set(state) != expected:
+        raise CheckpointError(f"{info.path}: scheduler.grad_scaler holds {sorted(state)}, expected {sorted(expected)}")
+    scaler.load_state_dict(state)
 
 
 def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
@@ -354,7 +371,13 @@ class Trainer:
             model = create(config.model, **options)
             start, history = 0, []
         model.to(device)
+        if config.channels_last:
+            to_channels_last(model)
         self.model = model  # a task's restore may need it (the graph task's best model is an instance of it)
+        # fp16 autocast: a GradScaler, whose state (scale, growth tracker) the checkpoints keep
+        self.grad_scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+        if self.grad_scaler is not None and training is not None:
+            restore_grad_scaler(self.grad_scaler, training)
         if training is not None:
             task.restore(training, info, state or {})
         optimizer = build_optimizer(model, config)
@@ -365,6 +388,8 @@ class Trainer:
         self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
         self.model_config = model_identity(model)  # what the checkpoints record to rebuild it
         net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
+        if config.compile:
+            net = torch.compile(net)
         first, *more = task.describe(model)
         self.log(self.start_line(first))
         for line in more:
@@ -390,6 +415,8 @@ class Trainer:
                     refine_with_optimizer(model, optimizer)
                     if ddp is not None:  # new parameter tensors: DDP must hook their gradients
                         net = ddp.wrap(model)
+                    if config.compile:  # new tensors and a new grid: compile the refined model
+                        net = torch.compile(net if ddp is not None else model)
                 torch.manual_seed(derive_seed(config.seed, 1, epoch))
                 train_loss, train_acc, lr = task.train_epoch(net, optimizer, schedule, epoch)
                 if ddp is not None:

@@ -493,3 +493,48 @@ def test_reversible_training_reports_the_reconstruction_error_and_matches_backpr
     # the same gradients up to round-off: an epoch of training lands on nearly the same model
     assert abs(row["test_accuracy"] - backprop.history[-1]["test_accuracy"]) <= 0.02
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["reconstruction_error"] >= 0
+
+
+# --- mixed precision, channels_last, compile -----------------------------------------------------------
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_resumes_exactly(tmp_path, digits, precision):
+    config = tiny(precision=precision, epochs=2)
+    straight = train(config.replace(out=str(tmp_path / "a")), dataset=digits)
+    assert straight.history[-1]["test_accuracy"] > 0.3
+    scaler = json.loads((tmp_path / "a" / "checkpoint.json").read_text())["scheduler"].get("grad_scaler")
+    assert (scaler is not None) == (precision == "fp16")
+    with pytest.raises(Interrupt):
+        train(config.replace(out=str(tmp_path / "b")), dataset=digits, callbacks=[_interrupt_after(1)])
+    resumed = train(config.replace(out=str(tmp_path / "b"), resume=True), dataset=digits)
+    assert _without_times(resumed.history) == _without_times(straight.history)
+
+
+def test_a_tampered_grad_scaler_state_is_refused(tmp_path, digits):
+    out = tmp_path / "run"
+    train(tiny(precision="fp16", epochs=1, out=str(out)), dataset=digits)
+    description = json.loads((out / "checkpoint.json").read_text())
+    description["scheduler"]["grad_scaler"]["scale"] = "huge"
+    (out / "checkpoint.json").write_text(json.dumps(description))
+    with pytest.raises(CheckpointError, match="grad_scaler must map names to finite numbers"):
+        train(tiny(precision="fp16", epochs=2, extend=True, out=str(out), resume=True), dataset=digits)
+
+
+def test_channels_last_and_compile_train_the_same_model(tmp_path, digits, monkeypatch):
+    plain = train(tiny(epochs=1), dataset=digits)
+    last = train(tiny(epochs=1, channels_last=True), dataset=digits)
+    assert abs(last.history[-1]["test_loss"] - plain.history[-1]["test_loss"]) < 1e-4
+    compiled = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or real(module, backend="eager"))
+    result = train(tiny(epochs=2, compile=True, refine_at=[2]), dataset=digits)
+    assert len(compiled) == 2  # at the start and after the refinement
+    assert abs(result.history[0]["test_loss"] - train(tiny(epochs=2, refine_at=[2]), dataset=digits)
+               .history[0]["test_loss"]) < 1e-4
+    with pytest.raises(ConfigError, match="precision: must be one of fp32, bf16, fp16"):
+        tiny(precision="fp8")
+
+
+def test_image_only_speed_options_are_refused_for_a_graph():
+    for changes in ({"precision": "bf16"}, {"channels_last": True}):
+        with pytest.raises(ConfigError, match=f"{next(iter(changes))}: applies to image datasets"):
+            train(TrainConfig(model="gcn", data="karate", epochs=1, quiet=True, **changes))
