@@ -27,6 +27,7 @@ import argparse
 import errno
 import math
 import shlex
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,7 +57,7 @@ from .train import (
     manifestation_table,
     train,
 )
-from .plugins import import_modules, load_plugins
+from .plugins import IMPORTS_ENV, import_modules, load_plugins
 from .train.checkpoint import CheckpointError, read_checkpoint
 from .train.config import (
     OPTION_GROUPS,
@@ -666,8 +667,8 @@ def _cmd_schemes(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="contdepth", description="Continuous-in-depth neural networks: train, evaluate, analyse, "
-                                                   "compress, export, demo.")
+    parser = _Parser(prog="contdepth", allow_abbrev=False,  # --imp must not pass for --import
+                     description="Continuous-in-depth neural networks: train, evaluate, analyse, compress, export, demo.")
     parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
     parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=argparse.SUPPRESS,
                         help="import MODULE first (any number of times, anywhere on the line): a module that "
@@ -711,17 +712,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets before the rest is read, and installed entry points of the ``contdepth.models``
     and ``contdepth.datasets`` groups are loaded (see :mod:`contdepth.plugins`).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    modules, argv = _plugin_modules(argv)
+    original = list(sys.argv[1:] if argv is None else argv)
+    modules, argv = _plugin_modules(original)
     try:
         load_plugins()
         import_modules(modules)
     except ConfigError as exc:
         print(f"contdepth: error: {exc}", file=sys.stderr)
         return 2
+    if modules:  # the processes a command starts (experiment workers) import them too
+        os.environ[IMPORTS_ENV] = ",".join(filter(None, [os.environ.get(IMPORTS_ENV, ""), *modules]))
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = argv  # the command as given, for the records that name it (contdepth experiment)
+    args.argv = original  # the command as given (--import included), for the records that name it
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as exc:

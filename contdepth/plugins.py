@@ -25,6 +25,9 @@ from importlib.metadata import entry_points
 from .common.errors import OptionError
 
 GROUPS = ("contdepth.models", "contdepth.datasets")
+#: The environment variable through which ``contdepth --import`` hands its modules to the
+#: processes it starts (``contdepth experiment --workers N``): a comma-separated list.
+IMPORTS_ENV = "CONTDEPTH_IMPORT"
 _loaded: set[str] = set()
 
 
@@ -62,4 +65,4 @@ def load_plugins(warn=None) -> list[str]:
     return loaded
 
 
-__all__ = ["GROUPS", "import_modules", "load_plugins"]
+__all__ = ["GROUPS", "IMPORTS_ENV", "import_modules", "load_plugins"]

@@ -7,8 +7,10 @@ it prints is the job's result as JSON; an error is its last line and exit status
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+from ..plugins import IMPORTS_ENV, import_modules, load_plugins
 from ..train.checkpoint import CheckpointError
 from ..train.config import ConfigError
 from .runner import Job, run_job
@@ -17,6 +19,9 @@ from .runner import Job, run_job
 def main() -> int:
     job = Job(**json.loads(sys.stdin.read()))
     try:
+        # the parent's --import modules (and installed entry points): the job may train a user's model
+        load_plugins()
+        import_modules([m for m in os.environ.get(IMPORTS_ENV, "").split(",") if m])
         result = run_job(job)
     except (ConfigError, CheckpointError, OSError) as exc:
         print(f"{exc}", flush=True)

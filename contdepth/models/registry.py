@@ -25,6 +25,8 @@ def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Bui
     """
 
     def add(builder: Builder) -> Builder:
+        if name == "custom":
+            raise ValueError("name: 'custom' is reserved for runs of a module given in Python; choose another name")
         if name in _MODELS:
             raise ValueError(f"name: a model called {name!r} is already registered")
         _MODELS[name] = builder

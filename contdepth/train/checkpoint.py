@@ -66,8 +66,13 @@ def model_identity(model: nn.Module) -> dict:
     user's own module ``{"name": "custom", "class": "package.module.Class", "options": {}}``."""
     if created_name(model) is not None:
         return {"name": model.config["name"], "options": model.config.get("options", {})}  # type: ignore[union-attr]
+    return {"name": CUSTOM_MODEL, "class": class_path(model), "options": {}}
+
+
+def class_path(model: nn.Module) -> str:
+    """``package.module.Class`` of ``model`` (what a "custom" run records)."""
     cls = type(model)
-    return {"name": CUSTOM_MODEL, "class": f"{cls.__module__}.{cls.__qualname__}", "options": {}}
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -214,8 +219,9 @@ def read_description(run_dir: str | Path) -> dict:
     model = _require(info, "model", dict, path)
     _require(model, "name", str, path)
     _require(model, "options", dict, path)
-    if model["name"] == CUSTOM_MODEL and not isinstance(model.get("class", ""), str):
-        raise CheckpointError(f"{path}: malformed checkpoint, model.class must be a string")
+    if model["name"] == CUSTOM_MODEL and not (isinstance(model.get("class", ""), str)
+                                             and re.fullmatch(r"[\w.<>]{0,300}", model.get("class", ""))):
+        raise CheckpointError(f"{path}: malformed checkpoint, model.class must be a dotted class name")
     for key, kind in (("layout", list), ("epoch", int), ("history", list)):
         _require(info, key, kind, path)
     tensor_name = _require(info, "tensors", str, path)
@@ -274,6 +280,9 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor], *, model: 
 
     if info.model_name == CUSTOM_MODEL:
         return _load_user_model(info, state, model)
+    if model is not None:
+        raise ValueError(f"model: the run's model is {info.model_name!r}, which contdepth rebuilds by name; an instance "
+                         "is only for a run of your own module ('custom')")
     check_model_options(info.model_options, state, info.path)
     skeleton = _rebuild(info, state, torch.device("meta"))
     check_state_matches(skeleton.state_dict(), state, info.path, info.tensor_path or info.path)
@@ -287,7 +296,7 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor], *, model: 
 
 def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model: nn.Module | None) -> nn.Module:
     """The stored tensors loaded into ``model``, an instance of the user's own module (checked first)."""
-    recorded = info.model_class or "a module of your own"
+    recorded = repr(info.model_class) if info.model_class else "a module of your own"
     if model is None:
         raise CheckpointError(
             f"{info.path}: the run's model is your own module ({recorded}), which contdepth cannot rebuild by "
@@ -296,6 +305,17 @@ def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    given = class_path(model)
+    if info.model_class is not None and given != info.model_class:
+        raise CheckpointError(f"{info.path}: the run's model is {info.model_class!r}, not the given {given!r}; pass an "
+                              "instance of the class the run was trained with")
+    try:  # a refined or compressed model: the instance takes the stored basis sizes and grids first
+        if continuous_blocks(model) or info.layout:
+            check_layout(model, info.layout, state)
+            apply_layout(model, info.layout)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{info.path}: the block layout does not fit the given {type(model).__name__}: {exc}") \
+            from exc
     try:
         check_state_matches(model.state_dict(), state, info.path, info.tensor_path or info.path)
     except CheckpointError as exc:

@@ -259,11 +259,11 @@ class TrainConfig:
                             help="fp32; bf16 (mixed precision: autocast to bfloat16); fp16 (autocast to float16 "
                                  "with a GradScaler, whose state the checkpoints keep): for GPUs, where it is faster")
     channels_last: bool = option(False, group="run",
-                                 help="keep the model and the image batches in the channels_last memory format "
-                                      "(faster convolutions on GPUs with tensor cores)")
+                                 help="keep the model's 4-D weights and the image batches in the channels_last memory "
+                                      "format (faster convolutions on GPUs with tensor cores; refused on CPU)")
     compile: bool = option(False, group="run",
-                           help="torch.compile the model for training and evaluation (the first steps compile; "
-                                "pays off on GPUs, where kernel launches dominate a small model)")
+                           help="torch.compile the model's training steps (the first steps compile; evaluation "
+                                "runs eagerly; for GPUs, where kernel launches dominate a small model)")
     quiet: bool = option(False, group="run", help="no progress bars, epoch lines or summary")
     overwrite: bool = option(False, group="run",
                              help="replace the run files of an existing --out (unrelated files are kept)")

@@ -61,7 +61,7 @@ class ImageClassification(Task):
         net.train()
         steps = self.steps_per_epoch
         first_step = (epoch - 1) * steps
-        total_loss, correct, count = 0.0, 0, 0
+        total_loss, correct, count, skipped = 0.0, 0, 0, 0
         lr_first = schedule.lrs(first_step)[0]
         autocast_dtype = AUTOCAST_DTYPES.get(config.precision)
         scaler = loop.grad_scaler
@@ -77,8 +77,10 @@ class ImageClassification(Task):
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
                     scaler.scale(loss).backward()
+                    scale = scaler.get_scale()
                     scaler.step(optimizer)
                     scaler.update()
+                    skipped += scaler.get_scale() < scale  # inf/NaN gradients: the step was skipped
                 else:
                     loss.backward()
                     optimizer.step()
@@ -94,6 +96,10 @@ class ImageClassification(Task):
                 correct += int(right)
                 count += int(n)
                 progress.update(1, loss=f"{total_loss / count:.4f}", acc=f"{100 * correct / count:.1f}%")
+        if scaler is not None and skipped == steps:
+            raise TrainingDiverged(f"lr: every step of epoch {epoch} had non-finite gradients in fp16 (the GradScaler "
+                                   f"skipped all {steps} and cut its scale to {scaler.get_scale():.3g}); "
+                                   f"{self.diverged_hint(epoch)}, or precision bf16/fp32")
         return total_loss / max(count, 1), correct / max(count, 1), lr_first
 
     def diverged_hint(self, epoch: int) -> str:

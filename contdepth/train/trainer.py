@@ -135,6 +135,14 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
     check_device(config.device)
+    if torch.device(config.device).type == "cpu":
+        for name in ("channels_last", "compile"):
+            if getattr(config, name):
+                raise ConfigError(
+                    f"{name}: is for GPUs (--device cuda); on CPU torch {torch.__version__.split('+')[0]} aborts the "
+                    "process in the backward pass of a strided 1x1 convolution in channels_last memory format (a "
+                    "double free), the layout both options lead to"
+                )
     check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
 
 
@@ -248,9 +256,10 @@ class Trainer:
     then only a label); ``callbacks`` are called after each epoch's checkpoint as
     ``callback(metrics_row, model, optimizer)``; an exception from one stops the run
     (the checkpoint of that epoch is already on disk).  ``model`` starts the run from
-    existing weights (fine-tuning, e.g. after compression) instead of a fresh draw; it
-    must be built by ``contdepth.models.create`` as ``config.model`` (its basis sizes may
-    differ: checkpoints store them), and it is trained in place.
+    existing weights (fine-tuning, e.g. after compression) instead of a fresh draw, built by
+    ``contdepth.models.create`` as ``config.model`` (its basis sizes may differ: checkpoints
+    store them), or any module of the user's own (the run's model is then ``"custom"``); it
+    is trained in place.
 
     While :meth:`run` trains, ``model``, ``optimizer``, ``schedule`` and ``history`` are the
     run's (what a task's checkpoints save).
@@ -276,8 +285,8 @@ class Trainer:
             elif config.resume:
                 raise ValueError("model: a resumed run continues from its checkpoint; do not pass a model too")
         elif config.model == CUSTOM_MODEL and config.resume:
-            raise ValueError(f"model: the run's model is your own module ({CUSTOM_MODEL!r}); pass a fresh instance "
-                             "(train(config, model=MyNet())) for the checkpoint to load into")
+            raise ConfigError(f"model: the run's model is your own module ({CUSTOM_MODEL!r}); resume it in Python with "
+                              "a fresh instance for the checkpoint to load into: train(config, model=MyNet())")
         self.config = config
         self.dataset = dataset
         self.callbacks = tuple(callbacks)

@@ -101,16 +101,16 @@ def test_train_accepts_your_own_module_and_its_runs_load_and_resume_with_an_inst
     result = train(TrainConfig(data="digits", epochs=1, quiet=True, out=str(out), threads=1), model=MyNet())
     assert result.history[-1]["test_accuracy"] > 0.2
     assert "model: custom" in (out / "config.yaml").read_text()
-    with pytest.raises(CheckpointError, match=r"your own module \(.*MyNet\).*load_checkpoint\(run, model=MyNet\(\)\)"):
+    with pytest.raises(CheckpointError, match=r"your own module \('.*MyNet'\).*load_checkpoint\(run, model=MyNet\(\)\)"):
         load_checkpoint(out)
     model, info = load_checkpoint(out, model=MyNet())
     assert info.model_name == "custom" and info.model_class.endswith("MyNet")
     torch.testing.assert_close(model.out.weight, result.model.out.weight)
-    with pytest.raises(CheckpointError, match="do not fit|shape"):
+    with pytest.raises(CheckpointError, match="not the given 'torch.nn.modules.container.Sequential'"):
         load_checkpoint(out, model=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
     resumed = TrainConfig(model="custom", data="digits", epochs=2, extend=True, quiet=True, out=str(out), resume=True,
                           threads=1)
-    with pytest.raises(ValueError, match="pass a fresh instance"):
+    with pytest.raises(ConfigError, match="resume it in Python with a fresh instance"):
         train(resumed)
     assert len(train(resumed, model=MyNet()).history) == 2
     assert main(["eval", str(out)]) == 2
@@ -124,3 +124,51 @@ def test_your_own_module_with_a_config_naming_another_model_is_refused():
     with pytest.raises(ConfigError, match="takes no model_options"):
         TrainConfig(model="custom", model_options={"width": 3})
     assert main(["train", "--model", "custom", "--data", "digits"]) == 2
+
+
+class OtherNet(MyNet):
+    pass
+
+
+class ODENet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from contdepth import ContinuousBlock
+
+        self.lift = nn.Linear(64, 8)
+        self.block = ContinuousBlock(nn.Sequential(nn.Linear(8, 8), nn.Tanh()), n_basis=1, scheme="euler")
+        self.out = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.out(self.block(self.lift(x.flatten(1))))
+
+
+def test_a_custom_run_loads_only_into_its_class_with_its_layout(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(TrainConfig(data="digits", epochs=2, refine_at=[2], quiet=True, out=str(out), threads=1), model=ODENet())
+    model, info = load_checkpoint(out, model=ODENet())  # refined 1 -> 2 cells: the instance takes the layout
+    assert model.block.n_basis == 2 and info.layout
+    with pytest.raises(CheckpointError, match=r"the run's model is '.*ODENet', not the given '.*MyNet'"):
+        load_checkpoint(out, model=MyNet())
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 2
+    assert "resume it in Python" in capsys.readouterr().err
+    registered = tmp_path / "registered"
+    train(TrainConfig(data="digits", epochs=1, model_options={"alpha": 4, "n_basis": 1}, quiet=True,
+                      out=str(registered), threads=1))
+    with pytest.raises(ValueError, match="an instance is only for a run of your own module"):
+        load_checkpoint(registered, model=MyNet())
+    from contdepth.models import register_model
+
+    with pytest.raises(ValueError, match="'custom' is reserved"):
+        register_model("custom")(lambda: MyNet())
+
+
+def test_fp16_steps_that_are_all_skipped_stop_the_run():
+    from contdepth.train.runs import TrainingDiverged
+
+    class Broken(MyNet):
+        def forward(self, x):  # a finite loss whose gradients are NaN: sqrt'(0) * 0
+            return super().forward(x) + torch.sqrt(self.out.weight.sum() * 0)
+
+    with pytest.raises(TrainingDiverged, match="every step of epoch 1 had non-finite gradients in fp16"):
+        train(TrainConfig(data="digits", epochs=1, precision="fp16", quiet=True, threads=1), model=Broken())

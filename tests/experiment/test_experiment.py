@@ -366,7 +366,10 @@ def test_cifar10_specs_run_as_they_are(tmp_path, name):
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_committed_spec_is_valid(path):
     spec = ExperimentSpec.from_yaml(path)
-    assert len(spec.seeds) >= 5, "a claim rests on at least 5 seeds"
+    # the claims of issue 14 rest on at least 5 seeds; the architecture and memory comparisons
+    # (issues 16 and 17) ask for at least 3
+    least = {"ode_architectures": 3, "memory_modes": 3}.get(spec.name, 5)
+    assert len(spec.seeds) >= least, f"a claim rests on at least {least} seeds"
     for arm in spec.arms:
         spec.config(arm, spec.seeds[0])
 

@@ -309,7 +309,7 @@ def test_model_options_that_change_tensor_shapes_are_refused_on_the_meta_model(r
     (lambda info: info["model"]["options"].update(depth=3), r"cannot rebuild model 'continuousnet': depth"),
     (lambda info: info["model"]["options"].update(norm={"a": 1}), r"model\.options\.norm: must be a finite number"),
     (lambda info: info["model"]["options"].update(n_steps=10**6), r"model\.options\.n_steps: must be at most 4096"),
-    (lambda info: info["model"].update(name="vgg"), r"cannot rebuild model 'vgg'"),
+    (lambda info: info["model"].update(name="vgg"), r"the run's model 'vgg' is not registered in this process"),
 ])
 def test_model_options_of_the_wrong_kind_are_refused(run, change, pattern):
     tamper(run, change)
