@@ -720,8 +720,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"contdepth: error: {exc}", file=sys.stderr)
         return 2
-    if modules:  # the processes a command starts (experiment workers) import them too
-        os.environ[IMPORTS_ENV] = ",".join(filter(None, [os.environ.get(IMPORTS_ENV, ""), *modules]))
+    previous = os.environ.get(IMPORTS_ENV)
+    if modules:  # the processes this command starts (experiment workers) import them too; put back after
+        os.environ[IMPORTS_ENV] = ",".join(filter(None, [previous or "", *modules]))
+    try:
+        return _run(argv, original)
+    finally:
+        if modules:
+            if previous is None:
+                os.environ.pop(IMPORTS_ENV, None)
+            else:
+                os.environ[IMPORTS_ENV] = previous
+
+
+def _run(argv: list[str], original: list[str]) -> int:
+    """Parse ``argv`` and run its command, answering every expected failure in one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = original  # the command as given (--import included), for the records that name it

@@ -1,5 +1,6 @@
 """Your own model and data: train(config, model=...), --import and entry points, and eval on such runs."""
 
+import os
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -172,3 +173,11 @@ def test_fp16_steps_that_are_all_skipped_stop_the_run():
 
     with pytest.raises(TrainingDiverged, match="every step of epoch 1 had non-finite gradients in fp16"):
         train(TrainConfig(data="digits", epochs=1, precision="fp16", quiet=True, threads=1), model=Broken())
+
+
+def test_import_hands_the_modules_to_the_commands_processes_only_while_it_runs(plugin, monkeypatch):
+    monkeypatch.delenv(plugins.IMPORTS_ENV, raising=False)
+    seen = []
+    monkeypatch.setattr("contdepth.cli._run", lambda argv, original: seen.append(os.environ.get(plugins.IMPORTS_ENV)) or 0)
+    assert main(["--import", plugin, "schemes"]) == 0
+    assert seen == [plugin] and plugins.IMPORTS_ENV not in os.environ
