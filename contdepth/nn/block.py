@@ -323,29 +323,27 @@ class ContinuousBlock(nn.Module):
         copies = samples is not None or (recompute and self.training)
         row_of_point = plan.row_of_point
 
-        def rate(stage: StageTime, x: Tensor) -> Tensor:
+        touched = self._part_state()
+
+        def evaluate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
+            """The whole rate (``part=None``) or one half's (a partitioned template), with its state sample."""
             row = row_of_point[stage.index]
             stage_state = None
             if states is not None:
                 stage_state = states[row]
                 if copies:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
-                    if samples is not None:
-                        samples.append((row, stage_state))
-            return call(x, params[row], stage_state, shared, context)
+                if samples is not None:  # a one-half evaluation samples only its half's statistics
+                    samples.append((row, stage_state if part is None else
+                                    tuple(v if j in touched[part] else None for j, v in enumerate(stage_state))))
+            return call(x, params[row], stage_state, shared, context, part=part)
 
-        touched = self._part_state()
+        def rate(stage: StageTime, x: Tensor) -> Tensor:
+            return evaluate(stage, x)
+
         if touched is not None:
             def part(stage: StageTime, other_half: Tensor, i: int) -> Tensor:
-                row = row_of_point[stage.index]
-                stage_state = None
-                if states is not None:
-                    stage_state = states[row]
-                    if copies:
-                        stage_state = tuple(v.clone() for v in stage_state)
-                    if samples is not None:  # only the half's own statistics are a sample
-                        samples.append((row, tuple(v if j in touched[i] else None for j, v in enumerate(stage_state))))
-                return call(other_half, params[row], stage_state, shared, context, part=i)
+                return evaluate(stage, other_half, i)
 
             part.dim = self.template.dim  # type: ignore[attr-defined]  (the halves the template splits)
             rate.part = part  # type: ignore[attr-defined]

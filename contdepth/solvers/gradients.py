@@ -255,6 +255,18 @@ class _Augmented:
         return grad_x0, totals
 
 
+def _adjoint_backward(ctx, grad_out: Tensor, solve: Callable[[_Augmented, Tensor], Tensor]) -> tuple:
+    """What both adjoint passes share: the augmented system from the saved final state, solved back
+    to ``t0`` by ``solve(system, z1)`` under the forward's autocast, unpacked into the gradients."""
+    x1, = ctx.saved_tensors
+    system = _Augmented(ctx.problem.backward_rate, x1, ctx.params)
+    device, enabled, dtype = ctx.autocast
+    with torch.autocast(device, dtype=dtype, enabled=enabled):
+        z0 = solve(system, system.pack(x1, grad_out))
+    grad_x0, totals = system.unpack(z0, ctx.dtype)
+    return (None, grad_x0, *totals)
+
+
 class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: _Problem, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
@@ -267,13 +279,8 @@ class _Adjoint(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         problem = ctx.problem
-        x1, = ctx.saved_tensors
-        system = _Augmented(problem.backward_rate, x1, ctx.params)
-        device, enabled, dtype = ctx.autocast
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
-            z = solve_fixed_grid(problem.scheme, system, system.pack(x1, grad_out), problem.backward_schedule).state
-        grad_x0, totals = system.unpack(z, ctx.dtype)
-        return (None, grad_x0, *totals)
+        return _adjoint_backward(ctx, grad_out, lambda system, z1: solve_fixed_grid(
+            problem.scheme, system, z1, problem.backward_schedule).state)
 
 
 def solve_adjoint(scheme: Scheme, rate: Rate, x0: Tensor, schedule: StageSchedule, params: Sequence[Tensor], *,
@@ -340,17 +347,15 @@ class _AdjointAdaptive(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         p = ctx.problem
-        x1, = ctx.saved_tensors
-        system = _Augmented(p.backward_rate, x1, ctx.params)
-        device, enabled, dtype = ctx.autocast
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
-            solution = solve_adaptive(_reversed_time(system), system.pack(x1, grad_out), tableau=p.tableau,
-                                      rtol=p.rtol, atol=p.atol, t0=-p.t1, t1=-p.t0,
-                                      breakpoints=tuple(-b for b in p.breakpoints), controller=p.controller,
-                                      state_name="adjoint state", rate_name="adjoint system")
-        p.stats.append(solution.stats)
-        grad_x0, totals = system.unpack(solution.state, ctx.dtype)
-        return (None, grad_x0, *totals)
+
+        def solve(system: _Augmented, z1: Tensor) -> Tensor:
+            solution = solve_adaptive(_reversed_time(system), z1, tableau=p.tableau, rtol=p.rtol, atol=p.atol,
+                                      t0=-p.t1, t1=-p.t0, breakpoints=tuple(-b for b in p.breakpoints),
+                                      controller=p.controller, state_name="adjoint state", rate_name="adjoint system")
+            p.stats.append(solution.stats)
+            return solution.state
+
+        return _adjoint_backward(ctx, grad_out, solve)
 
 
 def solve_adjoint_adaptive(rate: Rate, x0: Tensor, params: Sequence[Tensor], *, tableau: ButcherTableau, rtol: float,
