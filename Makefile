@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench bench-deps clean
+.PHONY: setup test demo docs bench bench-deps clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: $(STAMP)
 	$(PY) -m contdepth demo
 	@echo "The command line is in .venv: run .venv/bin/contdepth --help (or: source .venv/bin/activate, then contdepth --help)"
 
+# The documentation site into site/ (mkdocs, warnings as errors; the docs extra is part of dev).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+	@echo "The site is in site/: open site/index.html"
+
 # Peers for the benchmarks.  torchdyn declares torchvision (no CPU wheel exists), so it
 # and torchcde are installed without their declared dependencies, plus what they import.
 bench-deps: $(STAMP)
@@ -34,4 +39,4 @@ bench: bench-deps
 	$(PY) benchmarks/solver_overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

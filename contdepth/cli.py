@@ -42,6 +42,7 @@ from .analysis.compression import compress_run
 from .analysis.manifestations import DTYPES, check_grid
 from .analysis.plots import check_matplotlib
 from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
+from .common.errors import OptionError
 from .common.validate import check_int
 from .experiment import ExperimentSpec, run_experiment, write_report
 from .export.from_run import CHECK_ATOL, export_run
@@ -71,6 +72,7 @@ from .train.config import (
 from .train.demo import demo
 from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
 from .train.rundir import check_run_dir, folder_state
+from .train.tensorboard import log_manifestation_table, summary_writer_class
 from .train.trainer import load_data
 
 # model-option flags: --flag -> model_options key (nargs "+" for per-stage lists)
@@ -469,6 +471,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where the dataset is now (default: the run's data_dir)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write the manifestation table and accuracy against steps per scheme to DIR for "
+                        "TensorBoard (e.g. RUN/tensorboard; needs pip install 'contdepth[tb]')")
     return p
 
 
@@ -509,6 +514,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             check_matplotlib()
         except ImportError as exc:
             raise ConfigError(f"no_plots: {exc}") from exc
+    if args.tensorboard is not None:
+        check_output_path(Path(args.tensorboard), "tensorboard", folder=True)
+        try:
+            summary_writer_class()
+        except OptionError as exc:
+            raise ConfigError(str(exc)) from exc
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model, info = load_checkpoint(args.run, device=args.device)
@@ -536,6 +547,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
           f"{report.seconds:.1f} s of analysis")
     print(report.format_table())
     written = report.write(out, overwrite=args.overwrite, plots=not args.no_plots)
+    if args.tensorboard is not None:
+        written.append(log_manifestation_table(args.tensorboard, [(r.scheme, r.n_steps, 100 * r.accuracy)
+                                                                 for r in report.rows], report.format_table()))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -617,6 +631,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="threads for the whole suite, shared by the workers (default: the free cores)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--data-dir", default=None, help="folder of the dataset's files, for every run")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="another experiment folder: its finished runs with exactly an arm's config and seed are "
+                        "copied instead of trained (repeatable)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p
@@ -625,7 +642,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     spec = ExperimentSpec.from_yaml(args.spec)
     run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
-                   data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet,
+                   data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet, reuse=args.reuse,
                    command=" ".join(["contdepth", *map(shlex.quote, args.argv)]))
     return 0
 

@@ -22,7 +22,7 @@ import math
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from ..train.evaluate import (  # one grid default for eval --table and analyze
 from .convergence import fit_order
 from .reading import as_continuous
 from .report import ManifestationReport, ManifestationRow, OrderRow
+
+if TYPE_CHECKING:
+    from ..data import Dataset
 
 REFERENCE_FACTOR = 4
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -209,7 +212,7 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 @torch.no_grad()
 def analyze_manifestations(
     model: nn.Module,
-    dataset,
+    dataset: Dataset,
     *,
     schemes: Sequence[str] = DEFAULT_SCHEMES,
     steps: Sequence[int] = DEFAULT_STEPS,
@@ -228,7 +231,8 @@ def analyze_manifestations(
             (read with :func:`~contdepth.analysis.resnet_as_continuous`). It is not
             modified: the analysis runs on a copy, in eval mode (running statistics).
         dataset: a :class:`~contdepth.data.Dataset`; its ``split`` is evaluated in order.
-        schemes, steps: the grid; every block gets the same manifestation.
+        schemes: the grid's schemes; every block gets the same manifestation.
+        steps: the grid's step counts.
         reference: :class:`Reference`, a string for :func:`parse_reference`, or ``None``
             for rk4 with four times the largest step count.
         max_examples: evaluate only the first ``max_examples`` examples of the split.

@@ -107,6 +107,9 @@ def resnet_as_continuous(model: nn.Module) -> nn.Module:
                 key = f"stages.{s}.1.state.{name}"
                 target[key].copy_(torch.maximum(target[key], value) if k else value)
             written.add(key)
+    for s, stage in enumerate(net.stages):  # each unit's statistics were sampled at its own (Euler) step
+        stage[1].assume_state_sampled_on()
+        written.add(f"stages.{s}.1.state_depth_range")
     missing = sorted(set(target) - written)
     if missing:
         raise ValueError(f"model: the ResNet has no value for {missing[0]} of its continuous reading")

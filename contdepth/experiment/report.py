@@ -166,6 +166,8 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
         "format": SUMMARY_FORMAT,
         "experiment": spec.name, "description": spec.description, "spec_file": record.get("spec_file"),
         "seeds": list(spec.seeds), "commands": [s.get("command") for s in record.get("sittings", [])],
+        "reused": {run: source for s in record.get("sittings", []) if isinstance(s.get("reused"), dict)
+                   for run, source in s["reused"].items()},
         "units": {"accuracy": "percent (final epoch)", "time": "seconds (run total_time)",
                   "accuracy_diff": "points, arm - baseline, paired by seed", "time_ratio": "arm / baseline"},
         "arms": arms, "comparisons": comparisons, "unfinished": unfinished,
@@ -293,6 +295,10 @@ def format_report(summary: dict) -> str:
         lines += [summary["description"].strip(), ""]
     lines += [f"Spec: `{summary.get('spec_file')}`; seeds {summary['seeds']}.", "", "Commands that produced it:", ""]
     lines += [f"    {c}" for c in dict.fromkeys(summary.get("commands") or [])] + [""]
+    if summary.get("reused"):
+        lines += ["Runs copied from another experiment folder (`--reuse`: the same training config and seed, so the "
+                  "same run; its times were measured in that suite's sitting):", ""]
+        lines += [f"- `{run}` from `{source}`" for run, source in summary["reused"].items()] + [""]
     lines += ["Accuracies are the final epoch's, in percent (mean ± std over seeds); validation is where settings "
               "are chosen, test is only reported. Time is each run's total training wall time (per-epoch evaluation "
               "and checkpoints included); CPU time is the process's CPU seconds over the same epochs, which other "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from .folder import (
     weights_identity,
 )
 from .report import write_report
+from .reuse import reuse_runs
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec, difference
 from .steps import run_steps
 
@@ -159,12 +161,14 @@ def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
 def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, workers: int = 1,
                    threads: int | None = None, device: str = "cpu", data_dir: str | None = None,
                    report: bool = True, quiet: bool = False, command: str | None = None,
-                   callbacks: Sequence[Callable] = ()) -> dict | None:
+                   callbacks: Sequence[Callable] = (), reuse: Sequence[str | Path] = ()) -> dict | None:
     """Run every ``(arm, seed)`` of ``spec`` into ``out`` (see the module docstring); returns the summary.
 
     ``threads`` is the suite's total (default: the free cores, as ``contdepth train``);
     ``callbacks`` are given to every training run (one worker only). ``report`` writes
-    ``report.md``, ``summary.json`` and the plots at the end.
+    ``report.md``, ``summary.json`` and the plots at the end. ``reuse``: other experiment
+    folders whose finished runs with this suite's exact config and seed are copied instead
+    of trained (see :mod:`contdepth.experiment.reuse`).
     """
     if not isinstance(spec, ExperimentSpec):
         spec = ExperimentSpec.from_yaml(spec)
@@ -189,10 +193,17 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
             atomic_write_text(out / SPEC_COPY, spec_text(spec))
         else:
             record = read_record(out)
-        record["sittings"].append({
+        sitting = {
             "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "workers": workers, "threads": total_threads, "device": device})
+            "workers": workers, "threads": total_threads, "device": device}
+        record["sittings"].append(sitting)
+        if reuse:
+            sitting["reused"] = reuse_runs(spec, out, [(arm.name, seed) for seed in spec.seeds for arm in spec.arms],
+                                           reuse)
+            if not quiet:
+                print(f"experiment {spec.name}: reused {len(sitting['reused'])} finished run(s) from "
+                      f"{', '.join(map(str, reuse))}", flush=True)
         atomic_write_text(out / EXPERIMENT_FILE, json.dumps(record, indent=1) + "\n")
         jobs = [Job(spec.raw, spec.source, arm.name, seed, str(out), per_worker, device, data_dir, quiet or workers > 1)
                 for seed in spec.seeds for arm in spec.arms]  # seed-major: every arm has results early
@@ -268,9 +279,12 @@ def job_to_dict(job: Job) -> dict:
 class SuiteProgress:
     """Runs done of total and an estimate of the time left, printed between runs.
 
-    The estimate multiplies the epochs still to train by the mean epoch time of the arm
+    The estimate multiplies the epochs still to train by the median epoch time of the arm
     (from the epochs already trained in this folder, any sitting), or of all arms when the
-    arm has none yet; steps are not counted. Each run prints its own epochs beneath.
+    arm has none yet; steps are not counted. The median, not the mean: an epoch's wall time
+    includes any time the process was stopped or the machine suspended, and one such
+    epoch would otherwise set the estimate for the whole suite. Each run prints its own
+    epochs beneath.
     """
 
     def __init__(self, spec: ExperimentSpec, folder: Path, jobs: list[Job], workers: int, quiet: bool) -> None:
@@ -302,8 +316,8 @@ class SuiteProgress:
             state, epochs_done = run_status(self.spec, self.folder, arm, job.seed)
             if state in ("new", "partial"):
                 per_epoch = times.get(job.arm) or every
-                seconds += (self.spec.config(arm, job.seed).epochs - epochs_done) * sum(per_epoch) / len(per_epoch)
-        return f"about {format_seconds(seconds / self.workers)} left (epochs to train x mean epoch time)"
+                seconds += (self.spec.config(arm, job.seed).epochs - epochs_done) * statistics.median(per_epoch)
+        return f"about {format_seconds(seconds / self.workers)} left (epochs to train x median epoch time)"
 
     def log(self, text: str) -> None:
         if not self.quiet:

@@ -33,8 +33,9 @@ class AdaptiveDepth:
 
     Args:
         scheme: an embedded explicit Runge-Kutta pair (``dopri5``, ``bosh3``) or tableau.
-        rtol, atol: accept a step when the RMS of the error estimate scaled by
-            ``atol + rtol * |x|`` is at most 1.
+        rtol: relative tolerance: a step is accepted when the RMS of the error estimate
+            scaled by ``atol + rtol * |x|`` is at most 1.
+        atol: absolute tolerance (see ``rtol``).
         max_steps: attempted steps per block call before :class:`MaxStepsExceeded`.
     """
 

@@ -36,7 +36,8 @@ from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
 from .coupling import is_partitioned
 from .retired import retire
-from .stage_plan import StagePlan, StageValues
+from .stage_plan import StagePlan, StageValues, depth_key
+from .state_range import UNKNOWN, StateRange
 from .template_call import TemplateCall
 
 Tensor = torch.Tensor
@@ -101,7 +102,8 @@ class ContinuousBlock(nn.Module):
         n_basis: number of basis functions.
         scheme: integration scheme name or object (see ``available_schemes()``).
         n_steps: integration steps; defaults to ``n_basis``.
-        t0, t1: the depth interval.
+        t0: where the depth interval starts.
+        t1: where it ends.
         checkpoint: recompute steps during backward to save activation memory (the same as
             ``gradient="checkpoint"``).
         gradient: how backward gets its gradients: ``"backprop"``, ``"checkpoint"``,
@@ -129,6 +131,10 @@ class ContinuousBlock(nn.Module):
     module's momentum (per cell for a piecewise-constant basis: the average of the
     cell's samples).  Refinement and projection map the state with the same matrix as
     the weights.  Integer buffers (``num_batches_tracked``) are shared over depth.
+    The state is read no deeper (or shallower) than it was ever sampled
+    (:attr:`state_depths`; see :mod:`contdepth.nn.state_range`): beyond that the fit is an
+    extrapolation, and a variance extrapolated from a 2-step Euler grid to ``t = 1`` can be
+    negative.
     """
 
     def __init__(
@@ -162,6 +168,9 @@ class ContinuousBlock(nn.Module):
         self.shared_names: tuple[str, ...] = tuple(name for name, b in buffers if not b.is_floating_point())
         self.coefficients = self._initial_coefficients(template, initializer or reset_template_parameters)
         self.state = self._initial_state(template)
+        self._state_range: StateRange | None = None  # mirrors the buffer below (read every pass, no device sync)
+        if self.state_names:
+            self.register_buffer("state_depth_range", UNKNOWN.clone())
         # The template is kept only for its architecture: its own parameters are never
         # used (theta(t) is substituted), so it lives on the meta device and outside the
         # module tree (no parameters(), state_dict() or .to() for it).
@@ -252,7 +261,7 @@ class ContinuousBlock(nn.Module):
         """The :class:`StagePlan` of a manifestation (default: the block's grid), cached."""
         scheme = self.grid.scheme if scheme is None else scheme
         n_steps = self.grid.n_steps if n_steps is None else n_steps
-        key = (scheme, n_steps, self.basis)
+        key = (scheme, n_steps, self.basis, self._state_range)
         plan = self._plan_cache.get(key)
         if plan is None:
             plan = self._build_plan(scheme, n_steps)
@@ -264,16 +273,26 @@ class ContinuousBlock(nn.Module):
     def _build_plan(self, scheme: Scheme, n_steps: int) -> StagePlan:
         schedule = scheme.schedule(n_steps, self.t0, self.t1)
         t0, span = Fraction(self.t0), Fraction(self.t1) - Fraction(self.t0)
-        rows: dict[tuple[float, ...], int] = {}
-        row_of_point = []
+        # A row is a distinct pair (theta's weights, the state's weights): they differ only
+        # where a stage lies outside the depths the state was sampled at.
+        rows: dict[tuple[tuple[float, ...], tuple[float, ...]], int] = {}
+        row_of_point, spans = [], {}
         for exact, left in schedule.points:
-            w = self.basis.weights((exact - t0) / span, left)
-            row_of_point.append(rows.setdefault(tuple(w.tolist()), len(rows)))
-        weights = np.array(list(rows), dtype=float).reshape(len(rows), self.basis.n)
-        one_hot = None
-        if np.all((weights == 0) | (weights == 1)) and np.all(weights.sum(axis=1) == 1):
-            one_hot = tuple(int(k) for k in weights.argmax(axis=1))
-        return StagePlan(scheme, schedule, tuple(row_of_point), weights, one_hot)
+            key = depth_key((exact - t0) / span, left)
+            w = tuple(self.basis.weights(key[0], left).tolist())
+            read = key if self._state_range is None else self._state_range.clamp(key)
+            w_state = w if read == key else tuple(self.basis.weights(read[0], read[1] == 0).tolist())
+            row = rows.setdefault((w, w_state), len(rows))
+            row_of_point.append(row)
+            lo, hi = spans.get(row, (key, key))
+            spans[row] = (min(lo, key), max(hi, key))
+        weights = np.array([w for w, _ in rows], dtype=float).reshape(len(rows), self.basis.n)
+        state_weights = np.array([w for _, w in rows], dtype=float).reshape(len(rows), self.basis.n)
+        clamped = not np.array_equal(weights, state_weights)
+        return StagePlan(scheme, schedule, tuple(row_of_point), weights, _one_hot(weights),
+                         row_span=tuple(spans[r] for r in range(len(rows))),
+                         state_weights=state_weights if clamped else None,
+                         state_one_hot=_one_hot(state_weights) if clamped else None)
 
     def values_at_stages(self, plan: StagePlan | None = None) -> StageValues:
         """The template's parameters and state at every distinct stage value of ``plan``.
@@ -284,7 +303,7 @@ class ContinuousBlock(nn.Module):
         """
         plan = self.stage_plan() if plan is None else plan
         parameters = plan.evaluate(c for _, c in self.coefficient_items())
-        state = plan.evaluate(c for _, c in self.state_items()) if self.state_names else None
+        state = plan.evaluate((c for _, c in self.state_items()), state=True) if self.state_names else None
         return StageValues(plan, parameters, state, self.shared_buffers())
 
     def _values_at(self, weights: np.ndarray, tensors: Iterator[Tensor]) -> tuple[Tensor, ...]:
@@ -375,9 +394,14 @@ class ContinuousBlock(nn.Module):
         has_state, call = bool(self.state_names), self._call
 
         def rate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
-            w = self.basis.weights((stage.exact - t0) / span, stage.left)
+            key = depth_key((stage.exact - t0) / span, stage.left)
+            w = self.basis.weights(key[0], stage.left)
             values = self._values_at(w, (c for _, c in self.coefficient_items()))
-            stage_state = self._values_at(w, (c for _, c in self.state_items())) if has_state else None
+            stage_state = None
+            if has_state:
+                read = key if self._state_range is None else self._state_range.clamp(key)
+                w_state = w if read == key else self.basis.weights(read[0], read[1] == 0)
+                stage_state = self._values_at(w_state, (c for _, c in self.state_items()))
             if copies and stage_state is not None:
                 stage_state = tuple(v.clone() for v in stage_state)
             return call(x, values, stage_state, shared, context, part=part)
@@ -412,6 +436,49 @@ class ContinuousBlock(nn.Module):
             flat = c.view(c.shape[0], -1)
             residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
             flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
+        sampled = {row for row, _ in samples}
+        if sampled:
+            self._widen_state_range(StateRange(min(plan.row_span[r][0] for r in sampled),
+                                               max(plan.row_span[r][1] for r in sampled)))
+
+    @property
+    def state_depths(self) -> tuple[float, float] | None:
+        """The depths ``(shallowest, deepest)`` the normalisation state has been sampled at; ``None``: not yet.
+
+        Stages outside read the state at the nearest end (see :mod:`contdepth.nn.state_range`).
+        """
+        if self._state_range is None:
+            return None
+        span = self.t1 - self.t0
+        return (self.t0 + span * float(self._state_range.lo[0]), self.t0 + span * float(self._state_range.hi[0]))
+
+    def assume_state_sampled_on(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> None:
+        """Count the state as sampled at every stage depth of a manifestation (default: the block's grid).
+
+        For a block whose state was trained before the sampled depths were recorded (a
+        checkpoint of format 1): the manifestation it was trained on tells where.
+        """
+        plan = self.stage_plan(None if scheme is None else get_scheme(scheme), n_steps)
+        self._widen_state_range(StateRange(min(lo for lo, _ in plan.row_span), max(hi for _, hi in plan.row_span)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """``nn.Module``'s loading, then the Python mirror of the loaded sampled-depth range (validated)."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.state_names and prefix + "state_depth_range" in state_dict:
+            try:
+                self._state_range = StateRange.decode(self.state_depth_range)
+            except ValueError as exc:
+                raise RuntimeError(f"{prefix}state_depth_range: {exc}") from exc
+
+    @torch.no_grad()
+    def _widen_state_range(self, sampled: StateRange) -> None:
+        if not self.state_names:
+            return
+        widened = sampled.union(self._state_range)
+        if widened != self._state_range:
+            self._state_range = widened
+            self.state_depth_range.copy_(widened.encode())
+            self.stage_plan()  # built eagerly, as when the grid is set (no Fraction arithmetic under torch.compile)
 
     # --- integration strategy -------------------------------------------------------------
     @property
@@ -590,3 +657,10 @@ class ContinuousBlock(nn.Module):
             f"scheme={self.scheme.name}, n_steps={self.n_steps}, t0={self.t0}, t1={self.t1}"
             + ("" if self.gradient == "backprop" else f", gradient={self.gradient}")
         )
+
+
+def _one_hot(weights: np.ndarray) -> tuple[int, ...] | None:
+    """When every row of ``weights`` selects one function: that function's index per row."""
+    if np.all((weights == 0) | (weights == 1)) and np.all(weights.sum(axis=1) == 1):
+        return tuple(int(k) for k in weights.argmax(axis=1))
+    return None

@@ -58,7 +58,11 @@ from .optim import group_names
 CHECKPOINT_JSON = "checkpoint.json"
 TENSOR_FILE = re.compile(r"^checkpoint-(\d+)\.safetensors$")
 FORMAT = "contdepth-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every ContinuousBlock with normalisation state stores the depths it was sampled at
+(``state_depth_range``). Format 1 is read: such a block is taken as sampled on the
+manifestation it was saved with (the one it trained on); see :func:`upgrade_model_state`."""
+STATE_RANGE_KEY = "state_depth_range"
 
 
 def model_identity(model: nn.Module) -> dict:
@@ -171,6 +175,7 @@ class CheckpointInfo:
     version: str
     tensor_path: Path | None = None  # the tensor file it was read with (for messages)
     model_class: str | None = None  # a "custom" model: the class it was saved from (for messages)
+    format_version: int = FORMAT_VERSION
 
     def train_config(self):  # -> TrainConfig
         """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
@@ -263,6 +268,7 @@ def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torc
         model_class=info["model"].get("class"),
         optimizer=info.get("optimizer"), optimizer_tensors=optimizer_tensors, scheduler=info.get("scheduler"),
         config=info.get("config"), version=str(info.get("version")), tensor_path=tensor_path,
+        format_version=info["format_version"],
     )
     return checkpoint, model_tensors
 
@@ -285,13 +291,43 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor], *, model: 
                          "is only for a run of your own module ('custom')")
     check_model_options(info.model_options, state, info.path)
     skeleton = _rebuild(info, state, torch.device("meta"))
+    state = upgrade_model_state(info, skeleton, state)
     check_state_matches(skeleton.state_dict(), state, info.path, info.tensor_path or info.path)
     model = _rebuild(info, state, None)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{info.path}: the stored tensors do not fit the rebuilt model: {exc}") from exc
+    upgrade_model(info, model)
     return model
+
+
+def upgrade_model_state(info: CheckpointInfo, model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with what a checkpoint of an older format lacks for ``model`` (format 1: the sampled depth ranges).
+
+    Only the keys the format did not have are added (as "unknown", filled in by
+    :func:`upgrade_model`); anything else missing is still an error of the file.
+    """
+    if info.format_version >= 2:
+        return state
+    missing = {name: value for name, value in model.state_dict().items()
+               if name.rsplit(".", 1)[-1] == STATE_RANGE_KEY and name not in state}
+    return {**state, **{name: torch.zeros(value.shape, dtype=value.dtype) for name, value in missing.items()}}
+
+
+def upgrade_model(info: CheckpointInfo, model: nn.Module) -> None:
+    """After loading a format-1 checkpoint: each block's state counts as sampled on its saved manifestation.
+
+    Format 1 did not record where the normalisation state was sampled. A checkpoint's
+    blocks hold the grid they last trained on, and training samples every stage depth of
+    it, so that grid's depths are the range (a block never trained keeps its constant
+    initial state, for which the range changes nothing).
+    """
+    if info.format_version >= 2:
+        return
+    for block in continuous_blocks(model):
+        if block.state_names and block.state_depths is None:
+            block.assume_state_sampled_on()
 
 
 def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model: nn.Module | None) -> nn.Module:
@@ -316,6 +352,7 @@ def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{info.path}: the block layout does not fit the given {type(model).__name__}: {exc}") \
             from exc
+    state = upgrade_model_state(info, model, state)
     try:
         check_state_matches(model.state_dict(), state, info.path, info.tensor_path or info.path)
     except CheckpointError as exc:
@@ -325,6 +362,7 @@ def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{info.path}: the stored tensors do not fit {type(model).__name__}: {exc}") from exc
+    upgrade_model(info, model)
     return model
 
 

@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DECAY_SCOPES = ("all", "model")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
-                     "eval_batch_size")
+                     "eval_batch_size", "tensorboard")
 
 
 # A bad option: the message starts with the option's name. The same class as
@@ -265,6 +265,9 @@ class TrainConfig:
                            help="torch.compile the model's training steps (the first steps compile; evaluation "
                                 "runs eagerly; for GPUs, where kernel launches dominate a small model)")
     quiet: bool = option(False, group="run", help="no progress bars, epoch lines or summary")
+    tensorboard: bool = option(False, group="run",
+                               help="also log each epoch's metrics to OUT/tensorboard for TensorBoard (needs the "
+                                    "tensorboard package: pip install 'contdepth[tb]'; metrics.jsonl stays the record)")
     overwrite: bool = option(False, group="run",
                              help="replace the run files of an existing --out (unrelated files are kept)")
     resume: bool = option(False, group="run",

@@ -96,6 +96,7 @@ from .runs import (
     start_run_files,
 )
 from .task import Task
+from .tensorboard import TENSORBOARD_DIR, TensorBoardLogger, summary_writer_class
 
 # --- preflight ---------------------------------------------------------------------------------------
 
@@ -143,6 +144,13 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
                     "process in the backward pass of a strided 1x1 convolution in channels_last memory format (a "
                     "double free), the layout both options lead to"
                 )
+    if config.tensorboard:
+        if config.out is None:
+            raise ConfigError("tensorboard: needs --out (the logs go to OUT/tensorboard)")
+        try:
+            summary_writer_class()
+        except OptionError as exc:
+            raise ConfigError(str(exc)) from exc
     check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
 
 
@@ -414,7 +422,13 @@ class Trainer:
             start_run_files(run_dir, config, history)
 
         elapsed = history[-1]["total_time"] if history else 0.0
-        with task.progress(start):
+        callbacks = self.callbacks
+        if run_dir is not None and config.tensorboard:
+            tensorboard = TensorBoardLogger(run_dir / TENSORBOARD_DIR, first_epoch=start + 1)
+            callbacks += (tensorboard,)
+        with contextlib.ExitStack() as stack, task.progress(start):
+            if run_dir is not None and config.tensorboard:
+                stack.callback(tensorboard.close)
             for epoch in range(start + 1, config.epochs + 1):
                 if task.stopped:
                     break
@@ -447,7 +461,7 @@ class Trainer:
                     task.save(run_dir, epoch, final=epoch == config.epochs or task.stopped)
                 elapsed += time.perf_counter() - tic
                 task.report(row)
-                for callback in self.callbacks:
+                for callback in callbacks:
                     callback(row, model, optimizer)
         final = task.final_model(model)
         result = task.result(config=config, model=final, history=history, run_dir=run_dir,

@@ -161,6 +161,8 @@ def test_a_resnet_read_as_a_continuousnet_computes_the_same_outputs(norm, units)
     per_stage = units if isinstance(units, list) else [units] * 3
     assert cnn.layout(net) == [{"basis": "piecewise_constant", "n_basis": n, "scheme": "euler", "n_steps": n}
                                for n in per_stage]
+    if norm == "batch":  # each unit's statistics were sampled at its Euler step's depth
+        assert [stage[1].state_depths for stage in net.stages] == [(0.0, (n - 1) / n) for n in per_stage]
     x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(net(x), resnet(x), rtol=1e-12, atol=1e-12)

@@ -389,3 +389,60 @@ def test_the_resolved_spread_leaves_out_manifestations_with_fewer_steps_than_cel
     assert _cells(SimpleNamespace(model_options={"n_basis": [1, 4, 2]})) == 4
     assert _cells(SimpleNamespace(model_options={"n_units": 3})) == 3
     assert _cells(SimpleNamespace(model_options={"alpha": 8})) == 1
+
+
+def test_reuse_copies_finished_runs_of_the_same_config_and_trains_the_rest(suite, tmp_path, monkeypatch, capsys):
+    import contdepth.experiment.runner as runner
+
+    source, _ = suite
+    trained = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda config, **kw: trained.append(config.out) or real_train(config, **kw))
+    other = {**SPEC, "name": "other", "evaluate": None,
+             "arms": {"euler_again": {}, "rk4_unrefined": {"model_options": {"scheme": "rk4"}}},
+             "comparisons": [{"arm": "rk4_unrefined", "baseline": "euler_again"}]}
+    out = tmp_path / "out"
+    code = main(["experiment", str(write_spec(tmp_path, other, "other.yaml")), "--out", str(out), "--threads", "1",
+                 "--reuse", str(source), "--no-report", "--quiet"])
+    assert code == 0
+    # euler_again is the suite's euler arm (same config and seeds): copied; rk4 there was refined: trained here
+    assert sorted(Path(p).parent.name for p in trained) == ["rk4_unrefined", "rk4_unrefined"]
+    for seed in (0, 1):
+        copy, original = run_folder(out, "euler_again", seed), run_folder(source, "euler", seed)
+        assert (copy / "metrics.jsonl").read_bytes() == (original / "metrics.jsonl").read_bytes()
+        assert yaml.safe_load((copy / "config.yaml").read_text())["out"] == str(copy)
+        info, _ = read_checkpoint(copy)  # the copied tensors load (their SHA-256 checked)
+        assert info.epoch == 2
+    sitting = json.loads((out / "experiment.json").read_text())["sittings"][-1]
+    assert sitting["reused"] == {f"euler_again/seed-{s}": str(run_folder(source, "euler", s)) for s in (0, 1)}
+    summary = summarize(out)
+    assert summary["arms"]["euler_again"]["n"] == 2 and summary["reused"] == sitting["reused"]
+    # a second sitting takes nothing more: the runs are this suite's own now
+    trained.clear()
+    assert main(["experiment", str(tmp_path / "other.yaml"), "--out", str(out), "--threads", "1",
+                 "--reuse", str(source), "--quiet"]) == 0
+    assert trained == [] and "euler_again/seed-0` from" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["experiment", str(tmp_path / "other.yaml"), "--out", str(out), "--reuse", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reuse:" in err and "nope is not a folder" in err
+
+
+def test_the_suite_estimate_is_the_median_epoch_time_so_a_paused_epoch_does_not_set_it(suite, tmp_path):
+    from contdepth.experiment.runner import Job, SuiteProgress
+
+    out = tmp_path / "out"
+    shutil.copytree(suite[0], out)
+    spec = ExperimentSpec.from_yaml(out / "spec.yaml")
+    for seed, times in ((0, [3600.0, 10.0]), (1, [10.0, 10.0])):  # seed 0 was stopped for an hour in epoch 1
+        path = run_folder(out, "euler", seed) / "checkpoint.json"
+        description = json.loads(path.read_text())
+        for row, seconds in zip(description["history"], times):
+            row["epoch_time"] = seconds
+        path.write_text(json.dumps(description))
+    for seed in (0, 1):  # the rk4 runs are to train: 2 x 2 epochs, at the median of every epoch so far
+        shutil.rmtree(run_folder(out, "rk4", seed))
+    jobs = [Job(spec.raw, spec.source, arm.name, seed, str(out), 1, "cpu", None, True)
+            for seed in spec.seeds for arm in spec.arms]
+    left = SuiteProgress(spec, out, jobs, 1, quiet=True)._left()
+    assert left == "about 40 s left (epochs to train x median epoch time)", left  # the mean: about an hour

@@ -1,0 +1,149 @@
+"""Normalisation state is read no further than the depths it was sampled at.
+
+The bug this guards against (found in the invariance suite): a piecewise-linear block
+trained with forward Euler on 2 steps samples its BatchNorm statistics at t = 0 and 1/2
+only; the fit then sets the node at t = 1 by extrapolation, a running variance there can
+be negative, and any finer manifestation returned NaN.
+"""
+
+import json
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import nn
+
+from contdepth import ContinuousBlock
+from contdepth.nn import FixedGrid
+from contdepth.nn.state_range import StateRange
+from contdepth.solvers import get_scheme
+
+X = torch.randn(16, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+
+def bn_block(**options) -> ContinuousBlock:
+    torch.manual_seed(0)
+    template = nn.Sequential(nn.BatchNorm1d(3), nn.Tanh(), nn.Linear(3, 3))
+    options = {"basis": "piecewise_linear", "n_basis": 2, "scheme": "euler", "n_steps": 2, **options}
+    return ContinuousBlock(template, **options).double()
+
+
+def manifest(block: ContinuousBlock, scheme: str, n_steps: int) -> ContinuousBlock:
+    block.grid = FixedGrid(get_scheme(scheme), n_steps, block.gradient)
+    return block
+
+
+def state_at(block: ContinuousBlock, name: str, t: float) -> torch.Tensor:
+    return block.basis.evaluate(block.state.get(name), Fraction(t))
+
+
+def extrapolating_block() -> ContinuousBlock:
+    """Trained on euler 2 steps, with the running variance falling from 1 at t = 0 to 0.2 at t = 1/2."""
+    block = bn_block().train()
+    block(X)
+    with torch.no_grad():  # the nodes' values: linear, so the node at t = 1 is 2 * 0.2 - 1 < 0
+        block.state.get("0.running_var").copy_(torch.tensor([[1.0] * 3, [-0.6] * 3], dtype=torch.float64))
+    return block.eval()
+
+
+def test_training_records_the_sampled_depths_and_the_fit_is_unchanged_there():
+    block = bn_block()
+    assert block.state_depths is None  # never sampled: read anywhere
+    reference = bn_block()
+    reference.train()(X)
+    block.train()(X)
+    assert block.state_depths == (0.0, 0.5)
+    block.train()(X)
+    reference._state_range = None  # the pass before the range existed: same samples, same fit
+    reference.train()(X)
+    for (name, c), (_, r) in zip(block.state_items(), reference.state_items()):
+        torch.testing.assert_close(c, r, rtol=0, atol=0)
+
+
+def test_a_finer_manifestation_reads_the_state_at_the_deepest_sampled_depth():
+    block = extrapolating_block()
+    plan = manifest(block, "euler", 4).stage_plan()
+    values = block.values_at_stages(plan)
+    names = list(block.state_names)
+    var = names.index("0.running_var")
+    for index, (exact, _) in enumerate(plan.schedule.points):
+        read = values.state[plan.row_of_point[index]][var]
+        expected = state_at(block, "0.running_var", min(float(exact), 0.5))
+        torch.testing.assert_close(read, expected, rtol=0, atol=1e-15)
+    # theta itself is read where the stage is (only the state is held to the sampled range)
+    weight = block.parameter_names.index("2.weight")
+    torch.testing.assert_close(values.parameters[plan.row_of_point[3]][weight],
+                               block.theta(0.75)["2.weight"], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("scheme,n_steps", [("euler", 16), ("midpoint", 8), ("rk4", 4)])
+def test_extrapolated_negative_variance_is_never_read(scheme, n_steps):
+    block = extrapolating_block()
+    assert state_at(block, "0.running_var", 1.0).min() < 0  # the fit extrapolates below zero at t = 1
+    out = manifest(block, scheme, n_steps)(X)
+    assert torch.isfinite(out).all()
+    block._state_range = None  # without the range: the old behaviour, which the test must be able to see fail
+    assert not torch.isfinite(manifest(block, scheme, n_steps)(X)).all()
+
+
+def test_adaptive_and_static_export_read_the_same_clamped_state():
+    from contdepth.export import freeze
+    from contdepth.nn import AdaptiveDepth
+
+    block = extrapolating_block()
+    manifest(block, "rk4", 4)
+    fixed = block(X)
+    torch.testing.assert_close(freeze(block)(X), fixed, rtol=0, atol=1e-13)
+    out, _ = block.forward_adaptive(X, AdaptiveDepth("dopri5", rtol=1e-10, atol=1e-10))
+    assert torch.isfinite(out).all()  # the same field as the fixed grids: it agrees with a fine one
+    torch.testing.assert_close(out, manifest(block, "rk4", 64)(X), rtol=0, atol=1e-8)
+
+
+def test_refinement_keeps_the_range_and_deeper_training_widens_it():
+    block = bn_block().train()
+    block(X)
+    block.refine()  # 4 steps now: the first pass reads t = 3/4 at 1/2, then samples it
+    assert block.state_depths == (0.0, 0.5)
+    block(X)
+    assert block.state_depths == (0.0, 0.75)
+    manifest(block, "rk4", 1)(X)
+    assert block.state_depths == (0.0, 1.0)
+
+
+def test_the_range_travels_in_the_state_dict_and_bad_values_are_refused():
+    block = bn_block().train()
+    block(X)
+    state = block.state_dict()
+    assert state["state_depth_range"].tolist() == [0, 1, 1, 1, 2, 1]
+    fresh = bn_block()
+    nn.Sequential(fresh).load_state_dict({f"0.{k}": v for k, v in state.items()})  # nested: the hook still runs
+    assert fresh.state_depths == (0.0, 0.5)
+    for bad in ([1, 0, 1, 1, 2, 1], [0, 1, 2, 1, 2, 1], [3, 2, 1, 1, 2, 1], [1, 2, 1, 0, 1, 1]):
+        with pytest.raises(RuntimeError, match="state_depth_range"):
+            fresh.load_state_dict({**state, "state_depth_range": torch.tensor(bad)})
+    assert StateRange.decode(torch.zeros(6, dtype=torch.int64)) is None
+
+
+def test_a_format_1_checkpoint_takes_its_saved_manifestation_as_the_sampled_range(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from contdepth.models import create
+    from contdepth.train import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create("continuousnet", alpha=4, n_basis=2, basis="piecewise_linear", scheme="euler", n_steps=2,
+                   in_channels=1, num_classes=3)
+    model.train()(torch.randn(4, 1, 12, 12))
+    save_checkpoint(tmp_path, model, epoch=1)
+    description = json.loads((tmp_path / "checkpoint.json").read_text())
+    tensor_file = tmp_path / description["tensors"]
+    tensors = {k: v for k, v in load_file(tensor_file).items() if not k.endswith("state_depth_range")}
+    save_file(tensors, tensor_file, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
+    import hashlib
+
+    description.update(format_version=1, tensors_sha256=hashlib.sha256(tensor_file.read_bytes()).hexdigest())
+    (tmp_path / "checkpoint.json").write_text(json.dumps(description))
+    loaded, info = load_checkpoint(tmp_path)
+    assert info.format_version == 1
+    blocks = [m for m in loaded.modules() if isinstance(m, ContinuousBlock)]
+    assert blocks and all(b.state_depths == (0.0, 0.5) for b in blocks)

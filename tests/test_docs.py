@@ -1,0 +1,94 @@
+"""The documentation runs as written: every Python block of every page, every command line, the site build.
+
+* Python: a page's ``python`` blocks run in order in one namespace (a page is one session),
+  in a temporary working folder (pages that export write files there).
+* Shell: every ``contdepth ...`` line of a ``bash`` block (and ``-m contdepth ...`` after
+  ``torchrun``) parses with the command line's own parser, so no page shows an option that
+  does not exist. Training runs on Fashion-MNIST are too long for a test; their options are
+  what can go stale.
+* The site: ``mkdocs build --strict`` (warnings are errors), when mkdocs is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contdepth.cli import build_parser
+from helpers import REPO_ROOT
+
+DOCS = REPO_ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", flags=re.S | re.M)
+
+
+def blocks(page: Path, language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(page.read_text(encoding="utf-8")) if lang == language]
+
+
+def command_lines(text: str) -> list[list[str]]:
+    """The ``contdepth`` argument lists of a shell block (continuations joined, comments dropped)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found = []
+    commands = [part for line in joined.splitlines() for part in re.split(r"\s(?:&&|\|\||;|\|)\s", line)]
+    for line in commands:
+        words = shlex.split(line, comments=True)
+        for at, word in enumerate(words):
+            if word != "contdepth" and not word.endswith("/bin/contdepth"):
+                continue
+            before = words[:at]  # environment assignments and nohup, or "python -m" / "torchrun ... -m"
+            if (before and before[-1] == "-m") or all("=" in w or w == "nohup" for w in before):
+                found.append(words[at + 1:])
+            break  # "cd contdepth", "pip install contdepth": not a command line of ours
+    return found
+
+
+def test_every_page_is_found_and_has_content():
+    names = {p.relative_to(DOCS).as_posix() for p in PAGES}
+    assert {"index.md", "quickstart.md", "guides/convert-resnet.md", "guides/models.md"} <= names
+    assert all(len(p.read_text().strip().splitlines()) >= 3 for p in PAGES)  # a reference page: title and :::
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.relative_to(DOCS).as_posix())
+def test_python_blocks_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for i, block in enumerate(blocks(page, "python")):
+        exec(compile(block, f"{page.relative_to(REPO_ROOT)} python block {i}", "exec"), namespace)
+
+
+SHELL_PAGES = [p for p in [*PAGES, REPO_ROOT / "README.md"] if any(command_lines(b) for b in blocks(p, "bash"))]
+
+
+@pytest.mark.parametrize("page", SHELL_PAGES, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_command_lines_parse(page, capsys):
+    parser = build_parser()
+    for block in blocks(page, "bash"):
+        for words in command_lines(block):
+            if words and words[0] in ("--help", "-h", "--version"):
+                continue
+            words = [w for i, w in enumerate(words) if w != "--import" and (i == 0 or words[i - 1] != "--import")]
+            try:
+                parser.parse_args(words)
+            except SystemExit as exc:
+                pytest.fail(f"{page.name}: `contdepth {' '.join(words)}` does not parse: {capsys.readouterr().err}")
+                raise exc
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path):
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("material")
+    pytest.importorskip("mkdocstrings")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "guides" / "convert-resnet" / "index.html").is_file()
+    schemes = (tmp_path / "site" / "schemes" / "index.html").read_text()
+    assert "rk4" in schemes and "<!-- schemes-table -->" not in schemes  # the hook filled the table
