@@ -473,7 +473,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write the manifestation table and accuracy against steps per scheme to DIR for "
-                        "TensorBoard (e.g. RUN/tensorboard; needs pip install 'contdepth[tb]')")
+                        "TensorBoard (e.g. RUN/analysis/tensorboard: not the training's RUN/tensorboard, whose "
+                        "resumed writers purge later steps; needs pip install 'contdepth[tb]')")
     return p
 
 

@@ -55,6 +55,14 @@ def test_every_page_is_found_and_has_content():
     assert all(len(p.read_text().strip().splitlines()) >= 3 for p in PAGES)  # a reference page: title and :::
 
 
+def test_every_fence_is_a_block_the_tests_see():
+    """A fence the pattern misses (indented, with a title ...) would skip its block silently."""
+    for page in [*PAGES, REPO_ROOT / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+        assert len(fences) == 2 * len(FENCE.findall(text)), f"{page}: a fence is indented or carries attributes"
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -92,3 +100,6 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     assert (tmp_path / "site" / "guides" / "convert-resnet" / "index.html").is_file()
     schemes = (tmp_path / "site" / "schemes" / "index.html").read_text()
     assert "rk4" in schemes and "<!-- schemes-table -->" not in schemes  # the hook filled the table
+    reports = (tmp_path / "site" / "experiments" / "index.html").read_text()
+    assert "<!-- experiment-reports -->" not in reports and "architectures" in reports
+    assert (tmp_path / "site" / "figures" / "refinement.png").stat().st_size > 1000

@@ -159,15 +159,27 @@ def apply_matrix(matrix: np.ndarray, coeffs: Tensor) -> Tensor:
     return torch.tensordot(m, coeffs, dims=1)
 
 
-def projection_matrix(source: DepthBasis, target: DepthBasis) -> np.ndarray:
+def projection_matrix(source: DepthBasis, target: DepthBasis, *,
+                      clamp: tuple[tuple[Fraction, bool], tuple[Fraction, bool]] | None = None) -> np.ndarray:
     """``P`` (target.n x source.n) of the L2 projection from ``source`` onto ``target``.
 
     Both bases are piecewise polynomials, so on every interval between consecutive
     breakpoints of either basis the integrands are polynomials of degree
     ``source.degree + target.degree`` (cross) or ``2 * target.degree`` (Gram);
     Gauss-Legendre quadrature with enough nodes integrates both exactly (up to rounding).
+
+    ``clamp=((lo, lo_left), (hi, hi_left))`` projects ``f(clamp(t, lo, hi))`` instead of
+    ``f``: the function held constant at its value at ``lo`` (read from the left when
+    ``lo_left``) below ``lo`` and at ``hi`` above ``hi``. That is what a function read no
+    further than ``[lo, hi]`` is (a block's normalisation state beyond its sampled depths),
+    and projecting ``f`` itself would pull an extrapolation nobody reads into the fit.
     """
-    bounds = sorted(set(source.pieces) | set(target.pieces))
+    bounds = set(source.pieces) | set(target.pieces)
+    if clamp is not None:
+        (lo, lo_left), (hi, hi_left) = clamp
+        bounds |= {Fraction(lo), Fraction(hi)}
+        at_lo, at_hi = source.weights(lo, lo_left), source.weights(hi, hi_left)
+    bounds = sorted(bounds)
     n_nodes = (target.degree + max(source.degree, target.degree)) // 2 + 1
     nodes, node_weights = np.polynomial.legendre.leggauss(n_nodes)
     gram = np.zeros((target.n, target.n))
@@ -178,7 +190,12 @@ def projection_matrix(source: DepthBasis, target: DepthBasis) -> np.ndarray:
         t = fa + (fb - fa) * (nodes + 1) / 2
         w = node_weights * (fb - fa) / 2
         vt = target.piece_values(target.piece_of(mid), t)
-        vs = source.piece_values(source.piece_of(mid), t)
+        if clamp is not None and b <= lo:
+            vs = np.broadcast_to(at_lo, (len(t), source.n))
+        elif clamp is not None and a >= hi:
+            vs = np.broadcast_to(at_hi, (len(t), source.n))
+        else:
+            vs = source.piece_values(source.piece_of(mid), t)
         gram += vt.T @ (w[:, None] * vt)
         cross += vt.T @ (w[:, None] * vs)
     return np.linalg.solve(gram, cross)

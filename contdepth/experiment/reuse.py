@@ -9,8 +9,8 @@ the run this suite would train. A run is taken only when
   per-sitting options (threads, device, output folder ...), as resuming demands, and
 * this suite has not started that ``(arm, seed)`` itself.
 
-Its run files are copied (regular files only; the source is only read) and ``config.yaml``
-gets the new folder as ``out``, so ``contdepth train --config`` on the copy still repeats
+Its run files are copied (regular files only; the source is only read; all or nothing) and
+``config.yaml`` gets the new folder as ``out``, so ``contdepth train --config`` on the copy still repeats
 the run there. The sitting's record lists each copy with its source, and the report
 names them. Wall times of copied runs were measured in the other suite's sitting: compare
 CPU-time ratios across them.
@@ -20,59 +20,100 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import yaml
 
 from ..common.files import atomic_write_text
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig
-from ..train.rundir import CONFIG_FILE, METRICS_FILE, folder_state
+from ..train.rundir import CHECKPOINT_JSON, CONFIG_FILE, LAST_DIR, METRICS_FILE, folder_state
 from ..train.trainer import check_resume_config
 from .folder import RUNS_DIR, run_folder
 from .spec import ExperimentSpec
 
 
 def reusable_run(spec: ExperimentSpec, arm: str, seed: int, sources: Iterable[Path]) -> Path | None:
-    """The first finished run under ``sources`` (experiment folders) that is ``(arm, seed)`` of ``spec``."""
+    """The first finished run under ``sources`` (experiment folders) that is ``(arm, seed)`` of ``spec``.
+
+    A candidate that cannot be read, was trained with another config, is not finished, was
+    extended from a shorter schedule (its metrics rows say so: ``schedule_epochs``), or
+    lacks one of its files is skipped, never an error: it is simply not this run.
+    """
     config = spec.config(spec.arm(arm), seed)
     for source in sources:
         for candidate in sorted((source / RUNS_DIR).glob(f"*/seed-{seed}")):
-            if folder_state(candidate) != "run":
+            if candidate.is_symlink() or folder_state(candidate) != "run":
                 continue
             try:
                 description = read_description(candidate)
                 stored = TrainConfig.from_dict(description.get("config") or {}, source=str(candidate))
                 check_resume_config(config, stored)
+                run_files(candidate, description)
             except (CheckpointError, ConfigError):
                 continue
-            if stored.epochs == config.epochs and description["epoch"] == config.epochs:
+            schedules = {row.get("schedule_epochs", config.epochs) for row in description["history"]}
+            if stored.epochs == config.epochs == description["epoch"] and schedules == {config.epochs}:
                 return candidate
     return None
 
 
-def copy_run(source: Path, target: Path) -> None:
-    """Copy the run files of ``source`` into the new run folder ``target``; ``out`` in its config is ``target``."""
-    description = read_description(source)
-    names = ["checkpoint.json", description["tensors"], METRICS_FILE, CONFIG_FILE]
+def run_files(source: Path, description: dict) -> list[Path]:
+    """The files a copy takes: the checkpoint's own, the records, and a graph run's ``last/`` checkpoint.
+
+    Each must be a regular file (not a link): a ``ConfigError`` otherwise.
+    """
+    names = [CHECKPOINT_JSON, description["tensors"], METRICS_FILE, CONFIG_FILE]
     files = [source / name for name in names]
-    for path in files:  # the checkpoint's own files and the records; never a link or anything else
-        if path.is_symlink() or not path.is_file():
-            raise ConfigError(f"reuse: {path} is not a regular file, so the run in {source} is not copied")
-    target.mkdir(parents=True, exist_ok=False)
-    for path in files:
-        if path.name != CONFIG_FILE:
-            shutil.copyfile(path, target / path.name)
+    last = source / LAST_DIR
+    if last.exists():
+        last_description = read_description(last)
+        files += [last / CHECKPOINT_JSON, last / last_description["tensors"]]
+    for path in [last, *files] if last.exists() else files:
+        if path.is_symlink() or not (path.is_file() or path == last and path.is_dir()):
+            raise ConfigError(f"reuse: {path} is not a regular file")
     config = yaml.safe_load((source / CONFIG_FILE).read_text(encoding="utf-8"))
     if not isinstance(config, dict):
         raise ConfigError(f"reuse: {source / CONFIG_FILE} is not a training config")
-    config["out"] = str(target)
-    atomic_write_text(target / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+    return files
 
 
-def reuse_runs(spec: ExperimentSpec, folder: Path, pairs: Iterable[tuple[str, int]],
-               sources: Iterable[str | Path]) -> dict[str, str]:
-    """Copy every reusable ``(arm, seed)`` of ``pairs`` not yet started in ``folder``; ``{"ARM/seed-S": source}``."""
+def copy_run(source: Path, target: Path) -> None:
+    """Copy the run in ``source`` to the new run folder ``target``, whole or not at all.
+
+    Everything is checked first, the files are copied into a temporary folder beside
+    ``target`` and that folder is renamed into place, so an interruption leaves no half
+    run (only a temporary folder of ours, which the next copy replaces). ``out`` in the
+    copy's ``config.yaml`` is ``target``.
+    """
+    description = read_description(source)
+    files = run_files(source, description)
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"reuse: {target} already exists")
+    staging = target.parent / f".{target.name}.reuse"
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise ConfigError(f"reuse: {staging} is in the way (not a folder of ours)")
+    if staging.exists():
+        shutil.rmtree(staging)  # a copy of ours that was interrupted
+    (staging / LAST_DIR if (source / LAST_DIR).exists() else staging).mkdir(parents=True)
+    for path in files:
+        relative = path.relative_to(source)
+        if relative.name == CONFIG_FILE and relative.parent == Path("."):
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            config["out"] = str(target)
+            atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+        else:
+            shutil.copyfile(path, staging / relative)
+    staging.rename(target)
+
+
+def reuse_runs(spec: ExperimentSpec, folder: Path, pairs: Iterable[tuple[str, int]], sources: Iterable[str | Path],
+               on_copy: Callable[[str, str], None] = lambda run, source: None) -> dict[str, str]:
+    """Copy every reusable ``(arm, seed)`` of ``pairs`` not yet started in ``folder``; ``{"ARM/seed-S": source}``.
+
+    ``on_copy(run, source)`` is called after each copy (the runner records it at once, so
+    an interruption never leaves a copied run without its record).
+    """
     sources = [Path(s) for s in sources]
     for source in sources:
         if not source.is_dir():
@@ -82,10 +123,12 @@ def reuse_runs(spec: ExperimentSpec, folder: Path, pairs: Iterable[tuple[str, in
     copied: dict[str, str] = {}
     for arm, seed in pairs:
         target = run_folder(folder, arm, seed)
-        if target.exists():  # started (or finished) here: this suite's own run
+        if target.exists() or target.is_symlink():  # started (or finished) here: this suite's own run
             continue
         found = reusable_run(spec, arm, seed, sources)
         if found is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
             copy_run(found, target)
             copied[f"{arm}/seed-{seed}"] = str(found)
+            on_copy(f"{arm}/seed-{seed}", str(found))
     return copied

@@ -199,8 +199,14 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
             "workers": workers, "threads": total_threads, "device": device}
         record["sittings"].append(sitting)
         if reuse:
-            sitting["reused"] = reuse_runs(spec, out, [(arm.name, seed) for seed in spec.seeds for arm in spec.arms],
-                                           reuse)
+            sitting["reused"] = {}
+
+            def record_copy(run: str, source: str) -> None:  # recorded as soon as it is copied
+                sitting["reused"][run] = source
+                atomic_write_text(out / EXPERIMENT_FILE, json.dumps(record, indent=1) + "\n")
+
+            reuse_runs(spec, out, [(arm.name, seed) for seed in spec.seeds for arm in spec.arms], reuse,
+                       on_copy=record_copy)
             if not quiet:
                 print(f"experiment {spec.name}: reused {len(sitting['reused'])} finished run(s) from "
                       f"{', '.join(map(str, reuse))}", flush=True)

@@ -37,7 +37,7 @@ from .coefficient_tree import CoefficientTree
 from .coupling import is_partitioned
 from .retired import retire
 from .stage_plan import StagePlan, StageValues, depth_key
-from .state_range import UNKNOWN, StateRange
+from .state_range import StateRange
 from .template_call import TemplateCall
 
 Tensor = torch.Tensor
@@ -137,6 +137,9 @@ class ContinuousBlock(nn.Module):
     negative.
     """
 
+    _state_range: StateRange | None = None  # mirrors the buffer state_depth_range (read every pass, no device sync)
+    _range_covers: StagePlan | None = None  # the plan whose full sampling is known to lie inside the range
+
     def __init__(
         self,
         template: nn.Module,
@@ -168,9 +171,10 @@ class ContinuousBlock(nn.Module):
         self.shared_names: tuple[str, ...] = tuple(name for name, b in buffers if not b.is_floating_point())
         self.coefficients = self._initial_coefficients(template, initializer or reset_template_parameters)
         self.state = self._initial_state(template)
-        self._state_range: StateRange | None = None  # mirrors the buffer below (read every pass, no device sync)
+        self._state_range = None
+        self._range_covers = None
         if self.state_names:
-            self.register_buffer("state_depth_range", UNKNOWN.clone())
+            self.register_buffer("state_depth_range", torch.zeros(6, dtype=torch.int64))  # unknown: read anywhere
         # The template is kept only for its architecture: its own parameters are never
         # used (theta(t) is substituted), so it lives on the meta device and outside the
         # module tree (no parameters(), state_dict() or .to() for it).
@@ -436,10 +440,21 @@ class ContinuousBlock(nn.Module):
             flat = c.view(c.shape[0], -1)
             residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
             flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
-        sampled = {row for row, _ in samples}
-        if sampled:
-            self._widen_state_range(StateRange(min(plan.row_span[r][0] for r in sampled),
-                                               max(plan.row_span[r][1] for r in sampled)))
+        if samples and plan is not self._range_covers:  # an identity check: free under torch.compile
+            self._note_sampled(plan, samples)
+
+    @torch.compiler.disable
+    def _note_sampled(self, plan: StagePlan, samples: list) -> None:
+        """Widen the sampled range to this pass's depths (eager: Fractions are never traced).
+
+        Once a pass of ``plan`` sampled every row without widening anything, later passes
+        of it cannot either: ``_range_covers`` remembers it, so a steady training loop
+        never comes here (no graph break per step).
+        """
+        rows = {row for row, _ in samples}
+        widened = self._widen_state_range(StateRange(min(plan.row_span[r][0] for r in rows),
+                                                     max(plan.row_span[r][1] for r in rows)))
+        self._range_covers = None if widened or len(rows) < len(plan.row_span) else plan
 
     @property
     def state_depths(self) -> tuple[float, float] | None:
@@ -458,27 +473,46 @@ class ContinuousBlock(nn.Module):
         For a block whose state was trained before the sampled depths were recorded (a
         checkpoint of format 1): the manifestation it was trained on tells where.
         """
-        plan = self.stage_plan(None if scheme is None else get_scheme(scheme), n_steps)
+        plan = self.stage_plan(None if scheme is None else get_scheme(scheme),
+                               None if n_steps is None else check_n_steps(n_steps))
         self._widen_state_range(StateRange(min(lo for lo, _ in plan.row_span), max(hi for _, hi in plan.row_span)))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """``nn.Module``'s loading, then the Python mirror of the loaded sampled-depth range (validated)."""
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.state_names and prefix + "state_depth_range" in state_dict:
-            try:
-                self._state_range = StateRange.decode(self.state_depth_range)
-            except ValueError as exc:
-                raise RuntimeError(f"{prefix}state_depth_range: {exc}") from exc
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """``nn.Module``'s loading, with the sampled-depth range validated first and mirrored after.
 
-    @torch.no_grad()
-    def _widen_state_range(self, sampled: StateRange) -> None:
+        A state dict without the range (saved before it existed) loads, strict or not, with the
+        range unknown: the state is then read wherever a stage asks, as it was then.
+        """
+        key = prefix + "state_depth_range"
+        loaded = None
+        if self.state_names and key in state_dict:
+            try:  # before anything of this block is copied: a bad value leaves the block as it was
+                loaded = StateRange.decode(state_dict[key])
+            except ValueError as exc:
+                raise RuntimeError(f"{key}: {exc}") from exc
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
         if not self.state_names:
             return
+        if key not in state_dict:
+            if key in missing_keys:
+                missing_keys.remove(key)
+            self.state_depth_range.zero_()
+        self._state_range, self._range_covers = loaded, None
+
+    @torch.no_grad()
+    def _widen_state_range(self, sampled: StateRange) -> bool:
+        """Include ``sampled`` in the range; whether that changed it."""
+        if not self.state_names:
+            return False
         widened = sampled.union(self._state_range)
-        if widened != self._state_range:
-            self._state_range = widened
-            self.state_depth_range.copy_(widened.encode())
-            self.stage_plan()  # built eagerly, as when the grid is set (no Fraction arithmetic under torch.compile)
+        if widened == self._state_range:
+            return False
+        self._state_range = widened
+        self.state_depth_range.copy_(widened.encode())
+        self.stage_plan()  # built eagerly, as when the grid is set (no Fraction arithmetic under torch.compile)
+        return True
 
     # --- integration strategy -------------------------------------------------------------
     @property
@@ -627,8 +661,14 @@ class ContinuousBlock(nn.Module):
                     value.copy_(counters[name])
 
     # --- basis changes ----------------------------------------------------------------
-    def _change_basis(self, target: DepthBasis, n_steps: int) -> CoefficientMap:
+    def _change_basis(self, target: DepthBasis, n_steps: int, *, exact: bool) -> CoefficientMap:
         matrix = projection_matrix(self.basis, target)
+        state_matrix = matrix
+        if not exact and self._state_range is not None and not self._state_range.covers_all():
+            # A projection of the state as it is read (held at the ends of the sampled range):
+            # the extrapolation past them, which nothing reads, must not pull the fit.
+            (lo, lo_side), (hi, hi_side) = self._state_range
+            state_matrix = projection_matrix(self.basis, target, clamp=((lo, lo_side == 0), (hi, hi_side == 0)))
         pairs = []
         with torch.no_grad():
             for name, old in self.coefficient_items():
@@ -636,7 +676,7 @@ class ContinuousBlock(nn.Module):
                 self.coefficients.set(name, new)
                 pairs.append((old, new))
             for name, old_state in list(self.state_items()):
-                self.state.set_buffer(name, apply_matrix(matrix, old_state))
+                self.state.set_buffer(name, apply_matrix(state_matrix, old_state))
         retire(old for old, _ in pairs)  # an optimizer still holding them now fails at step()
         self.basis = target
         self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.gradient)
@@ -644,12 +684,12 @@ class ContinuousBlock(nn.Module):
 
     def refine(self) -> CoefficientMap:
         """Double the basis and the steps; ``theta(t)`` is unchanged (exactly, up to rounding)."""
-        return self._change_basis(self.basis.refined(), 2 * self._grid.n_steps)
+        return self._change_basis(self.basis.refined(), 2 * self._grid.n_steps, exact=True)
 
     def project(self, n_basis: int, n_steps: int | None = None) -> CoefficientMap:
         """Compress to the L2-best ``theta`` on ``n_basis`` functions; ``n_steps`` defaults to ``n_basis``."""
         target = self.basis.with_size(n_basis)
-        return self._change_basis(target, check_n_steps(target.n if n_steps is None else n_steps))
+        return self._change_basis(target, check_n_steps(target.n if n_steps is None else n_steps), exact=False)
 
     def extra_repr(self) -> str:
         return (

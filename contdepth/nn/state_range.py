@@ -22,10 +22,6 @@ import torch
 
 from .stage_plan import DepthKey
 
-UNKNOWN = torch.zeros(6, dtype=torch.int64)
-"""The encoded range of a block never sampled (or loaded from a file without one): read anywhere."""
-
-
 class StateRange(NamedTuple):
     """The lowest and highest :data:`~contdepth.nn.stage_plan.DepthKey` sampled (positions in ``[0, 1]``)."""
 
@@ -40,6 +36,10 @@ class StateRange(NamedTuple):
             return self.hi
         return key
 
+    def covers_all(self) -> bool:
+        """Whether every depth of ``[0, 1]`` lies inside (nothing is ever held at an end)."""
+        return self.lo <= (Fraction(0), 1) and self.hi >= (Fraction(1), 0)
+
     def union(self, other: "StateRange | None") -> "StateRange":
         if other is None:
             return self
@@ -52,7 +52,7 @@ class StateRange(NamedTuple):
 
     @staticmethod
     def decode(value: torch.Tensor) -> "StateRange | None":
-        """The range a buffer holds (``None``: unknown); raises ``ValueError`` for anything but a valid range."""
+        """The range a buffer holds (``None``: unknown, all zeros); raises ``ValueError`` for anything but a valid range."""
         if value.shape != (6,) or value.dtype != torch.int64:
             raise ValueError(f"state depth range: expected 6 int64 values, got shape {tuple(value.shape)} {value.dtype}")
         numbers = [int(v) for v in value.tolist()]

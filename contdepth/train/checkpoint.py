@@ -40,6 +40,7 @@ from torch import nn
 from ..common.files import atomic_write_bytes, atomic_write_text, to_json_value
 from ..models import available_models, create, created_name
 from ..nn import apply_layout, check_layout, continuous_blocks, layout
+from ..nn.state_range import StateRange
 from .checkpoint_schema import (
     MAX_JSON_BYTES,
     CheckpointError,
@@ -292,6 +293,7 @@ def build_model(info: CheckpointInfo, state: dict[str, torch.Tensor], *, model: 
     check_model_options(info.model_options, state, info.path)
     skeleton = _rebuild(info, state, torch.device("meta"))
     state = upgrade_model_state(info, skeleton, state)
+    check_state_ranges(info, state)
     check_state_matches(skeleton.state_dict(), state, info.path, info.tensor_path or info.path)
     model = _rebuild(info, state, None)
     try:
@@ -313,6 +315,16 @@ def upgrade_model_state(info: CheckpointInfo, model: nn.Module, state: dict[str,
     missing = {name: value for name, value in model.state_dict().items()
                if name.rsplit(".", 1)[-1] == STATE_RANGE_KEY and name not in state}
     return {**state, **{name: torch.zeros(value.shape, dtype=value.dtype) for name, value in missing.items()}}
+
+
+def check_state_ranges(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> None:
+    """Every stored sampled-depth range is a valid one, checked before any tensor is loaded into a model."""
+    for name, value in state.items():
+        if name.rsplit(".", 1)[-1] == STATE_RANGE_KEY:
+            try:
+                StateRange.decode(value)
+            except ValueError as exc:
+                raise CheckpointError(f"{info.tensor_path or info.path}: {name}: {exc}") from exc
 
 
 def upgrade_model(info: CheckpointInfo, model: nn.Module) -> None:
@@ -353,6 +365,7 @@ def _load_user_model(info: CheckpointInfo, state: dict[str, torch.Tensor], model
         raise CheckpointError(f"{info.path}: the block layout does not fit the given {type(model).__name__}: {exc}") \
             from exc
     state = upgrade_model_state(info, model, state)
+    check_state_ranges(info, state)
     try:
         check_state_matches(model.state_dict(), state, info.path, info.tensor_path or info.path)
     except CheckpointError as exc:

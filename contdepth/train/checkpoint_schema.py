@@ -239,6 +239,7 @@ HISTORY_KEYS = {
     "epoch_time": _seconds, "total_time": _seconds,
     "world_size": lambda v, p, w: check_int(v, p, w, 1),
     "best_epoch": lambda v, p, w: check_int(v, p, w, 0),
+    "schedule_epochs": lambda v, p, w: check_int(v, p, w, 1),
 }
 # What the loops read back from a stored row (RunResult, resume's elapsed time, the graph
 # loop's best-validation choice).

@@ -448,6 +448,7 @@ class Trainer:
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **task.evaluate(model),
                     "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
+                    "schedule_epochs": config.epochs,  # the length its schedule had: shows an extended run
                 }
                 row.update(task.select(epoch, row, model))
                 row.update({"train_time": train_time, "epoch_time": time.perf_counter() - tic, "total_time": 0.0,

@@ -446,3 +446,40 @@ def test_the_suite_estimate_is_the_median_epoch_time_so_a_paused_epoch_does_not_
             for seed in spec.seeds for arm in spec.arms]
     left = SuiteProgress(spec, out, jobs, 1, quiet=True)._left()
     assert left == "about 40 s left (epochs to train x median epoch time)", left  # the mean: about an hour
+
+
+def test_reuse_copies_whole_runs_or_nothing_and_never_takes_an_extended_run(suite, tmp_path, monkeypatch):
+    import contdepth.experiment.reuse as reuse
+
+    source = tmp_path / "source"
+    shutil.copytree(suite[0], source)
+    # euler seed 1 was "extended": its rows say it trained under a 1-epoch schedule first
+    path = run_folder(source, "euler", 1) / "checkpoint.json"
+    description = json.loads(path.read_text())
+    description["history"][0]["schedule_epochs"] = 1
+    path.write_text(json.dumps(description))
+    spec = ExperimentSpec.from_dict({**SPEC, "name": "other", "evaluate": None, "arms": {"euler_again": {}},
+                                     "comparisons": []}, source="other.yaml")
+    assert reuse.reusable_run(spec, "euler_again", 0, [source]) == run_folder(source, "euler", 0)
+    assert reuse.reusable_run(spec, "euler_again", 1, [source]) is None
+    # a copy interrupted half-way leaves no run folder, only our staging folder, replaced next time
+    out = tmp_path / "out"
+    calls = []
+    real_copy = shutil.copyfile
+
+    def failing(src, dst, *args, **kwargs):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(reuse.shutil, "copyfile", failing)
+    recorded = []
+    with pytest.raises(OSError, match="disk full"):
+        reuse.reuse_runs(spec, out, [("euler_again", 0)], [source], on_copy=lambda *a: recorded.append(a))
+    target = run_folder(out, "euler_again", 0)
+    assert not target.exists() and (target.parent / ".seed-0.reuse").is_dir() and recorded == []
+    monkeypatch.setattr(reuse.shutil, "copyfile", real_copy)
+    assert reuse.reuse_runs(spec, out, [("euler_again", 0)], [source]) == {
+        "euler_again/seed-0": str(run_folder(source, "euler", 0))}
+    assert not (target.parent / ".seed-0.reuse").exists() and read_checkpoint(target)[0].epoch == 2

@@ -147,3 +147,75 @@ def test_a_format_1_checkpoint_takes_its_saved_manifestation_as_the_sampled_rang
     assert info.format_version == 1
     blocks = [m for m in loaded.modules() if isinstance(m, ContinuousBlock)]
     assert blocks and all(b.state_depths == (0.0, 0.5) for b in blocks)
+
+
+def test_projection_fits_the_state_as_it_is_read_not_its_extrapolation():
+    # 4 nodes trained on euler 4 (sampled to t = 3/4); the node at t = 1 extrapolates to -1
+    block = bn_block(n_basis=4, n_steps=4).train()
+    block(X)
+    with torch.no_grad():
+        block.state.get("0.running_var").copy_(torch.tensor([[1.0] * 3, [0.7] * 3, [0.4] * 3, [-1.0] * 3],
+                                                            dtype=torch.float64))
+    block.eval()
+    assert torch.isfinite(manifest(block, "rk4", 8)(X)).all()
+    block.project(2, n_steps=4)
+    assert block.state_depths == (0.0, 0.75)
+    # as read (t in [0, 3/4]) the projected variance is positive; the plain L2 projection of the
+    # extrapolated line gives nodes [1.24, -0.51]: -0.07 at t = 3/4, and NaN outputs
+    assert min(state_at(block, "0.running_var", t).min() for t in (0.0, 0.75)) > 0
+    for scheme, n in (("euler", 4), ("rk4", 8)):
+        assert torch.isfinite(manifest(block, scheme, n)(X)).all()
+
+
+def test_projection_without_a_restricted_range_is_the_plain_l2_projection():
+    from contdepth.basis import apply_matrix, projection_matrix
+
+    block = bn_block(n_basis=4, n_steps=4, scheme="rk4").train()
+    block(X)  # rk4 samples t = 1: the whole interval
+    before = block.state.get("0.running_mean").clone()
+    matrix = projection_matrix(block.basis, block.basis.with_size(2))
+    block.project(2)
+    torch.testing.assert_close(block.state.get("0.running_mean"), apply_matrix(matrix, before), rtol=0, atol=0)
+
+
+def test_a_state_dict_from_before_the_range_loads_strictly_with_the_range_unknown():
+    block = bn_block().train()
+    block(X)
+    old = {k: v for k, v in block.state_dict().items() if k != "state_depth_range"}
+    fresh = bn_block()
+    fresh.assume_state_sampled_on("euler", 1)
+    fresh.load_state_dict(old)  # strict
+    assert fresh.state_depths is None and not fresh.state_depth_range.any()
+
+
+def test_steady_training_has_no_graph_break():
+    block = bn_block().train()
+    block(X)  # the range is set: later passes of this grid never touch it
+    block(X)
+    explanation = torch._dynamo.explain(block)(X)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_a_checkpoint_with_a_bad_range_is_refused_naming_the_file_before_loading(tmp_path):
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from contdepth.models import create
+    from contdepth.train import CheckpointError, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create("continuousnet", alpha=4, n_basis=2, basis="piecewise_linear", scheme="euler", n_steps=2,
+                   in_channels=1, num_classes=3)
+    model.train()(torch.randn(4, 1, 12, 12))
+    save_checkpoint(tmp_path, model, epoch=1)
+    description = json.loads((tmp_path / "checkpoint.json").read_text())
+    tensor_file = tmp_path / description["tensors"]
+    tensors = load_file(tensor_file)
+    key = next(k for k in tensors if k.endswith("state_depth_range"))
+    tensors[key] = torch.tensor([3, 2, 1, 1, 2, 1])  # 3/2: not a depth in [0, 1]
+    save_file(tensors, tensor_file, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
+    description["tensors_sha256"] = hashlib.sha256(tensor_file.read_bytes()).hexdigest()
+    (tmp_path / "checkpoint.json").write_text(json.dumps(description))
+    with pytest.raises(CheckpointError, match=rf"{description['tensors']}: {key[len('model.'):]}: .*not a range"):
+        load_checkpoint(tmp_path)
