@@ -49,6 +49,10 @@ class DepthBasis(ABC):
     name: str
     #: polynomial degree on each piece (used to choose exact quadrature)
     degree: int
+    #: the functions are nonnegative and sum to 1 at every depth, so a function in this basis
+    #: lies between its smallest and largest coefficient (a positive quantity stays positive
+    #: when its coefficients do)
+    convex: bool = False
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -206,6 +210,7 @@ class PiecewiseConstant(DepthBasis):
 
     name = "piecewise_constant"
     degree = 0
+    convex = True
 
     def __init__(self, n: int) -> None:
         super().__init__(_check_size(n, 1, self.name))
@@ -242,6 +247,7 @@ class PiecewiseLinear(DepthBasis):
 
     name = "piecewise_linear"
     degree = 1
+    convex = True
 
     def __init__(self, n: int) -> None:
         super().__init__(_check_size(n, 2, self.name))

@@ -427,7 +427,17 @@ class ContinuousBlock(nn.Module):
         of the samples, ``c += pinv(W) (samples - W c)`` changes the coefficients only
         where the samples see them, and reduces to the usual running average when
         every stage reads one coefficient.
+
+        A least-squares line through positive samples can still dip below zero at its
+        ends (a variance that falls steeply from ``t = 0`` on, say), and BatchNorm then
+        takes the square root of a negative number. So a *variance* (a buffer named
+        ``running_var``, as torch's batch and instance norms name it) is kept, in a
+        :attr:`~contdepth.basis.DepthBasis.convex` basis (piecewise constant or linear),
+        no lower than the smallest variance this pass sampled: element by element its
+        coefficients are raised to that floor, and the function, a convex combination of
+        them, stays above it everywhere. Where the fit is positive nothing changes.
         """
+        floor_basis = self.basis.convex
         for j, (name, c) in enumerate(self.state_items()):
             # A one-half evaluation of a partitioned template samples only its half's state (None elsewhere).
             own = [(row, values[j]) for row, values in samples if values[j] is not None]
@@ -440,6 +450,8 @@ class ContinuousBlock(nn.Module):
             flat = c.view(c.shape[0], -1)
             residual = y - torch.as_tensor(w, dtype=c.dtype, device=c.device) @ flat
             flat += torch.as_tensor(correction, dtype=c.dtype, device=c.device) @ residual
+            if floor_basis and name.rsplit(".", 1)[-1] == "running_var":
+                torch.maximum(flat, y.min(dim=0).values, out=flat)
         if samples and plan is not self._range_covers:  # an identity check: free under torch.compile
             self._note_sampled(plan, samples)
 

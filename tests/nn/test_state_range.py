@@ -219,3 +219,28 @@ def test_a_checkpoint_with_a_bad_range_is_refused_naming_the_file_before_loading
     (tmp_path / "checkpoint.json").write_text(json.dumps(description))
     with pytest.raises(CheckpointError, match=rf"{description['tensors']}: {key[len('model.'):]}: .*not a range"):
         load_checkpoint(tmp_path)
+
+
+def test_a_fitted_variance_never_dips_below_the_smallest_sample_in_a_convex_basis():
+    # rk4 on 2 steps samples t = 0, 1/4, 1/2, 3/4, 1; a variance of 50 at t = 0 and 1 elsewhere:
+    # the least-squares line through those samples is negative at t = 1 (the rk4_pl seed-4 failure)
+    block = bn_block(scheme="rk4", n_steps=2).train()
+    block(X)
+    plan = block.stage_plan()
+    samples = []
+    for row, ((lo, _), _) in enumerate(plan.row_span):
+        values = [torch.full((3,), 0.0 if n.endswith("mean") else (50.0 if lo == 0 else 1.0),
+                             dtype=torch.float64) for n in block.state_names]
+        samples.append((row, tuple(values)))
+    with torch.no_grad():
+        block.state.get("0.running_var").fill_(1.0)
+    line = torch.linalg.lstsq(torch.as_tensor(plan.weights), torch.tensor([[50.0 if r[0][0] == 0 else 1.0]
+                                                                           for r in plan.row_span],
+                                                                          dtype=torch.float64)).solution
+    assert line.min() < 0  # what the plain fit would store
+    block.update_state(plan, samples)
+    var = block.state.get("0.running_var")
+    assert var.min() >= 1.0 - 1e-12  # the smallest sample: the function stays >= 1 everywhere
+    mean = block.state.get("0.running_mean")  # other buffers are plain least squares (may be negative)
+    assert torch.allclose(mean, torch.zeros_like(mean))
+    assert torch.isfinite(block.eval()(X)).all()
