@@ -53,6 +53,8 @@ class DepthBasis(ABC):
     #: lies between its smallest and largest coefficient (a positive quantity stays positive
     #: when its coefficients do)
     convex: bool = False
+    #: the functions are continuous at their breakpoints (a value there has no sides)
+    continuous: bool = True
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -164,7 +166,7 @@ def apply_matrix(matrix: np.ndarray, coeffs: Tensor) -> Tensor:
 
 
 def projection_matrix(source: DepthBasis, target: DepthBasis, *,
-                      clamp: tuple[tuple[Fraction, bool], tuple[Fraction, bool]] | None = None) -> np.ndarray:
+                      within: tuple[Fraction, Fraction] | None = None) -> np.ndarray:
     """``P`` (target.n x source.n) of the L2 projection from ``source`` onto ``target``.
 
     Both bases are piecewise polynomials, so on every interval between consecutive
@@ -172,17 +174,20 @@ def projection_matrix(source: DepthBasis, target: DepthBasis, *,
     ``source.degree + target.degree`` (cross) or ``2 * target.degree`` (Gram);
     Gauss-Legendre quadrature with enough nodes integrates both exactly (up to rounding).
 
-    ``clamp=((lo, lo_left), (hi, hi_left))`` projects ``f(clamp(t, lo, hi))`` instead of
-    ``f``: the function held constant at its value at ``lo`` (read from the left when
-    ``lo_left``) below ``lo`` and at ``hi`` above ``hi``. That is what a function read no
-    further than ``[lo, hi]`` is (a block's normalisation state beyond its sampled depths),
-    and projecting ``f`` itself would pull an extrapolation nobody reads into the fit.
+    ``within=(lo, hi)`` measures the error only on ``[lo, hi]``: the best fit where a
+    function is read (a block's normalisation state is never read outside the depths it
+    was sampled at, so what it extrapolates beyond them must not pull the fit). A function
+    of the target space is still reproduced exactly. Target functions that vanish on the
+    whole interval get coefficient 0 (the minimum-norm solution); a single point
+    (``lo == hi``) is matched there.
     """
     bounds = set(source.pieces) | set(target.pieces)
-    if clamp is not None:
-        (lo, lo_left), (hi, hi_left) = clamp
-        bounds |= {Fraction(lo), Fraction(hi)}
-        at_lo, at_hi = source.weights(lo, lo_left), source.weights(hi, hi_left)
+    if within is not None:
+        lo, hi = Fraction(within[0]), Fraction(within[1])
+        if lo == hi:  # one depth: the minimum-norm coefficients that reproduce the value there
+            vt, vs = target.weights(lo)[None, :], source.weights(lo)[None, :]
+            return np.linalg.pinv(vt) @ vs
+        bounds = {b for b in bounds | {lo, hi} if lo <= b <= hi}
     bounds = sorted(bounds)
     n_nodes = (target.degree + max(source.degree, target.degree)) // 2 + 1
     nodes, node_weights = np.polynomial.legendre.leggauss(n_nodes)
@@ -194,15 +199,13 @@ def projection_matrix(source: DepthBasis, target: DepthBasis, *,
         t = fa + (fb - fa) * (nodes + 1) / 2
         w = node_weights * (fb - fa) / 2
         vt = target.piece_values(target.piece_of(mid), t)
-        if clamp is not None and b <= lo:
-            vs = np.broadcast_to(at_lo, (len(t), source.n))
-        elif clamp is not None and a >= hi:
-            vs = np.broadcast_to(at_hi, (len(t), source.n))
-        else:
-            vs = source.piece_values(source.piece_of(mid), t)
+        vs = source.piece_values(source.piece_of(mid), t)
         gram += vt.T @ (w[:, None] * vt)
         cross += vt.T @ (w[:, None] * vs)
-    return np.linalg.solve(gram, cross)
+    if within is None:
+        return np.linalg.solve(gram, cross)
+    return np.linalg.pinv(gram, rcond=1e-12) @ cross
+
 
 
 class PiecewiseConstant(DepthBasis):
@@ -211,6 +214,7 @@ class PiecewiseConstant(DepthBasis):
     name = "piecewise_constant"
     degree = 0
     convex = True
+    continuous = False
 
     def __init__(self, n: int) -> None:
         super().__init__(_check_size(n, 1, self.name))

@@ -677,10 +677,9 @@ class ContinuousBlock(nn.Module):
         matrix = projection_matrix(self.basis, target)
         state_matrix = matrix
         if not exact and self._state_range is not None and not self._state_range.covers_all():
-            # A projection of the state as it is read (held at the ends of the sampled range):
-            # the extrapolation past them, which nothing reads, must not pull the fit.
-            (lo, lo_side), (hi, hi_side) = self._state_range
-            state_matrix = projection_matrix(self.basis, target, clamp=((lo, lo_side == 0), (hi, hi_side == 0)))
+            # The best fit of the state where it is read (the sampled depths): the extrapolation
+            # past them, which nothing reads, must not pull the fit (a variance would go negative).
+            state_matrix = projection_matrix(self.basis, target, within=self._state_read_interval())
         pairs = []
         with torch.no_grad():
             for name, old in self.coefficient_items():
@@ -693,6 +692,18 @@ class ContinuousBlock(nn.Module):
         self.basis = target
         self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.gradient)
         return CoefficientMap(matrix, tuple(pairs))
+
+    def _state_read_interval(self) -> tuple[Fraction, Fraction]:
+        """The depths whose state values are read: the sampled range, and for a discontinuous basis
+        read from the inside of a piece at an end (a piecewise-constant cell sampled only at
+        its left edge, from the right), that whole piece of the current basis."""
+        (lo, lo_side), (hi, hi_side) = self._state_range
+        if not self.basis.continuous:
+            if hi_side == 1:  # read from the right: the piece to the right of hi
+                hi = min((b for b in self.basis.breakpoints if b > hi), default=Fraction(1))
+            if lo_side == 0:  # read from the left: the piece to the left of lo
+                lo = max((b for b in self.basis.breakpoints if b < lo), default=Fraction(0))
+        return lo, hi
 
     def refine(self) -> CoefficientMap:
         """Double the basis and the steps; ``theta(t)`` is unchanged (exactly, up to rounding)."""
