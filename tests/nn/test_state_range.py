@@ -124,25 +124,40 @@ def test_the_range_travels_in_the_state_dict_and_bad_values_are_refused():
     assert StateRange.decode(torch.zeros(6, dtype=torch.int64)) is None
 
 
-def test_a_format_1_checkpoint_takes_its_saved_manifestation_as_the_sampled_range(tmp_path):
-    from safetensors.torch import load_file, save_file
+def saved_checkpoint(folder):
+    """A small trained piecewise-linear euler x 2 ContinuousNet saved in ``folder``: (description, tensors)."""
+    from safetensors.torch import load_file
 
     from contdepth.models import create
-    from contdepth.train import load_checkpoint, save_checkpoint
+    from contdepth.train import save_checkpoint
 
     torch.manual_seed(0)
     model = create("continuousnet", alpha=4, n_basis=2, basis="piecewise_linear", scheme="euler", n_steps=2,
                    in_channels=1, num_classes=3)
     model.train()(torch.randn(4, 1, 12, 12))
-    save_checkpoint(tmp_path, model, epoch=1)
-    description = json.loads((tmp_path / "checkpoint.json").read_text())
-    tensor_file = tmp_path / description["tensors"]
-    tensors = {k: v for k, v in load_file(tensor_file).items() if not k.endswith("state_depth_range")}
-    save_file(tensors, tensor_file, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
+    save_checkpoint(folder, model, epoch=1)
+    description = json.loads((folder / "checkpoint.json").read_text())
+    return description, load_file(folder / description["tensors"])
+
+
+def rewrite_checkpoint(folder, description: dict, tensors: dict) -> None:
+    """Write edited ``tensors`` and ``description`` back, with the tensor file's SHA-256 updated (a forged file)."""
     import hashlib
 
-    description.update(format_version=1, tensors_sha256=hashlib.sha256(tensor_file.read_bytes()).hexdigest())
-    (tmp_path / "checkpoint.json").write_text(json.dumps(description))
+    from safetensors.torch import save_file
+
+    tensor_file = folder / description["tensors"]
+    save_file(tensors, tensor_file, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
+    description["tensors_sha256"] = hashlib.sha256(tensor_file.read_bytes()).hexdigest()
+    (folder / "checkpoint.json").write_text(json.dumps(description))
+
+
+def test_a_format_1_checkpoint_takes_its_saved_manifestation_as_the_sampled_range(tmp_path):
+    from contdepth.train import load_checkpoint
+
+    description, tensors = saved_checkpoint(tmp_path)
+    description["format_version"] = 1
+    rewrite_checkpoint(tmp_path, description, {k: v for k, v in tensors.items() if not k.endswith("state_depth_range")})
     loaded, info = load_checkpoint(tmp_path)
     assert info.format_version == 1
     blocks = [m for m in loaded.modules() if isinstance(m, ContinuousBlock)]
@@ -197,26 +212,12 @@ def test_steady_training_has_no_graph_break():
 
 
 def test_a_checkpoint_with_a_bad_range_is_refused_naming_the_file_before_loading(tmp_path):
-    import hashlib
+    from contdepth.train import CheckpointError, load_checkpoint
 
-    from safetensors.torch import load_file, save_file
-
-    from contdepth.models import create
-    from contdepth.train import CheckpointError, load_checkpoint, save_checkpoint
-
-    torch.manual_seed(0)
-    model = create("continuousnet", alpha=4, n_basis=2, basis="piecewise_linear", scheme="euler", n_steps=2,
-                   in_channels=1, num_classes=3)
-    model.train()(torch.randn(4, 1, 12, 12))
-    save_checkpoint(tmp_path, model, epoch=1)
-    description = json.loads((tmp_path / "checkpoint.json").read_text())
-    tensor_file = tmp_path / description["tensors"]
-    tensors = load_file(tensor_file)
+    description, tensors = saved_checkpoint(tmp_path)
     key = next(k for k in tensors if k.endswith("state_depth_range"))
     tensors[key] = torch.tensor([3, 2, 1, 1, 2, 1])  # 3/2: not a depth in [0, 1]
-    save_file(tensors, tensor_file, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
-    description["tensors_sha256"] = hashlib.sha256(tensor_file.read_bytes()).hexdigest()
-    (tmp_path / "checkpoint.json").write_text(json.dumps(description))
+    rewrite_checkpoint(tmp_path, description, tensors)
     with pytest.raises(CheckpointError, match=rf"{description['tensors']}: {key[len('model.'):]}: .*not a range"):
         load_checkpoint(tmp_path)
 
