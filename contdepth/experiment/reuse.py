@@ -67,10 +67,11 @@ def run_files(source: Path, description: dict) -> list[Path]:
     files = [source / name for name in names]
     last = source / LAST_DIR
     if last.exists():
-        last_description = read_description(last)
-        files += [last / CHECKPOINT_JSON, last / last_description["tensors"]]
-    for path in [last, *files] if last.exists() else files:
-        if path.is_symlink() or not (path.is_file() or path == last and path.is_dir()):
+        if last.is_symlink() or not last.is_dir():
+            raise ConfigError(f"reuse: {last} is not a folder")
+        files += [last / CHECKPOINT_JSON, last / read_description(last)["tensors"]]
+    for path in files:
+        if path.is_symlink() or not path.is_file():
             raise ConfigError(f"reuse: {path} is not a regular file")
     config = yaml.safe_load((source / CONFIG_FILE).read_text(encoding="utf-8"))
     if not isinstance(config, dict):

@@ -313,14 +313,19 @@ def upgrade_model_state(info: CheckpointInfo, model: nn.Module, state: dict[str,
     if info.format_version >= 2:
         return state
     missing = {name: value for name, value in model.state_dict().items()
-               if name.rsplit(".", 1)[-1] == STATE_RANGE_KEY and name not in state}
+               if is_state_range_key(name) and name not in state}
     return {**state, **{name: torch.zeros(value.shape, dtype=value.dtype) for name, value in missing.items()}}
+
+
+def is_state_range_key(name: str) -> bool:
+    """Whether a ``state_dict`` key is a ContinuousBlock's sampled-depth range."""
+    return name.rsplit(".", 1)[-1] == STATE_RANGE_KEY
 
 
 def check_state_ranges(info: CheckpointInfo, state: dict[str, torch.Tensor]) -> None:
     """Every stored sampled-depth range is a valid one, checked before any tensor is loaded into a model."""
     for name, value in state.items():
-        if name.rsplit(".", 1)[-1] == STATE_RANGE_KEY:
+        if is_state_range_key(name):
             try:
                 StateRange.decode(value)
             except ValueError as exc:
