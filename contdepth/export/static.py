@@ -24,7 +24,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..nn import ContinuousBlock, continuous_blocks, is_partitioned
+from ..nn import ContinuousBlock, continuous_blocks, is_partitioned, is_repeated
 from ..nn import manifest as manifest_model
 from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, solve_fixed_grid
 
@@ -140,6 +140,11 @@ class StaticBlock(nn.Module):
 
             part.dim = units[0].dim  # type: ignore[attr-defined]
             rate.part = part  # type: ignore[attr-defined]
+        elif is_repeated(units[0]):  # a norm of its own per application (polynet)
+            def application(stage: StageTime, y: Tensor, j: int) -> Tensor:
+                return units[rows[stage.index]].application(j, y, *context)
+
+            rate.application = application  # type: ignore[attr-defined]
         return solve_fixed_grid(self._current_scheme(), rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:

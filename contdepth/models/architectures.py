@@ -24,22 +24,56 @@ from torch import nn
 from ..nn import Coupling
 from ..solvers import NeumannSeries, check_gradient, check_reversible, get_scheme, split_halves
 from .image import ContinuousNet, StagedNet, stage_widths
-from .layers import NORMS, STITCHES, check_choice, check_flag, check_int, check_number, check_positive_int, per_stage, residual_rate
+from .layers import (
+    NORMS, STITCHES, check_choice, check_flag, check_int, check_number, check_positive_int, norm_layer, per_stage,
+    residual_rate,
+)
 from .registry import register_model
 
 
+class PolyRate(nn.Module):
+    """PolyNet's residual rate: two convolutions shared by every application, two norms per application.
+
+    Application ``j`` is ``residual_rate``'s pre-activation body with application ``j``'s
+    norms: norm-ReLU-conv3x3-norm-ReLU-conv3x3. PolyNet shares the convolutions of a poly-N
+    module and keeps one BatchNorm per application (Zhang et al. 2017): ``F(x)`` is
+    distributed unlike ``x``, and a shared BatchNorm's running statistics would average
+    the two and fit neither. A repeated template (:mod:`contdepth.nn.repeated`): calling it
+    is application 0, the rate of the state.
+    """
+
+    def __init__(self, channels: int, norm: str, applications: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.norms = nn.ModuleList(nn.ModuleList([norm_layer(norm, channels), norm_layer(norm, channels)])
+                                   for _ in range(check_int(applications, "applications", low=1, high=8)))
+        self.applications = tuple(f"norms.{j}" for j in range(applications))
+
+    def forward(self, x: torch.Tensor, *context: object) -> torch.Tensor:
+        return self.application(0, x)
+
+    def application(self, j: int, x: torch.Tensor, *context: object) -> torch.Tensor:
+        """The rate of the ``j``-th application (``F`` of ``F^j(x)`` in the poly-N sum)."""
+        first, second = self.norms[j]
+        return self.conv2(torch.relu(second(self.conv1(torch.relu(first(x))))))
+
+
 class PolyUnit(nn.Module):
-    """``x + F(x) + F(F(x)) + ...`` with ``terms`` powers of one residual rate ``F`` (PolyNet's poly-2: 2)."""
+    """``x + F(x) + F(F(x)) + ...`` with ``terms`` powers of one residual rate ``F`` (PolyNet's poly-2: 2).
+
+    ``F`` is a :class:`PolyRate`: the powers share its convolutions, each has its own norms.
+    """
 
     def __init__(self, channels: int, norm: str, terms: int = 2) -> None:
         super().__init__()
-        self.f = residual_rate(channels, norm)
+        self.f = PolyRate(channels, norm, terms)
         self.terms = terms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = term = x
-        for _ in range(self.terms):
-            term = self.f(term)
+        for j in range(self.terms):
+            term = self.f.application(j, term)
             out = out + term
         return out
 
@@ -111,8 +145,12 @@ class UnitStage(nn.Module):
 
 def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha: int, widen: int,
            n_units: int | list[int], norm: str, eps: float, stitch: str, continuous: bool, basis: str,
-           gradient: str, coupled: bool = False) -> nn.Module:
-    """The discrete network of ``unit(width)`` units, or (``continuous``) its ContinuousNet with ``scheme``."""
+           gradient: str, coupled: bool = False, applications: int = 0) -> nn.Module:
+    """The discrete network of ``unit(width)`` units, or (``continuous``) its ContinuousNet with ``scheme``.
+
+    The continuous template is ``residual_rate``, a :class:`~contdepth.nn.Coupling` of two
+    half-width ones (``coupled``), or a :class:`PolyRate` with ``applications`` norms.
+    """
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
     check_choice(norm, "norm", NORMS)
@@ -134,8 +172,14 @@ def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha
     if continuous:
         if gradient == "reversible":
             check_reversible(get_scheme(scheme))
-        make_rate = (lambda width: Coupling(residual_rate(width // 2, norm), residual_rate(width // 2, norm))) \
-            if coupled else None
+        if coupled:
+            def make_rate(width: int) -> nn.Module:
+                return Coupling(residual_rate(width // 2, norm), residual_rate(width // 2, norm))
+        elif applications:
+            def make_rate(width: int) -> nn.Module:
+                return PolyRate(width, norm, applications)
+        else:
+            make_rate = None
         return ContinuousNet(n_basis=units, basis=basis, scheme=scheme, n_steps=None, checkpoint=False,
                              make_rate=make_rate, gradient=gradient, **common)
     return StagedNet(make_body=lambda i, width: UnitStage([unit(width) for _ in range(units[i])]), **common)
@@ -149,13 +193,16 @@ def polynet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wid
     """PolyNet's poly-``terms`` units ``x + F(x) + ... + F^terms(x)`` (Zhang et al. 2017); ``terms=2`` is poly-2.
 
     ``continuous=True``: a ContinuousNet integrated with the truncated Neumann series scheme
-    (``polynet`` for ``terms=2``). A unit costs ``terms`` rate evaluations for one rate's weights.
+    (``polynet`` for ``terms=2``). A unit costs ``terms`` rate evaluations for one rate's
+    convolutions; as in PolyNet, each application has its own norms (:class:`PolyRate`), and
+    every other scheme (a manifestation at ``rk4``, say) integrates application 0, the rate
+    of the state.
     """
     terms = check_int(terms, "terms", low=1, high=8)
     scheme = "polynet" if terms == 2 else NeumannSeries(terms)
     return _build("polynet", lambda width: PolyUnit(width, norm, terms), scheme, in_channels=in_channels,
                   num_classes=num_classes, alpha=alpha, widen=widen, n_units=n_units, norm=norm, eps=eps,
-                  stitch=stitch, continuous=continuous, basis=basis, gradient=gradient)
+                  stitch=stitch, continuous=continuous, basis=basis, gradient=gradient, applications=terms)
 
 
 @register_model("fractalnet")

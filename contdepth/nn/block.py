@@ -35,6 +35,7 @@ from ..solvers import (
 from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
 from .coupling import is_partitioned
+from .repeated import is_repeated
 from .retired import retire
 from .stage_plan import StagePlan, StageValues, depth_key
 from .state_range import StateRange
@@ -346,43 +347,70 @@ class ContinuousBlock(nn.Module):
         copies = samples is not None or (recompute and self.training)
         row_of_point = plan.row_of_point
 
-        touched = self._part_state()
+        components = self._components()
+        touched = components[1] if components else None
+        if samples is not None and plan.scheme.composes and self.state_names and components is None:
+            raise ValueError(
+                f"scheme: {plan.scheme.name!r} applies the rate to its own output, so in training a normalisation "
+                "shared by the applications would keep statistics that fit none of them; give the block a repeated "
+                "template (normalisation of its own per application, see contdepth.nn.repeated and the polynet "
+                "model's PolyRate), a stateless norm (group), or train with another scheme"
+            )
 
-        def evaluate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
-            """The whole rate (``part=None``) or one half's (a partitioned template), with its state sample."""
+        def evaluate(stage: StageTime, x: Tensor, component: tuple[str, int] | None = None) -> Tensor:
+            """The whole rate, one half's (a partitioned template) or one application's, with its state sample."""
             row = row_of_point[stage.index]
             stage_state = None
             if states is not None:
                 stage_state = states[row]
                 if copies:  # training: the module updates a private copy
                     stage_state = tuple(v.clone() for v in stage_state)
-                if samples is not None:  # a one-half evaluation samples only its half's statistics
-                    samples.append((row, stage_state if part is None else
-                                    tuple(v if j in touched[part] else None for j, v in enumerate(stage_state))))
-            return call(x, params[row], stage_state, shared, context, part=part)
+                if samples is not None:  # a component samples only its own statistics
+                    own = None if component is None else touched[component[1]]
+                    samples.append((row, stage_state if own is None else
+                                    tuple(v if j in own else None for j, v in enumerate(stage_state))))
+            return call(x, params[row], stage_state, shared, context, component=component)
 
         def rate(stage: StageTime, x: Tensor) -> Tensor:
             return evaluate(stage, x)
 
-        if touched is not None:
-            def part(stage: StageTime, other_half: Tensor, i: int) -> Tensor:
-                return evaluate(stage, other_half, i)
-
-            part.dim = self.template.dim  # type: ignore[attr-defined]  (the halves the template splits)
-            rate.part = part  # type: ignore[attr-defined]
+        if components is not None:
+            self._attach_components(rate, components[0], evaluate)
         return rate
 
-    def _part_state(self) -> tuple[frozenset[int], ...] | None:
-        """For a partitioned template (:class:`~contdepth.nn.Coupling`): the state indices each part updates.
+    def _components(self) -> tuple[str, tuple[frozenset[int], ...]] | None:
+        """``(kind, state indices each component samples)`` for a template evaluated in components.
 
-        ``None`` for an ordinary template. A one-half evaluation runs only that half's
-        submodule, so only its normalisation statistics are samples of that stage.
+        ``kind`` is ``"part"`` for a partitioned template (:class:`~contdepth.nn.Coupling`:
+        one half's rate at a time) and ``"application"`` for a repeated one
+        (:mod:`contdepth.nn.repeated`: PolyNet's rate with a norm per application);
+        ``None`` for an ordinary template. A component runs only its own submodule, so only
+        the statistics under it (and any outside every component) are samples of that stage.
         """
-        if not is_partitioned(self.template):
+        if is_partitioned(self.template):
+            kind, prefixes = "part", self.template.parts
+        elif is_repeated(self.template):
+            kind, prefixes = "application", self.template.applications
+        else:
             return None
-        parts = self.template.parts
-        return tuple(frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
-                     for prefix in parts)
+        inside = [frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
+                  for prefix in prefixes]
+        outside = frozenset(range(len(self.state_names))).difference(*inside)
+        return kind, tuple(own | outside for own in inside)
+
+    def _attach_components(self, rate: Rate, kind: str, evaluate: Callable) -> None:
+        """Offer ``rate.part`` (halves, with the ``dim`` they split) or ``rate.application`` to the schemes."""
+        count = len(self.template.parts if kind == "part" else self.template.applications)
+
+        def component(stage: StageTime, x: Tensor, i: int) -> Tensor:
+            if not 0 <= i < count:
+                raise ValueError(f"scheme: the scheme asks for {kind} {i + 1} of the rate but the template has "
+                                 f"{count}; build the template with more {kind}s or use a scheme with fewer terms")
+            return evaluate(stage, x, (kind, i))
+
+        if kind == "part":
+            component.dim = self.template.dim  # type: ignore[attr-defined]  (the halves the template splits)
+        setattr(rate, kind, component)
 
     def rate_at_any_depth(self, context: tuple = (), *, recompute: bool = False) -> Rate:
         """The rate at any exact stage time (adaptive steps, adjoint sweeps), reading ``theta`` and the state there.
@@ -397,7 +425,7 @@ class ContinuousBlock(nn.Module):
         copies = recompute and self.training
         has_state, call = bool(self.state_names), self._call
 
-        def rate(stage: StageTime, x: Tensor, part: int | None = None) -> Tensor:
+        def rate(stage: StageTime, x: Tensor, component: tuple[str, int] | None = None) -> Tensor:
             key = depth_key((stage.exact - t0) / span, stage.left)
             w = self.basis.weights(key[0], stage.left)
             values = self._values_at(w, (c for _, c in self.coefficient_items()))
@@ -408,14 +436,11 @@ class ContinuousBlock(nn.Module):
                 stage_state = self._values_at(w_state, (c for _, c in self.state_items()))
             if copies and stage_state is not None:
                 stage_state = tuple(v.clone() for v in stage_state)
-            return call(x, values, stage_state, shared, context, part=part)
+            return call(x, values, stage_state, shared, context, component=component)
 
-        if self._part_state() is not None:
-            def part(stage: StageTime, other_half: Tensor, i: int) -> Tensor:
-                return rate(stage, other_half, i)
-
-            part.dim = self.template.dim  # type: ignore[attr-defined]
-            rate.part = part  # type: ignore[attr-defined]
+        components = self._components()
+        if components is not None:
+            self._attach_components(rate, components[0], rate)
         return rate
 
     @torch.no_grad()
@@ -655,7 +680,8 @@ class ContinuousBlock(nn.Module):
         the reconstructed halves, as the forward pass computed them).
         """
         plan = self.stage_plan()
-        if plan.scheme.partitioned and self._part_state() is None:
+        components = self._components()
+        if plan.scheme.partitioned and (components is None or components[0] != "part"):
             raise ValueError(
                 f"reconstruct_input: {plan.scheme.name!r} undoes a step exactly only when each half's rate reads the "
                 "other half alone; this block's template is not a Coupling (or alike), so the input cannot be rebuilt"

@@ -53,12 +53,14 @@ class TemplateCall:
         return (owner._parameters if kind == "_parameters" else owner._buffers), leaf
 
     def __call__(self, x: Tensor, values: tuple[Tensor, ...], state: tuple[Tensor, ...] | None,
-                 shared: list[Tensor], context: tuple = (), part: int | None = None) -> Tensor:
+                 shared: list[Tensor], context: tuple = (), component: tuple[str, int] | None = None) -> Tensor:
         """``template(x, *context)`` with ``values`` as parameters, ``state`` and ``shared`` as buffers.
 
         ``state=None`` leaves the placeholder statistics in place (a template without any).
-        ``part=i`` calls ``template.part(i, x, *context)`` instead: one half's rate of a
-        partitioned template (:class:`~contdepth.nn.Coupling`).
+        ``component=("part", i)`` calls ``template.part(i, x, *context)`` instead: one half's
+        rate of a partitioned template (:class:`~contdepth.nn.Coupling`);
+        ``("application", j)`` calls ``template.application(j, x, *context)``: the ``j``-th
+        application of a repeated template (:mod:`contdepth.nn.repeated`).
         The output is checked to be a rate for ``x`` (same shape and dtype).
         """
         for table, leaf, i in self._parameter_slots:
@@ -69,7 +71,11 @@ class TemplateCall:
         for table, leaf, i in self._shared_slots:
             table[leaf] = shared[i]
         try:
-            out = self.template(x, *context) if part is None else self.template.part(part, x, *context)
+            if component is None:
+                out = self.template(x, *context)
+            else:
+                kind, i = component
+                out = getattr(self.template, kind)(i, x, *context)
         finally:
             for slots, placeholders in zip((self._parameter_slots, self._state_slots, self._shared_slots),
                                            self._placeholders):

@@ -33,6 +33,10 @@ class NeumannSeries(Scheme):
     ``f(t, 0) != 0`` the terms ``F^j(x)`` with ``j >= 2`` are ``O(h)``, not ``O(h^j)``, and the
     scheme integrates a different equation (``dx/dt = f + (terms - 1) f(t, 0) + ...``), as
     PolyNet's units do: it is the architecture's reading, not a convergent integrator in general.
+
+    A rate that offers ``rate.application(stage, x, j)`` (a block with a repeated template,
+    :mod:`contdepth.nn.repeated`) is asked for application ``j`` at the ``j``-th term: PolyNet
+    keeps one normalisation per application, since ``F(x)`` is distributed unlike ``x``.
     """
 
     order = 1
@@ -40,6 +44,7 @@ class NeumannSeries(Scheme):
 
     def __init__(self, terms: int = 2, name: str | None = None) -> None:
         self.terms = check_int(terms, "terms", low=1, high=64)
+        self.composes = self.terms >= 2
         self.name = name or ("polynet" if terms == 2 else f"neumann{terms}")
         self.reference = "Zhang et al. (2017), PolyNet; Lu et al. (2018), Table 1"
 
@@ -50,8 +55,9 @@ class NeumannSeries(Scheme):
         x = carry[0]
         term = x
         out = x
-        for stage in stages:  # F^j(x) = h f(t_n, F^{j-1}(x))
-            term = rate(stage, term) * h
+        application = getattr(rate, "application", None)
+        for j, stage in enumerate(stages):  # F^j(x) = h f_j(t_n, F^{j-1}(x))
+            term = (rate(stage, term) if application is None else application(stage, term, j)) * h
             out = out + term
         return (out,)
 

@@ -206,6 +206,10 @@ class Scheme(ABC):
     carry_size: int = 1
     #: Whether the scheme offers ``step_back`` (the carry before a step from the carry after it).
     reversible: bool = False
+    #: Whether a step applies the rate to its own output (PolyNet's ``F(F(x))``): those
+    #: evaluations see inputs that are not states, so a rate with normalisation state must
+    #: keep it per application (:mod:`contdepth.nn.repeated`; ``rate.application``).
+    composes: bool = False
 
     def init(self, x0: Tensor, n_steps: int) -> Carry:
         """The carry before the first step: ``(x0,)`` plus whatever history the scheme keeps."""

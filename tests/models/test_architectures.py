@@ -4,8 +4,10 @@ import pytest
 import torch
 
 import contdepth as cd
-from contdepth.models import FractalUnit, PolyUnit, RevUnit, create
-from contdepth.nn import continuous_blocks, refine
+from contdepth.models import FractalUnit, PolyRate, PolyUnit, RevUnit, create
+from contdepth.models.image import stage_widths
+from contdepth.models.layers import residual_rate
+from contdepth.nn import continuous_blocks, manifest, refine
 
 X = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
 NAMES = ["polynet", "fractalnet", "revnet"]
@@ -33,8 +35,9 @@ def test_each_architecture_builds_trains_a_step_and_classifies(name, continuous)
 def test_the_discrete_units_are_the_papers_formulas():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 5)
-    poly = PolyUnit(4, "none")
-    torch.testing.assert_close(poly(x), x + poly.f(x) + poly.f(poly.f(x)))
+    poly = PolyUnit(4, "batch").eval()
+    f, f1 = poly.f, (lambda y: poly.f.application(1, y))
+    torch.testing.assert_close(poly(x), x + f(x) + f1(f(x)))  # the second power with its own norms
     fractal = FractalUnit(4, "none")
     y = x + fractal.f1(x)
     torch.testing.assert_close(fractal(x), 0.5 * x + 0.5 * (y + fractal.f2(y)))
@@ -104,7 +107,9 @@ def test_the_revnet_block_evaluates_each_half_once_per_step():
 def test_equal_parameter_configurations_of_the_comparison():
     counts = {name: sum(p.numel() for p in create(name, in_channels=1, alpha=8, n_units=units).parameters())
               for name, units in [("resnet", 2), ("polynet", 2), ("fractalnet", 1), ("revnet", 4)]}
-    assert counts["polynet"] == counts["resnet"]
+    # the same convolutions; PolyNet's second application has norms of its own (two per unit, weight and bias)
+    second_norms = sum(2 * 2 * 2 * width for width in stage_widths(8, 1))
+    assert counts["polynet"] - counts["resnet"] == second_norms
     assert counts["fractalnet"] == pytest.approx(counts["resnet"], rel=0.02)  # two rates per unit, half the units
     assert counts["revnet"] == pytest.approx(counts["resnet"], rel=0.02)  # half-width rates, twice the units
 
@@ -137,3 +142,99 @@ def test_lm_resnet_authors_start_uses_the_stitch_shortcut_as_the_previous_state(
         create("revnet", alpha=3)
     with pytest.raises(ValueError, match="basis"):
         create("revnet", basis="bogus")
+
+
+def _fit_statistics(module, x, passes):
+    """``passes`` training-mode passes on the same batch (no gradients): running statistics settle on it."""
+    module.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            trained = module(x)
+    return trained
+
+
+def test_polynet_keeps_a_norm_per_application_so_evaluation_matches_training():
+    """PolyNet's BatchNorms are per application: with one shared BN, eval mode fits neither input (the bug at 33 %)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 4, 6, 6) * 3 + 1
+    unit = PolyUnit(4, "batch", terms=2)
+    for m in unit.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: after many passes on one batch, running = batch statistics
+    trained = _fit_statistics(unit, x, 20)
+    with torch.no_grad():
+        evaluated = unit.eval()(x)
+    torch.testing.assert_close(evaluated, trained, rtol=0.02, atol=0.02)  # only the unbiased-variance factor 64/63
+    assert set(dict(unit.f.named_parameters())) == {"conv1.weight", "conv2.weight", "norms.0.0.weight",
+                                                    "norms.0.0.bias", "norms.0.1.weight", "norms.0.1.bias",
+                                                    "norms.1.0.weight", "norms.1.0.bias", "norms.1.1.weight",
+                                                    "norms.1.1.bias"}
+    first, second = unit.f.norms[0][0], unit.f.norms[1][0]  # inputs x and F(x): different statistics
+    assert not torch.allclose(first.running_mean, second.running_mean, atol=0.1)
+
+
+def test_a_shared_norm_would_fail_that_check():
+    """The check above can fail: the same passes through one shared BatchNorm give different eval answers."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 4, 6, 6) * 3 + 1
+    f = residual_rate(4, "batch")
+    for m in f.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+
+    def shared(y):
+        return y + f(y) + f(f(y))
+
+    f.train()
+    with torch.no_grad():
+        for _ in range(20):
+            trained = shared(x)
+        f.eval()
+        evaluated = shared(x)
+    assert (evaluated - trained).abs().max() > 0.5
+
+
+def test_continuous_polynet_samples_each_applications_state_on_its_own():
+    torch.manual_seed(0)
+    x = torch.randn(32, 4, 6, 6) * 2 + 1
+    block = cd.ContinuousBlock(PolyRate(4, "batch", 2), n_basis=2, scheme="polynet")
+    trained = _fit_statistics(block, x, 80)  # momentum 0.1: the state settles to 0.9^80 ~ 2e-4
+    with torch.no_grad():
+        evaluated = block.eval()(x)
+    torch.testing.assert_close(evaluated, trained, rtol=0.03, atol=0.03)
+    state = dict(block.state_items())
+    assert not torch.allclose(state["norms.0.0.running_mean"], state["norms.1.0.running_mean"], atol=0.1)
+    # other schemes integrate application 0 (the rate of the state): its norms only
+    with torch.no_grad():
+        rk4 = block.manifest("rk4", 2)
+        with rk4:
+            assert torch.isfinite(block(x)).all()
+
+
+def test_a_composing_scheme_refuses_a_shared_norm_in_training_and_too_few_applications():
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, 6, 6)
+    shared = cd.ContinuousBlock(residual_rate(4, "batch"), n_basis=2, scheme="polynet")
+    with pytest.raises(ValueError, match="scheme: 'polynet' applies the rate to its own output"):
+        shared.train()(x)
+    with torch.no_grad():
+        assert torch.isfinite(shared.eval()(x)).all()  # evaluation samples nothing: it only reads
+    stateless = cd.ContinuousBlock(residual_rate(4, "group"), n_basis=2, scheme="polynet")
+    assert stateless.train()(x).shape == x.shape  # no statistics to mix
+    two = cd.ContinuousBlock(PolyRate(4, "batch", 2), n_basis=2, scheme=cd.NeumannSeries(3))
+    for mode in (two.train, two.eval):
+        mode()
+        with pytest.raises(ValueError, match="asks for application 3 of the rate but the template has 2"):
+            two(x)
+
+
+def test_frozen_continuous_polynet_reads_each_applications_norms():
+    model = build("polynet", n_units=2, continuous=True)
+    _fit_statistics(model, X, 3)
+    model.eval()
+    frozen = cd.freeze(model)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(X), model(X))
+        finer = cd.freeze(model, "polynet", 4)
+        with manifest(model, "polynet", 4):
+            torch.testing.assert_close(finer(X), model(X))
