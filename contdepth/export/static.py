@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..nn import ContinuousBlock, continuous_blocks, is_partitioned, is_repeated
+from ..nn.repeated import check_component_index, check_composing_training
 from ..nn import manifest as manifest_model
 from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, solve_fixed_grid
 
@@ -141,11 +142,18 @@ class StaticBlock(nn.Module):
             part.dim = units[0].dim  # type: ignore[attr-defined]
             rate.part = part  # type: ignore[attr-defined]
         elif is_repeated(units[0]):  # a norm of its own per application (polynet)
+            count = len(units[0].applications)
+
             def application(stage: StageTime, y: Tensor, j: int) -> Tensor:
+                check_component_index("application", j, count)
                 return units[rows[stage.index]].application(j, y, *context)
 
             rate.application = application  # type: ignore[attr-defined]
-        return solve_fixed_grid(self._current_scheme(), rate, x, self._schedule, checkpoint=self.checkpoint).state
+        scheme = self._current_scheme()
+        if self.training and scheme.composes:  # the units' own statistics would see every application
+            check_composing_training(scheme.name, units[0],
+                                     [name for name, b in units[0].named_buffers() if b.is_floating_point()])
+        return solve_fixed_grid(scheme, rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:
         return (f"scheme={self.scheme_name}, n_steps={self.n_steps}, evaluations={self.evaluations}, "

@@ -35,7 +35,7 @@ from ..solvers import (
 from .integration import Adaptive, FixedGrid, Integration
 from .coefficient_tree import CoefficientTree
 from .coupling import is_partitioned
-from .repeated import is_repeated
+from .repeated import check_component_index, check_composing_training, is_repeated
 from .retired import retire
 from .stage_plan import StagePlan, StageValues, depth_key
 from .state_range import StateRange
@@ -349,13 +349,8 @@ class ContinuousBlock(nn.Module):
 
         components = self._components()
         touched = components[1] if components else None
-        if samples is not None and plan.scheme.composes and self.state_names and components is None:
-            raise ValueError(
-                f"scheme: {plan.scheme.name!r} applies the rate to its own output, so in training a normalisation "
-                "shared by the applications would keep statistics that fit none of them; give the block a repeated "
-                "template (normalisation of its own per application, see contdepth.nn.repeated and the polynet "
-                "model's PolyRate), a stateless norm (group), or train with another scheme"
-            )
+        if samples is not None and plan.scheme.composes:
+            check_composing_training(plan.scheme.name, self.template, self.state_names)
 
         def evaluate(stage: StageTime, x: Tensor, component: tuple[str, int] | None = None) -> Tensor:
             """The whole rate, one half's (a partitioned template) or one application's, with its state sample."""
@@ -385,7 +380,8 @@ class ContinuousBlock(nn.Module):
         one half's rate at a time) and ``"application"`` for a repeated one
         (:mod:`contdepth.nn.repeated`: PolyNet's rate with a norm per application);
         ``None`` for an ordinary template. A component runs only its own submodule, so only
-        the statistics under it (and any outside every component) are samples of that stage.
+        the statistics under it are samples of that stage (a composing scheme refuses to
+        train a repeated template with state outside every application).
         """
         if is_partitioned(self.template):
             kind, prefixes = "part", self.template.parts
@@ -393,19 +389,15 @@ class ContinuousBlock(nn.Module):
             kind, prefixes = "application", self.template.applications
         else:
             return None
-        inside = [frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
-                  for prefix in prefixes]
-        outside = frozenset(range(len(self.state_names))).difference(*inside)
-        return kind, tuple(own | outside for own in inside)
+        return kind, tuple(frozenset(j for j, name in enumerate(self.state_names) if name.startswith(prefix + "."))
+                           for prefix in prefixes)
 
     def _attach_components(self, rate: Rate, kind: str, evaluate: Callable) -> None:
         """Offer ``rate.part`` (halves, with the ``dim`` they split) or ``rate.application`` to the schemes."""
         count = len(self.template.parts if kind == "part" else self.template.applications)
 
         def component(stage: StageTime, x: Tensor, i: int) -> Tensor:
-            if not 0 <= i < count:
-                raise ValueError(f"scheme: the scheme asks for {kind} {i + 1} of the rate but the template has "
-                                 f"{count}; build the template with more {kind}s or use a scheme with fewer terms")
+            check_component_index(kind, i, count)
             return evaluate(stage, x, (kind, i))
 
         if kind == "part":

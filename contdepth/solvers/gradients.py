@@ -207,10 +207,14 @@ def _apply(function: type[torch.autograd.Function], problem: object, x0: Tensor,
 
 
 def check_adjoint_scheme(scheme: Scheme) -> Scheme:
-    """Refuse a scheme the adjoint cannot run: halves (RevNet) or learnable tensors of its own (LM-ResNet's ``k``)."""
+    """Refuse a scheme the adjoint cannot run: halves (RevNet), composed applications (PolyNet) or learnable tensors of its own (LM-ResNet's ``k``)."""
     if scheme.partitioned:
         raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
                          "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
+    if scheme.composes:
+        raise ValueError(f"scheme: {scheme.name!r} applies the rate to its own output (each application with its own "
+                         "norms), which the adjoint's backward sweep does not reproduce; use gradient='backprop' or "
+                         "'checkpoint' for it")
     k = getattr(scheme, "k", None)
     if any(isinstance(v, Tensor) and v.requires_grad for v in (k if isinstance(k, (list, tuple)) else (k,))):
         raise ValueError(f"gradient: the adjoint differentiates the rate's parameters, not the learnable k of "

@@ -36,7 +36,12 @@ def test_the_discrete_units_are_the_papers_formulas():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 5)
     poly = PolyUnit(4, "batch").eval()
+    with torch.no_grad():
+        for norm in poly.f.norms[1]:  # the second application's norms differ from the first's
+            norm.running_mean.uniform_(-1, 1)
+            norm.weight.uniform_(0.5, 2)
     f, f1 = poly.f, (lambda y: poly.f.application(1, y))
+    assert not torch.allclose(f(x), f1(x))
     torch.testing.assert_close(poly(x), x + f(x) + f1(f(x)))  # the second power with its own norms
     fractal = FractalUnit(4, "none")
     y = x + fractal.f1(x)
@@ -205,10 +210,12 @@ def test_continuous_polynet_samples_each_applications_state_on_its_own():
     state = dict(block.state_items())
     assert not torch.allclose(state["norms.0.0.running_mean"], state["norms.1.0.running_mean"], atol=0.1)
     # other schemes integrate application 0 (the rate of the state): its norms only
-    with torch.no_grad():
-        rk4 = block.manifest("rk4", 2)
-        with rk4:
-            assert torch.isfinite(block(x)).all()
+    with torch.no_grad(), block.manifest("rk4", 2):
+        before = block(x)
+        for name, c in block.state_items():
+            if name.startswith("norms.1."):
+                c.mul_(3).add_(1)
+        torch.testing.assert_close(block(x), before)
 
 
 def test_a_composing_scheme_refuses_a_shared_norm_in_training_and_too_few_applications():
@@ -219,6 +226,10 @@ def test_a_composing_scheme_refuses_a_shared_norm_in_training_and_too_few_applic
         shared.train()(x)
     with torch.no_grad():
         assert torch.isfinite(shared.eval()(x)).all()  # evaluation samples nothing: it only reads
+    coupled = cd.ContinuousBlock(cd.Coupling(residual_rate(2, "batch"), residual_rate(2, "batch")), n_basis=2,
+                                 scheme="polynet")
+    with pytest.raises(ValueError, match="scheme: 'polynet' applies the rate to its own output"):
+        coupled.train()(x)  # the whole coupled rate on x and F(x): every norm would see both
     stateless = cd.ContinuousBlock(residual_rate(4, "group"), n_basis=2, scheme="polynet")
     assert stateless.train()(x).shape == x.shape  # no statistics to mix
     two = cd.ContinuousBlock(PolyRate(4, "batch", 2), n_basis=2, scheme=cd.NeumannSeries(3))
@@ -238,3 +249,17 @@ def test_frozen_continuous_polynet_reads_each_applications_norms():
         finer = cd.freeze(model, "polynet", 4)
         with manifest(model, "polynet", 4):
             torch.testing.assert_close(finer(X), model(X))
+
+
+def test_polynet_refuses_the_adjoint_and_a_frozen_block_checks_terms_and_norms():
+    with pytest.raises(ValueError, match="adjoint's backward sweep does not reproduce"):
+        build("polynet", n_units=2, continuous=True, gradient="adjoint")
+    assert not cd.NeumannSeries(1).composes and cd.NeumannSeries(2).composes
+    x = torch.randn(4, 4, 6, 6)
+    block = cd.ContinuousBlock(PolyRate(4, "batch", 2), n_basis=2, scheme="polynet").eval()
+    with pytest.raises(ValueError, match="asks for application 3 of the rate but the template has 2"):
+        cd.freeze(block, cd.NeumannSeries(3), 2)(x)
+    shared = cd.freeze(cd.ContinuousBlock(residual_rate(4, "batch"), n_basis=2, scheme="polynet"), eval_mode=False)
+    with pytest.raises(ValueError, match="applies the rate to its own output"):
+        shared.train()(x)
+    cd.freeze(block, eval_mode=False).train()(x)  # its own norms per application: trains

@@ -62,3 +62,24 @@ def test_non_composing_schemes_train_a_repeated_template(scheme):
     block(torch.randn(8, 3))
     state = dict(block.state_items())
     assert torch.count_nonzero(state["norms.1.running_mean"]) == 0  # never applied: untouched
+
+
+class SharedOutside(Twice):
+    """A repeated template that also has one norm every application would update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.BatchNorm1d(3)
+
+    def application(self, j, x):
+        return super().application(j, self.pre(x))
+
+
+def test_state_outside_every_application_is_refused_in_training_only():
+    block = cd.ContinuousBlock(SharedOutside(), n_basis=1, scheme="polynet")
+    x = torch.randn(8, 3)
+    with pytest.raises(ValueError, match=r"the statistics pre.running_mean, pre.running_var would be updated"):
+        block.train()(x)
+    with torch.no_grad():
+        block.eval()(x)
+    cd.ContinuousBlock(SharedOutside(), n_basis=1, scheme="rk4").train()(x)  # no composing: application 0 only
