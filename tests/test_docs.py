@@ -4,8 +4,10 @@
   in a temporary working folder (pages that export write files there).
 * Shell: every ``contdepth ...`` line of a ``bash`` block (and ``-m contdepth ...`` after
   ``torchrun``) parses with the command line's own parser, so no page shows an option that
-  does not exist. Training runs on Fashion-MNIST are too long for a test; their options are
-  what can go stale.
+  does not exist; each ``train`` line's options, values included, also pass the trainer's
+  preflight (the model built on the meta device), and each ``experiment`` line's spec in the
+  repository reads and its arms pass it too. Training runs on Fashion-MNIST are too long for a
+  test; their options are what can go stale.
 * The site: ``mkdocs build --strict`` (warnings are errors), when mkdocs is installed.
 """
 
@@ -20,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from contdepth.cli import build_parser
+from contdepth.cli import build_parser, train_config_from_args
+from contdepth.experiment import ExperimentSpec
+from contdepth.train.trainer import preflight
 from helpers import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -87,6 +91,29 @@ def test_command_lines_parse(page, capsys):
             except SystemExit as exc:
                 pytest.fail(f"{page.name}: `contdepth {' '.join(words)}` does not parse: {capsys.readouterr().err}")
                 raise exc
+
+
+def _here(config):
+    """``config`` as this machine can preflight it: CPU, GPU-only switches off, no run folder."""
+    return config.replace(device="cpu", channels_last=False, compile=False, out=None, tensorboard=False,
+                          resume=False, overwrite=False, extend=False)
+
+
+@pytest.mark.parametrize("page", SHELL_PAGES, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_train_and_experiment_lines_pass_preflight(page, monkeypatch):
+    """Option *values* too: ``--scheme rk5`` or ``--model-option alpha=-3`` on a page fails here."""
+    monkeypatch.chdir(REPO_ROOT)  # a --config or spec path is relative to the repository
+    parser = build_parser()
+    for block in blocks(page, "bash"):
+        for words in command_lines(block):
+            if not words or "--import" in words:
+                continue
+            if words[0] == "train" and "--resume" not in words:
+                preflight(_here(train_config_from_args(parser.parse_args(words))))
+            elif words[0] == "experiment" and (REPO_ROOT / words[1]).is_file():
+                spec = ExperimentSpec.from_yaml(REPO_ROOT / words[1])
+                for arm in spec.arms:
+                    preflight(_here(spec.config(arm, spec.seeds[0])))
 
 
 def test_the_site_builds_with_warnings_as_errors(tmp_path):
