@@ -3,7 +3,8 @@
     DIR/experiment.json              the spec's identity and one entry per sitting (command, host, time)
     DIR/spec.yaml                    the spec, as first run
     DIR/runs/ARM/seed-S/             the run folder of (ARM, S)
-    DIR/steps/ARM/seed-S.json        after-training steps of that run, tied to its final weights
+    DIR/steps/ARM/seed-S.json        after-training steps of that run, tied to its final weights and
+                                     the contdepth version that computed them
     DIR/compressed/ARM/seed-S/       the compressed (and fine-tuned) model of that run
     DIR/logs/ARM/seed-S.log          a worker's output (``--workers`` above 1)
 """
@@ -80,7 +81,24 @@ def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | N
     except (OSError, ValueError, CheckpointError):
         return False
     return (isinstance(record, dict) and record.get("steps") == steps_identity(arm)
-            and record.get("checkpoint") == weights_identity(description))
+            and record.get("checkpoint") == weights_identity(description)
+            and record.get("contdepth", UNVERSIONED_STEPS) == steps_version())
+
+
+#: The version that wrote the steps records that carry none (they predate the field).
+UNVERSIONED_STEPS = "0.1.0"
+
+
+def steps_version() -> str:
+    """The contdepth version a steps record must come from to be reused.
+
+    Why: the steps are computed from the weights by the library (manifestation accuracies,
+    compression); after an upgrade that changed how (an evaluation fix), a record from the old
+    version would be reused silently. Steps are cheap next to training, so they are redone.
+    """
+    from .. import __version__
+
+    return __version__
 
 
 def steps_identity(arm: Arm) -> dict:
@@ -96,4 +114,4 @@ def weights_identity(description: dict) -> dict:
 
 __all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
            "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "steps_current",
-           "steps_file", "steps_identity", "weights_identity"]
+           "steps_file", "steps_identity", "steps_version", "weights_identity"]

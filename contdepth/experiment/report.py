@@ -86,7 +86,8 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
             needs_steps = arm.evaluate is not None or arm.compress is not None
             if needs_steps:
                 if not steps_current(folder, arm, seed, description):
-                    unfinished.append(f"{arm.name} seed {seed}: trained, after-training steps not done")
+                    unfinished.append(f"{arm.name} seed {seed}: trained, after-training steps not done (for these "
+                                      "weights, steps and contdepth version)")
                     continue
                 entry["steps"] = json.loads(steps_file(folder, arm.name, seed).read_text())
             runs[arm.name][seed] = entry

@@ -44,6 +44,7 @@ from .folder import (
     steps_current,
     steps_file,
     steps_identity,
+    steps_version,
     weights_identity,
 )
 from .report import write_report
@@ -125,6 +126,7 @@ def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
         description = read_description(job.run_dir)
         try:
             record = {"steps": steps_identity(arm), "checkpoint": weights_identity(description),
+                      "contdepth": steps_version(),
                       **run_steps(arm, job.run_dir, job.folder, job.seed, device=job.device, threads=job.threads,
                                   data_dir=job.data_dir)}
         except ValueError as exc:  # a step the model cannot take: one line, not a traceback
