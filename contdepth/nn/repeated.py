@@ -59,8 +59,8 @@ def check_composing_training(scheme_name: str, template: nn.Module, state_names:
         raise ValueError(
             f"scheme: {scheme_name!r} applies the rate to its own output, so in training the statistics {listed} "
             "would be updated by every application and fit none of them; give the template a normalisation of its "
-            "own per application (a repeated template, see contdepth.nn.repeated, e.g. the polynet model's "
-            "PolyRate), use a stateless norm (group), or train with another scheme"
+            "own per application (a repeated template, contdepth.nn.repeated: model polynet with continuous=true "
+            "builds one), use a stateless norm (norm group), or train with another scheme"
         )
 
 

@@ -212,9 +212,9 @@ def check_adjoint_scheme(scheme: Scheme) -> Scheme:
         raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
                          "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
     if scheme.composes:
-        raise ValueError(f"scheme: {scheme.name!r} applies the rate to its own output (each application with its own "
-                         "norms), which the adjoint's backward sweep does not reproduce; use gradient='backprop' or "
-                         "'checkpoint' for it")
+        raise ValueError(f"gradient: the adjoint cannot run {scheme.name!r}: it applies the rate to its own output "
+                         "(each application with its own norms), which the adjoint's backward sweep does not "
+                         "reproduce; use gradient='backprop' or 'checkpoint' for it")
     k = getattr(scheme, "k", None)
     if any(isinstance(v, Tensor) and v.requires_grad for v in (k if isinstance(k, (list, tuple)) else (k,))):
         raise ValueError(f"gradient: the adjoint differentiates the rate's parameters, not the learnable k of "

@@ -62,6 +62,7 @@ from ..common.errors import OptionError
 from ..data import derive_seed
 from ..models import create, created_name, model_options
 from ..nn import continuous_blocks
+from ..nn.repeated import check_composing_training
 from ..solvers import get_scheme
 from .checkpoint import (
     CheckpointError,
@@ -106,7 +107,8 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
 
     Refuses a graph model on an image dataset (and the reverse) by their names; builds the
     model on the ``meta`` device (no memory, no initialisation cost) so that bad model option
-    *values* fail here with the model's own message; checks that ``refine_at``/``eval_*``
+    *values* fail here with the model's own message (and a scheme that composes the rate,
+    ``polynet``, on normalisation statistics every application would share); checks that ``refine_at``/``eval_*``
     have blocks to act on, that the device exists here, and the run folder.
     """
     check_model_data(config.model, config.data)
@@ -126,6 +128,12 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
     if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
         raise ConfigError(f"decay_scope: 'model' needs a model that names its decayed parameters "
                           f"(weight_decay_parameters(): the graph models); {config.model!r} does not, use 'all'")
+    for block in continuous_blocks(model):  # a composing scheme on shared statistics fails at the first step
+        if block.scheme.composes:
+            try:
+                check_composing_training(block.scheme.name, block.template, block.state_names)
+            except ValueError as exc:
+                raise OptionError(str(exc)).within("model_options") from exc
     has_blocks = bool(continuous_blocks(model))
     if config.refine_at and not has_blocks:
         raise ConfigError(f"refine_at: model {config.model!r} has no ContinuousBlock to refine")

@@ -255,6 +255,18 @@ def test_a_model_and_dataset_of_different_kinds_are_refused_in_preflight(tmp_pat
     one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--model", model, "--data", dataset], message)
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--model", "continuousnet", "--scheme", "polynet"],
+     "model_options.scheme: 'polynet' applies the rate to its own output, so in training the statistics"),
+    (["--model", "polynet", "--model-option", "continuous=true", "--model-option", "gradient=adjoint"],
+     "model_options.gradient: the adjoint cannot run 'polynet'"),
+])
+def test_polynet_training_that_would_mix_statistics_is_refused_in_preflight(tmp_path, capsys, nothing_loaded, options,
+                                                                            message):
+    one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), *options], message)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_registries_know_graph_models_and_graph_datasets_by_name():
     from contdepth.data import is_graph_dataset
     from contdepth.models import is_graph_model
