@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each takes one thread, or the
+    # workers' thread pools would fight over the same cores.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
