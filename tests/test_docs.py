@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 
 from contdepth.cli import build_parser, train_config_from_args
+from contdepth.data import registry as data_registry
+from contdepth.models import registry as model_registry
+from contdepth.solvers import registry as scheme_registry
 from contdepth.experiment import ExperimentSpec
 from contdepth.train.trainer import preflight
 from helpers import REPO_ROOT
@@ -70,6 +73,10 @@ def test_every_fence_is_a_block_the_tests_see():
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p, "python")], ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # a page may register a dataset, model or scheme: the registries are put back afterwards, so
+    # no other test (in this pytest worker) sees the page's names
+    for module, name in [(data_registry, "_DATASETS"), (model_registry, "_MODELS"), (scheme_registry, "_SCHEMES")]:
+        monkeypatch.setattr(module, name, dict(getattr(module, name)))
     namespace: dict = {"__name__": "__docs__"}
     for i, block in enumerate(blocks(page, "python")):
         exec(compile(block, f"{page.relative_to(REPO_ROOT)} python block {i}", "exec"), namespace)
@@ -94,8 +101,8 @@ def test_command_lines_parse(page, capsys):
 
 
 def _here(config):
-    """``config`` as this machine can preflight it: CPU, GPU-only switches off, no run folder."""
-    return config.replace(device="cpu", channels_last=False, compile=False, out=None, tensorboard=False,
+    """``config`` as this machine can preflight it: CPU, GPU-only switches off, no run or data folder."""
+    return config.replace(device="cpu", channels_last=False, compile=False, out=None, tensorboard=False, data_dir=None,
                           resume=False, overwrite=False, extend=False)
 
 
