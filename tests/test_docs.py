@@ -75,8 +75,9 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a page may register a dataset, model or scheme: the registries are put back afterwards, so
     # no other test (in this pytest worker) sees the page's names
-    for module, name in [(data_registry, "_DATASETS"), (model_registry, "_MODELS"), (scheme_registry, "_SCHEMES")]:
-        monkeypatch.setattr(module, name, dict(getattr(module, name)))
+    for module, name in [(data_registry, "_DATASETS"), (data_registry, "_GRAPH_DATASETS"), (model_registry, "_MODELS"),
+                         (model_registry, "_GRAPH_MODELS"), (scheme_registry, "_SCHEMES")]:
+        monkeypatch.setattr(module, name, type(getattr(module, name))(getattr(module, name)))
     namespace: dict = {"__name__": "__docs__"}
     for i, block in enumerate(blocks(page, "python")):
         exec(compile(block, f"{page.relative_to(REPO_ROOT)} python block {i}", "exec"), namespace)
@@ -117,8 +118,11 @@ def test_train_and_experiment_lines_pass_preflight(page, monkeypatch):
                 continue
             if words[0] == "train" and "--resume" not in words:
                 preflight(_here(train_config_from_args(parser.parse_args(words))))
-            elif words[0] == "experiment" and (REPO_ROOT / words[1]).is_file():
-                spec = ExperimentSpec.from_yaml(REPO_ROOT / words[1])
+            elif words[0] == "experiment":
+                spec_path = REPO_ROOT / next(w for w in words[1:] if not w.startswith("-"))
+                if not spec_path.is_file():
+                    pytest.fail(f"{page.name}: `contdepth {' '.join(words)}`: spec {spec_path} is not in the repository")
+                spec = ExperimentSpec.from_yaml(spec_path)
                 for arm in spec.arms:
                     preflight(_here(spec.config(arm, spec.seeds[0])))
 

@@ -82,23 +82,25 @@ def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | N
         return False
     return (isinstance(record, dict) and record.get("steps") == steps_identity(arm)
             and record.get("checkpoint") == weights_identity(description)
-            and record.get("contdepth", UNVERSIONED_STEPS) == steps_version())
+            and record.get("contdepth") == steps_version())
 
 
-#: The version that wrote the steps records that carry none (they predate the field).
-UNVERSIONED_STEPS = "0.1.0"
+#: Raised with every change of the library that changes what an after-training step computes
+#: from the same weights. 2: the normalisation state's sampled range and variance floor (issue
+#: 14) and PolyNet's per-application norms (issue 16); records from before carry no version.
+STEPS_REVISION = 2
 
 
 def steps_version() -> str:
-    """The contdepth version a steps record must come from to be reused.
+    """The version a steps record must carry to be reused: contdepth's and :data:`STEPS_REVISION`.
 
     Why: the steps are computed from the weights by the library (manifestation accuracies,
-    compression); after an upgrade that changed how (an evaluation fix), a record from the old
-    version would be reused silently. Steps are cheap next to training, so they are redone.
+    compression); after a change of how (an evaluation fix), a record from before would be
+    reused silently. Steps are cheap next to training, so they are redone.
     """
     from .. import __version__
 
-    return __version__
+    return f"{__version__}+steps.{STEPS_REVISION}"
 
 
 def steps_identity(arm: Arm) -> dict:
@@ -114,4 +116,4 @@ def weights_identity(description: dict) -> dict:
 
 __all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
            "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "steps_current",
-           "steps_file", "steps_identity", "steps_version", "weights_identity"]
+           "steps_file", "steps_identity", "steps_version", "STEPS_REVISION", "weights_identity"]

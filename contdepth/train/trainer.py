@@ -133,7 +133,9 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
             try:
                 check_composing_training(block.scheme.name, block.template, block.state_names)
             except ValueError as exc:
-                raise OptionError(str(exc)).within("model_options") from exc
+                if config.model == CUSTOM_MODEL:  # a model given in Python: no model_options to name
+                    raise ConfigError(f"model: {exc}") from exc
+                raise _model_options_error(config.model, options, exc) from exc
     has_blocks = bool(continuous_blocks(model))
     if config.refine_at and not has_blocks:
         raise ConfigError(f"refine_at: model {config.model!r} has no ContinuousBlock to refine")

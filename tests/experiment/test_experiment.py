@@ -15,7 +15,7 @@ import contdepth as cd
 from contdepth.cli import main
 from contdepth.data import hold_out, load
 from contdepth.experiment import ExperimentSpec, estimate, run_experiment, summarize, t_quantile
-from contdepth.experiment.folder import run_folder, steps_file
+from contdepth.experiment.folder import STEPS_REVISION, run_folder, steps_file, steps_version
 from contdepth.train import ConfigError, read_checkpoint
 from helpers import REPO_ROOT
 
@@ -238,15 +238,13 @@ def test_a_run_folder_of_another_arm_or_stale_steps_are_never_taken_as_this_runs
     assert summary["arms"]["euler"]["n"] == 1
     assert summary["unfinished"] == ["euler seed 1: trained, after-training steps not done (for these weights, "
                                      "steps and contdepth version)"]
-    # steps computed by another contdepth version are not reused either; a record without one is 0.1.0's
+    # steps computed by another contdepth version or steps revision, or carrying none, are not reused either
     record = json.loads(steps_file(out, "euler", 0).read_text())
-    assert record["contdepth"] == cd.__version__
-    del record["contdepth"]
-    steps_file(out, "euler", 0).write_text(json.dumps(record))
-    assert summarize(out)["arms"]["euler"]["n"] == (1 if cd.__version__ == "0.1.0" else 0)
-    record["contdepth"] = "0.0.1"
-    steps_file(out, "euler", 0).write_text(json.dumps(record))
-    assert summarize(out)["arms"]["euler"]["n"] == 0
+    assert record["contdepth"] == steps_version() == f"{cd.__version__}+steps.{STEPS_REVISION}"
+    for stale in (None, f"{cd.__version__}+steps.{STEPS_REVISION - 1}"):
+        record["contdepth"] = stale
+        steps_file(out, "euler", 0).write_text(json.dumps(record))
+        assert summarize(out)["arms"]["euler"]["n"] == 0
     runs = out / "runs"
     (runs / "euler" / "seed-0").rename(tmp_path / "moved")
     (runs / "rk4" / "seed-0").rename(runs / "euler" / "seed-0")  # another arm's run where euler's should be

@@ -263,3 +263,12 @@ def test_polynet_refuses_the_adjoint_and_a_frozen_block_checks_terms_and_norms()
     with pytest.raises(ValueError, match="applies the rate to its own output"):
         shared.train()(x)
     cd.freeze(block, eval_mode=False).train()(x)  # its own norms per application: trains
+
+
+def test_preflight_names_no_model_option_for_a_model_given_in_python():
+    from contdepth.train import ConfigError, TrainConfig
+    from contdepth.train.trainer import CUSTOM_MODEL, preflight
+
+    model = torch.nn.Sequential(cd.ContinuousBlock(residual_rate(4, "batch"), n_basis=2, scheme="polynet"))
+    with pytest.raises(ConfigError, match=r"^model: scheme: 'polynet' applies the rate to its own output"):
+        preflight(TrainConfig(model=CUSTOM_MODEL, data="digits"), model)
