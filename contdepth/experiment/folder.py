@@ -4,7 +4,7 @@
     DIR/spec.yaml                    the spec, as first run
     DIR/runs/ARM/seed-S/             the run folder of (ARM, S)
     DIR/steps/ARM/seed-S.json        after-training steps of that run, tied to its final weights and
-                                     the contdepth version that computed them
+                                     the contdepth version and steps revision that computed them
     DIR/compressed/ARM/seed-S/       the compressed (and fine-tuned) model of that run
     DIR/logs/ARM/seed-S.log          a worker's output (``--workers`` above 1)
 """

@@ -38,7 +38,7 @@ from .coupling import is_partitioned
 from .repeated import check_component_index, check_composing_training, is_repeated
 from .retired import retire
 from .stage_plan import StagePlan, StageValues, depth_key
-from .state_range import StateRange
+from .state_range import StateRange, unknown_range
 from .template_call import TemplateCall
 
 Tensor = torch.Tensor
@@ -175,7 +175,7 @@ class ContinuousBlock(nn.Module):
         self._state_range = None
         self._range_covers = None
         if self.state_names:
-            self.register_buffer("state_depth_range", torch.zeros(6, dtype=torch.int64))  # unknown: read anywhere
+            self.register_buffer("state_depth_range", unknown_range())
         # The template is kept only for its architecture: its own parameters are never
         # used (theta(t) is substituted), so it lives on the meta device and outside the
         # module tree (no parameters(), state_dict() or .to() for it).
@@ -527,7 +527,7 @@ class ContinuousBlock(nn.Module):
         if key not in state_dict:
             if key in missing_keys:
                 missing_keys.remove(key)
-            self.state_depth_range.zero_()
+            self.state_depth_range.copy_(unknown_range())
         self._state_range, self._range_covers = loaded, None
 
     @torch.no_grad()

@@ -12,7 +12,8 @@ A template is *repeated* when it offers
 
 - ``applications``: a tuple with, per application ``j``, the name of the submodule that
   holds that application's own normalisation (its state is sampled only by application
-  ``j``; state outside all of them is sampled by every application);
+  ``j``; a composing scheme refuses to train a template with state outside all of them,
+  which every application would update);
 - ``application(j, x, *context)``: the rate of the ``j``-th application.
 
 ``template(x, *context)`` must be application 0, the rate of the state: it is what every

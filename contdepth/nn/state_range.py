@@ -22,6 +22,15 @@ import torch
 
 from .stage_plan import DepthKey
 
+def unknown_range() -> torch.Tensor:
+    """The encoded range of a block never sampled (or loaded without one): all zeros, read anywhere.
+
+    A function, not a constant: the tensor is made where it is called, so a model built
+    under ``torch.device("meta")`` (a dry build) gets a meta buffer like all its others.
+    """
+    return torch.zeros(6, dtype=torch.int64)
+
+
 class StateRange(NamedTuple):
     """The lowest and highest :data:`~contdepth.nn.stage_plan.DepthKey` sampled (positions in ``[0, 1]``)."""
 

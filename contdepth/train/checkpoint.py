@@ -40,7 +40,7 @@ from torch import nn
 from ..common.files import atomic_write_bytes, atomic_write_text, to_json_value
 from ..models import available_models, create, created_name
 from ..nn import apply_layout, check_layout, continuous_blocks, layout
-from ..nn.state_range import StateRange
+from ..nn.state_range import StateRange, unknown_range
 from .checkpoint_schema import (
     MAX_JSON_BYTES,
     CheckpointError,
@@ -312,9 +312,8 @@ def upgrade_model_state(info: CheckpointInfo, model: nn.Module, state: dict[str,
     """
     if info.format_version >= 2:
         return state
-    missing = {name: value for name, value in model.state_dict().items()
-               if is_state_range_key(name) and name not in state}
-    return {**state, **{name: torch.zeros(value.shape, dtype=value.dtype) for name, value in missing.items()}}
+    missing = [name for name in model.state_dict() if is_state_range_key(name) and name not in state]
+    return {**state, **{name: unknown_range() for name in missing}}
 
 
 def is_state_range_key(name: str) -> bool:

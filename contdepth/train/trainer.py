@@ -128,7 +128,8 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
     if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
         raise ConfigError(f"decay_scope: 'model' needs a model that names its decayed parameters "
                           f"(weight_decay_parameters(): the graph models); {config.model!r} does not, use 'all'")
-    for block in continuous_blocks(model):  # a composing scheme on shared statistics fails at the first step
+    blocks = continuous_blocks(model)
+    for block in blocks:  # a composing scheme on shared statistics fails at the first step
         if block.scheme.composes:
             try:
                 check_composing_training(block.scheme.name, block.template, block.state_names)
@@ -136,7 +137,7 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
                 if config.model == CUSTOM_MODEL:  # a model given in Python: no model_options to name
                     raise ConfigError(f"model: {exc}") from exc
                 raise _model_options_error(config.model, options, exc) from exc
-    has_blocks = bool(continuous_blocks(model))
+    has_blocks = bool(blocks)
     if config.refine_at and not has_blocks:
         raise ConfigError(f"refine_at: model {config.model!r} has no ContinuousBlock to refine")
     if (config.eval_scheme or config.eval_n_steps) and not has_blocks:
