@@ -1,26 +1,40 @@
 # `make test` and `make demo` work from a fresh clone: they create .venv when it is
 # missing and install the package under constraints.txt (torch pinned to the CPU wheel).
+# `make demo` installs only what the demo needs (the `data` extra: scikit-learn's digits);
+# `make setup`/`make test` install the `dev` extra (tests, ONNX, TensorBoard, the docs site).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: setup test demo docs bench bench-deps clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# The venv, made once, with a current pip.
+define venv
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+endef
+
+$(STAMP): pyproject.toml constraints.txt
+	$(venv)
 	$(PIP) install --quiet -c constraints.txt torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# Only what the demo needs (torch pinned, the package, the data extra), in one pip call.
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(venv)
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0 -e ".[data]"
+	touch $(DEMO_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest -n auto --dist loadfile
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m contdepth demo
 	@echo "The command line is in .venv: run .venv/bin/contdepth --help (or: source .venv/bin/activate, then contdepth --help)"
 

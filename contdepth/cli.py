@@ -15,7 +15,7 @@
     contdepth report runs/refinement --out experiments/results/refinement
     contdepth demo
 
-Every ``train`` option is a :class:`~contdepth.train.TrainConfig` field (``--refine-at`` for
+Every ``train`` option is a [`TrainConfig`][contdepth.train.TrainConfig] field (``--refine-at`` for
 ``refine_at``); ``--config FILE`` reads the same keys from YAML and flags override the
 file. Options are checked before any work: a bad one exits with status 2 and a message
 naming it, having created no folder and loaded no data. ``python -m contdepth`` is the same.
@@ -32,34 +32,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .analysis import (
-    analyze_manifestations,
-    as_continuous,
-    parse_reference,
-    reference_manifestation,
-)
-from .analysis.compression import compress_run
-from .analysis.manifestations import DTYPES, check_grid
-from .analysis.plots import check_matplotlib
-from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
 from .common.errors import OptionError
-from .common.validate import check_int
-from .experiment import ExperimentSpec, run_experiment, write_report
-from .export.from_run import CHECK_ATOL, export_run
-from .nn import AdaptiveDepth, continuous_blocks
-from .solvers import MaxStepsExceeded, available_schemes
-from .solvers.properties import format_scheme_table, scheme_table
-from .train import (
-    evaluate,
-    evaluate_adaptive,
-    format_adaptive_table,
-    format_manifestation_table,
-    load_checkpoint,
-    manifestation_table,
-    train,
-)
+from .common.paths import user_path
+from .common.validate import check_int, check_threads
+from .common.yaml_input import load_yaml_text
 from .plugins import IMPORTS_ENV, import_modules, load_plugins
-from .train.checkpoint import CheckpointError, read_checkpoint
 from .train.config import (
     OPTION_GROUPS,
     ConfigError,
@@ -69,11 +46,6 @@ from .train.config import (
     check_output_path,
     read_yaml,
 )
-from .train.demo import demo
-from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
-from .train.rundir import check_run_dir, folder_state
-from .train.tensorboard import log_manifestation_table, summary_writer_class
-from .train.trainer import load_data
 
 # model-option flags: --flag -> model_options key (nargs "+" for per-stage lists)
 MODEL_FLAGS: dict[str, tuple[str, Any, str | None, str]] = {
@@ -101,17 +73,58 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+        """Refuse what this parser does not know here, with its own usage and the nearest flags.
+
+        Why here: argparse hands a subcommand's unknown arguments up to the top parser, which
+        printed ``contdepth``'s usage for ``contdepth train --epochz 1`` and no hint; the
+        subcommand's parser knows its own flags, so it answers (exit status 2).
+        """
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized_message(extras, option_strings(self)))
+        return namespace, extras
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag ``parser`` accepts (``--epochs``, ``--no-nesterov``, ``-h``).
+
+    argparse keeps its actions in ``_actions`` with no public accessor; each action's
+    ``option_strings`` is public.
+    """
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def unrecognized_message(extras: list[str], flags: list[str]) -> str:
+    """``unrecognized arguments: --epochz 1; did you mean --epochs?`` (the closest flag of each unknown one)."""
+    import difflib
+
+    hints = []
+    for arg in extras:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("-") or flag in flags or _is_number(flag):
+            continue
+        close = difflib.get_close_matches(flag, flags, n=1)
+        if close and close[0] not in hints:
+            hints.append(close[0])
+    hint = f"; did you mean {' or '.join(hints)}?" if hints else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def _key_value(text: str, flag: str) -> tuple[str, Any]:
-    import yaml
-
+    """``KEY=VALUE`` with the value read by the one YAML reader (bounded aliases, depth and size, plain types)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"{flag}: expected KEY=VALUE, got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{flag}: cannot read the value of {key!r}: {exc}") from exc
+    value = load_yaml_text(raw, f"{flag} {key.strip()[:60]}") if raw.strip() else None
     return key.strip().replace("-", "_"), value
 
 
@@ -131,7 +144,7 @@ def _flag_type(annotation: str) -> type:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`TrainConfig` field, generated from the field: name, type, help and default.
+    """One flag per [`TrainConfig`][contdepth.train.TrainConfig] field, generated from the field: name, type, help and default.
 
     Why generated: the help existed three times (docstring, CLI, README) and drifted; now
     a field's ``option(help=...)`` is the only place, and a new field gets its flag for free.
@@ -158,7 +171,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if not meta["flag"]:
             continue
-        help_text = meta["help"]
+        help_text = TrainConfig.help_text(f.name)  # with the registry's names where the field lists them
         if default is not None:  # "not set" means something different per option: its help says what
             help_text += f" (default: {_format_default(default)})"
         flag = f"--{f.name.replace('_', '-')}"
@@ -187,8 +200,10 @@ def _format_default(value: Any) -> str:
 
 
 def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
-    """The :class:`TrainConfig` of parsed ``train`` arguments (defaults < saved run < file < flags)."""
+    """The [`TrainConfig`][contdepth.train.TrainConfig] of parsed ``train`` arguments (defaults < saved run < file < flags)."""
 
+    from .train.checkpoint import read_checkpoint
+    from .train.rundir import check_run_dir
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "func", "argv")}
     overrides: dict[str, Any] = {}
     model_options: dict[str, Any] = {}
@@ -228,6 +243,7 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
     config = train_config_from_args(args)
     try:
         train(config)
@@ -243,6 +259,7 @@ def interrupted_advice(out: str | None, config=None) -> str:
     An interrupted ``--resume --extend`` run is advised to extend again: its checkpoint may
     still hold the old length.
     """
+    from .train.rundir import folder_state
     import shlex
 
 
@@ -282,6 +299,18 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .nn import continuous_blocks
+    from .solvers import MaxStepsExceeded, available_schemes
+    from .train import (
+        evaluate,
+        evaluate_adaptive,
+        format_adaptive_table,
+        format_manifestation_table,
+        load_checkpoint,
+        manifestation_table,
+    )
+    from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
+    from .train.trainer import load_data
 
     schemes = ([args.scheme] if args.scheme else []) + list(args.schemes or [])
     for s in schemes:
@@ -342,6 +371,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
     """``(rtol, atol)`` pairs of ``eval --adaptive``, checked before any work."""
 
+    from .nn import AdaptiveDepth
     if not args.adaptive:
         if args.rtol is not None or args.atol is not None:
             raise ConfigError("rtol: --rtol/--atol need --adaptive")
@@ -370,10 +400,9 @@ def _adaptive_tolerances(args: argparse.Namespace) -> list[tuple[float, float]]:
 
 def _check_common(args: argparse.Namespace) -> None:
     """The options eval, analyze and compress share, checked before the checkpoint is read."""
-    for name in ("batch_size", "threads"):
-        value = getattr(args, name, None)
-        if value is not None:
-            check_int(value, name, low=1)
+    if getattr(args, "batch_size", None) is not None:
+        check_int(args.batch_size, "batch_size", low=1)
+    check_threads(getattr(args, "threads", None))
     if getattr(args, "device", None) is not None:
         check_device(args.device)
     data_dir = getattr(args, "data_dir", None)
@@ -408,6 +437,7 @@ def _add_compress(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    from .analysis.compression import compress_run
     one = lambda values: values[0] if values is not None and len(values) == 1 else values  # noqa: E731
     for name, values in (("n_basis", args.n_basis), ("n_steps", args.n_steps or [])):
         for v in values:
@@ -445,6 +475,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .train.demo import demo
     demo(epochs=args.epochs, threads=args.threads, quiet=args.quiet, out=args.out, overwrite=args.overwrite)
     return 0
 
@@ -483,6 +514,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     import torch
 
+    from .analysis import analyze_manifestations, as_continuous, parse_reference, reference_manifestation
+    from .analysis.manifestations import DTYPES, check_grid
+    from .analysis.plots import check_matplotlib
+    from .analysis.report import PLOT_FILES, REPORT_FILES, check_output
+    from .solvers import MaxStepsExceeded
+    from .train import load_checkpoint
+    from .train.evaluate import DEFAULT_SCHEMES, DEFAULT_STEPS
+    from .train.tensorboard import log_manifestation_table, summary_writer_class
+    from .train.trainer import load_data
 
     def checked(value: int | None, name: str) -> None:
         if value is not None:
@@ -592,9 +632,10 @@ def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
+    from .export.from_run import CHECK_ATOL, export_run
 
     if args.threads is not None:
-        check_int(args.threads, "threads", low=1)
+        check_threads(args.threads)
         torch.set_num_threads(args.threads)
     try:
         result = export_run(args.run, args.out, format=args.format, scheme=args.scheme, n_steps=args.n_steps,
@@ -640,11 +681,30 @@ def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interruption: the same clean-up (workers stopped) and the same advice as Ctrl-C."""
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise Terminated()
+
+
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentSpec, run_experiment
+    import signal
+    import threading
+
     spec = ExperimentSpec.from_yaml(args.spec)
-    run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
-                   data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet, reuse=args.reuse,
-                   command=" ".join(["contdepth", *map(shlex.quote, args.argv)]))
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        run_experiment(spec, args.out, workers=args.workers, threads=args.threads, device=args.device,
+                       data_dir=args.data_dir, report=not args.no_report, quiet=args.quiet, reuse=args.reuse,
+                       command=" ".join(["contdepth", *map(shlex.quote, args.argv)]))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -660,6 +720,7 @@ def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .experiment import write_report
     write_report(args.run, out=args.out, plots=not args.no_plots, quiet=args.quiet)
     return 0
 
@@ -676,6 +737,7 @@ def _add_schemes(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _cmd_schemes(args: argparse.Namespace) -> int:
+    from .solvers.properties import format_scheme_table, scheme_table
     if not math.isfinite(args.lm_k) or args.lm_k <= -1:
         raise ConfigError(f"lm_k: must be a finite number > -1 (at -1 the scheme loses its u' term), got {args.lm_k}")
     print(format_scheme_table(scheme_table(lm_k=args.lm_k)))
@@ -728,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``--import MODULE`` (any number, anywhere) imports a module that registers models or
     datasets before the rest is read, and installed entry points of the ``contdepth.models``
-    and ``contdepth.datasets`` groups are loaded (see :mod:`contdepth.plugins`).
+    and ``contdepth.datasets`` groups are loaded (see `contdepth.plugins`).
     """
     original = list(sys.argv[1:] if argv is None else argv)
     modules, argv = _plugin_modules(original)
@@ -738,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"contdepth: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while starting up: nothing has begun, so nothing to advise
+        print(INTERRUPTED_AT_START, file=sys.stderr)
+        return 130
     previous = os.environ.get(IMPORTS_ENV)
     if modules:  # the processes this command starts (experiment workers) import them too; put back after
         os.environ[IMPORTS_ENV] = ",".join(filter(None, [previous or "", *modules]))
@@ -751,14 +816,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ[IMPORTS_ENV] = previous
 
 
+#: What Ctrl-C before a command began prints (``python -m contdepth`` and `main`), instead of a traceback.
+INTERRUPTED_AT_START = "\ncontdepth: interrupted while starting; nothing was done"
+
+
 def _run(argv: list[str], original: list[str]) -> int:
     """Parse ``argv`` and run its command, answering every expected failure in one line."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print(INTERRUPTED_AT_START, file=sys.stderr)
+        return 130
     args.argv = original  # the command as given (--import included), for the records that name it
+    _expand_user_paths(args)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, *_checkpoint_error()) as exc:
         print(f"contdepth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except FloatingPointError as exc:  # a divergence not raised as TrainingDiverged: still one line
@@ -767,20 +841,41 @@ def _run(argv: list[str], original: list[str]) -> int:
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: name the file, no traceback
         print(f"contdepth {args.command}: error: {os_error_message(exc, args)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         advice = ""
         if args.command == "experiment":
-            advice = ("; finished runs are kept and the interrupted one resumes from its last epoch: run "
+            advice = ("; finished runs are kept and interrupted ones resume from their last epoch: run "
                       f"the same command again ({' '.join(['contdepth', *map(shlex.quote, args.argv)])})")
-        print(f"\ncontdepth {args.command}: interrupted{advice}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\ncontdepth {args.command}: {what}{advice}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+#: The arguments that are paths, in any command: ``~`` is expanded in them once, here (a shell does
+#: not expand it after ``=``, as in ``--out=~/suite``), and every check and write uses that path.
+PATH_ARGUMENTS = ("out", "run", "spec", "config", "data_dir", "reuse", "tensorboard")
+
+
+def _expand_user_paths(args: argparse.Namespace) -> None:
+    for name in PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):  # train's --tensorboard is a flag (a bool), analyze's a folder
+            setattr(args, name, str(user_path(value)))
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            setattr(args, name, [str(user_path(v)) for v in value])
+
+
+def _checkpoint_error() -> tuple[type[Exception], ...]:
+    """``CheckpointError`` once checkpoints are loaded (none can be raised before), without importing them."""
+    schema = sys.modules.get("contdepth.train.checkpoint_schema")
+    return (schema.CheckpointError,) if schema is not None else ()
 
 
 def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
     """``PATH: what happened (ERRNO)``, and for a training run what is left on disk.
 
     Contdepth's own writers name the file they were writing (see
-    :func:`~contdepth.train.checkpoint.atomic_write_bytes`); an error naming none is shown as is.
+    [`atomic_write_bytes`][contdepth.train.atomic_write_bytes]); an error naming none is shown as is.
     """
     code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
     what = f"{exc.strerror or exc}" + (f" ({code})" if code else "")

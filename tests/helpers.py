@@ -6,6 +6,7 @@ Importable as ``helpers`` from every test folder: ``tests/`` is on ``sys.path`` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -94,3 +95,34 @@ def interrupt_after(epoch: int):
 def without_times(history: list[dict]) -> list[dict]:
     """Metrics rows without their timings (which differ between identical runs)."""
     return [{k: v for k, v in row.items() if "time" not in k} for row in history]
+
+
+# --- hostile inputs that used to hang -------------------------------------------------------------------
+class Hung(Exception):
+    """Raised by :func:`bounded` when the code under test ran past its time."""
+
+
+@contextlib.contextmanager
+def bounded(seconds: float = 5.0, memory: int = 512 << 20):
+    """Fail instead of hanging: ``Hung`` after ``seconds`` (SIGALRM; a blocking ``open`` of a FIFO is
+    interrupted too) and ``MemoryError`` past ``memory`` more bytes of address space (an alias bomb
+    expanding in C code, ``repr`` or ``json.dumps``, which no signal handler interrupts)."""
+    import resource
+    import signal
+
+    def expire(signum, frame):
+        raise Hung(f"still running after {seconds} s")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    limit = used + memory if hard == resource.RLIM_INFINITY else min(used + memory, hard)
+    previous = signal.signal(signal.SIGALRM, expire)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

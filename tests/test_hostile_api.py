@@ -204,3 +204,170 @@ def test_block_adaptive_refuses_non_finite_input():
     block = cd.ContinuousBlock(_Returns("plain"), n_basis=2).eval()
     with pytest.raises(ValueError, match=r"^x: the initial state holds NaN/inf values"):
         block.forward_adaptive(torch.tensor([[1.0, float("nan"), 0.0]]), AdaptiveDepth())
+
+
+# --- a frozen template parameter stays frozen (issue 26) -------------------------------------------
+@pytest.mark.parametrize("basis, n_basis", [("piecewise_constant", 2), ("piecewise_linear", 2), ("legendre", 3)])
+def test_a_frozen_template_parameter_stays_frozen_through_refine_and_project(basis, n_basis):
+    torch.manual_seed(0)
+    template = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    template[0].weight.requires_grad_(False)  # a frozen layer (pretrained, say)
+    given = template[0].weight.detach().clone()
+    block = cd.ContinuousBlock(template, basis=basis, n_basis=n_basis, scheme="rk4", n_steps=2).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+
+    def check() -> None:
+        frozen = block.coefficients.get("0.weight")
+        assert not frozen.requires_grad and block.coefficients.get("2.weight").requires_grad
+        for t in (0.0, 0.3, 1.0):  # the template's own value at every depth (float32 collocation rounding)
+            torch.testing.assert_close(block.theta(t)["0.weight"], given.double(), rtol=0, atol=1e-6)
+        block.zero_grad(set_to_none=True)
+        block(x).square().sum().backward()
+        assert frozen.grad is None and block.coefficients.get("2.weight").grad is not None
+
+    check()
+    block.refine()
+    check()
+    block.project(n_basis)
+    check()
+    fresh = cd.ContinuousBlock(template, basis=basis, n_basis=n_basis, scheme="rk4").double()
+    fresh.load_state_dict(block.state_dict())
+    assert not fresh.coefficients.get("0.weight").requires_grad
+
+
+# --- gradient="adjoint" with a multistep scheme (issue 26) ------------------------------------------
+def _gradients(scheme, n_steps: int, gradient: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    template = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3))
+    block = cd.ContinuousBlock(template, basis="legendre", n_basis=2, scheme=scheme, n_steps=n_steps,
+                               gradient=gradient).double()
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    block(x).square().sum().backward()
+    return torch.cat([p.grad.reshape(-1) for p in block.parameters()] + [x.grad.reshape(-1)])
+
+
+@pytest.mark.parametrize("scheme, order", [("ab2", 2), ("ab3", 3)])
+def test_the_adjoint_of_a_multistep_scheme_converges_to_the_ode_gradient_at_its_order(scheme, order):
+    reference = _gradients("rk4", 64, "backprop")  # the ODE's gradient, to ~1e-8
+    errors = [float((_gradients(scheme, n, "adjoint") - reference).norm() / reference.norm()) for n in (8, 16)]
+    assert errors[0] / errors[1] > 2 ** order * 0.7  # halving the step divides the error by ~2^order
+    backprop = float((_gradients(scheme, 16, "backprop") - reference).norm() / reference.norm())
+    assert errors[1] < 2 * backprop  # as close to the ODE's gradient as the discrete pass's own
+
+
+def test_the_adjoint_refuses_an_lm_scheme_with_one_k_per_step():
+    template = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3))
+    with pytest.raises(ValueError, match=r"^gradient: the adjoint cannot run 'lm_resnet' with one k per step"):
+        cd.ContinuousBlock(template, n_basis=2, scheme=cd.LMResNetScheme([0.0, 0.2, 0.4, 0.6]), n_steps=4,
+                           gradient="adjoint")
+    block = cd.ContinuousBlock(template, n_basis=2, scheme=cd.LMResNetScheme(0.3), gradient="adjoint")  # one k: fine
+    block(torch.randn(2, 3)).sum().backward()
+
+
+# --- project() onto a larger basis (issue 26) -------------------------------------------------------
+def test_project_onto_a_larger_basis_is_refused_and_points_at_refine():
+    block = _model()[0]
+    block.refine()
+    with pytest.raises(ValueError, match=r"^n_basis: project\(\) compresses onto at most the block's 2 basis "
+                                         r"functions, got 3; refine\(\) grows the basis exactly$"):
+        block.project(3)
+    with pytest.raises(ValueError, match=r"^n_basis: project\(\) compresses"):
+        cd.nn.project(_model(), 2)
+    assert block.n_basis == 2
+    block.project(2, n_steps=3)  # the same size: allowed (a change of steps)
+    block.project(1)
+
+
+# --- loading a state dict with another basis size (issue 26) ----------------------------------------
+def test_a_refined_models_state_dict_loads_into_a_freshly_built_model():
+    trained = _model()
+    _train(trained, _sgd(trained))
+    cd.nn.refine(trained)
+    cd.nn.refine(trained)
+    fresh = _model()
+    assert fresh.load_state_dict(trained.state_dict()) is not None
+    assert cd.nn.layout(fresh) == cd.nn.layout(trained) == [
+        {"basis": "piecewise_constant", "n_basis": 4, "scheme": "euler", "n_steps": 4}]
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)
+    block = cd.ContinuousBlock(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)), n_basis=1, scheme="euler")
+    block.load_state_dict(trained[0].state_dict())  # a block on its own, too
+    assert block.n_basis == 4
+    cd.nn.project(trained, 2)  # and back down: compressed weights load into a larger block
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh[0].n_basis == 2 and fresh[0].n_steps == 2
+
+
+def test_a_normalised_models_refined_weights_load_with_their_statistics():
+    model = cd.models.create("continuousnet", in_channels=1, alpha=4, n_basis=1)
+    model(torch.randn(4, 1, 8, 8))  # training mode: statistics sampled
+    cd.nn.refine(model)
+    fresh = cd.models.create("continuousnet", in_channels=1, alpha=4, n_basis=1)
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("disagree", r"^0\.coefficients\.2\.weight: holds 3 basis functions but 0\.coefficients\.0\.weight holds 2; "
+                 r".*contdepth\.nn\.apply_layout"),
+    ("too_many", r"^0\.coefficients\.0\.weight: holds 600 basis functions; a block has 1\.\.512 .*apply_layout"),
+])
+def test_stored_sizes_a_block_cannot_take_are_refused_naming_apply_layout(change, message):
+    model = _model()
+    cd.nn.refine(model)
+    state = model.state_dict()
+    if change == "disagree":
+        state["0.coefficients.2.weight"] = torch.zeros(3, 4, 4)
+    else:
+        state = {k: (v[:1].expand(600, *v.shape[1:]) if "coefficients" in k else v) for k, v in state.items()}
+    fresh = _model()
+    with pytest.raises(RuntimeError, match=message):
+        fresh.load_state_dict(state)
+    assert fresh[0].n_basis == 1  # nothing of the block changed
+
+
+def test_a_size_the_basis_family_cannot_have_is_refused():
+    torch.manual_seed(0)
+    legendre = cd.ContinuousBlock(nn.Linear(3, 3), basis="legendre", n_basis=1)
+    state = {k: v[:1] for k, v in legendre.state_dict().items()}
+    linear = cd.ContinuousBlock(nn.Linear(3, 3), basis="piecewise_linear", n_basis=2)
+    with pytest.raises(RuntimeError, match=r"^coefficients\.weight: holds 1 basis functions, which the "
+                                           r"piecewise_linear basis cannot have .*apply_layout"):
+        linear.load_state_dict(state)
+
+
+def test_another_architecture_still_gets_torchs_size_mismatch():
+    block = cd.ContinuousBlock(nn.Linear(3, 3), n_basis=2)
+    other = cd.ContinuousBlock(nn.Linear(5, 5), n_basis=2)
+    with pytest.raises(RuntimeError, match="size mismatch for coefficients.weight"):
+        block.load_state_dict(other.state_dict())
+
+
+# --- integrate_adaptive: default tolerances (issue 26) ----------------------------------------------
+def test_integrate_adaptive_has_default_tolerances():
+    solution = cd.integrate_adaptive(lambda t, x: -x, torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(solution.state, torch.full((3,), 0.36787944117144233, dtype=torch.float64),
+                               rtol=1e-3, atol=0)
+    tighter = cd.integrate_adaptive(lambda t, x: -x, torch.ones(3, dtype=torch.float64), rtol=1e-8, atol=1e-10)
+    assert solution.stats.n_steps < tighter.stats.n_steps
+
+
+# --- print(CheckpointInfo) (issue 26) ---------------------------------------------------------------
+def test_a_checkpoint_info_prints_as_a_short_summary(tmp_path):
+    from contdepth.train import load_checkpoint, save_checkpoint
+
+    model = cd.models.create("continuousnet", in_channels=1, alpha=4, n_basis=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    optimizer.step()
+    refine_with_optimizer(model, optimizer)
+    save_checkpoint(tmp_path, model, optimizer, epoch=2,
+                    history=[{"epoch": e, "test_accuracy": 0.5, "total_time": 1.0} for e in (1, 2)])
+    _, info = load_checkpoint(tmp_path)
+    text = repr(info)
+    assert str(info) == text and "\n" not in text and len(text) < 700
+    assert "model='continuousnet' [in_channels=1, alpha=4, n_basis=1]" in text and "epoch=2" in text
+    assert "layout=[piecewise_constant x2 / euler x2; " in text and "history=2 entries" in text
+    assert "optimizer=Adam (1 param group, 40 parameters; state: exp_avg x40 (" in text
+    assert "tensor(" not in text and "param_groups" not in text

@@ -1,14 +1,14 @@
 """Analysis of trained and analytic continuous-depth models.
 
-* :func:`fit_order`: the empirical convergence order of an error sequence.
-* :func:`analyze_manifestations`: accuracy and errors against a reference of every
+* [`fit_order`][contdepth.analysis.fit_order]: the empirical convergence order of an error sequence.
+* [`analyze_manifestations`][contdepth.analysis.analyze_manifestations]: accuracy and errors against a reference of every
   ``(scheme, n_steps)`` manifestation of a trained model, fitted orders per block and
-  scheme, an invariance summary (:class:`ManifestationReport`: table, CSV, JSON, plots).
-* :func:`resnet_as_continuous`: a trained ResNet read as a piecewise-constant
+  scheme, an invariance summary ([`ManifestationReport`][contdepth.analysis.ManifestationReport]: table, CSV, JSON, plots).
+* [`resnet_as_continuous`][contdepth.analysis.resnet_as_continuous]: a trained ResNet read as a piecewise-constant
   ``theta(t)`` with one cell per unit, so the same analysis applies to it.
-* :func:`compress` / :func:`compress_run`: L2 projection onto fewer basis functions and
-  steps, optional fine-tuning, and a :class:`CompressionReport` (parameters, accuracy,
-  latency from :func:`measure_latency`, timed side by side).
+* [`compress`][contdepth.analysis.compress] / [`compress_run`][contdepth.analysis.compress_run]: L2 projection onto fewer basis functions and
+  steps, optional fine-tuning, and a [`CompressionReport`][contdepth.analysis.CompressionReport] (parameters, accuracy,
+  latency from [`measure_latency`][contdepth.analysis.measure_latency], timed side by side).
 """
 
 from .compression import CompressionReport, compress, compress_run, count_parameters

@@ -61,7 +61,7 @@ def time_calls(models: Mapping[str, nn.Module], inputs: tuple, *, repeats: int, 
                device: str | torch.device = "cpu") -> dict[str, float]:
     """Median seconds of ``model(*inputs)`` for each model, called round-robin in eval mode.
 
-    The general form of :func:`measure_latency`, for inputs that are not one image batch
+    The general form of [`measure_latency`][contdepth.analysis.measure_latency], for inputs that are not one image batch
     (a graph's features and adjacency, for instance).  Train/eval modes are restored.
     """
     modes = {name: m.training for name, m in models.items()}

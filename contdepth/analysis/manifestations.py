@@ -1,12 +1,12 @@
 """Convergence and invariance of a trained model across its manifestations.
 
-For every ``(scheme, n_steps)`` in a grid, :func:`analyze_manifestations` measures the
+For every ``(scheme, n_steps)`` in a grid, [`analyze_manifestations`][contdepth.analysis.analyze_manifestations] measures the
 test accuracy and how far each ContinuousBlock's output and the logits are from a
 *reference* manifestation (a much finer grid): ``||y - y_ref|| / ||y_ref||`` over all
 evaluated examples. If the model really is a discretisation of one continuous
 function, those errors fall like ``n_steps^-p`` with ``p`` the scheme's order, and the
 fitted orders say so; a trained ResNet read as a piecewise-constant ``theta(t)`` (see
-:mod:`contdepth.analysis.reading`) is the standard counter-example.
+`contdepth.analysis.reading`) is the standard counter-example.
 
 The analysis runs on a copy of the model, by default in float64: an order is only
 visible while the errors stay above round-off, and a smooth rate integrated with rk4
@@ -53,7 +53,7 @@ class Reference:
 
     ``Reference("rk4", 64)``: a fixed grid; ``n_steps=None`` means four times the largest
     step count analysed. ``Reference("dopri5", adaptive=True, rtol=..., atol=...)``: an
-    adaptive embedded pair at a tight tolerance (see :func:`reference_manifestation`).
+    adaptive embedded pair at a tight tolerance (see [`reference_manifestation`][contdepth.analysis.reference_manifestation]).
 
     Four times, not two: the error measured at the finest analysed grid ``N`` is
     ``|x_N - x_ref|``, and with a reference only twice as fine its own error is still a
@@ -133,7 +133,7 @@ def reference_manifestation(model: nn.Module, reference: Reference) -> AbstractC
     """A context manager under which ``model`` computes the reference manifestation.
 
     A fixed-grid reference is an ordinary manifestation; an adaptive one is
-    :func:`contdepth.nn.adaptive_depth`: every ContinuousBlock integrates with the
+    [`contdepth.nn.adaptive_depth`][contdepth.nn.adaptive_depth]: every ContinuousBlock integrates with the
     embedded pair at ``reference.rtol``/``atol``, stepping exactly onto its basis'
     breakpoints. Raises ``ValueError`` (naming ``reference``) for a model it cannot apply to.
     """
@@ -227,13 +227,13 @@ def analyze_manifestations(
     """Accuracy and errors against a reference of every manifestation ``schemes x steps``.
 
     Args:
-        model: a model with ContinuousBlocks, or a :class:`~contdepth.models.ResNet`
-            (read with :func:`~contdepth.analysis.resnet_as_continuous`). It is not
+        model: a model with ContinuousBlocks, or a [`ResNet`][contdepth.models.ResNet]
+            (read with [`resnet_as_continuous`][contdepth.analysis.resnet_as_continuous]). It is not
             modified: the analysis runs on a copy, in eval mode (running statistics).
-        dataset: a :class:`~contdepth.data.Dataset`; its ``split`` is evaluated in order.
+        dataset: a [`Dataset`][contdepth.data.Dataset]; its ``split`` is evaluated in order.
         schemes: the grid's schemes; every block gets the same manifestation.
         steps: the grid's step counts.
-        reference: :class:`Reference`, a string for :func:`parse_reference`, or ``None``
+        reference: [`Reference`][contdepth.analysis.Reference], a string for [`parse_reference`][contdepth.analysis.parse_reference], or ``None``
             for rk4 with four times the largest step count.
         max_examples: evaluate only the first ``max_examples`` examples of the split.
         dtype: the copy's floating-point type (``float64`` by default, so that the
@@ -242,8 +242,8 @@ def analyze_manifestations(
 
     The relative error of an output ``y`` (a block's output or the logits) is
     ``||y - y_ref|| / ||y_ref||`` with the norms taken over all evaluated examples, and
-    the orders are fitted with :func:`~contdepth.analysis.fit_order` over the *aligned*
-    step counts (see :func:`aligned`) when at least two are listed, otherwise over all.
+    the orders are fitted with [`fit_order`][contdepth.analysis.fit_order] over the *aligned*
+    step counts (see [`aligned`][contdepth.analysis.aligned]) when at least two are listed, otherwise over all.
     Errors below ``100 * eps(dtype)`` are round-off and carry no order (float32 round-off in
     a ContinuousNet's outputs measures ~3e-7 relative, 35x below that floor).
     """

@@ -3,7 +3,7 @@
 A ResNet stage computes ``x_{k+1} = x_k + f_k(x_k)`` with independent weights per unit.
 Read as an ODE, that is one forward-Euler step of size ``h = 1/n`` per unit of
 ``dx/dt = R(theta(t), x)`` with a *piecewise-constant* ``theta(t)`` that has one cell
-per unit, where ``R = n * f_k`` on cell ``k``. :func:`resnet_as_continuous` builds exactly
+per unit, where ``R = n * f_k`` on cell ``k``. [`resnet_as_continuous`][contdepth.analysis.resnet_as_continuous] builds exactly
 that ContinuousNet, so the ResNet's trained function is its ``("euler", n)``
 manifestation and every other manifestation asks what the same ``theta(t)`` does
 when integrated more accurately: the convergence test of the continuous-depth claim.
@@ -19,7 +19,7 @@ from torch import nn
 from ..models import ResNet, create
 from ..nn import continuous_blocks
 
-_UNIT_KEY = re.compile(r"^stages\.(\d+)\.1\.units\.(\d+)\.(.+)$")
+_UNIT_KEY = re.compile(r"stages\.([0-9]+)\.1\.units\.([0-9]+)\.(.+)")  # fullmatch
 
 
 def _norm_name(module: nn.Module) -> str:
@@ -51,8 +51,8 @@ def _last_linear_layer(unit: nn.Module) -> str:
 def resnet_as_continuous(model: nn.Module) -> nn.Module:
     """The ContinuousNet whose ``("euler", n_units)`` manifestation *is* ``model``.
 
-    ``model`` is a :class:`~contdepth.models.ResNet` (``create("resnet", ...)``). Every
-    stage becomes a :class:`ContinuousBlock` with a piecewise-constant basis of one cell
+    ``model`` is a [`ResNet`][contdepth.models.ResNet] (``create("resnet", ...)``). Every
+    stage becomes a [`ContinuousBlock`][contdepth.nn.ContinuousBlock] with a piecewise-constant basis of one cell
     per unit, scheme ``euler`` and ``n_steps = n_units``; unit ``k``'s weights are cell
     ``k``'s coefficients, its last convolution multiplied by ``n_units`` (the Euler step
     multiplies the rate by ``h = 1/n_units``), and its normalisation running statistics
@@ -89,7 +89,7 @@ def resnet_as_continuous(model: nn.Module) -> nn.Module:
     written: set[str] = set()
     with torch.no_grad():
         for key, value in model.state_dict().items():
-            match = _UNIT_KEY.match(key)
+            match = _UNIT_KEY.fullmatch(key)
             if match is None:
                 target[key].copy_(value)
                 written.add(key)
@@ -120,7 +120,7 @@ def as_continuous(model: nn.Module) -> tuple[nn.Module, str | None]:
     """``(model with ContinuousBlocks, how it was read)`` for a manifestation analysis.
 
     A model that already holds ContinuousBlocks is returned as it is (reading ``None``);
-    a ResNet is read with :func:`resnet_as_continuous`; anything else is a ``ValueError``.
+    a ResNet is read with [`resnet_as_continuous`][contdepth.analysis.resnet_as_continuous]; anything else is a ``ValueError``.
     """
 
     if continuous_blocks(model):

@@ -71,7 +71,7 @@ def _fmt_order(value: float) -> str:
 
 @dataclass(frozen=True)
 class ManifestationReport:
-    """What :func:`~contdepth.analysis.analyze_manifestations` measured.
+    """What [`analyze_manifestations`][contdepth.analysis.analyze_manifestations] measured.
 
     ``rows`` in grid order (scheme-major), ``orders`` one per scheme, fitted over
     ``fit_steps``. ``trained`` is the model's own ``(scheme, n_steps)`` when all its
@@ -176,7 +176,7 @@ class ManifestationReport:
 
     @classmethod
     def from_json(cls, text: str) -> "ManifestationReport":
-        """The report saved by :meth:`to_json` (``ValueError`` for anything else)."""
+        """The report saved by `to_json` (``ValueError`` for anything else)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -134,7 +134,7 @@ class DepthBasis(ABC):
         return projection_matrix(self, self.refined())
 
     def refine(self, coeffs: Tensor) -> Tensor:
-        """Coefficients of the *same* function on :meth:`refined` (exact up to rounding)."""
+        """Coefficients of the *same* function on [`refined`][contdepth.basis.DepthBasis.refined] (exact up to rounding)."""
         return apply_matrix(self.refine_matrix, self._check_coeffs(coeffs))
 
     def project(self, coeffs: Tensor, n: int) -> Tensor:

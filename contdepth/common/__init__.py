@@ -1,15 +1,26 @@
 """The bottom layer: what every other layer uses, depending on nothing else in contdepth.
 
-- :mod:`.errors`: :class:`OptionError`, a bad option that carries the option's name.
-- :mod:`.validate`: one family of validators (integers, numbers, choices, flags).
-- :mod:`.files`: atomic file writes and JSON helpers.
+- `errors`: `OptionError`, a bad option that carries the option's name.
+- `validate`: one family of validators (integers, numbers, choices, flags).
+- `files`: atomic file writes, regular-file reads (never a wait on a FIFO) and JSON helpers.
+- `yaml_input`: the one YAML reader (aliases, depth and size bounded; JSON-like types only).
 """
 
 from .errors import OptionError
-from .files import atomic_write_bytes, atomic_write_text, is_temporary_file, to_json_value
-from .validate import check_bool, check_choice, check_int, check_number
+from .files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    is_temporary_file,
+    open_regular_for_writing,
+    read_regular_bytes,
+    read_regular_text,
+    to_json_value,
+)
+from .validate import check_bool, check_choice, check_int, check_number, check_plain_value, check_threads
+from .yaml_input import load_yaml_file, load_yaml_text
 
 __all__ = [
     "OptionError", "atomic_write_bytes", "atomic_write_text", "check_bool", "check_choice", "check_int",
-    "check_number", "is_temporary_file", "to_json_value",
+    "check_number", "check_plain_value", "check_threads", "is_temporary_file", "load_yaml_file", "load_yaml_text",
+    "open_regular_for_writing", "read_regular_bytes", "read_regular_text", "to_json_value",
 ]

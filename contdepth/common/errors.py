@@ -3,7 +3,7 @@
 Why: a message such as ``"n_steps: must be an integer >= 1, got 0"`` is how every command
 answers a bad option (one line that names it, exit 2). When a caller passes an option on
 under another name (``model_options.n_steps``, ``evaluate.examples``) it re-labels the error
-with :meth:`OptionError.within` instead of editing strings.
+with `OptionError.within` instead of editing strings.
 """
 
 from __future__ import annotations

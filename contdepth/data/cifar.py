@@ -4,7 +4,7 @@ Those files (https://www.cs.toronto.edu/~kriz/cifar.html) are Python 2 pickles o
 with ``bytes`` keys: ``b"data"`` is a ``uint8`` array ``N x 3072`` (1024 red, then green,
 then blue values, each a row-major 32x32 plane), labels are a list of ints under
 ``b"labels"`` (CIFAR-10) or ``b"fine_labels"``/``b"coarse_labels"`` (CIFAR-100). They are
-read with :mod:`contdepth.data.safe_pickle`, never with plain ``pickle.load``.
+read with `contdepth.data.safe_pickle`, never with plain ``pickle.load``.
 
 ``data_dir`` may be the folder holding the batches, its parent, the downloaded
 ``.tar.gz`` itself or a folder holding it: an archive is read in memory in one pass,

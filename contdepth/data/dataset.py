@@ -2,7 +2,7 @@
 
 Images stay in their stored integer form (``uint8``, values ``0..max_value``) so a
 dataset costs one byte per pixel in memory; conversion to normalised ``float32`` happens
-per batch in :mod:`contdepth.data.pipeline`. The per-channel ``mean``/``std`` are computed
+per batch in `contdepth.data.pipeline`. The per-channel ``mean``/``std`` are computed
 once here, on the train split only, so the test split never leaks into normalisation.
 """
 
@@ -88,7 +88,7 @@ class Dataset:
 
     @property
     def num_val(self) -> int:
-        """Images in the validation split (0 without one: see :func:`hold_out`)."""
+        """Images in the validation split (0 without one: see [`hold_out`][contdepth.data.hold_out])."""
         return 0 if self.val_y is None else len(self.val_y)
 
     @property
@@ -122,9 +122,9 @@ class Dataset:
 
         Defaults follow the usual practice: the train split is shuffled and augmented with
         ``self.augment``; the validation and test splits are neither. ``augment=True`` means ``self.augment``,
-        ``False``/``None`` means none (for test), or pass an :class:`Augment`.
+        ``False``/``None`` means none (for test), or pass an [`Augment`][contdepth.data.Augment].
         ``num_replicas``/``rank``/``even_shards`` give one process's shard for data-parallel
-        training (see :class:`Batches`).
+        training (see [`Batches`][contdepth.data.Batches]).
         """
         if split not in self.splits:
             if split == "val":
@@ -235,7 +235,7 @@ def make_dataset(
     augment: Augment | None = None,
     class_names: tuple[str, ...] | None = None,
 ) -> Dataset:
-    """Build a :class:`Dataset`, computing mean/std on the train split."""
+    """Build a [`Dataset`][contdepth.data.Dataset], computing mean/std on the train split."""
     for split, x in (("train", train_x), ("test", test_x)):
         if x.numel() == 0:
             raise ValueError(f"{name}: the {split} split is empty (images of shape {tuple(x.shape)})")

@@ -38,7 +38,8 @@ def load_digits(seed: int = 0, *, test_fraction: float = 0.2) -> Dataset:
     """
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not 0.0 < test_fraction < 1.0:
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
+            or not 0.0 < test_fraction < 1.0):  # a string compared with a float is a TypeError
         raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
     sk_load_digits, train_test_split = _sklearn()
     bunch = sk_load_digits()

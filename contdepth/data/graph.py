@@ -1,4 +1,4 @@
-"""Node-classification graphs: :class:`GraphDataset`, the Cora text reader and Zachary's karate club.
+"""Node-classification graphs: [`GraphDataset`][contdepth.data.GraphDataset], the Cora text reader and Zachary's karate club.
 
 A graph dataset is one graph with all its nodes in memory (full-batch training): dense
 features, the raw edge list, the normalised sparse adjacency that every graph model takes,
@@ -147,7 +147,7 @@ def make_graph_dataset(name: str, features: Tensor, edge_index: Tensor, labels: 
                        splits: dict[str, Tensor], *, num_classes: int, weights: Tensor | None = None,
                        adjacency: Tensor | None = None, source: str = "",
                        class_names: tuple[str, ...] | None = None) -> GraphDataset:
-    """Build a :class:`GraphDataset`; ``adjacency`` defaults to ``normalized_adjacency(edge_index, N, weights)``.
+    """Build a [`GraphDataset`][contdepth.data.GraphDataset]; ``adjacency`` defaults to ``normalized_adjacency(edge_index, N, weights)``.
 
     ``splits`` maps ``train``/``val``/``test`` to node-id tensors.
     """

@@ -11,7 +11,7 @@ Two decisions shape this module:
   immaterial for training and mean-padding adds no artificial edge). ``"reflect"`` mirrors
   the border instead.
 - **Randomness is a function of (seed, epoch, batch index)**, never a running RNG state.
-  :class:`Batches` draws epoch ``e``'s permutation from a generator seeded with
+  [`Batches`][contdepth.data.Batches] draws epoch ``e``'s permutation from a generator seeded with
   ``(seed, e)`` and batch ``k``'s crops and flips from one seeded with ``(seed, e, k)``, so
   a run resumed at any (epoch, step) sees exactly the batches an uninterrupted run sees,
   and its checkpoint needs to store two integers, not a generator state.
@@ -72,7 +72,7 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 def make_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator seeded with :func:`derive_seed` of ``(seed, *keys)``."""
+    """A CPU generator seeded with [`derive_seed`][contdepth.data.derive_seed] of ``(seed, *keys)``."""
     generator = torch.Generator(device="cpu")
     generator.manual_seed(derive_seed(seed, *keys))
     return generator
@@ -86,7 +86,7 @@ def normalize(
 ) -> torch.Tensor:
     """``(x / max_value - mean) / std`` per channel of ``N x C x H x W``, as ``float32``.
 
-    ``mean``/``std`` are in units of ``x / max_value`` (as :class:`~contdepth.data.Dataset`
+    ``mean``/``std`` are in units of ``x / max_value`` (as [`Dataset`][contdepth.data.Dataset]
     stores them); without them the result is just ``x / max_value``.
     """
     if x.dim() != 4:
@@ -118,7 +118,7 @@ def augment_batch(x: torch.Tensor, augment: Augment, generator: torch.Generator,
     copy of all the windows); the flip is a ``torch.where`` on a per-sample mask.
 
     ``shard=(rank, W)``: ``x`` is rows ``rank, rank + W, ...`` of a batch ``W`` times as
-    large (a data-parallel process's share, see :class:`Batches`); the draws are made for
+    large (a data-parallel process's share, see [`Batches`][contdepth.data.Batches]); the draws are made for
     that whole batch and the shard's rows kept, so every sample is augmented exactly as a
     single process would augment it.
     """
@@ -198,7 +198,7 @@ def iterate(
     All randomness (the permutation, then each batch's crops and flips, in order) comes
     from ``generator``, which is required when ``shuffle`` or ``augment`` is on: the same
     generator state gives the same batches. For training loops that must resume mid-run,
-    use :class:`Batches`, which needs no generator state at all.
+    use [`Batches`][contdepth.data.Batches], which needs no generator state at all.
     """
     _check_xy(x, y, batch_size)
     if (shuffle or (augment is not None and augment.active)) and generator is None:
@@ -226,16 +226,16 @@ class Batches:
     """A seeded, resumable loader: epoch after epoch of normalised (and augmented) batches.
 
     ``for xb, yb in batches`` runs the rest of the current epoch and then moves to the next
-    one; :attr:`epoch` and :attr:`step` always name the *next* batch to be produced (a
+    one; `epoch` and `step` always name the *next* batch to be produced (a
     batch counts as consumed once handed out). ``state_dict()`` is those two integers and
     the seed; a new ``Batches`` over the same data with ``load_state_dict(state)`` produces
     exactly the batches the original would have produced next, because epoch ``e``'s order
     comes from ``(seed, e)`` and batch ``k``'s augmentation from ``(seed, e, k)``.
-    :meth:`epoch_batches` gives any epoch directly, without touching that state.
+    [`epoch_batches`][contdepth.data.Batches.epoch_batches] gives any epoch directly, without touching that state.
 
     **Sharding for data-parallel training** (``num_replicas > 1``): the loader yields only
     process ``rank``'s part of every epoch. The positions of the epoch's permutation that
-    belong to ``rank`` come from torch's :class:`~torch.utils.data.DistributedSampler`
+    belong to ``rank`` come from torch's `DistributedSampler`
     (unshuffled, over positions): ``rank, rank + W, rank + 2W, ...``. Because the
     permutation itself does not depend on ``W``, batch ``k`` of every process together is
     exactly batch ``k`` of one process with ``W`` times the batch size; so a run's
@@ -246,7 +246,7 @@ class Batches:
     epoch; ``False`` (evaluation) gives every sample to exactly one process, so shards may
     differ by one. A shard's augmentation draws for the whole global batch from
     ``(seed, e, k)`` and keeps its own rows, so samples are cropped and flipped as one
-    process would (:func:`augment_batch`).
+    process would ([`augment_batch`][contdepth.data.augment_batch]).
     """
 
     def __init__(
@@ -348,7 +348,7 @@ class Batches:
         return {"seed": self.seed, "epoch": self._epoch, "step": self._step}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from ``state`` (from :meth:`state_dict`); the seed must match."""
+        """Continue from ``state`` (from [`state_dict`][contdepth.data.Batches.state_dict]); the seed must match."""
         if int(state["seed"]) != self.seed:
             raise ValueError(f"state: saved with seed {state['seed']}, this loader has seed {self.seed}")
         epoch, step = int(state["epoch"]), int(state["step"])

@@ -1,7 +1,7 @@
 """Datasets by name: ``load("cifar10", data_dir=...)``.
 
 A flat table of loader functions. Each takes the options it understands as keywords;
-:func:`load` checks the options against the loader's signature first, so a misspelt option
+[`load`][contdepth.data.load] checks the options against the loader's signature first, so a misspelt option
 is a ``ValueError`` listing the accepted ones rather than a ``TypeError`` deep inside.
 """
 
@@ -30,9 +30,9 @@ def _canonical(name: str) -> str:
 
 
 def register_dataset(name: str, loader: Loader, *, overwrite: bool = False, graph: bool = False) -> None:
-    """Make ``loader`` available to :func:`load` as ``name``.
+    """Make ``loader`` available to [`load`][contdepth.data.load] as ``name``.
 
-    ``loader`` may take ``data_dir`` and/or ``seed`` and any keyword options; :func:`load`
+    ``loader`` may take ``data_dir`` and/or ``seed`` and any keyword options; [`load`][contdepth.data.load]
     passes only those it declares. Registering a name twice needs ``overwrite=True``.
     ``graph=True`` marks a graph (node classification) dataset, so that a model/dataset
     mismatch is found from the names alone, before any file is read.
@@ -51,7 +51,7 @@ def register_dataset(name: str, loader: Loader, *, overwrite: bool = False, grap
 
 
 def available_datasets() -> list[str]:
-    """Names accepted by :func:`load`."""
+    """Names accepted by [`load`][contdepth.data.load]."""
     return sorted(_DATASETS)
 
 
@@ -62,7 +62,7 @@ def is_graph_dataset(name: str) -> bool:
 
 def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **options: Any) -> Dataset:
     """Load a dataset by name: ``digits`` (embedded), ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``;
-    graphs (a :class:`~contdepth.data.GraphDataset`): ``cora`` (files) and ``karate`` (embedded, networkx).
+    graphs (a [`GraphDataset`][contdepth.data.GraphDataset]): ``cora`` (files) and ``karate`` (embedded, networkx).
 
     ``data_dir`` is where the files are (``fashion_mnist`` defaults to the Debian package's
     folder; ``digits`` needs none); ``seed`` draws the split where a dataset has no official

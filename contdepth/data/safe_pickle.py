@@ -239,7 +239,7 @@ def _finish(obj: Any, done: dict[int, Any]) -> Any:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` (by table, never by import)."""
+    """``pickle.Unpickler`` that resolves only `ALLOWED_GLOBALS` (by table, never by import)."""
 
     def find_class(self, module: str, name: str) -> Any:
         found = ALLOWED_GLOBALS.get((module, name))
@@ -255,10 +255,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_load(file: IO[bytes] | bytes, *, name: str = "<pickle>", encoding: str = "bytes") -> Any:
-    """Unpickle ``file`` (an open binary file or bytes) with :class:`RestrictedUnpickler`.
+    """Unpickle ``file`` (an open binary file or bytes) with [`RestrictedUnpickler`][contdepth.data.RestrictedUnpickler].
 
     ``encoding="bytes"`` keeps Python 2 strings (the CIFAR keys) as ``bytes``. Refusals
-    raise :class:`UnsafePickleError`, other malformed input ``ValueError``; both name ``name``.
+    raise [`UnsafePickleError`][contdepth.data.UnsafePickleError], other malformed input ``ValueError``; both name ``name``.
     """
     if isinstance(file, (bytes, bytearray, memoryview)):
         file = io.BytesIO(file)
@@ -272,6 +272,6 @@ def safe_load(file: IO[bytes] | bytes, *, name: str = "<pickle>", encoding: str 
 
 
 def safe_load_path(path: str | Path) -> Any:
-    """:func:`safe_load` on a file path."""
+    """[`safe_load`][contdepth.data.safe_load] on a file path."""
     with open(path, "rb") as f:
         return safe_load(f, name=str(path))

@@ -4,12 +4,12 @@
     summary = run_experiment("experiments/refinement.yaml", "runs/refinement")
     write_report("runs/refinement", out="experiments/results/refinement")
 
-A spec (:class:`ExperimentSpec`) holds a base training config, seeds, named arms
+A spec ([`ExperimentSpec`][contdepth.experiment.ExperimentSpec]) holds a base training config, seeds, named arms
 (overrides of the base) and comparisons (an arm against a baseline arm). Every
 ``(arm, seed)`` is an ordinary run folder, so a suite resumes where it stopped
-(:func:`run_experiment`); :func:`write_report` turns the folder into ``report.md``,
-``summary.json`` and plots (:mod:`contdepth.experiment.report`), with the paired
-statistics of :mod:`contdepth.experiment.stats`.
+([`run_experiment`][contdepth.experiment.run_experiment]); [`write_report`][contdepth.experiment.write_report] turns the folder into ``report.md``,
+``summary.json`` and plots (`contdepth.experiment.report`), with the paired
+statistics of `contdepth.experiment.stats`.
 """
 
 from .folder import read_record, run_folder

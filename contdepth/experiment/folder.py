@@ -14,18 +14,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..common.files import read_regular_text
+from ..common.paths import EXPERIMENT_FILE, EXPERIMENT_FORMAT
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig
-from ..train.rundir import CHECKPOINT_JSON
+from ..train.rundir import CHECKPOINT_JSON, folder_state
 from ..train.trainer import check_resume_config
+from .records import check_sittings, check_steps_body
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec
 
-EXPERIMENT_FILE = "experiment.json"
 SPEC_COPY = "spec.yaml"
 RUNS_DIR = "runs"
 STEPS_DIR = "steps"
 COMPRESSED_DIR = "compressed"
-EXPERIMENT_FORMAT = "contdepth-experiment"
 
 
 def run_folder(folder: str | Path, arm: str, seed: int) -> Path:
@@ -48,7 +49,7 @@ def read_record(folder: str | Path) -> dict:
     """``DIR/experiment.json`` (a ``ConfigError`` naming it if unreadable or not ours)."""
     path = Path(folder) / EXPERIMENT_FILE
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(read_regular_text(path, "an experiment record"))  # a FIFO here is refused, not waited on
     except (OSError, ValueError) as exc:
         raise ConfigError(f"out: {path} cannot be read as an experiment record: {exc}") from exc
     if not isinstance(record, dict) or record.get("format") != EXPERIMENT_FORMAT:
@@ -57,32 +58,71 @@ def read_record(folder: str | Path) -> dict:
             or record.get("identity_version") != IDENTITY_VERSION):
         raise ConfigError(f"out: {path} is a malformed or older experiment record (identity, identity_version "
                           f"{IDENTITY_VERSION} and sittings expected); use a new --out")
+    check_sittings(record, path)  # what the report prints and the runner appends to: checked, not trusted
     return record
 
 
 def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dict, path: Path) -> None:
-    """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside)."""
+    """The run in ``path`` was trained with ``(arm, seed)``'s config (the per-sitting options aside).
+
+    The schedule's length too, which resuming may change (``--extend``) and so does not
+    compare: a run extended to 3 epochs inside a 1-epoch suite, or a 2-epoch run copied
+    into it, is another experiment's run, and its accuracy is not this spec's result. The
+    stored ``epochs``, the checkpoint's epoch and every metrics row's ``schedule_epochs``
+    must all fit the arm's ``epochs``.
+    """
 
     try:
         stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))
-        check_resume_config(spec.config(arm, seed), stored)
+        expected = spec.config(arm, seed)
+        check_resume_config(expected, stored)
+        schedules = sorted({row.get("schedule_epochs", expected.epochs) for row in description["history"]
+                            if isinstance(row, dict)} - {expected.epochs})
+        if stored.epochs != expected.epochs or description["epoch"] > expected.epochs or schedules:
+            lengths = sorted({stored.epochs, *schedules} - {expected.epochs}) or [description["epoch"]]
+            raise ConfigError(f"epochs: it was trained on a schedule of {', '.join(map(str, lengths))} epochs "
+                              f"(to epoch {description['epoch']}), the arm's is {expected.epochs}")
     except ConfigError as exc:
         raise ConfigError(f"out: the run in {path} is not arm {arm.name!r} seed {seed} of this spec ({exc}); "
                           "move it away or use a new --out") from exc
+
+
+def run_status(spec: ExperimentSpec, folder: str | Path, arm: Arm, seed: int) -> tuple[str, int]:
+    """``(state, epochs done)``: ``done`` (trained and stepped), ``trained`` (steps left), ``partial``, ``new``.
+
+    Reads only ``checkpoint.json`` (no tensors). A run folder whose stored config is not the
+    arm's (another spec's run, or one edited by hand) is a `ConfigError` naming it,
+    never a run to skip or resume.
+    """
+    path = run_folder(folder, arm.name, seed)
+    if folder_state(path) != "run":
+        return "new", 0
+    description = read_description(path)
+    check_run_config(spec, arm, seed, description, path)
+    epochs = spec.config(arm, seed).epochs
+    if description["epoch"] < epochs:
+        return "partial", description["epoch"]
+    needs_steps = arm.evaluate is not None or arm.compress is not None
+    if needs_steps and not steps_current(folder, arm, seed, description):
+        return "trained", description["epoch"]
+    return "done", description["epoch"]
 
 
 def steps_current(folder: str | Path, arm: Arm, seed: int, description: dict | None = None) -> bool:
     """Whether the steps record of ``(arm, seed)`` is for these steps and this run's final weights."""
     path = steps_file(folder, arm.name, seed)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_regular_text(path, "a steps record"))
         if description is None:
             description = read_description(run_folder(folder, arm.name, seed))
     except (OSError, ValueError, CheckpointError):
         return False
-    return (isinstance(record, dict) and record.get("steps") == steps_identity(arm)
-            and record.get("checkpoint") == weights_identity(description)
-            and record.get("contdepth") == steps_version())
+    current = (isinstance(record, dict) and record.get("steps") == steps_identity(arm)
+               and record.get("checkpoint") == weights_identity(description)
+               and record.get("contdepth") == steps_version())
+    if current:  # this run's steps by its identity: its results must then be readable (one line if not)
+        check_steps_body(record, path)
+    return current
 
 
 #: Raised with every change of the library that changes what an after-training step computes
@@ -92,7 +132,7 @@ STEPS_REVISION = 2
 
 
 def steps_version() -> str:
-    """The version a steps record must carry to be reused: contdepth's and :data:`STEPS_REVISION`.
+    """The version a steps record must carry to be reused: contdepth's and `STEPS_REVISION`.
 
     Why: the steps are computed from the weights by the library (manifestation accuracies,
     compression); after a change of how (an evaluation fix), a record from before would be
@@ -115,5 +155,5 @@ def weights_identity(description: dict) -> dict:
 
 
 __all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
-           "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "steps_current",
-           "steps_file", "steps_identity", "steps_version", "STEPS_REVISION", "weights_identity"]
+           "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "run_status",
+           "steps_current", "steps_file", "steps_identity", "steps_version", "STEPS_REVISION", "weights_identity"]

@@ -6,7 +6,7 @@ epoch's**, in percent: the test accuracy is reported, the validation accuracy is
 settings are chosen on, and neither is maximised over epochs (that would choose on it).
 Times are each run's ``total_time`` (training, per-epoch evaluation and checkpoint writes,
 over every sitting). A comparison pairs an arm with its baseline seed by seed
-(:mod:`contdepth.experiment.stats`): the accuracy difference is ``arm - baseline`` in
+(`contdepth.experiment.stats`): the accuracy difference is ``arm - baseline`` in
 points, the time ratio ``arm / baseline``, each with its mean and 95 % t-interval.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.plots import figure_png
-from ..common.files import atomic_write_bytes, atomic_write_text
+from ..common.files import atomic_write_bytes, atomic_write_text, read_regular_text
+from ..common.paths import experiment_folder_of, user_path
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, check_output_path
 from ..train.rundir import folder_state
@@ -89,7 +90,7 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
                     unfinished.append(f"{arm.name} seed {seed}: trained, after-training steps not done (for these "
                                       "weights, steps and contdepth version)")
                     continue
-                entry["steps"] = json.loads(steps_file(folder, arm.name, seed).read_text())
+                entry["steps"] = json.loads(read_regular_text(steps_file(folder, arm.name, seed), "a steps record"))
             runs[arm.name][seed] = entry
     return spec, runs, unfinished
 
@@ -105,7 +106,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _finite_estimate(values: list[float]) -> Estimate:
-    """:func:`estimate` of the finite values (runs from before a metric was recorded have NaN)."""
+    """[`estimate`][contdepth.experiment.estimate] of the finite values (runs from before a metric was recorded have NaN)."""
     return estimate([v for v in values if math.isfinite(v)])
 
 
@@ -131,7 +132,7 @@ def _cells(config) -> int:
 def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
     """The ``summary.json`` of an experiment folder (see the module docstring).
 
-    ``collected`` is :func:`collect`'s result when the caller has it already.
+    ``collected`` is [`collect`][contdepth.experiment.collect]'s result when the caller has it already.
     """
     folder = Path(folder)
     spec, runs, unfinished = collected if collected is not None else collect(folder)
@@ -376,7 +377,7 @@ def format_report(summary: dict) -> str:
 
 def write_report(folder: str | Path, *, out: str | Path | None = None, plots: bool = True, quiet: bool = False) -> dict:
     """Write ``report.md``, ``summary.json`` and (with matplotlib) the plots into ``out`` (default ``folder``)."""
-    folder = Path(folder)
+    folder = user_path(folder)
     if not (folder / "experiment.json").is_file():
         raise ConfigError(f"run: {folder} is not an experiment folder (no experiment.json); "
                           "give the --out of contdepth experiment")
@@ -410,12 +411,25 @@ def _check_report_folder(target: Path, folder: Path) -> None:
     """``--out`` is the experiment folder, a new or empty folder, or one holding a report written before.
 
     A report replaces ``report.md``, ``summary.json`` and ``plots/*.png``: in a folder of the
-    user's (one without contdepth's ``summary.json``) those could be theirs.
+    user's (one without contdepth's ``summary.json``) those could be theirs, and in (or under)
+    another experiment's folder they are that suite's own report. None of them, nor ``plots/``,
+    may be a link: a report is written into ``--out``, never through a link to elsewhere.
     """
+    suite = experiment_folder_of(target)
+    if suite is not None and suite.resolve() != folder.resolve():
+        raise ConfigError(f"out: {target} lies in the experiment folder {suite}, another suite's; its report.md, "
+                          "summary.json and plots are that suite's: choose a new or empty --out")
+    for path in (target / SUMMARY_FILE, target / REPORT_FILE, target / PLOTS_DIR,
+                 *(target / PLOTS_DIR / name for name in PLOT_FILES)):
+        if path.is_symlink():
+            raise ConfigError(f"out: {path} is a link; a report is never written through a link (remove it, or "
+                              "choose a new --out)")
+    if (target / PLOTS_DIR).exists() and not (target / PLOTS_DIR).is_dir():
+        raise ConfigError(f"out: {target / PLOTS_DIR} is not a folder; choose a new --out")
     if not target.exists() or target.resolve() == folder.resolve() or not any(target.iterdir()):
         return
     try:
-        ours = json.loads((target / SUMMARY_FILE).read_text(encoding="utf-8")).get("format") == SUMMARY_FORMAT
+        ours = json.loads(read_regular_text(target / SUMMARY_FILE, "a report summary")).get("format") == SUMMARY_FORMAT
     except (OSError, ValueError, AttributeError):
         ours = False
     if not ours:
@@ -426,7 +440,7 @@ def _check_report_folder(target: Path, folder: Path) -> None:
 def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, bytes]:
     """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band).
 
-    ``runs`` is :func:`collect`'s per-run table when the caller has it already.
+    ``runs`` is [`collect`][contdepth.experiment.collect]'s per-run table when the caller has it already.
     """
     try:
         from matplotlib.figure import Figure

@@ -19,6 +19,7 @@ CPU-time ratios across them.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -26,7 +27,7 @@ import yaml
 
 from ..common.files import atomic_write_text
 from ..train.checkpoint import CheckpointError, read_description
-from ..train.config import ConfigError, TrainConfig
+from ..train.config import ConfigError, TrainConfig, read_yaml
 from ..train.rundir import CHECKPOINT_JSON, CONFIG_FILE, LAST_DIR, METRICS_FILE, folder_state
 from ..train.trainer import check_resume_config
 from .folder import RUNS_DIR, run_folder
@@ -73,9 +74,7 @@ def run_files(source: Path, description: dict) -> list[Path]:
     for path in files:
         if path.is_symlink() or not path.is_file():
             raise ConfigError(f"reuse: {path} is not a regular file")
-    config = yaml.safe_load((source / CONFIG_FILE).read_text(encoding="utf-8"))
-    if not isinstance(config, dict):
-        raise ConfigError(f"reuse: {source / CONFIG_FILE} is not a training config")
+    read_yaml(source / CONFIG_FILE, "a run's training config")  # the one YAML reader: a bad file is a ConfigError
     return files
 
 
@@ -84,28 +83,33 @@ def copy_run(source: Path, target: Path) -> None:
 
     Everything is checked first, the files are copied into a temporary folder beside
     ``target`` and that folder is renamed into place, so an interruption leaves no half
-    run (only a temporary folder of ours, which the next copy replaces). ``out`` in the
-    copy's ``config.yaml`` is ``target``.
+    run. The temporary folder is made by this call (``tempfile.mkdtemp``: a new name, never
+    one that existed) and only that folder is ever removed, on failure: a folder of the
+    user's that merely looks like a staging folder (``.seed-0.reuse``) is never touched.
+    ``out`` in the copy's ``config.yaml`` is ``target``.
     """
     description = read_description(source)
     files = run_files(source, description)
     if target.exists() or target.is_symlink():
         raise ConfigError(f"reuse: {target} already exists")
-    staging = target.parent / f".{target.name}.reuse"
-    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-        raise ConfigError(f"reuse: {staging} is in the way (not a folder of ours)")
-    if staging.exists():
-        shutil.rmtree(staging)  # a copy of ours that was interrupted
-    (staging / LAST_DIR if (source / LAST_DIR).exists() else staging).mkdir(parents=True)
-    for path in files:
-        relative = path.relative_to(source)
-        if relative.name == CONFIG_FILE and relative.parent == Path("."):
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-            config["out"] = str(target)
-            atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
-        else:
-            shutil.copyfile(path, staging / relative)
-    staging.rename(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.reuse-", dir=target.parent))
+    try:
+        if (source / LAST_DIR).exists():
+            (staging / LAST_DIR).mkdir()
+        for path in files:
+            relative = path.relative_to(source)
+            if relative.name == CONFIG_FILE and relative.parent == Path("."):
+                config = read_yaml(path, "a run's training config")
+                config["out"] = str(target)
+                atomic_write_text(staging / CONFIG_FILE,
+                                  yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+            else:
+                shutil.copyfile(path, staging / relative)
+        staging.rename(target)
+    except BaseException:
+        if staging.is_dir() and not staging.is_symlink():  # still the folder mkdtemp made for this copy
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def reuse_runs(spec: ExperimentSpec, folder: Path, pairs: Iterable[tuple[str, int]], sources: Iterable[str | Path],

@@ -1,6 +1,6 @@
 """Run an experiment: every ``(arm, seed)`` as an ordinary run folder, resumable at any point.
 
-The experiment folder's layout and records are :mod:`contdepth.experiment.folder`'s.
+The experiment folder's layout and records are `contdepth.experiment.folder`'s.
 
 Running the same spec again looks at each run folder: a finished run is skipped, an
 interrupted one is resumed (``--resume``, bitwise the uninterrupted run), a missing one is
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -26,30 +25,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..common.files import atomic_write_text
-from ..common.validate import check_int
+from ..common.files import atomic_write_text, read_regular_bytes
+from ..common.paths import user_path
+from ..common.validate import check_int, check_threads
 from ..train.checkpoint import read_description
 from ..train.config import ConfigError, check_device, check_output_path
-from ..train.progress import default_threads, format_seconds
-from ..train.rundir import CHECKPOINT_JSON, RunLock, folder_state
+from ..train.progress import default_threads
+from ..train.rundir import RunLock
 from ..train.trainer import train
 from .folder import (
     EXPERIMENT_FILE,
     EXPERIMENT_FORMAT,
     SPEC_COPY,
-    check_run_config,
     log_file,
     read_record,
     run_folder,
+    run_status,
     steps_current,
     steps_file,
     steps_identity,
     steps_version,
     weights_identity,
 )
+from .progress import SuiteProgress
 from .report import write_report
 from .reuse import reuse_runs
-from .spec import IDENTITY_VERSION, Arm, ExperimentSpec, difference
+from .spec import IDENTITY_VERSION, ExperimentSpec, difference
 from .steps import run_steps
 
 
@@ -70,27 +71,6 @@ class Job:
     @property
     def run_dir(self) -> Path:
         return run_folder(self.folder, self.arm, self.seed)
-
-
-def run_status(spec: ExperimentSpec, folder: str | Path, arm: Arm, seed: int) -> tuple[str, int]:
-    """``(state, epochs done)``: ``done`` (trained and stepped), ``trained`` (steps left), ``partial``, ``new``.
-
-    Reads only ``checkpoint.json`` (no tensors). A run folder whose stored config is not the
-    arm's (another spec's run, or one edited by hand) is a :class:`ConfigError` naming it,
-    never a run to skip or resume.
-    """
-    path = run_folder(folder, arm.name, seed)
-    if folder_state(path) != "run":
-        return "new", 0
-    description = read_description(path)
-    check_run_config(spec, arm, seed, description, path)
-    epochs = spec.config(arm, seed).epochs
-    if description["epoch"] < epochs:
-        return "partial", description["epoch"]
-    needs_steps = arm.evaluate is not None or arm.compress is not None
-    if needs_steps and not steps_current(folder, arm, seed, description):
-        return "trained", description["epoch"]
-    return "done", description["epoch"]
 
 
 def spec_text(spec: ExperimentSpec) -> str:
@@ -124,11 +104,13 @@ def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
         previous = torch.get_num_threads()
         torch.set_num_threads(job.threads)
         description = read_description(job.run_dir)
+        steps_tic = time.perf_counter()
         try:
             record = {"steps": steps_identity(arm), "checkpoint": weights_identity(description),
                       "contdepth": steps_version(),
                       **run_steps(arm, job.run_dir, job.folder, job.seed, device=job.device, threads=job.threads,
                                   data_dir=job.data_dir)}
+            record["seconds"] = time.perf_counter() - steps_tic  # the suite's time-left estimate reads it
         except ValueError as exc:  # a step the model cannot take: one line, not a traceback
             raise ConfigError(f"{arm.name} seed {job.seed}: after-training steps: {exc}") from exc
         finally:
@@ -154,6 +136,11 @@ def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
     changes = difference(record.get("identity"), json.loads(json.dumps(spec.identity())))
     if changes:
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        old_name = record["identity"].get("name")
+        if "name" not in spec.raw and old_name != spec.name and isinstance(old_name, str):
+            # the identity is the spec's content and its name; without `name` the file's stem is the name
+            shown += (f" (the spec sets no name, so its file name {spec.name!r} is its name: add 'name: {old_name}' "
+                      "to it to continue that experiment)")
         raise ConfigError(f"out: {path} holds experiment {record.get('identity', {}).get('name')!r} with a different "
                           f"spec: {shown}. Use a new --out for a changed spec (the runs already made stay valid "
                           "for the spec they were made with)")
@@ -170,21 +157,24 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
     ``callbacks`` are given to every training run (one worker only). ``report`` writes
     ``report.md``, ``summary.json`` and the plots at the end. ``reuse``: other experiment
     folders whose finished runs with this suite's exact config and seed are copied instead
-    of trained (see :mod:`contdepth.experiment.reuse`).
+    of trained (see `contdepth.experiment.reuse`).
     """
     if not isinstance(spec, ExperimentSpec):
-        spec = ExperimentSpec.from_yaml(spec)
+        spec = ExperimentSpec.from_yaml(user_path(spec))
+    out = user_path(out)  # one path: the checks and every write use it (``--out=~/suite`` reaches here unexpanded)
+    data_dir = str(user_path(data_dir)) if data_dir is not None else None
+    reuse = [user_path(r) for r in reuse]
     check_int(workers, "workers", low=1, high=256)
-    check_int(threads, "threads", low=1, allow_none=True)
+    check_threads(threads)
     if callbacks and workers > 1:
         raise ConfigError("workers: callbacks run in this process, so they need workers=1")
     check_device(device)
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+    if data_dir is not None and not Path(data_dir).is_dir():
         raise ConfigError(f"data_dir: {data_dir} is not a folder")
-    for arm in spec.arms:  # every run's options, checked before any work (the folders come later)
-        spec.config(arm, spec.seeds[0], device=device, **({"data_dir": data_dir} if data_dir else {}))
+    # every run's options and model (meta device: sizes, refinements, memory), checked before any
+    # folder is made; the run folders are checked as each run starts
+    spec.preflight(device=device, **({"data_dir": data_dir} if data_dir else {}))
     state = check_experiment_dir(spec, out)
-    out = Path(out)
     total_threads = threads if threads is not None else default_threads()[0]
     per_worker = max(1, total_threads // workers)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,9 +227,12 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
     pool is forked, and a worker that dies takes only its run down (it resumes next time).
     A worker's output goes to ``DIR/logs/ARM/seed-S.log`` (a pipe could fill and stall it);
     its result is the log's last line. A failed run does not stop the others: the failures
-    are reported together at the end.
+    are reported together at the end. Workers never run code from the working folder and
+    end with the runner, however it ends (`contdepth.experiment.process`).
     """
     import subprocess
+
+    from .process import release, start_worker, stop_workers
 
     queue = list(progress.pending)
     running: dict[subprocess.Popen, tuple[Job, Path]] = {}
@@ -251,16 +244,13 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
                 progress.starting(job)
                 log = log_file(job.folder, job.arm, job.seed)
                 log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "w", encoding="utf-8") as out:
-                    process = subprocess.Popen([sys.executable, "-m", "contdepth.experiment.worker"],
-                                               stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True)
-                process.stdin.write(json.dumps(job_to_dict(job)))
-                process.stdin.close()
-                running[process] = (job, log)
+                running[start_worker(job_to_dict(job), log)] = (job, log)
             time.sleep(0.1)
             for process in [p for p in running if p.poll() is not None]:
                 job, log = running.pop(process)
-                lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or [""]
+                release(process)
+                text = read_regular_bytes(log, "a worker's log", None).decode("utf-8", errors="replace")
+                lines = text.strip().splitlines() or [""]
                 try:
                     result = json.loads(lines[-1]) if process.returncode == 0 else None
                 except ValueError:
@@ -272,10 +262,7 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
                     continue
                 progress.finished(job, result)
     finally:
-        for process in running:  # interrupted: stop the others; their runs resume next time
-            process.terminate()
-        for process in running:
-            process.wait()
+        stop_workers(running)  # interrupted: stop the others; their runs resume next time
     if failures:
         raise ConfigError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
 
@@ -284,78 +271,4 @@ def job_to_dict(job: Job) -> dict:
     return {f: getattr(job, f) for f in Job.__dataclass_fields__}
 
 
-class SuiteProgress:
-    """Runs done of total and an estimate of the time left, printed between runs.
-
-    The estimate multiplies the epochs still to train by the median epoch time of the arm
-    (from the epochs already trained in this folder, any sitting), or of all arms when the
-    arm has none yet; steps are not counted. The median, not the mean: an epoch's wall time
-    includes any time the process was stopped or the machine suspended, and one such
-    epoch would otherwise set the estimate for the whole suite. Each run prints its own
-    epochs beneath.
-    """
-
-    def __init__(self, spec: ExperimentSpec, folder: Path, jobs: list[Job], workers: int, quiet: bool) -> None:
-        self.spec, self.folder, self.jobs, self.workers, self.quiet = spec, folder, jobs, workers, quiet
-        self.done_count = 0
-        self.pending: list[Job] = []
-        self.started = time.perf_counter()
-
-    def _epoch_times(self) -> dict[str, list[float]]:
-        times: dict[str, list[float]] = {}
-        for job in self.jobs:
-            path = run_folder(self.folder, job.arm, job.seed) / CHECKPOINT_JSON
-            try:
-                history = json.loads(path.read_text()).get("history", [])
-            except (OSError, ValueError, AttributeError):
-                continue
-            times.setdefault(job.arm, []).extend(r["epoch_time"] for r in history
-                                                 if isinstance(r, dict) and isinstance(r.get("epoch_time"), float))
-        return times
-
-    def _left(self) -> str:
-        times = self._epoch_times()
-        every = [t for values in times.values() for t in values]
-        if not every:
-            return "time left: not known until an epoch has run"
-        seconds = 0.0
-        for job in self.jobs:
-            arm = self.spec.arm(job.arm)
-            state, epochs_done = run_status(self.spec, self.folder, arm, job.seed)
-            if state in ("new", "partial"):
-                per_epoch = times.get(job.arm) or every
-                seconds += (self.spec.config(arm, job.seed).epochs - epochs_done) * statistics.median(per_epoch)
-        return f"about {format_seconds(seconds / self.workers)} left (epochs to train x median epoch time)"
-
-    def log(self, text: str) -> None:
-        if not self.quiet:
-            print(f"experiment {self.spec.name}: {text}", flush=True)
-
-    def start(self) -> None:
-        states = {}
-        for job in self.jobs:
-            states[job] = run_status(self.spec, self.folder, self.spec.arm(job.arm), job.seed)[0]
-        self.done_count = sum(s == "done" for s in states.values())
-        self.pending = [job for job in self.jobs if states[job] != "done"]
-        partial = sum(s == "partial" for s in states.values())
-        self.log(f"{len(self.jobs)} runs ({len(self.spec.arms)} arms x {len(self.spec.seeds)} seeds) in {self.folder}: "
-                 f"{self.done_count} done, {partial} to resume, {len(self.pending) - partial} to do; "
-                 f"{self.workers} worker{'s' * (self.workers != 1)} x {self.jobs[0].threads} "
-                 f"thread{'s' * (self.jobs[0].threads != 1)}; {self._left()}")
-
-    def starting(self, job: Job) -> None:
-        state, epochs = run_status(self.spec, self.folder, self.spec.arm(job.arm), job.seed)
-        what = {"new": "training", "partial": f"resuming after epoch {epochs}", "trained": "after-training steps",
-                "done": "already done"}[state]
-        self.log(f"run {self.done_count + 1}/{len(self.jobs)}: {job.arm} seed {job.seed}, {what}")
-
-    def finished(self, job: Job, result: dict) -> None:
-        self.done_count += 1
-        self.log(f"{self.done_count}/{len(self.jobs)} runs done ({job.arm} seed {job.seed}: "
-                 f"{', '.join(result['did']) or 'nothing to do'} in {format_seconds(result['seconds'])}); {self._left()}")
-
-    def done(self) -> None:
-        self.log(f"all {len(self.jobs)} runs done; this sitting took {format_seconds(time.perf_counter() - self.started)}")
-
-
-__all__ = ["Job", "check_experiment_dir", "run_experiment", "run_job", "run_status", "spec_text"]
+__all__ = ["Job", "SuiteProgress", "check_experiment_dir", "run_experiment", "run_job", "run_status", "spec_text"]

@@ -22,7 +22,7 @@ An arm that names another ``model`` than the base does not inherit the base's
 ``model_options``. ``evaluate`` and ``compress`` at the top level apply to every arm; an arm may set its own
 or switch one off with ``null``. Each ``(arm, seed)`` is an ordinary run: the arm's config
 with ``seed`` set. Everything is validated when the spec is read (every arm's
-:class:`~contdepth.train.TrainConfig` is built), so a typo in the fifth arm fails before the
+[`TrainConfig`][contdepth.train.TrainConfig] is built), so a typo in the fifth arm fails before the
 first run starts, with a message naming the spec file and the arm.
 
 Where the files are (``data_dir``) and how fast evaluation runs (``eval_batch_size``) are not
@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..analysis import as_continuous
-from ..common.validate import check_int
+from ..common.validate import check_int, check_plain_value
 from ..data import is_graph_dataset
 from ..models import create, model_options
 from ..solvers import available_schemes
 from ..train.config import ConfigError, TrainConfig, check_count, read_yaml
 from ..train.runs import model_options_for
+from ..train.trainer import preflight as train_preflight
 
 SPEC_KEYS = ("name", "description", "base", "seeds", "arms", "comparisons", "evaluate", "compress")
 # Options an experiment sets itself, per run or per sitting: a spec may not.
@@ -54,7 +55,8 @@ RUN_OPTIONS = ("seed", "out", "resume", "overwrite", "extend", "quiet", "threads
 # Options a spec may hold that do not change what is measured: not part of its identity.
 SITTING_OPTIONS = ("data_dir", "eval_batch_size")
 IDENTITY_VERSION = 2
-ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Used with fullmatch: with match, "$" also matches before a final newline, and "a\n" named a folder.
+ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TARGET_KEYS = ("time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min")
 EVALUATE_KEYS = ("schemes", "n_steps", "splits", "examples")
 COMPRESS_KEYS = ("n_basis", "n_steps", "finetune_epochs", "lr", "latency_batch_sizes", "latency_repeats", "onnx")
@@ -67,7 +69,7 @@ class Evaluate:
     """Evaluate every ``(scheme, n_steps)`` of the grid after training, on ``splits``.
 
     A model without ContinuousBlocks (a ``resnet``) is evaluated through its reading as a
-    piecewise-constant ``theta(t)`` (:func:`contdepth.analysis.as_continuous`), the ResNet
+    piecewise-constant ``theta(t)`` ([`contdepth.analysis.as_continuous`][contdepth.analysis.as_continuous]), the ResNet
     read as an ODE. ``splits`` defaults to the validation split (where the run holds one
     out) and the test split. ``examples`` limits each split to its first images (the same ones for
     every manifestation and run), to bound the cost of a large grid; ``None``: all.
@@ -147,7 +149,7 @@ class ExperimentSpec:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentSpec":
         path = Path(path)
-        values = read_yaml(path)
+        values = read_yaml(path, "an experiment spec")
         return cls.from_dict(values, source=str(path), default_name=path.stem)
 
     @classmethod
@@ -155,11 +157,15 @@ class ExperimentSpec:
                   ) -> "ExperimentSpec":
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: an experiment spec is a mapping with keys {', '.join(SPEC_KEYS)}")
+        try:  # JSON-like values only: the suite's record is JSON, its spec YAML
+            check_plain_value(values, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
         unknown = sorted(set(map(str, values)) - set(SPEC_KEYS))
         if unknown:
             raise ConfigError(f"{source}: {unknown[0]}: not a key of an experiment spec; allowed: {', '.join(SPEC_KEYS)}")
         name = values.get("name", default_name)
-        if not isinstance(name, str) or not ARM_NAME.match(name):
+        if not isinstance(name, str) or not ARM_NAME.fullmatch(name):  # fullmatch: '$' would let 'a\n' through
             raise ConfigError(f"{source}: name: must be letters, digits, '_', '-' or '.', got {name!r}")
         description = values.get("description") or ""
         if not isinstance(description, str):
@@ -184,7 +190,7 @@ class ExperimentSpec:
         folded: dict[str, str] = {}
         for arm_name, body in arms_raw.items():
             where = f"{source}: arms.{arm_name}"
-            if not isinstance(arm_name, str) or not ARM_NAME.match(arm_name):
+            if not isinstance(arm_name, str) or not ARM_NAME.fullmatch(arm_name):
                 raise ConfigError(f"{source}: arms: {arm_name!r} is not a usable arm name (letters, digits, '_', '-', "
                                   "'.'; it names a folder)")
             if arm_name.casefold() in folded:  # one folder on a case-insensitive file system
@@ -221,12 +227,28 @@ class ExperimentSpec:
         raise KeyError(name)
 
     def config(self, arm: Arm | str, seed: int, **run: Any) -> TrainConfig:
-        """The :class:`TrainConfig` of ``(arm, seed)``, with run options such as ``out`` and ``threads``."""
+        """The [`TrainConfig`][contdepth.train.TrainConfig] of ``(arm, seed)``, with run options such as ``out`` and ``threads``."""
         arm = self.arm(arm) if isinstance(arm, str) else arm
         return arm_config(self.base, arm, seed, f"{self.source}: arms.{arm.name}", run)
 
+    def preflight(self, **run: Any) -> None:
+        """Every arm's run checked as ``contdepth train`` checks one before any work, with the run options ``run``.
+
+        The model is built on the ``meta`` device for each arm (its options' values, every
+        refinement's sizes, the memory its weights need), so a spec that cannot run is
+        refused before an experiment folder is made, not after its first runs. The run
+        folders are checked when each run starts. The first seed stands for all: a seed
+        changes no size.
+        """
+        for arm in self.arms:
+            config = self.config(arm, self.seeds[0], **run)
+            try:
+                train_preflight(config, folder=False)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.source}: arms.{arm.name}: {exc}") from exc
+
     def identity(self) -> dict:
-        """What must not change for an existing experiment folder: everything but :data:`SITTING_OPTIONS`."""
+        """What must not change for an existing experiment folder: everything but `SITTING_OPTIONS`."""
         def strip(options: dict) -> dict:
             return {k: v for k, v in sorted(options.items()) if k not in SITTING_OPTIONS}
 

@@ -66,7 +66,7 @@ def t_cdf(t: float, df: float) -> float:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on :func:`t_cdf`)."""
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on `t_cdf`)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p: must lie in (0, 1), got {p}")
     if p == 0.5:
@@ -106,7 +106,7 @@ class Estimate:
 
 
 def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
-    """:class:`Estimate` of ``values`` (finite numbers); empty gives ``n = 0`` and ``nan`` everywhere."""
+    """[`Estimate`][contdepth.experiment.Estimate] of ``values`` (finite numbers); empty gives ``n = 0`` and ``nan`` everywhere."""
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:

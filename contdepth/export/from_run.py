@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from ..common.files import atomic_write_text
-from ..nn import continuous_blocks
+from ..common.paths import refuse_experiment_path, user_path
+from ..nn import continuous_blocks, layout
 from ..solvers import available_schemes
 from ..train import load_checkpoint
 from ..train.config import ConfigError, check_count, check_output_path
@@ -53,7 +54,7 @@ MAX_INPUT_VALUES = 2**24  # 16.7 million values per example (a 2048 x 2048 RGB i
 
 @dataclass
 class ExportResult:
-    """What :func:`export_run` wrote and measured."""
+    """What [`export_run`][contdepth.export.export_run] wrote and measured."""
 
     path: Path
     sidecar: Path | None
@@ -117,10 +118,15 @@ def _check_input_shape(model: torch.nn.Module, input_shape: tuple[int, ...]) -> 
 
 
 def _check_out(out: Path, overwrite: bool, sidecar: bool) -> None:
+    """``out`` (and its sidecar) may be written: never a run's or an experiment's file; missing folders
+    above it are created at the write (as ``train --out`` creates its folder), so only what exists is checked."""
     check_output_path(out, "out", folder=False)
     refuse_run_file(out)
+    refuse_experiment_path(out)  # a suite's record, spec, report ...: never replaced, even with --overwrite
     if sidecar:
         refuse_run_file(sidecar_path(out))
+    if not out.parent.is_dir():
+        return  # nothing there yet to refuse: the folders are made before the write
     try:
         refuse_existing(out, overwrite, "out")
         if sidecar:
@@ -179,13 +185,13 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
         read_data: load the run's dataset for the sidecar's normalisation statistics (and
             for the input shape of a dataset outside the built-in table).
 
-    Errors in the options raise :class:`~contdepth.train.ConfigError` naming the option,
+    Errors in the options raise `ConfigError` naming the option,
     before anything is written.
     """
     from .. import __version__
 
     _check_options(format, scheme, n_steps, batch_size, input_shape)
-    out = Path(out)
+    out = user_path(out)
     _check_out(out, overwrite, sidecar)
     if format == "onnx":  # a missing optional package fails before any work
 
@@ -230,6 +236,7 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"input_shape: the model does not accept inputs of shape {input_shape}: {exc}") from exc
 
+    out.parent.mkdir(parents=True, exist_ok=True)  # every checked: make the missing folders above --out
     start = time.perf_counter()
     if format == "onnx":
 
@@ -261,8 +268,10 @@ def export_run(run: str | Path, out: str | Path, *, format: str = "onnx", scheme
             "export_format": format,
             "contdepth_version": __version__,
             "torch_version": torch.__version__,
+            # options: the constructor's (how the model is built); layout: each block's basis size and
+            # trained manifestation as the weights have them (after refinement or compression).
             "source": {"run": str(info.path.parent), "epoch": info.epoch, "model": info.model_name,
-                       "options": info.model_options},
+                       "options": info.model_options, "layout": layout(model)},
             "manifestation": manifestation,
             "input": {"name": "input", "shape": [batch, *input_shape], "dtype": "float32"},
             "output": {"name": "output", "shape": [batch, int(logits.shape[-1])], "meaning": "class logits"},

@@ -65,7 +65,7 @@ def export_onnx(model: nn.Module, example: Tensor, path: str | Path, *, scheme: 
     """Write the ONNX graph of ``model`` at the manifestation ``(scheme, n_steps)`` to ``path``.
 
     Args:
-        model: any model; ContinuousBlocks are frozen first (:func:`~contdepth.export.freeze`).
+        model: any model; ContinuousBlocks are frozen first ([`freeze`][contdepth.export.freeze]).
         example: an input batch fixing the input's shape (but the batch) and dtype.
         dynamic_batch: the batch dimension is named ``batch`` and any size runs; ``False``
             fixes it to ``example``'s.

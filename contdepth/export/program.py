@@ -1,6 +1,6 @@
 """``torch.export`` of a static manifestation, and what every exporter here shares.
 
-Exporters trace a *static* model (see :func:`~contdepth.export.freeze`): a model that still
+Exporters trace a *static* model (see [`freeze`][contdepth.export.freeze]): a model that still
 has ContinuousBlocks is frozen at the requested manifestation first, so the captured graph
 holds each stage's weights as plain tensors and no basis arithmetic.
 """
@@ -70,7 +70,7 @@ def export_program(model: nn.Module, example: Tensor, *, scheme: str | Scheme | 
     """``torch.export.export`` of ``model``'s static manifestation ``(scheme, n_steps)``.
 
     Args:
-        model: any model; ContinuousBlocks are frozen first (see :func:`static_model`).
+        model: any model; ContinuousBlocks are frozen first (see [`static_model`][contdepth.export.static_model]).
         example: an input batch (only its shape, dtype and device matter).
         dynamic_batch: the first dimension stays symbolic (any batch size runs);
             ``False`` fixes it to ``example``'s.

@@ -1,14 +1,14 @@
 """Static manifestations: a model whose ContinuousBlocks are frozen into ordinary modules.
 
-A live :class:`~contdepth.nn.ContinuousBlock` evaluates ``theta(t)`` from its basis
+A live [`ContinuousBlock`][contdepth.nn.ContinuousBlock] evaluates ``theta(t)`` from its basis
 coefficients on every call, picks the manifestation's plan from a cache keyed by exact
 rationals and writes each stage's weights into a template on the meta device.  That is
 what makes it continuous, and it is also what graph capturers (``torch.export``,
 ``torch.onnx.export``, ``torch.compile``) see as noise: dictionaries of Fractions,
 numpy arrays and slot mutation.
 
-:func:`freeze` removes all of it for one manifestation.  Each block becomes a
-:class:`StaticBlock` that owns, for every *distinct* stage value of its plan, a real
+[`freeze`][contdepth.export.freeze] removes all of it for one manifestation.  Each block becomes a
+[`StaticBlock`][contdepth.export.StaticBlock] that owns, for every *distinct* stage value of its plan, a real
 copy of the template whose parameters and normalisation statistics are ``theta`` and the
 state evaluated at that stage time.  Its forward runs the same scheme's ``integrate``
 over the same schedule and calls the copy of each stage, so the result is the same
@@ -57,7 +57,7 @@ def _materialise(template: nn.Module, names: tuple[str, ...], values: Iterable[T
 
 
 class StaticBlock(nn.Module):
-    """One manifestation of a :class:`ContinuousBlock`, with ``theta`` evaluated in advance.
+    """One manifestation of a [`ContinuousBlock`][contdepth.nn.ContinuousBlock], with ``theta`` evaluated in advance.
 
     ``units[r]`` is the template holding ``theta`` (and the depth-dependent normalisation
     state) at the ``r``-th distinct stage value of the plan; ``row_of_point[i]`` says which
@@ -164,7 +164,7 @@ def freeze(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | 
            trainable: bool = True, eval_mode: bool = True) -> nn.Module:
     """A static copy of ``model`` at the manifestation ``(scheme, n_steps)``.
 
-    Every :class:`ContinuousBlock` of a deep copy is replaced by a :class:`StaticBlock`
+    Every [`ContinuousBlock`][contdepth.nn.ContinuousBlock] of a deep copy is replaced by a [`StaticBlock`][contdepth.export.StaticBlock]
     (``scheme``/``n_steps`` default to each block's current ones); everything else (stem,
     stitches, head, LM-ResNet ``k``) is copied as it is.  ``model`` itself is not changed.
 
@@ -203,5 +203,5 @@ def freeze(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | 
 
 
 def static_blocks(model: nn.Module) -> list[StaticBlock]:
-    """The :class:`StaticBlock` modules of a frozen model, in module order."""
+    """The [`StaticBlock`][contdepth.export.StaticBlock] modules of a frozen model, in module order."""
     return [m for m in model.modules() if isinstance(m, StaticBlock)]

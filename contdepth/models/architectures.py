@@ -8,7 +8,7 @@ the unit, i.e. the scheme one unit takes:
 - ``fractalnet``: the two-column fractal block ``1/2 x + 1/2 (y + F2(y))``,
   ``y = x + F1(x)``: the mean join, a second-order Runge-Kutta step (scheme ``fractalnet``).
 - ``revnet``: RevNet's coupling on two channel halves ``X+ = X + F(Y)``, ``Y+ = Y + G(X+)``
-  (scheme ``revnet``); each stage's units can be undone exactly (:meth:`UnitStage.inverse`).
+  (scheme ``revnet``); each stage's units can be undone exactly ([`UnitStage.inverse`][contdepth.models.UnitStage.inverse]).
 
 ``continuous=True`` builds a ContinuousNet whose blocks take that scheme, ``n_units`` basis
 functions and steps; refine, project, manifest, analyze and export then apply as to any
@@ -38,7 +38,7 @@ class PolyRate(nn.Module):
     norms: norm-ReLU-conv3x3-norm-ReLU-conv3x3. PolyNet shares the convolutions of a poly-N
     module and keeps one BatchNorm per application (Zhang et al. 2017): ``F(x)`` is
     distributed unlike ``x``, and a shared BatchNorm's running statistics would average
-    the two and fit neither. A repeated template (:mod:`contdepth.nn.repeated`): calling it
+    the two and fit neither. A repeated template (`contdepth.nn.repeated`): calling it
     is application 0, the rate of the state.
     """
 
@@ -62,7 +62,7 @@ class PolyRate(nn.Module):
 class PolyUnit(nn.Module):
     """``x + F(x) + F(F(x)) + ...`` with ``terms`` powers of one residual rate ``F`` (PolyNet's poly-2: 2).
 
-    ``F`` is a :class:`PolyRate`: the powers share its convolutions, each has its own norms.
+    ``F`` is a [`PolyRate`][contdepth.models.PolyRate]: the powers share its convolutions, each has its own norms.
     """
 
     def __init__(self, channels: int, norm: str, terms: int = 2) -> None:
@@ -148,8 +148,8 @@ def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha
            gradient: str, coupled: bool = False, applications: int = 0) -> nn.Module:
     """The discrete network of ``unit(width)`` units, or (``continuous``) its ContinuousNet with ``scheme``.
 
-    The continuous template is ``residual_rate``, a :class:`~contdepth.nn.Coupling` of two
-    half-width ones (``coupled``), or a :class:`PolyRate` with ``applications`` norms.
+    The continuous template is ``residual_rate``, a [`Coupling`][contdepth.nn.Coupling] of two
+    half-width ones (``coupled``), or a [`PolyRate`][contdepth.models.PolyRate] with ``applications`` norms.
     """
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
@@ -194,7 +194,7 @@ def polynet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wid
 
     ``continuous=True``: a ContinuousNet integrated with the truncated Neumann series scheme
     (``polynet`` for ``terms=2``). A unit costs ``terms`` rate evaluations for one rate's
-    convolutions; as in PolyNet, each application has its own norms (:class:`PolyRate`), and
+    convolutions; as in PolyNet, each application has its own norms ([`PolyRate`][contdepth.models.PolyRate]), and
     every other scheme (a manifestation at ``rk4``, say) integrates application 0, the rate
     of the state.
     """
@@ -228,7 +228,7 @@ def revnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wide
 
     ``F`` and ``G`` act on half the channels, so a unit has half a ResNet unit's parameters.
     The stitches stay ordinary (not reversible), as RevNet's downsampling units are.
-    ``continuous=True``: a ContinuousNet whose template is a :class:`~contdepth.nn.Coupling`
+    ``continuous=True``: a ContinuousNet whose template is a [`Coupling`][contdepth.nn.Coupling]
     of two half-width rates with their own depth-varying weights, integrated by ``revnet``.
     """
     return _build("revnet", lambda width: RevUnit(width, norm), "revnet", in_channels=in_channels,

@@ -1,14 +1,14 @@
 """Node-classification models on graphs: ``gcn``, ``gcde`` and ``cgnn``.
 
 Every model is called as ``model(features, adjacency) -> logits (N, num_classes)`` with
-``adjacency`` the sparse ``D^-1/2 (A + I) D^-1/2`` of :func:`contdepth.nn.normalized_adjacency`
-(what a :class:`~contdepth.data.GraphDataset` carries) and ``features`` dense or sparse COO
+``adjacency`` the sparse ``D^-1/2 (A + I) D^-1/2`` of [`contdepth.nn.normalized_adjacency`][contdepth.nn.normalized_adjacency]
+(what a [`GraphDataset`][contdepth.data.GraphDataset] carries) and ``features`` dense or sparse COO
 (``GraphDataset.inputs`` gives bag-of-words features sparse: the same model, the same
 outputs, a fraction of the cost of input dropout and the first layer), and offers
 ``weight_decay_parameters()``: the parameters the reference setups regularise (Kipf &
 Welling decay only the first layer), for a trainer that wants that convention.
 
-The two continuous models keep their ODE inside a :class:`~contdepth.nn.ContinuousBlock`,
+The two continuous models keep their ODE inside a [`ContinuousBlock`][contdepth.nn.ContinuousBlock],
 so manifest / refine / project / checkpoint layouts work on them exactly as on images.
 """
 
@@ -193,7 +193,7 @@ class CGNNRate(nn.Module):
     ``A_hat = (I + adjacency) / 2`` with ``adjacency = D^-1/2 (A + I) D^-1/2``, so
     ``alpha (A_hat - I) = alpha / 2 (adjacency - I)``: the paper's halved, regularised
     adjacency (Xhonneux et al. 2020, eq. 7 uses ``alpha/2 (I + D^-1/2 A D^-1/2)``) applied
-    to the normalised propagation matrix, as the authors' code does (:class:`CGNN` first
+    to the normalised propagation matrix, as the authors' code does ([`CGNN`][contdepth.models.CGNN] first
     re-weights its self loops to ``self_loop_weight``; the authors use 0.555 on Cora).
     ``alpha = sigmoid(a)`` is per node, in ``(0, 1)``. The weighted variant adds the
     channel mixing ``H (W - I)`` with ``W = U diag(clamp(d, 0, 1)) U^T``, symmetric with
@@ -258,7 +258,7 @@ class CGNN(nn.Module):
     inside a ContinuousBlock (``n_basis=1``: the paper's constant alpha and W; any scheme
     and step count is a manifestation); then ReLU, dropout and a linear decoder.
     ``self_loop_weight != 1`` re-weights the self loops of the given adjacency (see
-    :func:`reweight_self_loops`; cached per adjacency tensor). ``detach_restart`` makes the
+    `reweight_self_loops`; cached per adjacency tensor). ``detach_restart`` makes the
     restart term ``E`` a constant for autograd (the encoder then learns only through
     ``H(0)``), as the authors' code does (``x0.clone().detach()``).
     """
@@ -306,7 +306,7 @@ def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16
          checkpoint: bool = False, self_loop_weight: float = 0.555, detach_restart: bool = True) -> nn.Module:
     """CGNN; ``weighted=True`` adds the learnable channel mixing ``H (W - I)``; ``t1`` is the paper's ``T``;
     ``self_loop_weight`` (> 0) the weight of the self loops in the normalised adjacency; ``detach_restart``
-    stops gradients through the restart term ``E`` (see :class:`CGNN`).
+    stops gradients through the restart term ``E`` (see [`CGNN`][contdepth.models.CGNN]).
 
     The defaults are the authors' Cora settings (run_cora_cgnn.py of
     DeepGraphLearning/ContinuousGNN: self-loop weight 0.555, the restart term detached,

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..basis import available_bases
+from ..common.errors import OptionError
 from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, Scheme, check_gradient, check_reversible, get_scheme
 from .layers import (Head, NORMS, STITCHES, Stitch, check_block_size, check_choice, check_flag, check_number, check_positive_int,
@@ -31,7 +32,7 @@ class Stage(nn.Sequential):
     """``(stitch, body)``; a body with ``uses_shortcut`` also receives the stitch's shortcut ``D(u)``.
 
     The authors' LM-ResNet takes the downsampling shortcut as the state before a stage's
-    first unit (see :class:`ResidualStage`). Kept a ``Sequential`` so parameter names stay
+    first unit (see [`ResidualStage`][contdepth.models.ResidualStage]). Kept a ``Sequential`` so parameter names stay
     ``stages.i.0`` (stitch) and ``stages.i.1`` (body).
     """
 
@@ -43,17 +44,33 @@ class Stage(nn.Sequential):
         return body(stitch(u))
 
 
+def check_image_input(x: torch.Tensor, in_channels: int) -> None:
+    """Refuse an input the stem cannot take, naming the option (``in_channels``) that would fit it.
+
+    Without it a 1-channel batch fails deep inside torch ("expected input ... to have 3
+    channels"), which names neither the model nor the option. Two integer comparisons per
+    forward pass; under ``torch.compile`` or export they are shape guards.
+    """
+    if x.dim() != 4:
+        raise OptionError("input", f"an image model takes N x C x H x W batches, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise OptionError("in_channels", f"the model was built for {in_channels}-channel images (in_channels="
+                                         f"{in_channels}), but the input has {x.shape[1]} channel(s) (shape "
+                                         f"{tuple(x.shape)}); build it with in_channels={x.shape[1]}")
+
+
 class StagedNet(nn.Module):
     """Stem, three (stitch, body) stages, head: the topology ContinuousNet and ResNet share.
 
     ``make_body(stage, width)`` builds what follows each stage's stitch; ``stitch`` is the
-    kind of stitch (:data:`~contdepth.models.layers.STITCHES`).
+    kind of stitch (`STITCHES`).
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, alpha: int, widen: int, norm: str, eps: float,
                  make_body: Callable[[int, int], nn.Module], stitch: str = "residual") -> None:
         super().__init__()
         self.stitch = stitch
+        self.in_channels = in_channels
         self.stem = stem(in_channels, alpha, norm)
         stages, previous = [], alpha
         for i, (width, stride) in enumerate(zip(stage_widths(alpha, widen), STRIDES)):
@@ -63,6 +80,7 @@ class StagedNet(nn.Module):
         self.head = Head(previous, num_classes, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_channels)
         return self.head(self.stages(self.stem(x)))
 
 
@@ -227,7 +245,7 @@ def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, w
     ``lm_start``: the previous state of a downsampling stage's first unit; ``"euler"`` (none:
     a plain residual step, the default, which keeps runs and checkpoints written before the
     option computing what they computed) or ``"shortcut"`` (the authors' code: the stitch's
-    shortcut ``D(u)``; see :class:`ResidualStage`). It applies to the discrete network.
+    shortcut ``D(u)``; see [`ResidualStage`][contdepth.models.ResidualStage]). It applies to the discrete network.
 
     ``continuous=True`` builds instead a ContinuousNet whose blocks are integrated with the
     LM two-step scheme (one learnable ``k`` per stage), ``n_units`` basis functions and steps.
@@ -266,6 +284,13 @@ class ContinuousMLP(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise OptionError("input", f"the model takes batches (N x ...), got shape {tuple(x.shape)}")
+        if x[0].numel() != self.lift.in_features:
+            raise OptionError("in_features", f"the model was built for {self.lift.in_features} values per example "
+                                             f"(in_features, or in_channels * image_size ** 2), but the input of "
+                                             f"shape {tuple(x.shape)} has {x[0].numel()}; build it with the "
+                                             "input's size")
         return self.head(torch.relu(self.block(self.lift(x.flatten(1)))))
 
 

@@ -38,7 +38,7 @@ def block_size_limit(name: str) -> int:
 
 
 def check_block_size(value: object, name: str) -> int:
-    """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..:func:`block_size_limit`."""
+    """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..`block_size_limit`."""
     check_int(value, name, low=1)
     limit = block_size_limit(name)
     if value > limit:  # type: ignore[operator]
@@ -105,7 +105,7 @@ class ProjectionStitch(nn.Module):
 
 
 def make_stitch(kind: str, in_channels: int, out_channels: int, stride: int, norm: str, eps: float) -> nn.Module:
-    """The stitch of ``kind`` (see :data:`STITCHES`); a ``projection`` that changes nothing is the identity."""
+    """The stitch of ``kind`` (see `STITCHES`); a ``projection`` that changes nothing is the identity."""
     check_choice(kind, "stitch", STITCHES)
     if kind == "residual":
         return Stitch(in_channels, out_channels, stride, norm, eps)

@@ -1,23 +1,39 @@
-"""Models by name: ``create(name, **options)`` with options checked against the builder."""
+"""Models by name: ``create(name, **options)`` with options checked against the builder.
+
+Torch-free by design: the built-in models are listed in `BUILTIN_MODELS` with the
+module whose import registers them, so naming them (``contdepth train --help``, error
+messages) loads neither torch nor the builders; a built-in's module is imported when the
+model is first used (`create`, `model_options`, `is_graph_model`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., "nn.Module"]
 _MODELS: dict[str, Builder] = {}
+
+#: The models contdepth defines: name -> (the module that registers it, whether it is a graph
+#: model). tests/models/test_models.py checks it against what the modules register.
+BUILTIN_MODELS: dict[str, tuple[str, bool]] = {
+    **{name: ("contdepth.models.image", False) for name in ("continuousnet", "resnet", "lm_resnet", "continuous_mlp")},
+    **{name: ("contdepth.models.architectures", False) for name in ("polynet", "fractalnet", "revnet")},
+    **{name: ("contdepth.models.graph", True) for name in ("gcn", "gcde", "cgnn")},
+}
 
 
 _GRAPH_MODELS: set[str] = set()
 
 
 def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Builder]:
-    """Decorator: make a builder (keyword-only options) available to :func:`create`.
+    """Decorator: make a builder (keyword-only options) available to [`create`][contdepth.models.create].
 
     ``graph=True`` marks a node-classification model, called as ``model(features,
     adjacency)``: trainers and the command line need to know this before any data is read,
@@ -27,7 +43,8 @@ def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Bui
     def add(builder: Builder) -> Builder:
         if name == "custom":
             raise ValueError("name: 'custom' is reserved for runs of a module given in Python; choose another name")
-        if name in _MODELS:
+        builtin = BUILTIN_MODELS.get(name)
+        if name in _MODELS or (builtin is not None and builder.__module__ != builtin[0]):
             raise ValueError(f"name: a model called {name!r} is already registered")
         _MODELS[name] = builder
         if graph:
@@ -37,8 +54,15 @@ def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Bui
     return add
 
 
-def available_models() -> list[str]:
-    return sorted(_MODELS)
+def available_models(*, graph: bool | None = None) -> list[str]:
+    """Every model name, sorted (built-in and registered); ``graph``: only graph (or only image) models.
+
+    Imports nothing: a built-in is named from `BUILTIN_MODELS` before its module is loaded.
+    """
+    names = set(_MODELS) | set(BUILTIN_MODELS)
+    if graph is not None:
+        names = {n for n in names if (BUILTIN_MODELS[n][1] if n in BUILTIN_MODELS else n in _GRAPH_MODELS) == graph}
+    return sorted(names)
 
 
 def is_graph_model(name: str) -> bool:
@@ -54,6 +78,8 @@ def model_options(name: str) -> dict[str, object]:
 
 
 def _get(name: str) -> Builder:
+    if name not in _MODELS and name in BUILTIN_MODELS:
+        importlib.import_module(BUILTIN_MODELS[name][0])  # registers it
     if name not in _MODELS:
         raise ValueError(f"model: unknown model {name!r}; choose one of: {', '.join(available_models())}")
     return _MODELS[name]
@@ -90,7 +116,7 @@ def create(name: str, **options: object) -> nn.Module:
 
 
 def created_name(model: object) -> str | None:
-    """The registered name ``model`` was built under by :func:`create`, or ``None`` (a module built otherwise)."""
+    """The registered name ``model`` was built under by [`create`][contdepth.models.create], or ``None`` (a module built otherwise)."""
     config = getattr(model, "config", None)
     if isinstance(config, dict) and isinstance(config.get("name"), str) and config["name"] in _MODELS \
             and isinstance(config.get("options"), dict):

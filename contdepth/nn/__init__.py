@@ -3,6 +3,7 @@
 from .adaptive import AdaptiveDepth, AdaptiveRecord, adaptive_depth
 from .block import CoefficientMap, ContinuousBlock, reset_template_parameters
 from .coefficient_tree import CoefficientTree
+from .convert import units_to_block
 from .coupling import Coupling, is_partitioned
 from .repeated import is_repeated
 from .stage_plan import StagePlan, StageValues
@@ -18,5 +19,5 @@ __all__ = [
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "Coupling", "is_partitioned", "is_repeated", "GCNLayer", "GCNRate",
     "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
     "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",
-    "reset_template_parameters", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
+    "reset_template_parameters", "units_to_block", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
 ]

@@ -36,7 +36,7 @@ class AdaptiveDepth:
         rtol: relative tolerance: a step is accepted when the RMS of the error estimate
             scaled by ``atol + rtol * |x|`` is at most 1.
         atol: absolute tolerance (see ``rtol``).
-        max_steps: attempted steps per block call before :class:`MaxStepsExceeded`.
+        max_steps: attempted steps per block call before [`MaxStepsExceeded`][contdepth.solvers.MaxStepsExceeded].
     """
 
     scheme: str | ButcherTableau = "dopri5"
@@ -60,9 +60,9 @@ class AdaptiveDepth:
 
 
 class AdaptiveRecord:
-    """What the blocks did inside one :func:`adaptive_depth` context, one list per block.
+    """What the blocks did inside one [`adaptive_depth`][contdepth.nn.adaptive_depth] context, one list per block.
 
-    ``stats[i]`` holds the :class:`IntegrationStats` of every call of block ``i`` (one
+    ``stats[i]`` holds the [`IntegrationStats`][contdepth.solvers.IntegrationStats] of every call of block ``i`` (one
     per forward pass, e.g. per batch), in call order.
     """
 
@@ -92,7 +92,7 @@ class AdaptiveRecord:
 
 
 class _AdaptiveContext:
-    """Swaps every block's integration strategy for an :class:`Adaptive` one while it is entered."""
+    """Swaps every block's integration strategy for an [`Adaptive`][contdepth.nn.Adaptive] one while it is entered."""
 
     def __init__(self, blocks: list[ContinuousBlock], setting: AdaptiveDepth) -> None:
         self._blocks, self._setting = blocks, setting
@@ -119,7 +119,7 @@ def adaptive_depth(model: nn.Module, rtol: float = 1e-3, atol: float = 1e-4, *, 
                    max_steps: int = 10_000) -> _AdaptiveContext:
     """Within the ``with`` statement, every ContinuousBlock of ``model`` integrates adaptively.
 
-    Returns a context manager whose ``__enter__`` gives the :class:`AdaptiveRecord`.
+    Returns a context manager whose ``__enter__`` gives the [`AdaptiveRecord`][contdepth.nn.AdaptiveRecord].
     Blocks with a learnable multistep scheme (continuous LM-ResNet) are refused: their
     fixed grid integrates a different equation, ``(1 + k) x' = f``, so an adaptive
     solution of ``x' = f`` would not be the same model.

@@ -7,9 +7,9 @@ initialiser.
 
 A block is two parts:
 - its **depth parameters**: basis, coefficients, depth-dependent normalisation state,
-  their values at stage times (:meth:`ContinuousBlock.stage_plan`,
-  :meth:`ContinuousBlock.values_at_stages`) and changes of basis (refine, project);
-- an **integration strategy** (:mod:`contdepth.nn.integration`): a fixed grid (a
+  their values at stage times ([`ContinuousBlock.stage_plan`][contdepth.nn.ContinuousBlock.stage_plan],
+  [`ContinuousBlock.values_at_stages`][contdepth.nn.ContinuousBlock.values_at_stages]) and changes of basis (refine, project);
+- an **integration strategy** (`contdepth.nn.integration`): a fixed grid (a
   *manifestation*: scheme and steps) or adaptive steps; it can change at any time
   without touching the weights.
 """
@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from ..basis import DepthBasis, apply_matrix, make_basis, projection_matrix
+from ..common.compiling import eager
+from ..common.errors import OptionError
 from ..common.validate import check_number
 from ..solvers import (
     RECONSTRUCTION_TOLERANCE, IntegrationStats, Scheme, StageTime, StepController, check_adjoint_scheme,
@@ -39,6 +41,7 @@ from .repeated import check_component_index, check_composing_training, is_repeat
 from .retired import retire
 from .stage_plan import StagePlan, StageValues, depth_key
 from .state_range import StateRange, unknown_range
+from .stored_layout import steps_for, stored_basis_size
 from .template_call import TemplateCall
 
 Tensor = torch.Tensor
@@ -76,7 +79,7 @@ def reset_template_parameters(template: nn.Module) -> None:
 
 
 class _Manifestation:
-    """Returned by :meth:`ContinuousBlock.manifest`; as a context manager it restores the old grid."""
+    """Returned by [`ContinuousBlock.manifest`][contdepth.nn.ContinuousBlock.manifest]; as a context manager it restores the old grid."""
 
     def __init__(self, block: "ContinuousBlock", previous: FixedGrid) -> None:
         self._block, self._previous = block, previous
@@ -95,11 +98,13 @@ class ContinuousBlock(nn.Module):
 
     Args:
         template: any module mapping a state to a rate of the same shape.  Each of its
-            parameters becomes coefficients of shape ``(n_basis, *param.shape)``.
+            parameters becomes coefficients of shape ``(n_basis, *param.shape)``; one with
+            ``requires_grad=False`` stays frozen: its own value at every depth, no gradient,
+            through refine, project and loading.
             Floating-point buffers (BatchNorm running statistics) become depth-dependent
             state in the same basis (see "Normalisation state" below).
         basis: ``"piecewise_constant"``, ``"piecewise_linear"``, ``"legendre"`` or a
-            :class:`~contdepth.basis.DepthBasis`.
+            [`DepthBasis`][contdepth.basis.DepthBasis].
         n_basis: number of basis functions.
         scheme: integration scheme name or object (see ``available_schemes()``).
         n_steps: integration steps; defaults to ``n_basis``.
@@ -110,10 +115,10 @@ class ContinuousBlock(nn.Module):
         gradient: how backward gets its gradients: ``"backprop"``, ``"checkpoint"``,
             ``"reversible"`` (no stored activations; a reversible scheme such as
             ``reversible_heun``, ``alf`` or ``revnet``) or ``"adjoint"`` (the continuous
-            adjoint); see :mod:`contdepth.solvers.gradients`.
+            adjoint); see `contdepth.solvers.gradients`.
         reconstruction_tolerance: ``"reversible"``: the largest relative error of the
             rebuilt input before a backward pass falls back to backprop (with a warning);
-            :attr:`reconstruction_error` holds the last backward pass's error.
+            `reconstruction_error` holds the last backward pass's error.
         initializer: redraws the template's parameters in place; called once per basis
             function so every function gets an independent draw.  Defaults to the
             modules' own ``reset_parameters``.
@@ -133,7 +138,7 @@ class ContinuousBlock(nn.Module):
     cell's samples).  Refinement and projection map the state with the same matrix as
     the weights.  Integer buffers (``num_batches_tracked``) are shared over depth.
     The state is read no deeper (or shallower) than it was ever sampled
-    (:attr:`state_depths`; see :mod:`contdepth.nn.state_range`): beyond that the fit is an
+    ([`state_depths`][contdepth.nn.ContinuousBlock.state_depths]; see `contdepth.nn.state_range`): beyond that the fit is an
     extrapolation, and a variance extrapolated from a 2-step Euler grid to ``t = 1`` can be
     negative.
     """
@@ -196,18 +201,25 @@ class ContinuousBlock(nn.Module):
 
     # --- depth parameters ---------------------------------------------------------------
     def _initial_coefficients(self, template: nn.Module, initializer: Initializer) -> nn.Module:
+        """Coefficients from ``n_basis`` draws at the collocation points; frozen parameters stay as given.
+
+        A template parameter with ``requires_grad=False`` is a frozen layer: ``theta(t)`` holds
+        its own value at every depth (not a fresh draw per function, which would be random
+        features nobody asked for) and every coefficient of it keeps ``requires_grad=False``.
+        """
         draws: dict[str, list[Tensor]] = {name: [] for name in self.parameter_names}
+        given = dict(template.named_parameters())
         work = copy.deepcopy(template)
         with torch.no_grad():
             for _ in range(self.basis.n):
                 initializer(work)
                 for name, p in work.named_parameters():
-                    draws[name].append(p.detach().clone())
+                    draws[name].append((p if given[name].requires_grad else given[name]).detach().clone())
         inverse = self._collocation_inverse()
         tree = CoefficientTree()
         for name in self.parameter_names:
             stacked = torch.stack(draws[name])
-            tree.set(name, nn.Parameter(apply_matrix(inverse, stacked)))
+            tree.set(name, nn.Parameter(apply_matrix(inverse, stacked), requires_grad=given[name].requires_grad))
         return tree
 
     def _collocation_inverse(self) -> np.ndarray:
@@ -263,7 +275,7 @@ class ContinuousBlock(nn.Module):
         return tuple(t0 + span * bp for bp in self.basis.breakpoints)
 
     def stage_plan(self, scheme: Scheme | None = None, n_steps: int | None = None) -> StagePlan:
-        """The :class:`StagePlan` of a manifestation (default: the block's grid), cached."""
+        """The [`StagePlan`][contdepth.nn.StagePlan] of a manifestation (default: the block's grid), cached."""
         scheme = self.grid.scheme if scheme is None else scheme
         n_steps = self.grid.n_steps if n_steps is None else n_steps
         key = (scheme, n_steps, self.basis, self._state_range)
@@ -302,7 +314,7 @@ class ContinuousBlock(nn.Module):
     def values_at_stages(self, plan: StagePlan | None = None) -> StageValues:
         """The template's parameters and state at every distinct stage value of ``plan``.
 
-        This is what a static export (:func:`~contdepth.export.freeze`) materialises: one
+        This is what a static export ([`freeze`][contdepth.export.freeze]) materialises: one
         ordinary module per row, ``plan.row_of_point`` saying which row each stage calls.
         The tensors are views or functions of the coefficients (differentiable).
         """
@@ -333,7 +345,7 @@ class ContinuousBlock(nn.Module):
         """The rate on a fixed grid: stage ``i`` reads the precomputed row ``plan.row_of_point[i]``.
 
         With ``samples`` (a list; training mode with normalisation state) each stage's
-        updated statistics are appended as ``(row, state)`` for :meth:`update_state`.
+        updated statistics are appended as ``(row, state)`` for [`update_state`][contdepth.nn.ContinuousBlock.update_state].
         ``values``: the stage values to use (default: computed now). ``recompute=True``
         is for evaluations a backward pass repeats: the modules update private copies of
         the statistics and counters, so nothing of the block changes.
@@ -376,9 +388,9 @@ class ContinuousBlock(nn.Module):
     def _components(self) -> tuple[str, tuple[frozenset[int], ...]] | None:
         """``(kind, state indices each component samples)`` for a template evaluated in components.
 
-        ``kind`` is ``"part"`` for a partitioned template (:class:`~contdepth.nn.Coupling`:
+        ``kind`` is ``"part"`` for a partitioned template ([`Coupling`][contdepth.nn.Coupling]:
         one half's rate at a time) and ``"application"`` for a repeated one
-        (:mod:`contdepth.nn.repeated`: PolyNet's rate with a norm per application);
+        (`contdepth.nn.repeated`: PolyNet's rate with a norm per application);
         ``None`` for an ordinary template. A component runs only its own submodule, so only
         the statistics under it are samples of that stage (a composing scheme refuses to
         train a repeated template with state outside every application).
@@ -449,7 +461,7 @@ class ContinuousBlock(nn.Module):
         ends (a variance that falls steeply from ``t = 0`` on, say), and BatchNorm then
         takes the square root of a negative number. So a *variance* (a buffer named
         ``running_var``, as torch's batch and instance norms name it) is kept, in a
-        :attr:`~contdepth.basis.DepthBasis.convex` basis (piecewise constant or linear),
+        `convex` basis (piecewise constant or linear),
         no lower than the smallest variance this pass sampled: element by element its
         coefficients are raised to that floor, and the function, a convex combination of
         them, stays above it everywhere. Where the fit is positive nothing changes.
@@ -472,7 +484,7 @@ class ContinuousBlock(nn.Module):
         if samples and plan is not self._range_covers:  # an identity check: free under torch.compile
             self._note_sampled(plan, samples)
 
-    @torch.compiler.disable
+    @eager  # torch.compiler.disable, applied when compiling (importing dynamo costs 3 s)
     def _note_sampled(self, plan: StagePlan, samples: list) -> None:
         """Widen the sampled range to this pass's depths (eager: Fractions are never traced).
 
@@ -489,7 +501,7 @@ class ContinuousBlock(nn.Module):
     def state_depths(self) -> tuple[float, float] | None:
         """The depths ``(shallowest, deepest)`` the normalisation state has been sampled at; ``None``: not yet.
 
-        Stages outside read the state at the nearest end (see :mod:`contdepth.nn.state_range`).
+        Stages outside read the state at the nearest end (see `contdepth.nn.state_range`).
         """
         if self._state_range is None:
             return None
@@ -512,7 +524,14 @@ class ContinuousBlock(nn.Module):
 
         A state dict without the range (saved before it existed) loads, strict or not, with the
         range unknown: the state is then read wherever a stage asks, as it was then.
+
+        A state dict whose coefficients hold another number of basis functions (saved after
+        `refine` or `project`) is taken at that size: the block is resized to it first
+        (`resize`; see `contdepth.nn.stored_layout`), keeping its steps per function.
         """
+        stored = stored_basis_size(self, state_dict, prefix)
+        if stored is not None and stored != self.n_basis:
+            self.resize(stored, steps_for(self, stored))
         key = prefix + "state_depth_range"
         loaded = None
         if self.state_names and key in state_dict:
@@ -558,7 +577,7 @@ class ContinuousBlock(nn.Module):
 
     @property
     def integration(self) -> Integration:
-        """The strategy the next forward pass uses: :attr:`grid`, or one set by :meth:`integrate_with`."""
+        """The strategy the next forward pass uses: [`grid`][contdepth.nn.ContinuousBlock.grid], or one set by [`integrate_with`][contdepth.nn.ContinuousBlock.integrate_with]."""
         return self._grid if self._integration is None else self._integration
 
     @contextmanager
@@ -609,7 +628,7 @@ class ContinuousBlock(nn.Module):
     def record_reconstruction(self, error: float) -> None:
         """Called by a reversible backward pass with its relative reconstruction error.
 
-        :attr:`reconstruction_error` is the last pass's; :meth:`worst_reconstruction_error`
+        `reconstruction_error` is the last pass's; [`worst_reconstruction_error`][contdepth.nn.ContinuousBlock.worst_reconstruction_error]
         the largest since it was last asked (a trainer reports it once per epoch).
         """
         self.reconstruction_error = error
@@ -652,7 +671,7 @@ class ContinuousBlock(nn.Module):
     def forward_adaptive(self, x: Tensor, setting, *context: object) -> tuple[Tensor, IntegrationStats]:
         """Integrate the block with error control: ``(output, stats)``.
 
-        ``setting`` is an :class:`~contdepth.nn.AdaptiveDepth` (pair, tolerances, max
+        ``setting`` is an [`AdaptiveDepth`][contdepth.nn.AdaptiveDepth] (pair, tolerances, max
         steps).  Steps end exactly on the basis breakpoints, where ``theta`` jumps, so
         each step sees one smooth piece; the step size is shared by the whole batch.
         Depth-dependent normalisation state is read at each stage's depth; updating it
@@ -665,7 +684,7 @@ class ContinuousBlock(nn.Module):
     def reconstruct_input(self, out: Tensor, *context: object) -> Tensor:
         """The input that gave ``out`` on the block's grid, recomputed backwards (a reversible scheme).
 
-        With the ``revnet`` scheme and a :class:`~contdepth.nn.Coupling` template, each step
+        With the ``revnet`` scheme and a [`Coupling`][contdepth.nn.Coupling] template, each step
         is undone exactly (``Y = Y+ - h G(X+)``, then ``X = X+ - h F(Y)``), so the input is
         recovered to round-off without storing anything from the forward pass. Normalisation
         state is read, never updated (in training mode batch statistics are recomputed from
@@ -728,7 +747,26 @@ class ContinuousBlock(nn.Module):
         return self._change_basis(self.basis.refined(), 2 * self._grid.n_steps, exact=True)
 
     def project(self, n_basis: int, n_steps: int | None = None) -> CoefficientMap:
-        """Compress to the L2-best ``theta`` on ``n_basis`` functions; ``n_steps`` defaults to ``n_basis``."""
+        """Compress to the L2-best ``theta`` on ``n_basis`` functions; ``n_steps`` defaults to ``n_basis``.
+
+        ``n_basis`` may not exceed the block's size: that is no compression, and it is exact
+        only where the two spaces nest (2 -> 4 cells, not 2 -> 3), so a ``theta`` silently
+        changed by "projecting up" is refused; `refine` is the exact way up.
+        """
+        target = self.basis.with_size(n_basis)
+        if target.n > self.basis.n:
+            raise OptionError("n_basis", f"project() compresses onto at most the block's {self.basis.n} basis "
+                                         f"functions, got {target.n}; refine() grows the basis exactly")
+        return self._change_basis(target, check_n_steps(target.n if n_steps is None else n_steps), exact=False)
+
+    def resize(self, n_basis: int, n_steps: int | None = None) -> CoefficientMap:
+        """Give the block ``n_basis`` functions, more or fewer, to receive coefficients stored at that size.
+
+        For loading ([`apply_layout`][contdepth.nn.apply_layout], and ``load_state_dict``, which calls
+        it by itself): the values until the load are the L2 projection of the current
+        ``theta``, so nothing is left undefined. To change a trained block, `refine`
+        (exact, up) and `project` (L2-best, down) say what happens to ``theta``.
+        """
         target = self.basis.with_size(n_basis)
         return self._change_basis(target, check_n_steps(target.n if n_steps is None else n_steps), exact=False)
 

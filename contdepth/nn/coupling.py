@@ -1,12 +1,12 @@
 """RevNet's coupled rate as a block template: ``d[X, Y]/dt = [F(Y), G(X)]`` on two halves.
 
-A :class:`~contdepth.nn.ContinuousBlock` whose template is a :class:`Coupling` integrates
+A [`ContinuousBlock`][contdepth.nn.ContinuousBlock] whose template is a [`Coupling`][contdepth.nn.Coupling] integrates
 the coupled system of RevNet (Gomez et al. 2017) read as an ODE (Lu et al. 2018): ``F`` and
 ``G`` are two networks on half the channels, each with its own depth-varying weights
 (``theta_F(t)``, ``theta_G(t)``). With the ``revnet`` scheme each step computes
 ``X+ = X + h F(Y)`` then ``Y+ = Y + h G(X+)`` and evaluates each network once; any other
 scheme (``euler``, ``rk4`` ...) integrates the same coupled equation through
-:meth:`Coupling.forward`, so a RevNet block manifests like every other block.
+`Coupling.forward`, so a RevNet block manifests like every other block.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class Coupling(nn.Module):
         g: maps the ``X`` half to the rate of ``Y``.
         dim: the dimension split in halves (1: channels of ``(batch, channels, ...)``).
 
-    :attr:`parts` names the submodule each half's rate uses, so a block knows which
-    normalisation state a one-half evaluation (:meth:`part`) updates.
+    `parts` names the submodule each half's rate uses, so a block knows which
+    normalisation state a one-half evaluation ([`part`][contdepth.nn.Coupling.part]) updates.
     """
 
     parts = ("f", "g")
@@ -58,7 +58,7 @@ class Coupling(nn.Module):
 
 
 def is_partitioned(template: nn.Module) -> bool:
-    """Whether ``template`` computes each half's rate on its own (a :class:`Coupling` or alike).
+    """Whether ``template`` computes each half's rate on its own (a [`Coupling`][contdepth.nn.Coupling] or alike).
 
     The one test the live block and its frozen export share: ``parts`` names the submodule
     of each half, ``part(i, other_half, *context)`` computes half ``i``'s rate, and ``dim``

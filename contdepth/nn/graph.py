@@ -3,19 +3,19 @@
 ``normalized_adjacency`` builds Kipf & Welling's propagation matrix
 ``D^-1/2 (A + I) D^-1/2`` as a coalesced sparse COO tensor straight from the edge list, so
 memory is ``O(E + N)``: a dense ``N x N`` matrix is never formed (Cora's would be 29 MB,
-Pubmed's 1.5 GB). :class:`GCNLayer` is one propagation ``A_hat (x W) + b``; it defines
-``reset_parameters`` so a :class:`~contdepth.nn.ContinuousBlock` can draw independent
+Pubmed's 1.5 GB). [`GCNLayer`][contdepth.nn.GCNLayer] is one propagation ``A_hat (x W) + b``; it defines
+``reset_parameters`` so a [`ContinuousBlock`][contdepth.nn.ContinuousBlock] can draw independent
 initialisations per basis function, and its forward takes the adjacency as a second
 argument, which ContinuousBlock passes through as context at every stage.
 
 Two helpers keep full-batch training fast on CPU, where the sparse kernels dominate:
 
-* :func:`propagate` multiplies by a sparse adjacency through cached CSR copies of the
+* [`propagate`][contdepth.nn.propagate] multiplies by a sparse adjacency through cached CSR copies of the
   matrix and its transpose, with the transpose's product as the backward pass. torch's
   own backward for ``sparse @ dense`` re-derives the transpose on every call; on Cora
   (2,708 nodes, width 16) the forward and backward together drop from 1.1 ms to about
   0.15 ms, and a CGNN epoch makes 80 of them.
-* :func:`feature_dropout` drops the stored values of a sparse feature matrix. A
+* [`feature_dropout`][contdepth.nn.feature_dropout] drops the stored values of a sparse feature matrix. A
   bag-of-words matrix is ~1% non-zero, and dropout leaves zeros at zero, so this has the
   distribution of dense dropout at 1% of the random draws (Cora: 60 ms -> under 1 ms).
 """
@@ -181,7 +181,7 @@ class GCNLayer(nn.Module):
 
     ``x`` is ``(N, in_features)``, dense or sparse COO (bag-of-words features);
     ``adjacency`` a sparse (or dense) ``(N, N)`` matrix, usually
-    :func:`normalized_adjacency`, multiplied through :func:`propagate`. Multiplying
+    [`normalized_adjacency`][contdepth.nn.normalized_adjacency], multiplied through [`propagate`][contdepth.nn.propagate]. Multiplying
     ``x W`` first keeps the sparse product at the narrower width when
     ``out_features < in_features`` (Cora: 1433 -> 16).
     """

@@ -1,9 +1,9 @@
-"""How a :class:`~contdepth.nn.ContinuousBlock` integrates its ODE: interchangeable strategies.
+"""How a [`ContinuousBlock`][contdepth.nn.ContinuousBlock] integrates its ODE: interchangeable strategies.
 
 A block is its depth parameters (basis, coefficients, depth-dependent state) plus one
-:class:`Integration`. :meth:`ContinuousBlock.manifest` swaps in another :class:`FixedGrid`
+[`Integration`][contdepth.nn.Integration]. [`ContinuousBlock.manifest`][contdepth.nn.ContinuousBlock.manifest] swaps in another [`FixedGrid`][contdepth.nn.FixedGrid]
 (scheme, steps and gradient mode: backprop, checkpoint, reversible, adjoint),
-:func:`~contdepth.nn.adaptive_depth` an :class:`Adaptive` one (an embedded pair and
+[`adaptive_depth`][contdepth.nn.adaptive_depth] an [`Adaptive`][contdepth.nn.Adaptive] one (an embedded pair and
 tolerances). A new strategy is a subclass with a ``run`` method that uses the block's public
 stage-value methods.
 """
@@ -27,7 +27,7 @@ Rate = Callable[[StageTime, Tensor], Tensor]
 
 
 class DepthParameters(Protocol):
-    """What a strategy may use of a block (:class:`~contdepth.nn.ContinuousBlock` provides it).
+    """What a strategy may use of a block ([`ContinuousBlock`][contdepth.nn.ContinuousBlock] provides it).
 
     The contract a new strategy (reversible, adjoint) builds on: the depth interval, the
     rate at a fixed grid's stages or at any depth, and the state update after a training pass.
@@ -70,7 +70,7 @@ class Integration(ABC):
 class FixedGrid(Integration):
     """A manifestation: ``n_steps`` equal steps of ``scheme``, and how backward gets its gradients.
 
-    ``gradient`` (see :mod:`contdepth.solvers.gradients`): ``"backprop"``, ``"checkpoint"``
+    ``gradient`` (see `contdepth.solvers.gradients`): ``"backprop"``, ``"checkpoint"``
     (recompute each step in backward), ``"reversible"`` (rebuild the states backwards; a
     reversible scheme) or ``"adjoint"`` (the continuous adjoint on the reversed grid). A
     boolean third argument is the old ``checkpoint`` flag. Without a gradient to compute
@@ -155,8 +155,8 @@ def _refuse_random_rate(block: DepthParameters, mode: str) -> None:
 class Adaptive(Integration):
     """Error-controlled steps of an embedded pair; no step crosses a basis breakpoint.
 
-    ``record`` receives each call's :class:`IntegrationStats` (that is how
-    :func:`~contdepth.nn.adaptive_depth` reports without counters on the modules).
+    ``record`` receives each call's [`IntegrationStats`][contdepth.solvers.IntegrationStats] (that is how
+    [`adaptive_depth`][contdepth.nn.adaptive_depth] reports without counters on the modules).
     """
 
     tableau: ButcherTableau

@@ -9,15 +9,9 @@ from torch import Tensor, nn
 
 from ..solvers import Scheme, available_schemes
 from .block import CoefficientMap, ContinuousBlock
+from .stored_layout import MAX_N_BASIS, MAX_N_STEPS  # the bounds on a stored layout (why: there)
 
 LAYOUT_KEYS = ("basis", "n_basis", "scheme", "n_steps")
-# Bounds on what a layout read from a file may ask for. Trained manifestations use tens of
-# steps and functions (nine refinements of a one-function block reach 512). The cost of
-# loading grows fast with both: the basis change from the built size to ``n_basis`` is
-# cubic in it (about 1 s per block at 512, 7 s at 1024) and the stage plan grows with
-# ``n_steps * n_basis``; so a larger number in a checkpoint is a corrupt or hostile file.
-MAX_N_BASIS = 512
-MAX_N_STEPS = 4096
 
 
 def continuous_blocks(model: nn.Module) -> list[ContinuousBlock]:
@@ -26,7 +20,7 @@ def continuous_blocks(model: nn.Module) -> list[ContinuousBlock]:
 
 
 class ModelManifestation:
-    """Result of :func:`manifest`: applied at once; as a context manager, undone on exit."""
+    """Result of [`manifest`][contdepth.nn.manifest]: applied at once; as a context manager, undone on exit."""
 
     def __init__(self, stack: ExitStack) -> None:
         self._stack = stack
@@ -74,7 +68,7 @@ def check_layout(model: nn.Module, entries: object,
     A layout comes from ``checkpoint.json``, which anyone may have written, and its numbers
     size work: ``n_basis`` a basis change (matrices of that size), ``n_steps`` the stage
     plan each block builds at once. So every entry must be a dict with exactly the keys
-    :func:`layout` writes, name the model's basis family and a known scheme, and hold
+    [`layout`][contdepth.nn.layout] writes, name the model's basis family and a known scheme, and hold
     ``n_steps`` in ``1..MAX_N_STEPS`` and ``n_basis`` in ``1..MAX_N_BASIS``. Given
     ``state`` (the stored ``state_dict``), ``n_basis`` must also be the leading size of
     the block's stored coefficients: the tensors, not the description, bound the work.
@@ -97,7 +91,7 @@ def check_layout(model: nn.Module, entries: object,
 
 
 def check_layout_entries(entries: object) -> list[dict]:
-    """The model-free part of :func:`check_layout`: shapes, types and bounds of every entry."""
+    """The model-free part of [`check_layout`][contdepth.nn.check_layout]: shapes, types and bounds of every entry."""
     if not isinstance(entries, list):
         raise ValueError(f"layout: must be a list with one entry per block, got {type(entries).__name__}")
     for i, entry in enumerate(entries):
@@ -148,11 +142,11 @@ def named_continuous_blocks(model: nn.Module) -> list[tuple[str, ContinuousBlock
 
 
 def apply_layout(model: nn.Module, entries: list[dict], *, shapes_only: bool = False) -> None:
-    """Give every block the basis size and manifestation in ``entries`` (from :func:`layout`).
+    """Give every block the basis size and manifestation in ``entries`` (from [`layout`][contdepth.nn.layout]).
 
     Coefficient *values* are not meaningful afterwards: this prepares a freshly built
     model to receive a state dict saved after refinement or projection. ``entries`` are
-    checked first (:func:`check_layout`), so a bad one fails before any basis change.
+    checked first ([`check_layout`][contdepth.nn.check_layout]), so a bad one fails before any basis change.
     ``shapes_only`` changes the basis sizes (all a ``state_dict``'s shapes depend on) but
     not the manifestation, whose stage plan is built eagerly: for a skeleton on the
     ``meta`` device that is only compared with stored tensors.
@@ -162,10 +156,10 @@ def apply_layout(model: nn.Module, entries: list[dict], *, shapes_only: bool = F
     for block, entry in zip(blocks, entries):
         if shapes_only:
             if entry["n_basis"] != block.n_basis:
-                block.project(entry["n_basis"], 1)
+                block.resize(entry["n_basis"], 1)
             continue
         if entry["n_basis"] != block.n_basis:
-            block.project(entry["n_basis"])
+            block.resize(entry["n_basis"])
         # Switch scheme only when it differs: a model-owned scheme object (LM-ResNet's, with
         # a learnable k) is already in place after building and has no registry name.
         scheme = entry.get("scheme")

@@ -18,9 +18,9 @@ A template is *repeated* when it offers
 
 ``template(x, *context)`` must be application 0, the rate of the state: it is what every
 other scheme evaluates, so the ODE the block integrates is ``dx/dt = application 0``. A
-:class:`~contdepth.nn.ContinuousBlock` with such a template offers
+[`ContinuousBlock`][contdepth.nn.ContinuousBlock] with such a template offers
 ``rate.application(stage, x, j)`` to schemes that compose the rate
-(:class:`~contdepth.solvers.NeumannSeries`, whose ``composes`` is true).
+([`NeumannSeries`][contdepth.solvers.NeumannSeries], whose ``composes`` is true).
 """
 
 from __future__ import annotations

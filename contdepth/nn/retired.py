@@ -6,7 +6,7 @@ updating tensors that the model no longer uses, and the block would silently nev
 again.  Refinement with ``contdepth.train.refine_with_optimizer`` swaps the optimizer
 over (and maps its momentum); anything else is a mistake that we answer at the next
 ``optimizer.step()``: a global step pre-hook, installed once when ``contdepth.nn`` is
-imported, raises :class:`RetiredParameterError` when an optimizer holds a retired
+imported, raises `RetiredParameterError` when an optimizer holds a retired
 Parameter.
 
 Cost: the registry holds weak references only, so a retired Parameter that nobody
@@ -61,9 +61,10 @@ def _refuse_retired_parameters(optimizer: torch.optim.Optimizer, args: tuple, kw
     stale = sum(1 for group in optimizer.param_groups for p in group["params"] if is_retired(p))
     if stale:
         raise RetiredParameterError(
-            f"optimizer: holds {stale} parameter(s) that ContinuousBlock.refine() or project() replaced, so the "
-            "block would never train again; refine with contdepth.train.refine_with_optimizer(model, optimizer) "
-            "(it maps the momentum too) or build a new optimizer after refining"
+            f"optimizer: holds {stale} parameter(s) that ContinuousBlock.refine() or project() replaced (or a "
+            "load_state_dict of another basis size), so the block would never train again; refine with "
+            "contdepth.train.refine_with_optimizer(model, optimizer) (it maps the momentum too) or build a new "
+            "optimizer after refining or loading"
         )
     return None
 

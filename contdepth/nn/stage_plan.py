@@ -1,7 +1,7 @@
 """Where a manifestation evaluates ``theta``: its stage plan and the values there.
 
-A :class:`StagePlan` depends only on the manifestation (scheme, steps) and the basis, so a
-block builds it once per manifestation and caches it; :class:`StageValues` are the
+A [`StagePlan`][contdepth.nn.StagePlan] depends only on the manifestation (scheme, steps) and the basis, so a
+block builds it once per manifestation and caches it; [`StageValues`][contdepth.nn.StageValues] are the
 template's tensors at the plan's distinct stage values (what a fixed-grid forward pass and a
 static export both use).
 """
@@ -28,7 +28,7 @@ just before the right one, so "the deepest depth sampled" is one key.
 
 
 def depth_key(position: Fraction, left: bool) -> DepthKey:
-    """The :data:`DepthKey` of reading depth ``position`` (of the interval) from the ``left`` side or not."""
+    """The `DepthKey` of reading depth ``position`` (of the interval) from the ``left`` side or not."""
     return (Fraction(position), 0 if left else 1)
 
 
@@ -41,10 +41,10 @@ class StagePlan:
 
     Attributes:
         scheme, schedule: the manifestation's scheme and its exact stage times.
-        row_of_point: schedule point index (:attr:`StageTime.index`) -> row of ``weights``.
+        row_of_point: schedule point index (`StageTime.index`) -> row of ``weights``.
         weights: ``(rows, n_basis)`` basis weights of each *distinct* stage value.
         one_hot: when every row selects one function: that function's index per row.
-        row_span: per row, the lowest and highest :data:`DepthKey` of the points reading it.
+        row_span: per row, the lowest and highest `DepthKey` of the points reading it.
         state_weights: the basis weights the normalisation *state* is read with per row,
             when they differ from ``weights``: a point deeper (or shallower) than the
             state was ever sampled reads it at the deepest (shallowest) sampled depth.
@@ -83,7 +83,7 @@ class StagePlan:
     def evaluate(self, coefficients: Iterator[Tensor], *, state: bool = False) -> list[tuple[Tensor, ...]]:
         """For each distinct stage row, every coefficient tensor evaluated there (in order).
 
-        ``state=True``: with the rows' :attr:`state_weights` (normalisation state).
+        ``state=True``: with the rows' `state_weights` (normalisation state).
         """
         rows = len(self.weights)
         one_hot = self.state_one_hot if state and self.state_weights is not None else self.one_hot
@@ -98,10 +98,10 @@ class StagePlan:
 
 
 class StageValues(NamedTuple):
-    """The template's tensors at a plan's distinct stage values (see :meth:`ContinuousBlock.values_at_stages`).
+    """The template's tensors at a plan's distinct stage values (see [`ContinuousBlock.values_at_stages`][contdepth.nn.ContinuousBlock.values_at_stages]).
 
-    ``parameters[r]`` holds the values of :attr:`ContinuousBlock.parameter_names` at row
-    ``r``, ``state[r]`` those of :attr:`ContinuousBlock.state_names` (``None`` without
+    ``parameters[r]`` holds the values of `ContinuousBlock.parameter_names` at row
+    ``r``, ``state[r]`` those of `ContinuousBlock.state_names` (``None`` without
     state), and ``shared`` the depth-independent buffers by name.
     """
 

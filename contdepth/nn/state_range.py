@@ -32,7 +32,7 @@ def unknown_range() -> torch.Tensor:
 
 
 class StateRange(NamedTuple):
-    """The lowest and highest :data:`~contdepth.nn.stage_plan.DepthKey` sampled (positions in ``[0, 1]``)."""
+    """The lowest and highest `DepthKey` sampled (positions in ``[0, 1]``)."""
 
     lo: DepthKey
     hi: DepthKey

@@ -1,8 +1,8 @@
 """Calling a block's template with the weights of one depth: a lean ``functional_call``.
 
 ``R(theta(t), x)`` needs the template evaluated with parameters that are not its own.
-:func:`torch.func.functional_call` does that, but its per-call bookkeeping costs 40-70%
-on small templates. :class:`TemplateCall` writes the values straight into the template's
+`torch.func.functional_call` does that, but its per-call bookkeeping costs 40-70%
+on small templates. [`TemplateCall`][contdepth.nn.TemplateCall] writes the values straight into the template's
 parameter and buffer slots for one call and puts the meta placeholders back afterwards.
 """
 
@@ -22,7 +22,7 @@ class TemplateCall:
     Args:
         template: the module; its parameters and buffers are only placeholders.
         parameter_names: the template's parameters without duplicates, in the order in
-            which :meth:`__call__` receives their values (tied parameters appear once).
+            which `__call__` receives their values (tied parameters appear once).
         state_names: the floating-point buffers (normalisation statistics), likewise.
         shared_names: the other buffers (``num_batches_tracked``), likewise.
 
@@ -58,9 +58,9 @@ class TemplateCall:
 
         ``state=None`` leaves the placeholder statistics in place (a template without any).
         ``component=("part", i)`` calls ``template.part(i, x, *context)`` instead: one half's
-        rate of a partitioned template (:class:`~contdepth.nn.Coupling`);
+        rate of a partitioned template ([`Coupling`][contdepth.nn.Coupling]);
         ``("application", j)`` calls ``template.application(j, x, *context)``: the ``j``-th
-        application of a repeated template (:mod:`contdepth.nn.repeated`).
+        application of a repeated template (`contdepth.nn.repeated`).
         The output is checked to be a rate for ``x`` (same shape and dtype).
         """
         for table, leaf, i in self._parameter_slots:

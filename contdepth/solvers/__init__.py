@@ -1,9 +1,9 @@
 """Integration schemes: validated Butcher tableaux, multistep methods, one fixed-grid and one adaptive driver.
 
-A scheme supplies ``init`` and ``step``; :func:`solve_fixed_grid` owns the loop, the saved
-outputs, checkpointing and the statistics, and :func:`solve_adaptive` reuses the same
-Runge-Kutta step under a :class:`StepController`.  :func:`integrate` and
-:func:`integrate_adaptive` are the user-facing entry points; both return a :class:`Solution`.
+A scheme supplies ``init`` and ``step``; [`solve_fixed_grid`][contdepth.solvers.solve_fixed_grid] owns the loop, the saved
+outputs, checkpointing and the statistics, and [`solve_adaptive`][contdepth.solvers.solve_adaptive] reuses the same
+Runge-Kutta step under a [`StepController`][contdepth.solvers.StepController].  `integrate` and
+[`integrate_adaptive`][contdepth.solvers.integrate_adaptive] are the user-facing entry points; both return a [`Solution`][contdepth.solvers.Solution].
 """
 
 from .adaptive import StepController, adaptive_rate_stage, solve_adaptive

@@ -1,7 +1,7 @@
 """The adaptive driver: an embedded Runge-Kutta pair with error control, exact step bookkeeping.
 
-It reuses :func:`~contdepth.solvers.rk_step`, the same step the fixed grid takes; what differs
-is the :class:`StepController` that chooses each step's size.  Step boundaries are exact
+It reuses [`rk_step`][contdepth.solvers.rk_step], the same step the fixed grid takes; what differs
+is the [`StepController`][contdepth.solvers.StepController] that chooses each step's size.  Step boundaries are exact
 rationals, so a step clipped to a breakpoint (where the rate may jump) or to a requested
 output time ends *exactly* there.
 """
@@ -36,7 +36,7 @@ class StepController:
         first_step: the first step's size; ``None`` picks it from the rate at ``t0``
             (Hairer, Norsett & Wanner, Solving ODEs I, Sec. II.4, "starting step size").
         max_steps: the most step attempts (accepted and rejected) before
-            :class:`MaxStepsExceeded`.
+            [`MaxStepsExceeded`][contdepth.solvers.MaxStepsExceeded].
     """
 
     safety: float = 0.9

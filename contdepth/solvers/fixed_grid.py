@@ -1,6 +1,6 @@
 """The one fixed-grid driver: every scheme's loop, path, checkpointing and statistics.
 
-A :class:`~contdepth.solvers.Scheme` supplies ``init`` and ``step``; this driver walks the
+A [`Scheme`][contdepth.solvers.Scheme] supplies ``init`` and ``step``; this driver walks the
 schedule.  Keeping the loop in one place gives every scheme (Runge-Kutta, Adams-Bashforth,
 LM-ResNet, and whatever a user registers) the same meaning of ``checkpoint`` and the same
 saved outputs, and leaves a new integration strategy (reversible, adjoint) one place to hook in.
@@ -35,7 +35,7 @@ def solve_fixed_grid(
             cost time and save no peak memory.
 
     Returns:
-        A :class:`Solution`; ``stats.n_evaluations`` is the scheme's count for the grid.
+        A [`Solution`][contdepth.solvers.Solution]; ``stats.n_evaluations`` is the scheme's count for the grid.
     """
     steps = schedule.steps
     sizes = schedule.step_sizes or (schedule.step_size,) * len(steps)
@@ -71,7 +71,7 @@ def solve_fixed_grid(
 
 def reconstruct_fixed_grid(scheme: Scheme, rate: Rate, end: Tensor | tuple[Tensor, ...],
                            schedule: StageSchedule) -> Tensor:
-    """The input ``x0`` of :func:`solve_fixed_grid` recomputed from the final carry ``end``.
+    """The input ``x0`` of [`solve_fixed_grid`][contdepth.solvers.solve_fixed_grid] recomputed from the final carry ``end``.
 
     Walks the schedule backwards with the scheme's ``step_back``; no state of the forward
     pass is needed, which is what reversible architectures (RevNet) use to avoid storing

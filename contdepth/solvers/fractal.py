@@ -13,7 +13,7 @@ column, its second layer included). With ``F_i = h f(t_i, .)``:
 
 Expanding, ``x+ = x + h/2 f(t_n, x) + h/2 f(t_n + h, y)``: Heun's method written in the
 Shu-Osher (convex combination) form, which is how the join computes it. The two forms agree
-to round-off; :attr:`FractalJoin.tableau` is the equivalent tableau, from which the
+to round-off; `FractalJoin.tableau` is the equivalent tableau, from which the
 scheme's order, stability and error constant follow.
 """
 

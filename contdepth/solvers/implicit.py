@@ -35,7 +35,7 @@ class NeumannSeries(Scheme):
     PolyNet's units do: it is the architecture's reading, not a convergent integrator in general.
 
     A rate that offers ``rate.application(stage, x, j)`` (a block with a repeated template,
-    :mod:`contdepth.nn.repeated`) is asked for application ``j`` at the ``j``-th term: PolyNet
+    `contdepth.nn.repeated`) is asked for application ``j`` at the ``j``-th term: PolyNet
     keeps one normalisation per application, since ``F(x)`` is distributed unlike ``x``.
     """
 
@@ -71,13 +71,13 @@ class BackwardEuler(Scheme):
     The iteration ``y_{j+1} = x_n + h f(t_{n+1}, y_j)`` starts from the forward-Euler
     predictor and stops when ``max |y_{j+1} - y_j| <= atol + rtol * max |y_{j+1}|``. It
     converges when ``h`` times the rate's Lipschitz constant is below 1; otherwise
-    :class:`NotConverged` names the step and suggests more steps.
+    [`NotConverged`][contdepth.solvers.NotConverged] names the step and suggests more steps.
 
     Gradients flow through the iterations (the unrolled loop is differentiated as it ran).
     That is exact for the computed iterate and costs memory per iteration; an implicit
     derivative would treat the iterate as the exact solution, which it is only to ``rtol``.
 
-    The number of evaluations depends on the data, so :attr:`fixed_evaluations` is
+    The number of evaluations depends on the data, so `fixed_evaluations` is
     ``False`` and the driver counts them. Order 1.
     """
 

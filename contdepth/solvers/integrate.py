@@ -1,8 +1,8 @@
-"""The two entry points: :func:`integrate` (fixed grid) and :func:`integrate_adaptive`.
+"""The two entry points: `integrate` (fixed grid) and [`integrate_adaptive`][contdepth.solvers.integrate_adaptive].
 
 Both check their arguments, adapt a plain ``f(t, x)`` to the ``rate(stage, x)`` contract,
-and hand over to a driver (:func:`~contdepth.solvers.solve_fixed_grid`,
-:func:`~contdepth.solvers.solve_adaptive`); both always return a :class:`Solution`.
+and hand over to a driver ([`solve_fixed_grid`][contdepth.solvers.solve_fixed_grid],
+[`solve_adaptive`][contdepth.solvers.solve_adaptive]); both always return a [`Solution`][contdepth.solvers.Solution].
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def integrate(
     Args:
         f: the right-hand side; called as ``f(t, x)`` with a float ``t``.
         x0: initial state, any shape and floating dtype, on any device.
-        scheme: a registered name (see :func:`available_schemes`), a tableau or a scheme.
+        scheme: a registered name (see [`available_schemes`][contdepth.solvers.available_schemes]), a tableau or a scheme.
         n_steps: number of steps, any integer >= 1.
         t_eval: times in ``[t0, t1]``, monotone from ``t0`` to ``t1``, at which to save the
             state (like the ``t`` of torchdiffeq's ``odeint``). A time inside a step splits
@@ -128,7 +128,7 @@ def integrate(
             precision) is that grid point.
         return_path: save the state at ``t0`` and after every step.
         checkpoint: the same as ``gradient="checkpoint"`` (kept as an alias).
-        gradient: how backward gets its gradients (see :mod:`contdepth.solvers.gradients`):
+        gradient: how backward gets its gradients (see `contdepth.solvers.gradients`):
             ``"backprop"`` (store every activation), ``"checkpoint"`` (store each step's
             input, recompute the step), ``"reversible"`` (store nothing; rebuild the states
             backwards; reversible schemes only, the same gradient as backprop to round-off)
@@ -141,7 +141,7 @@ def integrate(
             input before the gradient is recomputed by backprop, with a warning.
 
     Returns:
-        A :class:`Solution`: ``.state`` at ``t1``, ``.stats``, and with ``t_eval`` or
+        A [`Solution`][contdepth.solvers.Solution]: ``.state`` at ``t1``, ``.stats``, and with ``t_eval`` or
         ``return_path`` the saved times ``.ts`` and states ``.ys`` (shape ``(len(ts), *x0.shape)``).
     """
     resolved = get_scheme(scheme)
@@ -191,8 +191,8 @@ def integrate_adaptive(
     x0: Tensor,
     *,
     scheme: str | ButcherTableau = "dopri5",
-    rtol: float,
-    atol: float,
+    rtol: float = 1e-3,
+    atol: float = 1e-6,
     t0: float = 0.0,
     t1: float = 1.0,
     t_eval: Iterable[float] | Tensor | None = None,
@@ -213,17 +213,25 @@ def integrate_adaptive(
     tensor shares one step size.
 
     Args:
+        rtol: relative tolerance (default ``1e-3``).
+        atol: absolute tolerance (default ``1e-6``). The defaults are SciPy's ``solve_ivp``
+            ones: about three correct digits, what a network's float32 activations use.
+            torchdiffeq's ``1e-7`` / ``1e-9`` sit at float32's rounding (``2**-23`` is
+            1.2e-7), so on a float32 state the error estimate is partly rounding, and they
+            cost several times the steps (13 instead of 3 on a smooth scalar test) for
+            digits a float32 network does not read. diffrax has no defaults. For a reference
+            solution pass tighter values and a float64 state.
         t_eval: times in ``[t0, t1]``, increasing, at which to save the state.
-        controller: the step-size controller (:class:`StepController`: safety factor,
+        controller: the step-size controller ([`StepController`][contdepth.solvers.StepController]: safety factor,
             factor bounds, first step, max steps).  ``max_steps`` and ``first_step``
             are shorthands that override the controller's values.
         return_path: save ``t0`` and the end of every accepted step.
         gradient: ``"backprop"`` (through the accepted steps) or ``"adjoint"``: the backward
             pass solves the adjoint system adaptively from ``t1`` to ``t0`` with the same
-            pair, tolerances and breakpoints; ``params`` as for :func:`integrate`.
+            pair, tolerances and breakpoints; ``params`` as for `integrate`.
 
     Returns:
-        A :class:`Solution`; ``stats.step_ends`` holds every accepted step's end.
+        A [`Solution`][contdepth.solvers.Solution]; ``stats.step_ends`` holds every accepted step's end.
 
     Raises:
         MaxStepsExceeded: more than ``max_steps`` steps were attempted.

@@ -13,15 +13,15 @@ the symplectic Euler method). With ``F = h f_X(t_n, .)`` and ``G = h f_Y(t_n, .)
 
 Each step is exactly invertible when ``f_X`` reads only ``Y`` and ``f_Y`` only ``X``:
 ``Y_n = Y_{n+1} - h f_Y(X_{n+1})`` and then ``X_n = X_{n+1} - h f_X(Y_n)``, which is what
-lets RevNet recompute activations instead of storing them (:meth:`RevNetCoupling.step_back`).
+lets RevNet recompute activations instead of storing them ([`RevNetCoupling.step_back`][contdepth.solvers.RevNetCoupling.step_back]).
 
 The rate contract: ``rate(stage, z)`` on the whole state returns the whole rate
 ``[f_X, f_Y]`` (so every other scheme integrates the same coupled equation). A rate may
 also offer ``rate.part(stage, half, i)``, the rate of half ``i`` (0: ``X``, 1: ``Y``) from
 the *other* half alone; the scheme then evaluates only what the step uses, which halves
-the cost. A :class:`~contdepth.nn.ContinuousBlock` whose template is a
-:class:`~contdepth.nn.Coupling` offers it (``rate.part.dim`` is the dimension its template
-splits); :func:`~contdepth.solvers.integrate` wraps a plain ``f(t, z)`` and so always uses
+the cost. A [`ContinuousBlock`][contdepth.nn.ContinuousBlock] whose template is a
+[`Coupling`][contdepth.nn.Coupling] offers it (``rate.part.dim`` is the dimension its template
+splits); `integrate` wraps a plain ``f(t, z)`` and so always uses
 the whole rate.
 """
 
@@ -74,7 +74,7 @@ class RevNetCoupling(Scheme):
     def split_dim(self, z: Tensor, rate: Rate | None = None) -> int:
         """The dimension of ``z`` split in halves: the scheme's ``dim``, else the one ``rate.part`` splits, else the default.
 
-        A rate whose ``part`` names its ``dim`` (a block with a :class:`~contdepth.nn.Coupling`
+        A rate whose ``part`` names its ``dim`` (a block with a [`Coupling`][contdepth.nn.Coupling]
         template) fixes the split; a scheme given another ``dim`` is refused rather than
         integrating halves the template does not have.
         """
@@ -119,7 +119,7 @@ class RevNetCoupling(Scheme):
 
     def step_back_vjp(self, rate: Rate, carry: Carry, adjoint: Carry, n: int, stages: tuple[StageTime, ...],
                       h: float, params: tuple[Tensor, ...]) -> tuple[Carry, Carry, list]:
-        """:meth:`step_back` and the step's vector-Jacobian product from the same two half-evaluations.
+        """[`step_back`][contdepth.solvers.RevNetCoupling.step_back] and the step's vector-Jacobian product from the same two half-evaluations.
 
         RevNet's own backward pass (Gomez et al. 2017, Algorithm 1): rebuild ``Y`` with
         ``G(X+)``, then ``X`` with ``F(Y)``, each evaluated once with a graph.

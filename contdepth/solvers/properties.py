@@ -1,7 +1,7 @@
 """What a scheme is, in numbers: order, cost, stability on the negative real axis, error constant.
 
-``contdepth schemes`` prints :func:`scheme_table`; :func:`scheme_properties` gives one scheme's
-:class:`SchemeProperties`. For ``x' = lambda x`` and ``z = h lambda`` a one-step scheme gives
+``contdepth schemes`` prints [`scheme_table`][contdepth.solvers.scheme_table]; [`scheme_properties`][contdepth.solvers.scheme_properties] gives one scheme's
+[`SchemeProperties`][contdepth.solvers.SchemeProperties]. For ``x' = lambda x`` and ``z = h lambda`` a one-step scheme gives
 ``x+ = R(z) x`` and a multistep one the recurrence of its characteristic polynomial
 ``rho(zeta) - z sigma(zeta)``; the *stability interval* is the largest ``r`` with every
 ``z`` in ``[-r, 0]`` stable (``|R(z)| <= 1``, or all roots ``|zeta| <= 1``).
@@ -159,7 +159,7 @@ def lm_resnet_modified_equation(k: float) -> str:
 
 
 def scheme_properties(scheme: str | Scheme, *, lm_k: float | None = None) -> SchemeProperties:
-    """The :class:`SchemeProperties` of a scheme (a registered name or an object)."""
+    """The [`SchemeProperties`][contdepth.solvers.SchemeProperties] of a scheme (a registered name or an object)."""
     resolved = get_scheme(scheme)
     name = resolved.name
     if isinstance(resolved, RungeKutta):
@@ -222,7 +222,7 @@ def scheme_table(names: list[str] | None = None, *, lm_k: float = -0.05) -> list
 
 
 def format_scheme_table(rows: list[SchemeProperties]) -> str:
-    """A plain-text table of :func:`scheme_table` (what ``contdepth schemes`` prints)."""
+    """A plain-text table of [`scheme_table`][contdepth.solvers.scheme_table] (what ``contdepth schemes`` prints)."""
     def show(value: float | None, digits: int = 4) -> str:
         if value is None:
             return "-"

@@ -40,7 +40,7 @@ def available_schemes() -> list[str]:
 
 
 def get_scheme(scheme: str | Scheme | ButcherTableau) -> Scheme:
-    """Resolve a scheme name, tableau or scheme object to a :class:`Scheme`."""
+    """Resolve a scheme name, tableau or scheme object to a [`Scheme`][contdepth.solvers.Scheme]."""
     if isinstance(scheme, Scheme):
         return scheme
     if isinstance(scheme, ButcherTableau):

@@ -1,7 +1,7 @@
 """Reversible schemes: each step can be undone from its output alone (``step_back``).
 
 Backpropagation through a reversible scheme needs no stored activations: the backward pass
-rebuilds the states step by step from the final one (:func:`~contdepth.solvers.solve_reversible`).
+rebuilds the states step by step from the final one ([`solve_reversible`][contdepth.solvers.solve_reversible]).
 
 - ``reversible_heun`` (Kidger, Foster, Li & Lyons, "Efficient and Accurate Gradients for
   Neural SDEs", NeurIPS 2021): a state ``y`` and an auxiliary ``z`` (``z_0 = y_0``),
@@ -110,7 +110,7 @@ class ReversibleHeun(Scheme):
 
     def step_back_vjp(self, rate: Rate, carry: Carry, adjoint: Carry, n: int, stages: tuple[StageTime, ...],
                       h: float, params: tuple[Tensor, ...]) -> tuple[Carry, Carry, Grads]:
-        """:meth:`step_back` and the step's vector-Jacobian product from the same two evaluations.
+        """[`step_back`][contdepth.solvers.ReversibleHeun.step_back] and the step's vector-Jacobian product from the same two evaluations.
 
         The rebuilt states are the forward step's stage inputs, so the rates evaluated to
         rebuild them (with a graph) are the ones the step's derivative needs: two
@@ -171,7 +171,7 @@ class AsynchronousLeapfrog(Scheme):
 
     def step_back_vjp(self, rate: Rate, carry: Carry, adjoint: Carry, n: int, stages: tuple[StageTime, ...],
                       h: float, params: tuple[Tensor, ...]) -> tuple[Carry, Carry, Grads]:
-        """:meth:`step_back` and the step's vector-Jacobian product from the same evaluation."""
+        """[`step_back`][contdepth.solvers.AsynchronousLeapfrog.step_back] and the step's vector-Jacobian product from the same evaluation."""
         x1, v1 = carry
         ax1, av1 = adjoint
         k_leaf, u = evaluate_with_graph(rate, stages[-1], torch.add(x1, v1, alpha=-h / 2))

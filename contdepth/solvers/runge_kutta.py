@@ -1,4 +1,4 @@
-"""One generic explicit Runge-Kutta step that runs every :class:`ButcherTableau`."""
+"""One generic explicit Runge-Kutta step that runs every [`ButcherTableau`][contdepth.solvers.ButcherTableau]."""
 
 from __future__ import annotations
 

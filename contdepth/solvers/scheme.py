@@ -1,7 +1,7 @@
 """What every fixed-grid scheme shares: exact stage times and the ``rate(stage, x)`` contract.
 
 A scheme integrates ``dx/dt = rate(stage, x)`` on a uniform grid of ``n_steps`` steps.
-``stage`` is a :class:`StageTime`: a float time for ordinary right-hand sides plus the
+``stage`` is a [`StageTime`][contdepth.solvers.StageTime]: a float time for ordinary right-hand sides plus the
 *exact* time and the side from which a discontinuous depth function must be read.
 The schedule of stage times depends only on the scheme and the grid, so it is
 computed once (with rational arithmetic) and cached; the per-step loop only walks a
@@ -50,7 +50,7 @@ class StageSchedule(NamedTuple):
 
     Attributes:
         steps: per step, its stages.
-        points: the distinct ``(exact time, left)`` pairs, by :attr:`StageTime.index`.
+        points: the distinct ``(exact time, left)`` pairs, by `StageTime.index`.
         step_size: the size of every step on a uniform grid (on a split grid, the size of
             the uniform steps it was split from).
         grid: the ``n_steps + 1`` exact step boundaries, ``grid[0] = t0`` and ``grid[-1] = t1``.
@@ -139,8 +139,8 @@ Carry = tuple  # a scheme's state between steps: ``carry[0]`` is the solution, t
 class Scheme(ABC):
     """A fixed-grid integration scheme (explicit Runge-Kutta or linear multistep).
 
-    A scheme supplies :meth:`init` (the carry before the first step) and :meth:`step`
-    (one step); a new multistep method is those two methods and :meth:`stage_offsets`.
+    A scheme supplies [`init`][contdepth.solvers.Scheme.init] (the carry before the first step) and [`step`][contdepth.solvers.Scheme.step]
+    (one step); a new multistep method is those two methods and [`stage_offsets`][contdepth.solvers.Scheme.stage_offsets].
     """
 
     name: str
@@ -219,7 +219,7 @@ class Scheme(ABC):
     def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
         """Take step ``n`` of size ``h`` with stages ``stages``; return the next carry.
 
-        A step must only *compute*: the fixed-grid driver (:func:`~contdepth.solvers.solve_fixed_grid`)
+        A step must only *compute*: the fixed-grid driver ([`solve_fixed_grid`][contdepth.solvers.solve_fixed_grid])
         owns the loop, the path, checkpointing and the statistics, so every scheme gets
         them alike.  ``carry[0]`` is the solution after the step.
         """

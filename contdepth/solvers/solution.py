@@ -28,11 +28,11 @@ class IntegrationStats:
 
 @dataclass(frozen=True, eq=False)
 class Solution:
-    """The result of :func:`~contdepth.integrate` and :func:`~contdepth.integrate_adaptive`.
+    """The result of `integrate` and [`integrate_adaptive`][contdepth.solvers.integrate_adaptive].
 
     Attributes:
         state: the state at ``t1``.
-        stats: steps and rate evaluations taken (:class:`IntegrationStats`).
+        stats: steps and rate evaluations taken ([`IntegrationStats`][contdepth.solvers.IntegrationStats]).
         ts: the times of the saved outputs, or ``None`` when nothing was saved: the
             requested ``t_eval``, or with ``return_path`` ``t0`` and every step's end.
         ys: the states at ``ts`` stacked along a new first dimension,
@@ -50,7 +50,7 @@ class Solution:
 
     @property
     def path(self) -> Tensor | None:
-        """Alias of :attr:`ys` for readers who asked for the whole path (``return_path=True``)."""
+        """Alias of `ys` for readers who asked for the whole path (``return_path=True``)."""
         return self.ys
 
     def __repr__(self) -> str:

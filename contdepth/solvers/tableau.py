@@ -1,10 +1,10 @@
 """Butcher tableaux as validated, immutable values.
 
 A Runge-Kutta method *is* its tableau: the step itself is one generic routine
-(:func:`contdepth.solvers.runge_kutta.rk_step`).  Keeping the coefficients as data
+([`contdepth.solvers.runge_kutta.rk_step`][contdepth.solvers.rk_step]).  Keeping the coefficients as data
 lets us check them once, at construction, instead of trusting hand-written step code.
 
-Coefficients are stored as exact :class:`fractions.Fraction` values (``float``,
+Coefficients are stored as exact `fractions.Fraction` values (``float``,
 ``int``, ``Fraction`` and strings such as ``"1/3"`` are accepted).  Exactness matters
 for the stage *times*: with a piecewise-constant depth basis a stage at ``c = 1/3``
 of a step may land exactly on a breakpoint, and a float ``1/3`` would quietly fall
@@ -63,8 +63,8 @@ class ButcherTableau:
             solution; they must sum to 0.  Needed for adaptive stepping.
         reference: where the coefficients come from.
 
-    The classical order (:attr:`order`) and the order of the embedded solution
-    (:attr:`embedded_order`) are *computed* from the rooted-tree order conditions,
+    The classical order ([`order`][contdepth.solvers.ButcherTableau.order]) and the order of the embedded solution
+    ([`embedded_order`][contdepth.solvers.ButcherTableau.embedded_order]) are *computed* from the rooted-tree order conditions,
     so a mistyped coefficient shows up as a lower order instead of silently passing.
     """
 

@@ -17,12 +17,12 @@ fsynced, then ``os.replace``). The JSON file is written *after* its tensor file 
 commit point: a crash at any moment leaves the previous checkpoint complete and loadable.
 Older ``checkpoint-*.safetensors`` files of the same run are removed afterwards.
 
-Loading reads JSON with :mod:`json` and tensors with :mod:`safetensors`, whose format is a
+Loading reads JSON with `json` and tensors with `safetensors`, whose format is a
 JSON header plus raw little-endian buffers: there is no pickle anywhere, so a checkpoint
 from an untrusted source can at worst fail to load, never run code. Nor can it make loading
 hang or allocate without bound: every field is checked against the tensors before anything
-is built (:mod:`contdepth.train.checkpoint_schema`), and each failure is one
-:class:`CheckpointError` naming the file and the field.
+is built (`contdepth.train.checkpoint_schema`), and each failure is one
+[`CheckpointError`][contdepth.train.CheckpointError] naming the file and the field.
 """
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ from .config import CUSTOM_MODEL, ConfigError, TrainConfig
 from .optim import group_names
 
 CHECKPOINT_JSON = "checkpoint.json"
-TENSOR_FILE = re.compile(r"^checkpoint-(\d+)\.safetensors$")
+# Used with fullmatch (with match, "$" passes a name ending in a newline) and ASCII digits (\d takes any script's).
+TENSOR_FILE = re.compile(r"checkpoint-([0-9]+)\.safetensors")
 FORMAT = "contdepth-checkpoint"
 FORMAT_VERSION = 2
 """2: every ContinuousBlock with normalisation state stores the depths it was sampled at
 (``state_depth_range``). Format 1 is read: such a block is taken as sampled on the
-manifestation it was saved with (the one it trained on); see :func:`upgrade_model_state`."""
+manifestation it was saved with (the one it trained on); see `upgrade_model_state`."""
 STATE_RANGE_KEY = "state_depth_range"
 
 
@@ -85,7 +86,7 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
                     config: dict | None = None, model_config: dict | None = None) -> Path:
     """Write the checkpoint of ``model`` into ``run_dir``.
 
-    ``model_config`` (default: :func:`model_identity`) is how the model is rebuilt: a model
+    ``model_config`` (default: `model_identity`) is how the model is rebuilt: a model
     built by ``contdepth.models.create`` by its name and options; the user's own module is
     recorded by class as ``"custom"``, and loading it needs an instance
     (``load_checkpoint(run, model=MyNet())``).
@@ -128,7 +129,7 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
     from safetensors.torch import save as save_tensors
 
     tensor_name = f"checkpoint-{int(epoch):04d}.safetensors"
-    blob = save_tensors(tensors, metadata={"format": FORMAT, "epoch": str(int(epoch))})
+    blob = canonical_safetensors(save_tensors(tensors, metadata={"format": FORMAT, "epoch": str(int(epoch))}))
     atomic_write_bytes(run_dir / tensor_name, blob)
     info = {
         "format": FORMAT,
@@ -149,9 +150,28 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, optimizer: torch.opti
     json_path = run_dir / CHECKPOINT_JSON
     atomic_write_text(json_path, json.dumps(info, indent=1, allow_nan=True) + "\n")
     for other in run_dir.iterdir():  # earlier tensor files of this run, now superseded
-        if TENSOR_FILE.match(other.name) and other.name != tensor_name:
+        if TENSOR_FILE.fullmatch(other.name) and other.name != tensor_name:
             other.unlink(missing_ok=True)
     return json_path
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` (a safetensors file) with its JSON header's keys sorted: the same tensors, the same bytes.
+
+    Why: ``tensors_sha256`` is the SHA-256 of the tensor file and ties the description
+    (and an experiment's steps record) to the weights. safetensors writes its header from a
+    hash map whose key order changes from process to process (the ``__metadata__`` keys), so
+    identical weights got different hashes in different processes. The data section is
+    already ordered by dtype and name; only the header is rewritten (sorted keys, compact,
+    padded with spaces to 8 bytes as safetensors pads it), which leaves every ``data_offsets``
+    valid. The file is then a function of the tensors (names, dtypes, shapes, bytes) and the
+    epoch. Checkpoints written before keep the hash of their own bytes, so they verify as before.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size:]
 
 
 def _has_blocks(model: nn.Module) -> bool:
@@ -178,8 +198,14 @@ class CheckpointInfo:
     model_class: str | None = None  # a "custom" model: the class it was saved from (for messages)
     format_version: int = FORMAT_VERSION
 
+    def __repr__(self) -> str:
+        """One line, every field summarised (the optimizer's state keys and sizes, never its tensors)."""
+        from .checkpoint_summary import summarize
+
+        return summarize(self)
+
     def train_config(self):  # -> TrainConfig
-        """The run's :class:`~contdepth.train.TrainConfig` (``CheckpointError`` if absent/invalid)."""
+        """The run's [`TrainConfig`][contdepth.train.TrainConfig] (``CheckpointError`` if absent/invalid)."""
 
         if not isinstance(self.config, dict):
             raise CheckpointError(f"{self.path}: holds no training config")
@@ -210,7 +236,7 @@ def _require(info: dict, key: str, kind: type | tuple, path: Path) -> Any:
 
 
 def read_description(run_dir: str | Path) -> dict:
-    """``checkpoint.json`` of ``run_dir``, validated as :func:`read_checkpoint` does, without the tensors.
+    """``checkpoint.json`` of ``run_dir``, validated as [`read_checkpoint`][contdepth.train.read_checkpoint] does, without the tensors.
 
     For status checks over many runs (an experiment's): no tensor file is read or hashed.
     The tensors' SHA-256 (``tensors_sha256``) identifies the weights the description goes with.
@@ -231,7 +257,7 @@ def read_description(run_dir: str | Path) -> dict:
     for key, kind in (("layout", list), ("epoch", int), ("history", list)):
         _require(info, key, kind, path)
     tensor_name = _require(info, "tensors", str, path)
-    if not TENSOR_FILE.match(tensor_name):
+    if not TENSOR_FILE.fullmatch(tensor_name):
         raise CheckpointError(f"{path}: malformed checkpoint, tensor file name {tensor_name!r} is not checkpoint-NNNN.safetensors")
     _require(info, "tensors_sha256", str, path)  # required: without it nothing ties the tensors to this file
     check_description(info, path)
@@ -239,10 +265,10 @@ def read_description(run_dir: str | Path) -> dict:
 
 
 def read_checkpoint(run_dir: str | Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
-    """Parse ``checkpoint.json`` (:func:`read_description`) and load its tensor file, checked against its SHA-256.
+    """Parse ``checkpoint.json`` ([`read_description`][contdepth.train.read_description]) and load its tensor file, checked against its SHA-256.
 
     Returns the description and the model's ``state_dict`` tensors (``model.`` prefix
-    removed). Raises :class:`CheckpointError` naming the file for anything unexpected.
+    removed). Raises [`CheckpointError`][contdepth.train.CheckpointError] naming the file for anything unexpected.
     """
     info = read_description(run_dir)
     path = _checkpoint_json(run_dir)
@@ -308,7 +334,7 @@ def upgrade_model_state(info: CheckpointInfo, model: nn.Module, state: dict[str,
     """``state`` with what a checkpoint of an older format lacks for ``model`` (format 1: the sampled depth ranges).
 
     Only the keys the format did not have are added (as "unknown", filled in by
-    :func:`upgrade_model`); anything else missing is still an error of the file.
+    `upgrade_model`); anything else missing is still an error of the file.
     """
     if info.format_version >= 2:
         return state
@@ -415,7 +441,7 @@ def load_checkpoint(run_dir: str | Path, *, device: str | torch.device | None = 
                     model: nn.Module | None = None) -> tuple[nn.Module, CheckpointInfo]:
     """Rebuild the model of a run directory (or a ``checkpoint.json`` path) in eval mode.
 
-    Returns ``(model, info)``; ``info`` is a :class:`CheckpointInfo` (epoch, history,
+    Returns ``(model, info)``; ``info`` is a [`CheckpointInfo`][contdepth.train.CheckpointInfo] (epoch, history,
     config, optimizer state ...). Nothing is unpickled and no code from the files runs.
     A run of the user's own module (``"custom"``) needs ``model``: an instance the stored
     tensors are loaded into.

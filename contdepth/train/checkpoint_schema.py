@@ -5,21 +5,21 @@ size becomes matrices, a step count a stage plan, an epoch a loop and a division
 option an allocation. So loading treats the files as untrusted input:
 
 * only regular files are opened (a FIFO would block the reader forever, a device never
-  end), and ``checkpoint.json`` may be at most :data:`MAX_JSON_BYTES`;
+  end), and ``checkpoint.json`` may be at most `MAX_JSON_BYTES`;
 * JSON nested too deeply for the parser is a malformed file, not a ``RecursionError``;
-* every field has the type and range the writer (:func:`~contdepth.train.save_checkpoint`)
+* every field has the type and range the writer ([`save_checkpoint`][contdepth.train.save_checkpoint])
   gives it, and the fields agree with each other (the history ends at ``epoch``) and with
   the tensors (every optimizer tensor is described, every described one is there);
 * numbers that size work are bounded by what the tensor file holds: a layout's
   ``n_basis`` is the stored coefficients' leading size, a size-like model option is at
   most the number of stored values, and step counts are at most
-  :data:`~contdepth.nn.MAX_N_STEPS`;
+  `MAX_N_STEPS`;
 * the model is built on the ``meta`` device first (no memory) and its ``state_dict``
   compared with the stored tensors, key by key, shape and dtype; only then for real;
 * optimizer hyperparameters lie in their valid ranges and agree with the optimizer being
   restored, and each state tensor has its parameter's shape and dtype (scalar ``step``).
 
-Every failure is a :class:`~contdepth.train.CheckpointError` whose message starts with the
+Every failure is a [`CheckpointError`][contdepth.train.CheckpointError] whose message starts with the
 file's path and names the field (``history[0].epoch: ...``).
 """
 
@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Mapping, NoReturn
 
 import torch
 from torch import nn
 
+from ..common.files import read_regular_bytes
 from ..nn import MAX_N_BASIS, MAX_N_STEPS, check_layout_entries
 from .optim import SECOND_MOMENT_KEYS
 
@@ -43,7 +42,7 @@ from .optim import SECOND_MOMENT_KEYS
 class CheckpointError(ValueError):
     """A checkpoint that is missing, malformed or inconsistent; the message names the file.
 
-    Defined here, below :mod:`contdepth.train.checkpoint` (which re-exports it), so that the
+    Defined here, below `contdepth.train.checkpoint` (which re-exports it), so that the
     checks import nothing from the module that uses them.
     """
 
@@ -76,34 +75,13 @@ def _fail(path: Path, where: str, problem: str) -> NoReturn:
 
 # --- files -----------------------------------------------------------------------------------------
 def read_regular_file(path: Path, what: str, limit: int | None = None) -> bytes:
-    """The bytes of ``path`` if it is a regular file (of at most ``limit`` bytes).
+    """The bytes of ``path`` if it is a regular file (of at most ``limit`` bytes), else a `CheckpointError`.
 
-    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO or a
-    device put in place of a checkpoint file is refused at once instead of blocking the
-    reader, and a file swapped after a ``stat`` cannot slip through.
+    The common reader (`contdepth.common.read_regular_bytes`): opened
+    non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO or a device put
+    in place of a checkpoint file is refused at once instead of blocking the reader.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: is not a regular file, so it cannot be {what}")
-        if limit is not None and info.st_size > limit:
-            raise CheckpointError(f"{path}: is {info.st_size} bytes, more than {what} can be ({limit} bytes)")
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read(-1 if limit is None else limit + 1)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    if limit is not None and len(data) > limit:
-        raise CheckpointError(f"{path}: grew past {limit} bytes while being read")
-    return data
+    return read_regular_bytes(path, what, limit, error=CheckpointError)
 
 
 def parse_json(data: bytes, path: Path) -> dict:
@@ -216,8 +194,15 @@ def _loss(v: object, path: Path, where: str) -> None:
     check_number(v, path, where, finite=False)
 
 
+#: The longest time a row may record (about 31 years) and the most parameters a model may
+#: count: a report sums, squares and divides these, and 1e308 seconds or 10**400 parameters
+#: overflowed there (issue 26) although no run can have them.
+MAX_SECONDS = 1e9
+MAX_PARAMS = 10**13
+
+
 def _seconds(v: object, path: Path, where: str) -> None:
-    check_number(v, path, where, 0.0)
+    check_number(v, path, where, 0.0, MAX_SECONDS)
 
 
 def _counts(v: object, path: Path, where: str) -> None:
@@ -235,8 +220,9 @@ HISTORY_KEYS = {
     "n_steps": _counts, "n_basis": _counts,
     "reconstruction_error": _loss,
     "refined": check_bool,
-    "params": lambda v, p, w: check_int(v, p, w, 0),
-    "epoch_time": _seconds, "total_time": _seconds,
+    "params": lambda v, p, w: check_int(v, p, w, 0, MAX_PARAMS),
+    "epoch_time": _seconds, "total_time": _seconds, "train_time": _seconds, "cpu_time": _seconds,
+    "threads": lambda v, p, w: check_int(v, p, w, 1),
     "world_size": lambda v, p, w: check_int(v, p, w, 1),
     "best_epoch": lambda v, p, w: check_int(v, p, w, 0),
     "schedule_epochs": lambda v, p, w: check_int(v, p, w, 1),
@@ -431,8 +417,8 @@ def check_model_options(options: dict, state: Mapping[str, torch.Tensor], path: 
 
     Every integer option of the registered models is a size of some stored tensor
     (channels, width, classes, basis functions, units, nodes ...), except step counts,
-    which are held to :data:`~contdepth.nn.MAX_N_STEPS`; basis sizes and unit counts are
-    also held to :data:`~contdepth.nn.MAX_N_BASIS`. This bounds the work of building the
+    which are held to `MAX_N_STEPS`; basis sizes and unit counts are
+    also held to `MAX_N_BASIS`. This bounds the work of building the
     model, even on the ``meta`` device (a loop per unit or basis function), by the file
     itself: ``alpha: 1000000`` against a few thousand stored values is refused here.
     """

@@ -1,9 +1,9 @@
 """``TrainConfig``: every option of a training run, validated when it is built.
 
-A config comes from keyword arguments, a YAML file (:meth:`TrainConfig.from_yaml`), a
-plain mapping (:meth:`TrainConfig.from_dict`) or all of them layered
-(:meth:`TrainConfig.from_sources`: defaults, then the file, then explicit overrides such as
-command-line flags). Every problem is a :class:`ConfigError` whose message starts with the
+A config comes from keyword arguments, a YAML file (`TrainConfig.from_yaml`), a
+plain mapping ([`TrainConfig.from_dict`][contdepth.train.TrainConfig.from_dict]) or all of them layered
+([`TrainConfig.from_sources`][contdepth.train.TrainConfig.from_sources]: defaults, then the file, then explicit overrides such as
+command-line flags). Every problem is a `ConfigError` whose message starts with the
 option's name and, where there is a fixed set, lists the allowed values.
 
 Epochs are **1-based** everywhere: ``epochs=10`` runs epochs 1..10, ``metrics.jsonl`` and the
@@ -21,14 +21,13 @@ import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..common.errors import OptionError
-from ..common.validate import check_bool, check_choice, check_int
-from ..data import available_datasets, is_graph_dataset
-from ..models import available_models, is_graph_model, model_options
-from ..models.layers import block_size_limit
-from ..solvers import available_schemes
+from ..common.validate import check_bool, check_choice, check_int, check_plain_value
+from ..common.yaml_input import load_yaml_file
+# The registries (data, models, solvers) import torch: the functions that validate import them,
+# so that reading the fields (``contdepth train --help``) does not load torch.
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
@@ -52,9 +51,11 @@ def check_count(value: object, name: str) -> int:
     """A step or basis count: an integer in ``1..block_size_limit(name)`` (far above any useful value).
 
     Without the upper bound a typo such as ``--n-steps 1000000000`` builds a billion-stage
-    schedule and hangs before anything is printed. The bounds are :data:`contdepth.nn.MAX_N_STEPS`
-    for step counts and :data:`contdepth.nn.MAX_N_BASIS` for basis sizes, which checkpoints obey too.
+    schedule and hangs before anything is printed. The bounds are `contdepth.nn.MAX_N_STEPS`
+    for step counts and `contdepth.nn.MAX_N_BASIS` for basis sizes, which checkpoints obey too.
     """
+
+    from ..models.layers import block_size_limit
 
     check_int(value, name, low=1)
     limit = block_size_limit(name)
@@ -124,6 +125,8 @@ def check_model_data(model: str, data: str) -> None:
     """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
     if model == CUSTOM_MODEL:  # the user's module: the dataset decides the task
         return
+    from ..data import available_datasets, is_graph_dataset
+    from ..models import available_models, is_graph_model
 
     graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
     if graph_model == graph_data:
@@ -140,8 +143,8 @@ def check_model_data(model: str, data: str) -> None:
 
 def option(default: Any = MISSING, *, help: str, group: str, default_factory: Any = MISSING,
            metavar: str | tuple[str, ...] | None = None, flag: bool = True, items: tuple[type, Any] | None = None,
-           choices: tuple[str, ...] | None = None) -> Any:
-    """A :class:`TrainConfig` field with its help: the one source of ``contdepth train --help``.
+           choices: tuple[str, ...] | None = None, listing: Callable[[], str] | None = None) -> Any:
+    """A [`TrainConfig`][contdepth.train.TrainConfig] field with its help: the one source of ``contdepth train --help``.
 
     Args:
         help: what the option means (one or two sentences; the default is added by the CLI).
@@ -152,11 +155,23 @@ def option(default: Any = MISSING, *, help: str, group: str, default_factory: An
             is given as ``--model-option KEY=VALUE`` and the model flags).
         items: for a tuple option, ``(item type, nargs)`` on the command line.
         choices: the values ``--help`` lists and the parser accepts.
+        listing: names the allowed values from their registry, appended to ``help`` when it is
+            read (`TrainConfig.help_text`), so that models registered later (plugins,
+            ``--import``) are listed too; it must not import torch (``contdepth train --help``).
     """
-    metadata = {"help": help, "group": group, "metavar": metavar, "flag": flag, "items": items, "choices": choices}
+    metadata = {"help": help, "group": group, "metavar": metavar, "flag": flag, "items": items, "choices": choices,
+                "listing": listing}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def _model_listing() -> str:
+    """The registry's models, image and graph apart (the registry names them without importing torch)."""
+    from ..models.registry import available_models
+
+    return (f"image models: {', '.join(available_models(graph=False))}; "
+            f"graph models: {', '.join(available_models(graph=True))}")
 
 
 OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph data", "run")
@@ -166,15 +181,15 @@ OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph da
 class TrainConfig:
     """Every option of a training run (see the module docstring for epoch numbering).
 
-    Each field carries its help text (:func:`option`, :meth:`help_text`): the command line
+    Each field carries its help text (`option`, [`help_text`][contdepth.train.TrainConfig.help_text]): the command line
     generates its ``train`` flags, help and defaults from these fields, so the three cannot
-    drift apart. Construction validates every option (:class:`ConfigError` names it).
+    drift apart. Construction validates every option (`ConfigError` names it).
     """
 
     # --- model and data ---
-    model: str = option("continuousnet", group="model and data",
-                        help="model name: continuousnet, resnet, lm_resnet, continuous_mlp; graph models: gcn, gcde, "
-                             "cgnn (contdepth.models.available_models())")
+    model: str = option("continuousnet", group="model and data", listing=_model_listing,
+                        help="model name (contdepth.models.available_models(); your own: "
+                             "contdepth.models.register_model)")
     model_options: dict = option(default_factory=dict, group="model and data", flag=False,
                                  help="keyword options of the model (alpha, n_basis, basis, scheme, n_steps, norm ...); "
                                       "in_channels and num_classes (and image_size where a model takes it) come from "
@@ -282,7 +297,8 @@ class TrainConfig:
         """The help of option ``name`` (what ``contdepth train --help`` shows, without the default)."""
         for f in fields(cls):
             if f.name == name:
-                return f.metadata["help"]
+                listing = f.metadata["listing"]
+                return f.metadata["help"] + (f"; {listing()}" if listing is not None else "")
         raise ConfigError(f"{name}: not an option; allowed: {', '.join(cls.option_names())}")
 
     @classmethod
@@ -365,28 +381,19 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path`` (``yaml.safe_load``: no Python objects are constructed)."""
-    import yaml
+def read_yaml(path: str | Path, what: str = "a training config") -> dict[str, Any]:
+    """A YAML mapping from ``path``, through the one YAML reader (`contdepth.common.load_yaml_file`).
 
+    So a FIFO, an alias bomb, a 10,000-level document, a date or a ``!!python`` tag is one
+    line naming the file, and no Python object is ever built. ``what`` names the file's role
+    in errors (``"an experiment spec"``).
+    """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8")  # YAML is UTF-8 whatever the locale says
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"config: {path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from exc
+    values = load_yaml_file(path, what)
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config: {path} must hold a mapping of option names to values, got {type(values).__name__}")
+        raise ConfigError(f"{path}: must hold a mapping of names to values ({what}), got {type(values).__name__}")
     return values
 
 
@@ -440,6 +447,20 @@ def _float(config: TrainConfig, name: str, low: float | None = None, high: float
     _set(config, name, float(value))
 
 
+# The largest float32: the optimizers multiply the (float32) parameters and gradients by lr, eps and
+# weight_decay as scalars of the parameters' type, and torch refuses a scalar past it mid-step
+# ("value cannot be converted to type float without overflow").
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float32(config: TrainConfig, name: str) -> None:
+    """An optimizer hyperparameter the parameters' float32 arithmetic can hold (checked after `_float`)."""
+    value = getattr(config, name)
+    if value > FLOAT32_MAX:
+        raise ConfigError(f"{name}: must be at most {FLOAT32_MAX:.4g}, the largest float32 (the type the optimizer "
+                          f"computes in), got {value!r}")
+
+
 def _bool(config: TrainConfig, name: str) -> None:
     check_bool(getattr(config, name), name)
 
@@ -472,6 +493,10 @@ def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
+    from ..data import available_datasets, is_graph_dataset
+    from ..models import available_models, model_options
+    from ..solvers import available_schemes
+
     if not isinstance(c.model, str):
         raise ConfigError(f"model: must be a model name; allowed: {', '.join(available_models())}")
     if c.model != CUSTOM_MODEL:
@@ -480,6 +505,7 @@ def _validate(c: TrainConfig) -> None:
         _set(c, "model_options", {})
     if not isinstance(c.model_options, Mapping):
         raise ConfigError(f"model_options: must be a mapping of option names to values, got {c.model_options!r}")
+    check_plain_value(c.model_options, "model_options")  # stored as JSON; bounded before _plain walks it
     _set(c, "model_options", _plain(dict(c.model_options)))
     if c.model == CUSTOM_MODEL:
         if c.model_options:
@@ -511,6 +537,7 @@ def _validate(c: TrainConfig) -> None:
         _set(c, "data_options", {})
     if not isinstance(c.data_options, Mapping):
         raise ConfigError(f"data_options: must be a mapping of option names to values, got {c.data_options!r}")
+    check_plain_value(c.data_options, "data_options")
     _set(c, "data_options", _plain(dict(c.data_options)))
     _seed(c, "split_seed")
     _int(c, "validation_size", 0)
@@ -526,6 +553,7 @@ def _validate(c: TrainConfig) -> None:
     _int(c, "eval_batch_size", 1)
     _choice(c, "optimizer", OPTIMIZERS)
     _float(c, "lr", 0.0, low_open=True)
+    _float32(c, "lr")
     _float(c, "momentum", 0.0, 1.0, high_open=True)
     _bool(c, "nesterov")
     if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
@@ -536,7 +564,9 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError(f"betas: must be two numbers in [0, 1), got {betas!r}")
     _set(c, "betas", tuple(float(b) for b in betas))
     _float(c, "eps", 0.0, low_open=True)
+    _float32(c, "eps")
     _float(c, "weight_decay", 0.0)
+    _float32(c, "weight_decay")
     _bool(c, "decay_norm_and_bias")
     _choice(c, "decay_scope", DECAY_SCOPES)
     if c.decay_scope == "model" and c.decay_norm_and_bias:
@@ -568,7 +598,7 @@ def _validate(c: TrainConfig) -> None:
     if c.out is not None:
         if not isinstance(c.out, (str, Path)) or not str(c.out):
             raise ConfigError(f"out: must be a folder path or null, got {c.out!r}")
-        _set(c, "out", str(c.out))
+        _set(c, "out", str(Path(c.out).expanduser()))  # one path for the checks and the writes (issue 26)
     _int(c, "threads", 1, optional=True)
     check_device(c.device, available=False)  # a saved config names its device; whether it exists here is preflight's
     for name in ("quiet", "overwrite", "resume", "extend", "channels_last", "compile"):

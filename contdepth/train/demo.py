@@ -38,12 +38,15 @@ DEMO_STEPS = (1, 2, 4, 8, 16)
 
 def demo(*, epochs: int | None = None, threads: int | None = 1, quiet: bool = False, out: str | None = None,
          overwrite: bool = False) -> tuple[RunResult, dict]:
-    """Train :data:`DEMO_CONFIG`, print the test accuracy and the manifestation table.
+    """Train `DEMO_CONFIG`, print the test accuracy and the manifestation table.
 
     Returns the run result and the table ``{(scheme, n_steps): accuracy}``.
     """
     import torch
 
+    from ..common.validate import check_threads
+
+    check_threads(threads)  # before torch sizes its thread pool (a million threads abort the process)
     tic = time.perf_counter()
     changes: dict = {"threads": threads, "quiet": quiet, "out": out, "overwrite": overwrite}
     if epochs is not None:

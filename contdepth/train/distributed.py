@@ -2,12 +2,12 @@
 
 ``torchrun --nproc_per_node=N -m contdepth train ...`` starts N copies of the command with
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in their
-environment; :func:`setup` reads them and joins the process group (``gloo`` on CPU,
+environment; `setup` reads them and joins the process group (``gloo`` on CPU,
 ``nccl`` on CUDA). A caller that has already called ``init_process_group`` itself is
 joined as it is. Without those variables a run is a single process and nothing here is
 used.
 
-What data parallelism means in this library (see :class:`~contdepth.data.pipeline.Batches`):
+What data parallelism means in this library (see [`Batches`][contdepth.data.Batches]):
 
 - ``batch_size`` is the **global** batch. Each of the ``W`` processes takes
   ``batch_size / W`` samples of every step, sharded by torch's ``DistributedSampler`` from
@@ -20,7 +20,7 @@ What data parallelism means in this library (see :class:`~contdepth.data.pipelin
   step), so a run written by N processes resumes with any other number.
 - Refinement happens at the same epoch on every rank (it is part of the configuration);
   the parameters it creates are new tensors, so the DDP wrapper is rebuilt around them
-  (:meth:`DistributedContext.wrap`) to register its gradient hooks on the new ones.
+  (`DistributedContext.wrap`) to register its gradient hooks on the new ones.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 class DistributedContext:
     """This process's place in a data-parallel run: ``rank`` of ``world_size`` processes.
 
-    ``owns_group`` records whether :func:`setup` created the process group (and so must
+    ``owns_group`` records whether `setup` created the process group (and so must
     destroy it at the end) or found it initialised by the caller.
     """
 
@@ -108,7 +108,7 @@ class DistributedContext:
 
         On both paths ``destroy_process_group`` frees the group and so joins the gloo worker
         threads while Python is fully alive: no thread is left to free a tensor during
-        interpreter shutdown, which aborted rank 1 (see :func:`_import_what_would_pin_the_group`;
+        interpreter shutdown, which aborted rank 1 (see `_import_what_would_pin_the_group`;
         a barrier cannot prevent that, it orders the ranks, not a rank's own threads).
         """
         if self.owns_group and dist.is_initialized():
@@ -133,10 +133,10 @@ def _import_what_would_pin_the_group() -> None:
     ``DistributedDataParallel`` of a process imports ``torch._dynamo``, which imports
     ``torch.distributed.nn.functional`` and ``torch.distributed.fsdp.sharded_grad_scaler``, whose
     functions take ``group=group.WORLD`` as a default argument; evaluated while our group exists,
-    those defaults hold it for the life of the process, so its threads outlive :meth:`close` into
+    those defaults hold it for the life of the process, so its threads outlive `close` into
     interpreter shutdown. A gloo worker keeps a finished work (and the tensors in it) a moment
     after ``wait()`` returns; when it drops the last reference to a tensor made in Python
-    (:meth:`DistributedContext.sum`'s), it takes the GIL to free the Python object, and if the
+    (`DistributedContext.sum`'s), it takes the GIL to free the Python object, and if the
     main thread has begun finalizing by then, CPython ends that thread with ``pthread_exit``,
     whose unwinding through a ``noexcept`` destructor calls ``std::terminate`` (pytorch issues
     190489 and 38228). Rare, and likelier under CPU load, when a worker waits long for a core.

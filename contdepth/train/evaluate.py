@@ -67,7 +67,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     model is evaluated in eval mode (running statistics) and its mode is restored.
     ``device`` defaults to the model's. A graph dataset (``is_graph``) is evaluated
     full-batch on the nodes of ``split``'s mask (``batch_size`` is then unused).
-    ``distributed`` (a :class:`~contdepth.train.distributed.DistributedContext`, inside a
+    ``distributed`` (a `DistributedContext`, inside a
     data-parallel run) makes each process evaluate every ``W``-th sample and sums the
     results over processes, so all of them return the metrics of the whole split.
     """
@@ -100,7 +100,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
 
 @dataclass(frozen=True)
 class AdaptiveResult:
-    """Accuracy and cost of one adaptive-depth evaluation (:func:`evaluate_adaptive`).
+    """Accuracy and cost of one adaptive-depth evaluation ([`evaluate_adaptive`][contdepth.train.evaluate_adaptive]).
 
     ``evaluations[i]`` and ``steps[i]`` are block ``i``'s rate evaluations and accepted
     steps per batch (mean over the batches); ``fixed_evaluations[i]`` is what the
@@ -123,7 +123,7 @@ class AdaptiveResult:
 def evaluate_adaptive(model: nn.Module, dataset, rtol: float, atol: float, *, scheme: str = "dopri5",
                       batch_size: int = 500, split: str = "test", max_steps: int = 10_000,
                       device: str | torch.device | None = None) -> AdaptiveResult:
-    """Evaluate with every ContinuousBlock integrated adaptively (:func:`contdepth.nn.adaptive_depth`).
+    """Evaluate with every ContinuousBlock integrated adaptively ([`contdepth.nn.adaptive_depth`][contdepth.nn.adaptive_depth]).
 
     The step size is shared by a batch (its error norm is an RMS over the batch), so the
     evaluation counts depend a little on ``batch_size``.

@@ -1,6 +1,6 @@
 """Image classification: mini-batch training, the model of the last epoch.
 
-The task the one loop (:class:`~contdepth.train.Trainer`) runs for image datasets:
+The task the one loop ([`Trainer`][contdepth.train.Trainer]) runs for image datasets:
 an epoch is a pass over ``train.epoch_batches(e - 1)``, whose order and augmentation are a
 function of ``(seed, e)``; the learning rate is set from the global step before every
 optimizer step; the validation split (when held out) and the test split are evaluated after

@@ -1,6 +1,6 @@
 """Full-batch node classification: the training loop for graph datasets (``is_graph``).
 
-The task :class:`NodeClassification` the one loop (:class:`~contdepth.train.Trainer`) runs
+The task [`NodeClassification`][contdepth.train.NodeClassification] the one loop ([`Trainer`][contdepth.train.Trainer]) runs
 when the dataset is a graph (Cora, karate club): the whole graph is one batch, so an *epoch is one optimizer step* on the
 cross-entropy of the training nodes (``train_mask``), with the model in train mode
 (dropout on). After the step the model is evaluated once in eval mode and the same logits
@@ -15,10 +15,10 @@ its reported test accuracy are those of the best-validation epoch: reporting the
 accuracy of the *last* epoch, or selecting on test accuracy, would not be the protocol
 the reference numbers use.
 
-Run directory of a graph run (see :mod:`contdepth.train.rundir`):
+Run directory of a graph run (see `contdepth.train.rundir`):
 
 * ``checkpoint.json`` + tensors: the **best-validation** weights (what ``contdepth eval``
-  and :func:`~contdepth.train.load_checkpoint` read), with the full history and, under
+  and [`load_checkpoint`][contdepth.train.load_checkpoint] read), with the full history and, under
   ``scheduler.early_stopping``, the selection state; no optimizer state;
 * ``last/checkpoint.json`` + tensors: the weights *and optimizer state* after the last
   saved epoch, which is what ``resume`` continues from (continuing from the best
@@ -26,7 +26,7 @@ Run directory of a graph run (see :mod:`contdepth.train.rundir`):
 
 What is written when: both checkpoints at epoch 0 (``last/`` first; the root one makes
 the folder a resumable run); the root checkpoint whenever the best-validation epoch
-changes; ``last/`` every :data:`LAST_EVERY` epochs and at the end (or early stop); a
+changes; ``last/`` every `LAST_EVERY` epochs and at the end (or early stop); a
 ``metrics.jsonl`` line every epoch. Whenever both are written, the root one goes first,
 so ``last/`` is never ahead of it: a resumed run replays the epochs after ``last/``
 (deterministically, so it finds the same best epochs again) and reaches the state of the
@@ -39,7 +39,7 @@ Metrics rows: ``epoch``, ``train_loss`` (the optimised objective, train mode),
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
 ``lr``, ``n_steps``/``n_basis`` (per block), ``refined``, ``params``, ``best_epoch``
 (the best-validation epoch so far), and the timings, ``threads`` and ``world_size`` of
-every run's rows (:mod:`contdepth.train.trainer`).
+every run's rows (`contdepth.train.trainer`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class EarlyStopping:
 
 
 def best_row(history: list[dict]) -> dict | None:
-    """The best-validation row of ``history`` (the :class:`EarlyStopping` order; earliest of equals)."""
+    """The best-validation row of ``history`` (the [`EarlyStopping`][contdepth.train.EarlyStopping] order; earliest of equals)."""
     if not history:
         return None
     return max(history, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["epoch"]))
@@ -135,7 +135,7 @@ def best_row(history: list[dict]) -> dict | None:
 class NodeRunResult(RunResult):
     """A graph run's result: the model and ``final_test_accuracy`` are those of the best-validation epoch.
 
-    ``best_test_accuracy``/``best_epoch`` keep :class:`RunResult`'s meaning (the best
+    ``best_test_accuracy``/``best_epoch`` keep [`RunResult`][contdepth.train.RunResult]'s meaning (the best
     *test* epoch, for reference only); ``best_val_epoch``/``best_val_accuracy`` name the
     selected epoch and ``stopped_early`` whether patience ended the run.
     """
@@ -229,7 +229,7 @@ class NodeClassification(Task):
 
     def save(self, run_dir: Path, epoch: int, *, final: bool) -> None:
         """Epoch 0: ``last/`` then the root (which makes the folder a resumable run); later the root
-        whenever the best changes and ``last/`` every :data:`LAST_EVERY` epochs and at the end, the
+        whenever the best changes and ``last/`` every `LAST_EVERY` epochs and at the end, the
         root first, so ``last/`` is never ahead of it."""
         if epoch == 0:
             self._save_last(run_dir, 0)

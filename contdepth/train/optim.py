@@ -1,14 +1,14 @@
 """Optimizers, the learning-rate schedule, and refinement that carries the optimizer along.
 
-* :func:`build_optimizer`: SGD (momentum, Nesterov, coupled L2 weight decay), Adam (coupled
+* [`build_optimizer`][contdepth.train.build_optimizer]: SGD (momentum, Nesterov, coupled L2 weight decay), Adam (coupled
   L2) or AdamW (decoupled),
   with biases and normalisation parameters in a group without weight decay (unless
   ``decay_norm_and_bias``).
-* :class:`LRSchedule`: the learning rate as a pure function of the global step (constant,
+* [`LRSchedule`][contdepth.train.LRSchedule]: the learning rate as a pure function of the global step (constant,
   step or cosine, with optional linear warm-up). It writes ``lr`` into the optimizer's
   param groups before every step, so it keeps working when refinement swaps the
   parameters inside those groups, and its whole state is one integer.
-* :func:`refine_with_optimizer` / :func:`map_optimizer_state`: refine every block and map
+* [`refine_with_optimizer`][contdepth.train.refine_with_optimizer] / [`map_optimizer_state`][contdepth.train.map_optimizer_state]: refine every block and map
   the per-parameter optimizer state with the refinement's own matrix.
 """
 
@@ -81,7 +81,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     """The optimizer of ``config`` over ``model``'s trainable parameters.
 
     SGD, Adam and RMSprop apply weight decay the classic (coupled) way, ``g += wd * p``; AdamW decouples it.
-    The param-group names are not stored in the optimizer; :func:`group_names` recomputes
+    The param-group names are not stored in the optimizer; `group_names` recomputes
     them from the model.
     """
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
@@ -169,7 +169,7 @@ def _map_value(key: str, value: object, old: torch.Tensor, cmap: CoefficientMap)
 
 
 def refine_with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[CoefficientMap]:
-    """``contdepth.nn.refine(model)``, then :func:`map_optimizer_state` with the same maps."""
+    """``contdepth.nn.refine(model)``, then [`map_optimizer_state`][contdepth.train.map_optimizer_state] with the same maps."""
     maps = refine_blocks(model)
     if optimizer is not None:
         map_optimizer_state(optimizer, maps)

@@ -2,11 +2,11 @@
 
 A bar that redraws itself is right for a terminal and useless in a log file (``nohup``,
 CI, ``| tee``): there it would print nothing for minutes, or a carriage-return soup. So
-:class:`Progress` draws a ``tqdm`` bar when the stream is a terminal and otherwise prints
-one plain line every :data:`LOG_INTERVAL_S` seconds (position, rate, time left and the
+`Progress` draws a ``tqdm`` bar when the stream is a terminal and otherwise prints
+one plain line every `LOG_INTERVAL_S` seconds (position, rate, time left and the
 caller's numbers), which is what shows life in a log.
 
-:func:`default_threads` chooses the thread count of a run when the user gives none.
+`default_threads` chooses the thread count of a run when the user gives none.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 A run directory holds ``config.yaml`` (the resolved config; ``contdepth train --config
 RUN/config.yaml`` repeats the run), ``metrics.jsonl`` (one JSON line per epoch),
 ``checkpoint.json`` and ``checkpoint-NNNN.safetensors`` (see
-:mod:`contdepth.train.checkpoint`), for graph runs ``last/`` (the same checkpoint files), and
+`contdepth.train.checkpoint`), for graph runs ``last/`` (the same checkpoint files), and
 while a run uses it the lock file ``.contdepth.lock``. These names are the *run files*; a
 run never writes, replaces or removes any other file.
 
-What a folder is (:func:`folder_state`):
+What a folder is (`folder_state`):
 
 * ``missing`` or ``empty`` (nothing but a stale lock or temporary files of contdepth's);
 * ``run``: it holds a ``checkpoint.json`` in contdepth's format. A run writes its first
@@ -17,13 +17,13 @@ What a folder is (:func:`folder_state`):
   its first checkpoint. A fresh run may reuse it (it removes only the run files);
 * ``foreign``: anything else.
 
-Rules (:func:`check_run_dir`, checked before any work and again under the lock):
+Rules (`check_run_dir`, checked before any work and again under the lock):
 
 * a fresh run takes a ``missing``, ``empty`` or ``unsaved`` folder; ``overwrite`` also lets it
   take a ``run`` (its run files are removed, nothing else); a ``foreign`` folder is refused
   with or without ``overwrite``, naming the folder;
 * ``resume`` needs a ``run``;
-* a folder is used by one run at a time: :class:`RunLock` holds an exclusive ``flock`` on
+* a folder is used by one run at a time: `RunLock` holds an exclusive ``flock`` on
   the lock file for the whole run. The kernel drops the lock when the process dies, so a
   lock file left by a killed run is stale by construction and simply taken over.
 """
@@ -60,21 +60,21 @@ class RunDirLocked(ConfigError):
 
 
 # mkstemp's names for atomic writes: "." + target + "." + 8 characters of [a-z0-9_] + ".tmp"
-_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")  # fullmatch: "$" passes "x\n"
 
 
 def is_run_file(name: str) -> bool:
     """Whether ``name`` is a file a run writes (so ``overwrite`` may remove it).
 
-    Temporary files count only with exactly the names :func:`atomic_write_bytes` gives
+    Temporary files count only with exactly the names [`atomic_write_bytes`][contdepth.train.atomic_write_bytes] gives
     them, so a user's ``.metrics.jsonl.backup.tmp`` is not mistaken for one.
     """
-    if name in RUN_FILES or TENSOR_FILE.match(name):
+    if name in RUN_FILES or TENSOR_FILE.fullmatch(name):
         return True
-    match = _TEMPORARY.match(name)
+    match = _TEMPORARY.fullmatch(name)
     if match and is_temporary_file(name):
         inner = match["target"]
-        return inner in RUN_FILES or bool(TENSOR_FILE.match(inner))
+        return inner in RUN_FILES or bool(TENSOR_FILE.fullmatch(inner))
     return False
 
 
@@ -111,7 +111,7 @@ def _is_own_temporary(name: str) -> bool:
 
 def check_run_dir(out: str | Path | None, *, overwrite: bool, resume: bool, probe_lock: bool = True,
                   resumable: bool = True) -> None:
-    """Raise :class:`ConfigError` (naming ``out``) if the folder cannot be used as asked.
+    """Raise `ConfigError` (naming ``out``) if the folder cannot be used as asked.
 
     ``probe_lock`` also refuses a folder whose lock a live run holds (off for the check
     made while holding the lock oneself); ``resumable=False`` leaves ``--resume`` out of
@@ -146,7 +146,7 @@ def check_run_dir(out: str | Path | None, *, overwrite: bool, resume: bool, prob
 
 
 def refuse_run_file(path: str | Path, what: str = "out") -> None:
-    """Raise :class:`ConfigError` if ``path`` is one of a contdepth run's own files.
+    """Raise `ConfigError` if ``path`` is one of a contdepth run's own files.
 
     Commands that write a file of the user's choosing (``export``) must never replace a
     run's checkpoint, metrics, config or lock, with or without ``--overwrite``.
@@ -220,7 +220,7 @@ class RunLock:
                             "or choose another --out")
 
     def probe(self) -> None:
-        """Raise :class:`RunDirLocked` if a live process holds the lock (takes nothing, creates nothing)."""
+        """Raise `RunDirLocked` if a live process holds the lock (takes nothing, creates nothing)."""
         import fcntl
 
         try:
@@ -286,7 +286,7 @@ def locked_run_dir(out: str | Path, *, overwrite: bool, resume: bool) -> Iterato
 
     The folder's state is checked again under the lock (another run may have started in
     between) and leftover temporary files are cleared. An ``overwrite``'s removal of the
-    previous run's files is the caller's, with :func:`prepare_run_dir` right before its
+    previous run's files is the caller's, with `prepare_run_dir` right before its
     first save, so a run refused after this point (bad data, say) leaves the old run whole.
     If the run fails before
     the folder holds a checkpoint, nothing is left behind: the lock file is removed, and so

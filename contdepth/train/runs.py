@@ -1,8 +1,8 @@
 """What the training loop and its tasks share: the result and its summary, the model's
 options from the data, the config a run stores, its start-up and resume lines.
 
-The loop (:mod:`contdepth.train.trainer`) and the tasks (:mod:`contdepth.train.images`,
-:mod:`contdepth.train.node`) import from here; the tasks never import the loop.
+The loop (`contdepth.train.trainer`) and the tasks (`contdepth.train.images`,
+`contdepth.train.node`) import from here; the tasks never import the loop.
 """
 
 from __future__ import annotations

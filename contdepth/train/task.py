@@ -1,17 +1,17 @@
-"""What a kind of training supplies to the one loop (:class:`~contdepth.train.Trainer`).
+"""What a kind of training supplies to the one loop ([`Trainer`][contdepth.train.Trainer]).
 
 The loop owns what every run needs alike: options and run folder checks, the lock, resume,
 seeding, refinement, the optimizer and its schedule, distributed set-up, metrics lines,
-callbacks and the result. A :class:`Task` supplies what differs between kinds of data:
+callbacks and the result. A [`Task`][contdepth.train.Task] supplies what differs between kinds of data:
 
-- its data on the device and the steps of an epoch (:meth:`Task.setup`);
-- one epoch of training (:meth:`Task.train_epoch`) and the evaluation after it
-  (:meth:`Task.evaluate`);
-- model selection and the checkpoints that follow from it (:meth:`Task.select`,
-  :meth:`Task.save`, :meth:`Task.resume_from`, :meth:`Task.final_model`).
+- its data on the device and the steps of an epoch ([`Task.setup`][contdepth.train.Task.setup]);
+- one epoch of training ([`Task.train_epoch`][contdepth.train.Task.train_epoch]) and the evaluation after it
+  ([`Task.evaluate`][contdepth.train.Task.evaluate]);
+- model selection and the checkpoints that follow from it ([`Task.select`][contdepth.train.Task.select],
+  [`Task.save`][contdepth.train.Task.save], [`Task.resume_from`][contdepth.train.Task.resume_from], [`Task.final_model`][contdepth.train.Task.final_model]).
 
-Two tasks exist: image classification (:mod:`contdepth.train.images`: mini-batches, the
-last epoch's model) and node classification (:mod:`contdepth.train.node`: the whole graph
+Two tasks exist: image classification (`contdepth.train.images`: mini-batches, the
+last epoch's model) and node classification (`contdepth.train.node`: the whole graph
 as one batch, the best-validation model with early stopping). A new kind of data is a new
 subclass; the loop does not change.
 """
@@ -33,7 +33,7 @@ from .runs import RunResult, stored_config
 
 
 class Loop(Protocol):
-    """What a task may use of the loop running it (:class:`~contdepth.train.Trainer` provides it)."""
+    """What a task may use of the loop running it ([`Trainer`][contdepth.train.Trainer] provides it)."""
 
     config: TrainConfig
     distributed: Any  # a DistributedContext under torchrun, else None
@@ -51,11 +51,11 @@ class Loop(Protocol):
 
 
 class Task(ABC):
-    """One kind of training, driven by a :class:`~contdepth.train.Trainer`.
+    """One kind of training, driven by a [`Trainer`][contdepth.train.Trainer].
 
     A task object lives for one run. ``loop`` is the trainer running it; ``self.config`` its
-    config. Attributes the loop reads: :attr:`steps_per_epoch` (after :meth:`setup`) and
-    :attr:`sync_metrics` (fsync every ``metrics.jsonl`` line).
+    config. Attributes the loop reads: `steps_per_epoch` (after [`setup`][contdepth.train.Task.setup]) and
+    `sync_metrics` (fsync every ``metrics.jsonl`` line).
     """
 
     sync_metrics = True
@@ -77,7 +77,7 @@ class Task(ABC):
 
     @abstractmethod
     def setup(self, device: torch.device) -> None:
-        """Put the data on ``device`` and set :attr:`steps_per_epoch`."""
+        """Put the data on ``device`` and set `steps_per_epoch`."""
 
     @abstractmethod
     def describe(self, model: nn.Module) -> str:
@@ -128,5 +128,5 @@ class Task(ABC):
         return model
 
     def result(self, **fields: Any) -> RunResult:
-        """The run's result (a :class:`RunResult` subclass where the task reports more)."""
+        """The run's result (a [`RunResult`][contdepth.train.RunResult] subclass where the task reports more)."""
         return RunResult(**fields)

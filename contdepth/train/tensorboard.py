@@ -26,7 +26,7 @@ _GROUPS = {"loss": "loss", "accuracy": "accuracy", "time": "time"}
 
 
 def summary_writer_class() -> Any:
-    """``torch.utils.tensorboard.SummaryWriter``, or an :class:`OptionError` saying how to get it."""
+    """``torch.utils.tensorboard.SummaryWriter``, or an `OptionError` saying how to get it."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:

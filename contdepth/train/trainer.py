@@ -1,17 +1,17 @@
 """The one training loop: ``train(config) -> RunResult``.
 
-The loop is the same for every kind of data; a task (:mod:`contdepth.train.task`) supplies
+The loop is the same for every kind of data; a task (`contdepth.train.task`) supplies
 an epoch's training, the evaluation and the model selection: image classification
-(:mod:`contdepth.train.images`) or, for a graph dataset, node classification
-(:mod:`contdepth.train.node`). One run, in order: validate everything that can be checked without work (options, the
+(`contdepth.train.images`) or, for a graph dataset, node classification
+(`contdepth.train.node`). One run, in order: validate everything that can be checked without work (options, the
 model's options by building it on the ``meta`` device, the run folder); take the run
-folder's lock (:func:`~contdepth.train.rundir.locked_run_dir`); load the data; build the
+folder's lock (`locked_run_dir`); load the data; build the
 model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the optimizer
 from the last checkpoint; save a fresh run's epoch-0 checkpoint (so ``resume`` works from
 the first step on); then for each epoch ``e`` (1-based):
 
 1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map the optimizer state
-   (:func:`~contdepth.train.optim.refine_with_optimizer`);
+   ([`refine_with_optimizer`][contdepth.train.refine_with_optimizer]);
 2. seed torch's global RNG with ``derive_seed(seed, 1, e)`` (randomness inside the model:
    dropout, stochastic depth), so a resumed epoch draws what the uninterrupted one drew;
 3. the task's epoch (images: one pass over the shuffled, augmented batches; a graph: one
@@ -24,7 +24,7 @@ uninterrupted run ends (same thread count, CPU). The caller's global RNG state i
 restored when ``train`` returns.
 
 Started by ``torchrun`` with several processes, the run is data-parallel
-(:mod:`contdepth.train.distributed`): ``batch_size`` is the global batch, each process
+(`contdepth.train.distributed`): ``batch_size`` is the global batch, each process
 trains on its shard inside DistributedDataParallel, metrics are summed over processes,
 and only rank 0 prints and writes; a checkpoint resumes with any number of processes.
 
@@ -59,6 +59,7 @@ from torch import nn
 
 from .. import data
 from ..common.errors import OptionError
+from ..common.validate import check_threads
 from ..data import derive_seed
 from ..models import create, created_name, model_options
 from ..nn import continuous_blocks
@@ -79,6 +80,7 @@ from .config import (
     TrainConfig,
     check_device,
     check_model_data,
+    check_output_path,
 )
 from .distributed import setup as setup_distributed
 from .images import ImageClassification
@@ -86,6 +88,7 @@ from .node import NodeClassification
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .progress import default_threads
 from .rundir import append_metrics, check_run_dir, locked_run_dir, prepare_run_dir
+from .sizes import check_memory, check_refinements
 from .runs import (
     Callback,
     RunResult,
@@ -102,14 +105,18 @@ from .tensorboard import TENSORBOARD_DIR, TensorBoardLogger, summary_writer_clas
 # --- preflight ---------------------------------------------------------------------------------------
 
 
-def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
-    """Every check that needs no data and writes nothing; raises :class:`ConfigError`.
+def preflight(config: TrainConfig, user_model: nn.Module | None = None, *, folder: bool = True) -> None:
+    """Every check that needs no data and writes nothing; raises `ConfigError`.
 
     Refuses a graph model on an image dataset (and the reverse) by their names; builds the
     model on the ``meta`` device (no memory, no initialisation cost) so that bad model option
     *values* fail here with the model's own message (and a scheme that composes the rate,
     ``polynet``, on normalisation statistics every application would share); checks that ``refine_at``/``eval_*``
-    have blocks to act on, that the device exists here, and the run folder.
+    have blocks to act on, that every refinement keeps the blocks within the sizes a
+    checkpoint may hold and that the weights, gradients and optimizer state fit the memory
+    there is (`contdepth.train.sizes`), that the device exists here, and the run folder.
+    ``folder=False`` leaves out the checks of ``out`` (an experiment checks every arm before
+    its run folders exist, and each run's folder when the run starts).
     """
     check_model_data(config.model, config.data)
     if config.model == CUSTOM_MODEL:
@@ -147,6 +154,9 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
     check_device(config.device)
+    if model is not None:
+        check_refinements(model, config)
+        check_memory(model, config)
     if torch.device(config.device).type == "cpu":
         for name in ("channels_last", "compile"):
             if getattr(config, name):
@@ -156,13 +166,18 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None) -> None:
                     "double free), the layout both options lead to"
                 )
     if config.tensorboard:
-        if config.out is None:
+        if config.out is None and folder:
             raise ConfigError("tensorboard: needs --out (the logs go to OUT/tensorboard)")
         try:
             summary_writer_class()
         except OptionError as exc:
             raise ConfigError(str(exc)) from exc
-    check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+        # the writer creates OUT/tensorboard in its own thread: a file there or a read-only folder
+        # surfaced as its traceback mid-run; here it is one line before any work
+        if folder:
+            check_output_path(Path(config.out) / TENSORBOARD_DIR, "tensorboard", folder=True)
+    if folder:
+        check_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
 
 
 def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigError:
@@ -209,7 +224,7 @@ def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
 
 
 def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
-    """A resumed run may change only :data:`~contdepth.train.config.RESUMABLE_CHANGES`."""
+    """A resumed run may change only `RESUMABLE_CHANGES`."""
     for f in fields(TrainConfig):
         if f.name in RESUMABLE_CHANGES:
             continue
@@ -231,7 +246,7 @@ def load_data(config: TrainConfig):
 
 
 def with_held_out(config: TrainConfig, dataset):
-    """``dataset`` split as ``config`` says (:func:`contdepth.data.hold_out`); unchanged without the options.
+    """``dataset`` split as ``config`` says ([`contdepth.data.hold_out`][contdepth.data.hold_out]); unchanged without the options.
 
     A dataset that already has a validation split (a user's own, or one split by this
     config before, as a fine-tuning run receives it) is taken as it is when its sizes are
@@ -263,12 +278,12 @@ def task_for(trainer: "Trainer", dataset) -> Task:
 
 
 class Trainer:
-    """A run of ``config``; :meth:`run` does the work. ``train(config)`` is the short form.
+    """A run of ``config``; `run` does the work. ``train(config)`` is the short form.
 
     The one training loop: it owns the checks, the run folder's lock, resume, seeding,
     refinement, the optimizer and its schedule, distributed training, the metrics lines,
-    the checkpoints' timing and the callbacks; a :class:`~contdepth.train.task.Task`
-    (:func:`task_for`: images or a graph) supplies the epoch's training, the evaluation and
+    the checkpoints' timing and the callbacks; a [`Task`][contdepth.train.Task]
+    ([`task_for`][contdepth.train.task_for]: images or a graph) supplies the epoch's training, the evaluation and
     the model selection.
 
     ``dataset`` replaces loading ``config.data`` (tests, custom data; ``config.data`` is
@@ -280,7 +295,7 @@ class Trainer:
     store them), or any module of the user's own (the run's model is then ``"custom"``); it
     is trained in place.
 
-    While :meth:`run` trains, ``model``, ``optimizer``, ``schedule`` and ``history`` are the
+    While `run` trains, ``model``, ``optimizer``, ``schedule`` and ``history`` are the
     run's (what a task's checkpoints save).
     """
 
@@ -322,6 +337,7 @@ class Trainer:
         return self.config.quiet or (self.distributed is not None and not self.distributed.is_main)
 
     def run(self) -> RunResult:
+        check_threads(self.config.threads)  # against this machine's CPUs, before torch sizes its pool
         threads = torch.get_num_threads()
         if self.config.threads is not None:
             self.threads = (self.config.threads, "--threads")
@@ -485,5 +501,5 @@ class Trainer:
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
           model: nn.Module | None = None) -> RunResult:
-    """Run ``config`` (see :class:`Trainer`): images or, for a graph dataset (``is_graph``), node classification."""
+    """Run ``config`` (see [`Trainer`][contdepth.train.Trainer]): images or, for a graph dataset (``is_graph``), node classification."""
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()

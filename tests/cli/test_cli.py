@@ -139,3 +139,44 @@ def test_generated_flags_reach_the_config():
     assert build_parser().parse_args(["train", "--no-nesterov"]).nesterov is False
     untouched = vars(build_parser().parse_args(["train"]))
     assert "epochs" not in untouched and "quiet" not in untouched  # unset flags leave the config's own value
+
+
+# --- issue 26: a mistyped flag is the subcommand's error, with the nearest flag ------------------------
+@pytest.mark.parametrize("argv, usage, hint", [
+    (["train", "--epochz", "1"], "usage: contdepth train", "did you mean --epochs?"),
+    (["train", "--lr=0.1", "--nesterv"], "usage: contdepth train", "did you mean --nesterov?"),
+    (["eval", "RUN", "--n-stepz", "4"], "usage: contdepth eval", "did you mean --n-steps?"),
+    (["demo", "--epoch-count", "2"], "usage: contdepth demo", "did you mean --epochs?"),
+    (["compress", "RUN", "--n-basis", "1", "--out", "x", "--finetune-epocs", "1"], "usage: contdepth compress",
+     "did you mean --finetune-epochs?"),
+    (["analyze", "RUN", "--max-exampels", "3"], "usage: contdepth analyze", "did you mean --max-examples?"),
+    (["export", "RUN", "--out", "m.onnx", "--static-bach"], "usage: contdepth export", "did you mean --static-batch?"),
+    (["experiment", "SPEC", "--out", "x", "--workrs", "2"], "usage: contdepth experiment", "did you mean --workers?"),
+    (["report", "DIR", "--no-plotz"], "usage: contdepth report", "did you mean --no-plots?"),
+    (["schemes", "--lmk", "0"], "usage: contdepth schemes", "did you mean --lm-k?"),
+])
+def test_an_unknown_flag_shows_the_subcommands_usage_and_the_nearest_flag(capsys, argv, usage, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(usage), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"contdepth {argv[0]}: error: unrecognized arguments: ") and last.endswith(hint), last
+
+
+def test_an_unknown_word_gets_no_made_up_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "1", "extra"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "contdepth train: error: unrecognized arguments: extra"
+
+
+def test_train_help_lists_every_registered_model(capsys):
+    from contdepth.models import available_models
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    line = text[text.index("--model MODEL model name"):text.index("(default: continuousnet)")]
+    assert available_models() and all(name in line.replace(",", " ").replace(";", " ").split() for name in available_models()), line
+    assert f"graph models: {', '.join(available_models(graph=True))}" in line

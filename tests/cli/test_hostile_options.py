@@ -15,6 +15,11 @@ import torch
 
 import contdepth.cli
 import contdepth.train
+# The commands import their modules when they run (a fast start); import those that bind
+# load_checkpoint at import now, before a test patches it (they would keep the patched one).
+import contdepth.analysis.compression  # noqa: F401
+import contdepth.experiment  # noqa: F401
+import contdepth.export.from_run  # noqa: F401
 from contdepth import data
 from contdepth.cli import build_parser, main, train_config_from_args
 from contdepth.models import create, registry
@@ -46,9 +51,8 @@ def nothing_loaded(monkeypatch):
         raise AssertionError("nothing may be loaded before the options are checked")
 
     monkeypatch.setattr(data, "load", refuse)
-    monkeypatch.setattr(contdepth.train, "load_checkpoint", refuse)
-    monkeypatch.setattr(contdepth.cli, "load_checkpoint", refuse)
-    monkeypatch.setattr(contdepth.cli, "read_checkpoint", refuse)
+    monkeypatch.setattr(contdepth.train, "load_checkpoint", refuse)  # the commands import both when they run
+    monkeypatch.setattr("contdepth.train.checkpoint.read_checkpoint", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +353,7 @@ def test_an_os_error_without_a_file_name_still_gives_one_line(run_dir, capsys, m
     def fail(*args, **kwargs):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(contdepth.cli, "load_checkpoint", fail)
+    monkeypatch.setattr(contdepth.train, "load_checkpoint", fail)  # where eval imports it from when it runs
     one_line_error(capsys, ["eval", str(run_dir)], "Input/output error (EIO)")
 
 
@@ -373,10 +377,10 @@ def test_every_train_flag_that_is_a_config_field_shows_help_and_its_default(caps
     (["train", "--lr", "nan"], "lr: must be a finite number, got nan"),
     (["train", "--threads", "0"], "threads: must be an integer >= 1"),
     (["train", "--warmup-epochs", "20", "--epochs", "2"], "warmup_epochs: must not exceed epochs=2"),
-    (["eval", "RUN", "--threads", "0"], "threads: must be an integer >= 1, got 0"),
+    (["eval", "RUN", "--threads", "0"], "threads: must be an integer in 1.."),
     (["eval", "RUN", "--batch-size", "0"], "batch_size: must be an integer >= 1, got 0"),
     (["eval", "RUN", "--data-dir", "/does/not/exist"], "data_dir: /does/not/exist is not a folder"),
-    (["analyze", "RUN", "--threads", "0", "--no-plots"], "threads: must be an integer >= 1"),
+    (["analyze", "RUN", "--threads", "0", "--no-plots"], "threads: must be an integer in 1.."),
     (["analyze", "RUN", "--max-examples", "0", "--no-plots"], "max_examples: must be an integer >= 1"),
     (["compress", "RUN", "--n-basis", "1", "--finetune-epochs", "-1", "--out", "SMALL"],
      "finetune_epochs: must be an integer >= 0, got -1"),
@@ -385,10 +389,10 @@ def test_every_train_flag_that_is_a_config_field_shows_help_and_its_default(caps
      "latency_repeats: must be an integer in 1..10,000, got 0"),
     (["compress", "RUN", "--n-basis", "1", "--latency-batch-sizes", "1", "1000000000", "--out", "SMALL"],
      "latency_batch_sizes: every batch size must be an integer in 1..65,536"),
-    (["compress", "RUN", "--n-basis", "1", "--threads", "0", "--out", "SMALL"], "threads: must be an integer >= 1"),
+    (["compress", "RUN", "--n-basis", "1", "--threads", "0", "--out", "SMALL"], "threads: must be an integer in 1.."),
     (["export", "RUN", "--format", "torch_export", "--batch-size", "1000000000", "--out", "M"],
      "batch_size: must be an integer >= 1 and at most 65,536"),
-    (["export", "RUN", "--threads", "0", "--out", "M"], "threads: must be an integer >= 1"),
+    (["export", "RUN", "--threads", "0", "--out", "M"], "threads: must be an integer in 1.."),
 ])
 def test_every_other_numeric_option_is_checked_before_any_work(run_dir, tmp_path, capsys, nothing_loaded, argv,
                                                                 message):
@@ -402,3 +406,59 @@ def test_compress_run_checks_its_device_and_sizes_before_reading_the_run(run_dir
     with pytest.raises(ConfigError, match=r"^device: must be cpu, cuda or cuda:N; got 'nosuch'$"):
         compress_run(run_dir, 1, out=tmp_path / "small", device="nosuch")
     assert not (tmp_path / "small").exists()
+
+
+# --- issue 26: YAML in options and configs; sizes only the built model shows -------------------------------------
+def billion_laughs() -> str:
+    """One flow-style YAML value standing for 9**9 strings (nine anchors, each nine aliases of the one before)."""
+    items = ["&l0 [" + ", ".join(["lol"] * 9) + "]"]
+    items += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "[" + ", ".join(items) + "]"
+
+
+def test_an_alias_bomb_or_deep_nesting_in_an_option_or_config_is_one_line(tmp_path, capsys, nothing_loaded):
+    from helpers import bounded
+
+    out = tmp_path / "run"
+    with bounded(10):  # was: memory growing until the process was killed
+        one_line_error(capsys, ["train", "--out", str(out), "--model-option", f"alpha={billion_laughs()}"],
+                       "--model-option alpha: line 1", "more than 100,000 values with aliases expanded")
+        config = tmp_path / "c.yaml"
+        config.write_text(f"epochs: 1\ndata_options: {{test_fraction: {billion_laughs()}}}\n")
+        one_line_error(capsys, ["train", "--config", str(config), "--out", str(out)], f"{config}: line 2")
+        config.write_text("model_options:\n" + "- " * 10_000 + "x\n")  # was a RecursionError traceback
+        one_line_error(capsys, ["train", "--config", str(config), "--out", str(out)], "nested more than 64 levels")
+        config.write_text("epochs: 1\nstart: 2024-01-01\n")
+        one_line_error(capsys, ["train", "--config", str(config), "--out", str(out)], "is a date or time")
+        fifo = tmp_path / "fifo.yaml"
+        os.mkfifo(fifo)
+        one_line_error(capsys, ["train", "--config", str(fifo), "--out", str(out)], "is not a regular file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "1e308"], "lr: must be at most 3.403e+38, the largest float32"),  # was a RuntimeError mid-step
+    (["--weight-decay", "1e300"], "weight_decay: must be at most 3.403e+38"),
+    (["--optimizer", "adam", "--eps", "1e300"], "eps: must be at most 3.403e+38"),
+    (["--alpha", "1000000"], "trainable parameters; their weights, gradients and sgd state need at least"),
+    (["--widen", "1000000"], "model_options: model 'continuousnet' with {'widen': 1000000} has"),
+    (["--n-steps", "2100", "--refine-at", "2", "--epochs", "2"],
+     "refine_at: refinement 1 (at the start of epoch 2) would give block 0 (2 functions, 2100 steps to begin with) "
+     "4,200 steps, more than the 4,096"),  # was: accepted, and the run died at epoch 2
+    # 300 -> 600 cells at once is the issue's case; 65 refined three times reaches 520 and builds 5x faster
+    (["--n-basis", "65", "--refine-at", "2", "3", "4", "--epochs", "4"],
+     "refinement 3 (at the start of epoch 4) would give block 0 (65 functions, 65 steps to begin with) 520 basis "
+     "functions, more than the 512 a block may have (its checkpoints could not be read back)"),
+])
+def test_sizes_and_hyperparameters_are_bounded_before_building(tmp_path, capsys, nothing_loaded, argv, message):
+    out = tmp_path / "run"
+    one_line_error(capsys, ["train", "--out", str(out), *argv], message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, shown", [("1e308", "1e+308"), ("abc", "'abc'"), ("[0.2]", "[0.2]")])
+def test_a_data_option_of_the_wrong_type_is_one_line(tmp_path, capsys, value, shown):
+    out = tmp_path / "run"  # 1e308 is a float (YAML 1.2), and no longer a string compared with a float
+    one_line_error(capsys, ["train", "--out", str(out), *TINY, "--data-option", f"test_fraction={value}"],
+                   f"test_fraction: expected a number in (0, 1), got {shown}")
+    assert not out.exists()

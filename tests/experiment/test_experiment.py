@@ -449,12 +449,17 @@ def test_the_suite_estimate_is_the_median_epoch_time_so_a_paused_epoch_does_not_
         for row, seconds in zip(description["history"], times):
             row["epoch_time"] = seconds
         path.write_text(json.dumps(description))
-    for seed in (0, 1):  # the rk4 runs are to train: 2 x 2 epochs, at the median of every epoch so far
-        shutil.rmtree(run_folder(out, "rk4", seed))
+        record = json.loads(steps_file(out, "euler", seed).read_text())
+        record["seconds"] = 5.0  # the after-training steps took 5 s
+        steps_file(out, "euler", seed).write_text(json.dumps(record))
+    for seed in (0, 1):  # the rk4 runs are to train: 2 x 2 epochs, at the median of every epoch so far,
+        shutil.rmtree(run_folder(out, "rk4", seed))  # and their steps: 2 x 5 s (euler's: rk4 has none now)
+        steps_file(out, "rk4", seed).unlink()
     jobs = [Job(spec.raw, spec.source, arm.name, seed, str(out), 1, "cpu", None, True)
             for seed in spec.seeds for arm in spec.arms]
     left = SuiteProgress(spec, out, jobs, 1, quiet=True)._left()
-    assert left == "about 40 s left (epochs to train x median epoch time)", left  # the mean: about an hour
+    assert left == ("about 50 s left (epochs to train x median epoch time, steps to do x median steps time)"
+                    ), left  # the mean: about an hour
 
 
 def test_reuse_copies_whole_runs_or_nothing_and_never_takes_an_extended_run(suite, tmp_path, monkeypatch):
@@ -471,8 +476,12 @@ def test_reuse_copies_whole_runs_or_nothing_and_never_takes_an_extended_run(suit
                                      "comparisons": []}, source="other.yaml")
     assert reuse.reusable_run(spec, "euler_again", 0, [source]) == run_folder(source, "euler", 0)
     assert reuse.reusable_run(spec, "euler_again", 1, [source]) is None
-    # a copy interrupted half-way leaves no run folder, only our staging folder, replaced next time
+    # a copy interrupted half-way leaves no run folder and no staging folder; a user's folder named
+    # like one (.seed-0.reuse) is never removed
     out = tmp_path / "out"
+    mine = run_folder(out, "euler_again", 0).parent / ".seed-0.reuse"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
     calls = []
     real_copy = shutil.copyfile
 
@@ -487,8 +496,11 @@ def test_reuse_copies_whole_runs_or_nothing_and_never_takes_an_extended_run(suit
     with pytest.raises(OSError, match="disk full"):
         reuse.reuse_runs(spec, out, [("euler_again", 0)], [source], on_copy=lambda *a: recorded.append(a))
     target = run_folder(out, "euler_again", 0)
-    assert not target.exists() and (target.parent / ".seed-0.reuse").is_dir() and recorded == []
+    assert not target.exists() and recorded == []
+    assert sorted(p.name for p in target.parent.iterdir()) == [".seed-0.reuse"]  # only the user's folder
     monkeypatch.setattr(reuse.shutil, "copyfile", real_copy)
     assert reuse.reuse_runs(spec, out, [("euler_again", 0)], [source]) == {
         "euler_again/seed-0": str(run_folder(source, "euler", 0))}
-    assert not (target.parent / ".seed-0.reuse").exists() and read_checkpoint(target)[0].epoch == 2
+    assert read_checkpoint(target)[0].epoch == 2
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in target.parent.iterdir()) == [".seed-0.reuse", "seed-0"]

@@ -12,7 +12,7 @@ import torch
 from contdepth.cli import main
 from contdepth.export import StaticBlock, export_onnx, export_program, freeze, save_program, static_blocks
 from contdepth.models import create
-from contdepth.nn import continuous_blocks, manifest
+from contdepth.nn import continuous_blocks, manifest, project
 from contdepth.train import TrainConfig, save_checkpoint
 
 BASES = ("piecewise_constant", "piecewise_linear", "legendre")
@@ -321,3 +321,18 @@ def test_export_command_names_the_bad_argument(run_dir, tmp_path, capsys, argv, 
     err = capsys.readouterr().err
     assert err.startswith("contdepth export: error: ") and message in err
     assert not out.exists()
+
+
+def test_the_sidecar_records_the_layout_the_weights_have_after_compression(tmp_path):
+    # Built with 4 cells, compressed to 2: the constructor's options still say 4, the weights hold 2.
+    options = {"alpha": 4, "n_basis": 4, "scheme": "euler", "in_channels": 1}
+    model = create("continuousnet", **options)
+    project(model, 2)
+    config = TrainConfig(model="continuousnet", model_options=options, data="digits", epochs=1)
+    save_checkpoint(tmp_path / "run", model, epoch=1, config=config.to_dict())
+    out = tmp_path / "model.pt2"
+    assert main(["export", str(tmp_path / "run"), "--format", "torch_export", "--out", str(out), "--no-data",
+                 "--threads", "1"]) == 0
+    source = json.loads((tmp_path / "model.pt2.json").read_text())["source"]
+    assert source["options"]["n_basis"] == 4  # how the model is built
+    assert source["layout"] == [{"basis": "piecewise_constant", "n_basis": 2, "scheme": "euler", "n_steps": 2}] * 3

@@ -148,3 +148,43 @@ def test_projection_stitch_is_a_strided_1x1_convolution_and_the_identity_where_n
     assert torch.equal(resnet_as_continuous(resnet)(x), resnet(x))  # the ODE reading keeps the stitch
     with pytest.raises(ValueError, match="stitch: must be one of residual, projection"):
         create("continuousnet", stitch="pool")
+
+
+IMAGE_MODELS = [("continuousnet", {}), ("resnet", {}), ("lm_resnet", {}), ("lm_resnet", {"continuous": True}),
+                ("polynet", {}), ("fractalnet", {"continuous": True}), ("revnet", {"continuous": True})]
+
+
+@pytest.mark.parametrize("name, options", IMAGE_MODELS)
+def test_an_input_with_other_channels_is_refused_naming_in_channels(name, options):
+    model = create(name, alpha=4, **options)  # in_channels defaults to 3
+    with pytest.raises(ValueError, match=r"^in_channels: the model was built for 3-channel images \(in_channels=3\), "
+                                         r"but the input has 1 channel\(s\) \(shape \(4, 1, 8, 8\)\); build it with "
+                                         r"in_channels=1$"):
+        model(X)
+    with pytest.raises(ValueError, match=r"^input: an image model takes N x C x H x W batches, got shape \(1, 8, 8\)"):
+        model(X[0])
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_a_flat_model_names_its_input_size():
+    model = create("continuous_mlp", in_features=64)
+    with pytest.raises(ValueError, match=r"^in_features: the model was built for 64 values per example .* has 784"):
+        model(torch.randn(2, 1, 28, 28))
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_the_registry_names_the_builtin_models_as_their_modules_register_them():
+    """`BUILTIN_MODELS` lets `train --help` list models without torch: it must match the modules (issue 26)."""
+    import importlib
+
+    from contdepth.models import registry
+
+    for module in {m for m, _ in registry.BUILTIN_MODELS.values()}:
+        importlib.import_module(module)
+    own = {name for name, builder in registry._MODELS.items() if builder.__module__.startswith("contdepth.")}
+    assert own == set(registry.BUILTIN_MODELS)
+    for name, (module, graph) in registry.BUILTIN_MODELS.items():
+        assert registry._MODELS[name].__module__ == module and registry.is_graph_model(name) == graph
+    assert registry.available_models(graph=True) == ["cgnn", "gcde", "gcn"]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_model("polynet")(lambda: None)

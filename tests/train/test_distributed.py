@@ -11,8 +11,14 @@ activation that sits within that distance of 0 takes the other side in one of th
 trajectories part (measured with torch 2.13: seed 3 puts one at -4e-7 vs +4e-7 in the third step
 after the refinement, which turns a 1e-7 difference into 8e-4 in the gradients and 4e-3 in the
 weights after 18 steps; seed 5 parts too). So the end-to-end runs use a seed whose trajectory
-crosses no kink in either run (``SEED``; any other must be checked), and the step-by-step test,
-which compares gradients at the very same parameters, is the proof that cannot hit that.
+crosses no kink in either run (``SEED``), and the step-by-step test, which compares gradients at
+the very same parameters, is the proof that cannot hit that.
+
+Which seed crosses a kink depends on the CPU's kernels as well: on an AVX-512 Xeon (2026-12-07) seed 4
+parts too (largest parameter difference 1.0e-3 after 18 steps). So the end-to-end runs are compared at
+``RUN_ATOL`` = 2e-2, far above a parted trajectory and far below a wrong one: the same run with the
+per-process batch of 30 instead of the global 60 (what DDP without the gradient average would train)
+ends 0.17 away, and ``test_the_end_to_end_tolerance_tells_a_wrong_batch_apart`` keeps that margin checked.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ ROOT = REPO_ROOT
 DIGITS_OPTIONS = {"test_fraction": 0.7996}
 MODEL = {"alpha": 4, "n_basis": 1, "norm": "group", "scheme": "euler"}
 SEED = 4  # not 3 or 5: those runs part at a ReLU kink (module docstring)
+RUN_ATOL = 2e-2  # end-to-end runs: a kink crossing parts them by ~1e-3, a wrong batch by ~0.17 (module docstring)
 
 
 def _free_port() -> int:
@@ -65,18 +72,22 @@ def _torchrun(out: Path, *extra: str, epochs: int = 3) -> subprocess.CompletedPr
     return done
 
 
-def _single(out: Path | None, epochs: int = 3, **changes) -> TrainConfig:
+def _single(out: Path | None, epochs: int = 3, batch_size: int = 60, **changes) -> TrainConfig:
     return TrainConfig(model="continuousnet", model_options=MODEL, data="digits", data_options=DIGITS_OPTIONS,
-                       epochs=epochs, batch_size=60, lr=0.05, schedule="constant", refine_at=[2], seed=SEED, threads=1, quiet=True,
+                       epochs=epochs, batch_size=batch_size, lr=0.05, schedule="constant", refine_at=[2], seed=SEED, threads=1, quiet=True,
                        out=None if out is None else str(out), **changes)
 
 
-def _assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, atol: float = 1e-5) -> None:
+def _largest_difference(a: torch.nn.Module, b: torch.nn.Module) -> tuple[str, float]:
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
-    for name in sa:
-        difference = float((sa[name].double() - sb[name].double()).abs().max())
-        assert difference <= atol, f"{name}: largest difference {difference:.3g} > {atol}"
+    return max(((name, float((sa[name].double() - sb[name].double()).abs().max())) for name in sa),
+               key=lambda pair: pair[1])
+
+
+def _assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, atol: float = RUN_ATOL) -> None:
+    name, difference = _largest_difference(a, b)
+    assert difference <= atol, f"{name}: largest difference {difference:.3g} > {atol}"
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +110,17 @@ def test_two_processes_match_one_with_the_same_global_batch_across_a_refinement(
     assert [row["world_size"] for row in ddp_history] == [2, 2, 2]
     assert [row["world_size"] for row in single_run.history] == [1, 1, 1]
     for mine, theirs in zip(ddp_history, single_run.history):
-        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
-        assert mine["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=1e-9)
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-3)
+        assert mine["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=3 / 1437)  # 3 of 1437 images
     # rank 1 wrote nothing of its own: one metrics line per epoch
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_end_to_end_tolerance_tells_a_wrong_batch_apart(single_run):
+    """The control of ``RUN_ATOL``: the global batch split wrongly (30 per step, no average over two
+    processes) must fail the comparison by a wide margin, or the end-to-end tests could not fail."""
+    wrong = train(_single(None, batch_size=30))
+    assert _largest_difference(wrong.model, single_run.model)[1] > 5 * RUN_ATOL
 
 
 def test_a_checkpoint_written_by_two_processes_resumes_in_one(tmp_path, single_run):

@@ -174,7 +174,10 @@ def _row(**changes):
     (lambda info: info["history"][0].pop("test_accuracy"), r"history\[0\]: missing key 'test_accuracy'"),
     (_row(test_accuracy="high"), r"history\[0\]\.test_accuracy: must be a number in \[0\.0, 1\.0\], got 'high'"),
     (_row(test_accuracy=7), r"history\[0\]\.test_accuracy: must be a number in \[0\.0, 1\.0\], got 7"),
-    (_row(total_time=-1), r"history\[0\]\.total_time: must be a finite number >= 0\.0, got -1"),
+    (_row(total_time=-1), r"history\[0\]\.total_time: must be a number in \[0\.0, 1000000000\.0\], got -1"),
+    (_row(total_time=1e308), r"history\[0\]\.total_time: must be a number in \[0\.0, 1000000000\.0\], got 1e\+308"),
+    (_row(params=10**400), r"history\[0\]\.params: must be an integer in 0\.\.10000000000000, got 1000"),
+    (_row(train_time="abc"), r"history\[0\]\.train_time: must be a number in"),
     (_row(epoch=0), r"history\[0\]\.epoch: must be an integer >= 1, got 0"),
     (_row(n_steps=[1, "2"]), r"history\[0\]\.n_steps\[1\]: must be an integer >= 1, got '2'"),
     (_row(refined="no"), r"history\[0\]\.refined: must be true or false"),
@@ -476,3 +479,47 @@ def test_a_huge_value_is_shown_cut_short(run):
     tamper(run, _row(test_accuracy="x" * 10**6))
     message = expect(run, r"history\[0\]\.test_accuracy: must be a number in \[0\.0, 1\.0\], got 'xxx.*\.\.\.$")
     assert len(message) < len(str(run)) + 200
+
+
+# --- the weights' hash is a function of the tensors (issue 26) -------------------------------------------
+_SAVE_IN_A_PROCESS = """
+import hashlib, sys, torch
+from torch import nn
+from contdepth.train.checkpoint import save_checkpoint, read_description
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+save_checkpoint(sys.argv[1], model, epoch=1, model_config={"name": "custom", "class": "x.Y", "options": {}})
+print(read_description(sys.argv[1])["tensors_sha256"])
+"""
+
+
+def test_identical_weights_get_the_same_tensors_sha256_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    digests = set()
+    for i in range(4):  # the header's key order used to vary with the process's hash seed
+        done = subprocess.run([sys.executable, "-c", _SAVE_IN_A_PROCESS, str(tmp_path / f"run{i}")],
+                              capture_output=True, text=True, timeout=120, check=True)
+        digests.add(done.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1, digests
+
+
+def test_the_tensor_file_header_is_canonical_whatever_order_it_was_written_in(tmp_path):
+    tensors = {"model.b": torch.ones(2), "model.a": torch.arange(3.0), "optimizer.a.momentum": torch.zeros(3)}
+    blob = save_tensors(tensors, metadata={"format": "contdepth-checkpoint", "epoch": "1"})
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    shuffled = json.dumps(dict(reversed(list(header.items())))
+                          | {"__metadata__": {"epoch": "1", "format": "contdepth-checkpoint"}}).encode()
+    shuffled += b" " * (-len(shuffled) % 8)
+    other = len(shuffled).to_bytes(8, "little") + shuffled + blob[8 + size:]
+    assert checkpoint.canonical_safetensors(blob) == checkpoint.canonical_safetensors(other)
+    loaded = load_tensors(checkpoint.canonical_safetensors(other))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    # what save_checkpoint writes is already canonical (so its SHA-256 is that of the canonical bytes)
+    torch.manual_seed(0)
+    path = checkpoint.save_checkpoint(tmp_path / "run", torch.nn.Linear(2, 2), epoch=1,
+                                      model_config={"name": "custom", "class": "x.Y", "options": {}})
+    written = (path.parent / json.loads(path.read_text())["tensors"]).read_bytes()
+    assert checkpoint.canonical_safetensors(written) == written

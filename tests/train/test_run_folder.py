@@ -358,3 +358,14 @@ def test_a_graph_run_writes_the_best_state_on_improvement_and_last_at_an_interva
     assert set(last) <= set(root)  # the best state is saved with every last/, so it is never behind it
     assert len(root) <= len(last) + improvements
     assert result.wall_time >= result.total_time > 0
+
+
+def test_names_a_run_writes_are_matched_whole_so_a_users_file_is_never_taken_for_one():
+    """``re.match`` with ``$`` also matched before a final newline (and ``\\d`` any script's digits): a user's
+    ``checkpoint-1.safetensors\\n`` counted as a run file, which ``--overwrite`` removes (issue 26)."""
+    from contdepth.train.rundir import is_run_file
+
+    assert is_run_file("checkpoint-12.safetensors") and is_run_file(".metrics.jsonl.abcd_123.tmp")
+    for name in ("checkpoint-1.safetensors\n", "checkpoint-\u0661.safetensors", ".metrics.jsonl.abcd_123.tmp\n",
+                 "checkpoint.json\n"):
+        assert not is_run_file(name), repr(name)

@@ -69,26 +69,47 @@ def refinement() -> bytes:
     return _png(fig)
 
 
-def manifestations() -> bytes:
-    """Where euler and rk4 with 2 and 4 steps read a piecewise-linear theta(t)."""
+MANIFESTATIONS = (("euler", 2), ("euler", 4), ("rk4", 2), ("rk4", 4))
+
+
+def manifestations_figure():
+    """Where euler and rk4 with 2 and 4 steps read a piecewise-linear theta(t).
+
+    Two panels on one depth axis: theta(t) with every depth some manifestation reads it at, and
+    below it one row per manifestation with its stage depths, named on the left where a name has
+    room (a label beside the last stage, at t = 1, sat on that stage's mark). Drawn 7.5 inches
+    wide: the concept pages show it at about 700 px, so its text stays at about its set size.
+    """
     basis = make_basis("piecewise_linear", 3)
     coefficients = torch.tensor([0.2, 1.0, 0.4], dtype=torch.float64)
     ts = [i / 200 for i in range(201)]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(ts, [float(basis.evaluate(coefficients, Fraction(t).limit_denominator(1000))) for t in ts],
-            color="black", label="theta(t)")
-    for row, (scheme, n) in enumerate((("euler", 2), ("euler", 4), ("rk4", 2), ("rk4", 4))):
+    fig, (top, rows) = plt.subplots(2, 1, figsize=(7.5, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    top.plot(ts, [float(basis.evaluate(coefficients, Fraction(t).limit_denominator(1000))) for t in ts],
+             color="black", label="theta(t), piecewise linear, 3 nodes")
+    read: set[Fraction] = set()
+    for row, (scheme, n) in enumerate(MANIFESTATIONS):
         points = sorted({exact for exact, _ in cd.get_scheme(scheme).schedule(n, 0.0, 1.0).points})
-        values = [float(basis.evaluate(coefficients, p)) for p in points]
-        offset = -0.15 * (row + 1)
-        ax.scatter([float(p) for p in points], values, s=18, zorder=3)
-        ax.scatter([float(p) for p in points], [offset] * len(points), s=14, marker="|")
-        ax.text(1.02, offset, f"{scheme} x {n}", va="center", fontsize=8)
-    ax.set_xlabel("depth t")
-    ax.set_ylabel("theta(t); the stage depths below")
-    ax.set_xlim(-0.02, 1.22)
-    ax.set_ylim(-0.75, 1.15)
-    return _png(fig)
+        read |= set(points)
+        rows.axhline(row, color="0.85", lw=0.8, zorder=0)
+        rows.scatter([float(p) for p in points], [row] * len(points), marker="|", s=220, linewidths=2,
+                     color="tab:blue" if scheme == "euler" else "tab:orange")
+    depths = sorted(read)
+    top.scatter([float(p) for p in depths], [float(basis.evaluate(coefficients, p)) for p in depths], s=28, zorder=3,
+                color="tab:red", label="theta at a stage depth of some manifestation")
+    top.set_ylabel("theta(t)")
+    top.set_ylim(0, 1.15)
+    top.legend(fontsize=9, loc="lower center")
+    rows.set_yticks(range(len(MANIFESTATIONS)), [f"{scheme}, {n} steps" for scheme, n in MANIFESTATIONS])
+    rows.set_ylim(len(MANIFESTATIONS) - 0.5, -0.5)
+    rows.set_title("stage depths of each manifestation", fontsize=10, loc="left")
+    rows.set_xlabel("depth t")
+    rows.set_xlim(-0.04, 1.04)
+    fig.tight_layout()
+    return fig
+
+
+def manifestations() -> bytes:
+    return _png(manifestations_figure())
 
 
 def draw_all() -> dict[str, bytes]:

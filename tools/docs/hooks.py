@@ -5,6 +5,8 @@
 * ``<!-- experiment-reports -->`` becomes the committed ``experiments/results/NAME/report.md``
   of every experiment (its tables, commands and plots), so the site shows exactly the numbers
   the experiment runner wrote;
+* a page whose front matter says ``wide: true`` (the pages of wide tables) gets a marker that
+  ``docs/stylesheets/tables.css`` widens the page for;
 * the figures of the concept pages (``figures/*.png``) are drawn by ``figures.py`` beside
   this file, at build time, from the library itself (nothing generated lands in ``docs/``).
 """
@@ -41,6 +43,13 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if "<!-- experiment-reports -->" in markdown:
         markdown = markdown.replace("<!-- experiment-reports -->", experiment_reports())
     return markdown
+
+
+def on_page_content(html: str, page, config, files) -> str:
+    """Mark a ``wide: true`` page: the stylesheet gives it the window's width (``body:has(...)``)."""
+    if page.meta.get("wide") is True:
+        return '<span class="cd-wide-page" hidden></span>\n' + html
+    return html
 
 
 def schemes_table() -> str:

@@ -1,0 +1,134 @@
+"""Checks of the records an experiment folder holds besides its runs: ``experiment.json`` and ``steps/``.
+
+A suite folder is input like any checkpoint: it may have been edited, copied from
+elsewhere or damaged. Its run folders are checked by the checkpoint reader; these checks
+do the same for the suite's own records, so that ``contdepth report`` and ``--reuse`` answer
+a tampered one in one line naming the file and the key (exit status 2) instead of a
+traceback from deep inside the statistics (a sitting that is a number, a command that is
+an object, a step's accuracy that is a string).
+
+Each check returns nothing and raises `ConfigError` as
+``PATH: KEY: problem``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..train.checkpoint_schema import MAX_PARAMS, MAX_SECONDS
+from ..train.config import ConfigError
+
+_SHOWN = 60
+
+
+def _fail(path: Path, where: str, problem: str) -> NoReturn:
+    raise ConfigError(str(path), f"{where[:120]}: {problem}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string(value: Any, path: Path, where: str, *, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        _fail(path, where, f"must be a string{' or null' if optional else ''}, got {_show(value)}")
+
+
+def _int(value: Any, path: Path, where: str, low: int, high: int) -> None:
+    if not _is_int(value) or not low <= value <= high:
+        _fail(path, where, f"must be an integer in {low}..{high:,}, got {_show(value)}")
+
+
+def _number(value: Any, path: Path, where: str, low: float, high: float, *, missing: bool = False) -> None:
+    """A number in ``[low, high]``; with ``missing`` also NaN or null (a value that was not measured)."""
+    if missing and (value is None or (isinstance(value, float) and math.isnan(value))):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        _fail(path, where, f"must be a number in [{low:g}, {high:g}], got {_show(value)}")
+
+
+def _mapping(value: Any, path: Path, where: str) -> dict:
+    if not isinstance(value, dict):
+        _fail(path, where, f"must be an object, got {_show(value)}")
+    return value
+
+
+# --- experiment.json -------------------------------------------------------------------------------------
+def check_sittings(record: dict, path: Path) -> None:
+    """``spec_file`` and every sitting of an experiment record (what the report prints and sums)."""
+    _string(record.get("spec_file"), path, "spec_file", optional=True)
+    for i, sitting in enumerate(record["sittings"]):
+        where = f"sittings[{i}]"
+        _mapping(sitting, path, where)
+        for key in ("command", "started", "host", "device"):
+            if key in sitting:
+                _string(sitting[key], path, f"{where}.{key}")
+        for key in ("workers", "threads"):
+            if key in sitting:
+                _int(sitting[key], path, f"{where}.{key}", 1, 1 << 20)
+        if "reused" in sitting:
+            for run, source in _mapping(sitting["reused"], path, f"{where}.reused").items():
+                _string(source, path, f"{where}.reused.{run}")
+
+
+# --- steps/ARM/seed-S.json ---------------------------------------------------------------------------------
+def check_steps_body(record: dict, path: Path) -> None:
+    """The results of a steps record: the manifestation grid and the compression report, as the report reads them."""
+    if "seconds" in record:
+        _number(record["seconds"], path, "seconds", 0.0, MAX_SECONDS)
+    if "manifestations" in record:
+        _check_manifestations(_mapping(record["manifestations"], path, "manifestations"), path)
+    if "compression" in record:
+        _check_compression(_mapping(record["compression"], path, "compression"), path)
+
+
+def _check_manifestations(grid: dict, path: Path) -> None:
+    _string(grid.get("reading"), path, "manifestations.reading", optional=True)
+    accuracy = _mapping(grid.get("accuracy"), path, "manifestations.accuracy")
+    if not accuracy:
+        _fail(path, "manifestations.accuracy", "must name at least one scheme")
+    for scheme, row in accuracy.items():
+        where = f"manifestations.accuracy.{scheme}"
+        if not _mapping(row, path, where):
+            _fail(path, where, "must name at least one step count")
+        for n, cell in row.items():
+            if not (isinstance(n, str) and n.isdigit() and 1 <= int(n) <= 1 << 20):
+                _fail(path, f"{where}.{n}", "must be keyed by a step count (an integer >= 1)")
+            for split, value in _mapping(cell, path, f"{where}.{n}").items():
+                _number(value, path, f"{where}.{n}.{split}", 0.0, 1.0)
+    if "seconds" in grid:
+        _number(grid["seconds"], path, "manifestations.seconds", 0.0, MAX_SECONDS)
+
+
+def _per_batch(value: Any, path: Path, where: str, high: float, *, missing: bool) -> None:
+    for batch, item in _mapping(value, path, where).items():
+        _number(item, path, f"{where}.{batch}", 0.0, high, missing=missing)
+
+
+def _check_compression(report: dict, path: Path) -> None:
+    for key in ("n_basis_after", "n_steps_after"):
+        value = report.get(key)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(_is_int(v) and 1 <= v <= 1 << 20 for v in values):
+            _fail(path, f"compression.{key}", f"must be an integer >= 1 or a list of them, got {_show(value)}")
+    _int(report.get("finetune_epochs"), path, "compression.finetune_epochs", 0, 1 << 20)
+    for key in ("params_before", "params_after"):
+        _int(report.get(key), path, f"compression.{key}", 1 if key == "params_before" else 0, MAX_PARAMS)
+    for key in ("accuracy_before", "accuracy_projected", "accuracy_after"):
+        _number(report.get(key), path, f"compression.{key}", 0.0, 1.0, missing=key == "accuracy_after")
+    for key in ("latency_before", "latency_after", "onnx_latency_before", "onnx_latency_after"):
+        if key in report:
+            _per_batch(report[key], path, f"compression.{key}", MAX_SECONDS, missing=False)
+    for key in ("speedup", "onnx_speedup"):
+        if key in report:
+            _per_batch(report[key], path, f"compression.{key}", 1e12, missing=True)
+
+
+__all__ = ["check_sittings", "check_steps_body"]
