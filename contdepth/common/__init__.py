@@ -3,7 +3,8 @@
 - `errors`: `OptionError`, a bad option that carries the option's name.
 - `validate`: one family of validators (integers, numbers, choices, flags).
 - `files`: atomic file writes, regular-file reads (never a wait on a FIFO) and JSON helpers.
-- `yaml_input`: the one YAML reader (aliases, depth and size bounded; JSON-like types only).
+- `yaml_input`: the one YAML reader (aliases, depth and size bounded; JSON-like types only) and its
+  writer (`dump_yaml`: what it writes reads back the same).
 """
 
 from .errors import OptionError
@@ -17,10 +18,10 @@ from .files import (
     to_json_value,
 )
 from .validate import check_bool, check_choice, check_int, check_number, check_plain_value, check_threads
-from .yaml_input import load_yaml_file, load_yaml_text
+from .yaml_input import dump_yaml, load_yaml_file, load_yaml_text
 
 __all__ = [
     "OptionError", "atomic_write_bytes", "atomic_write_text", "check_bool", "check_choice", "check_int",
-    "check_number", "check_plain_value", "check_threads", "is_temporary_file", "load_yaml_file", "load_yaml_text",
-    "open_regular_for_writing", "read_regular_bytes", "read_regular_text", "to_json_value",
+    "check_number", "check_plain_value", "check_threads", "dump_yaml", "is_temporary_file", "load_yaml_file",
+    "load_yaml_text", "open_regular_for_writing", "read_regular_bytes", "read_regular_text", "to_json_value",
 ]

@@ -9,7 +9,10 @@ extra is a way for a file from anyone to hang or crash the reader:
   checking them, writing them as JSON) walks the expanded tree and runs until memory is
   gone. Anchors are useful (one arm's options reused by another), so they are not refused;
   instead every alias counts as the nodes it stands for, and a document that expands past
-  `MAX_NODES` is refused. An alias inside the node it names (a cycle) is refused too.
+  `MAX_NODES` is refused. An alias inside the node it names (a cycle) is refused too. Text is
+  counted the same way: an alias of a long string repeats all of its characters (a 500 KB
+  string repeated by 100,000 aliases is 50 GB in an error message's ``repr`` or a record), so
+  the scalars' characters, aliases expanded, may be at most `MAX_EXPANDED_CHARS`.
 * **depth**: the composer recurses once per nesting level, so a 10,000-level document was a
   ``RecursionError``. Depth (aliases expanded) is measured on the event stream, which the
   parser produces without recursion, *before* anything is composed: at most `MAX_DEPTH`.
@@ -42,12 +45,17 @@ MAX_YAML_BYTES = 1 << 20
 MAX_DEPTH = 64
 #: The most values (scalars and collections), every alias counted as the nodes it stands for.
 MAX_NODES = 100_000
+#: The most characters of scalars (keys and values), every alias counted as the text it repeats:
+#: no more than a document without aliases may hold.
+MAX_EXPANDED_CHARS = MAX_YAML_BYTES
 #: The longest integer literal: far above any count (2**63 has 19 digits), far below Python's 4,300-digit limit.
 MAX_INT_DIGITS = 100
 
 _CORE = "tag:yaml.org,2002:"
 #: The tags of the JSON-like values (and the merge key ``<<``, which only combines mappings).
 PLAIN_SCALAR_TAGS = frozenset(_CORE + t for t in ("null", "bool", "int", "float", "str", "merge"))
+#: The scalar tags whose text must read as their type when a document writes them explicitly (``!!int``).
+_TYPED_SCALAR_TAGS = frozenset(_CORE + t for t in ("bool", "int", "float"))
 _COLLECTION_TAGS = {"sequence": _CORE + "seq", "mapping": _CORE + "map"}
 # YAML 1.2 / JSON floats that YAML 1.1 leaves as text: an exponent with no dot (1e-3, 2E+5).
 _FLOAT_NO_DOT = re.compile(r"[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+\Z")  # \Z: "$" passes a final newline
@@ -70,6 +78,31 @@ def _loader_class() -> type:
     return Loader
 
 
+@lru_cache(maxsize=1)
+def _dumper_class() -> type:
+    """The safe dumper, knowing the same floats as `_loader_class`: text such as ``'1e5'`` is quoted."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc, valid-type]
+        """Safe dumping whose output `load_yaml_text` reads back as it was."""
+
+    Dumper.add_implicit_resolver(_CORE + "float", _FLOAT_NO_DOT, list("-+0123456789"))
+    return Dumper
+
+
+def dump_yaml(value: Any, **options: Any) -> str:
+    """``value`` as YAML that `load_yaml_text` reads back as ``value`` (``yaml.safe_dump``'s ``options``).
+
+    Why not ``yaml.safe_dump``: it writes YAML 1.1, where ``1e5`` is text, so it leaves the
+    string ``"1e5"`` unquoted; read back here (YAML 1.2 floats) it became the number 100000.0,
+    and a suite named ``1e5`` (an arm ``'1e3'``, a description ``"2e3"``) could not be read
+    back from its own ``spec.yaml``. Every YAML contdepth writes to read again goes through here.
+    """
+    import yaml
+
+    return yaml.dump(value, Dumper=_dumper_class(), **options)
+
+
 def load_yaml_text(text: str, source: str, *, limit: int = MAX_YAML_BYTES) -> Any:
     """The value of the YAML document ``text``, after the checks of the module docstring.
 
@@ -84,7 +117,7 @@ def load_yaml_text(text: str, source: str, *, limit: int = MAX_YAML_BYTES) -> An
         raise OptionError(source, f"is {len(text):,} characters of YAML, more than the {limit:,} it may be")
     loader_class = _loader_class()
     try:
-        _check_events(loader_class, text, source)
+        _check_events(loader_class, text, source, max(limit, MAX_EXPANDED_CHARS))
         loader = loader_class(text)
         try:
             return loader.get_single_data()
@@ -105,15 +138,17 @@ def load_yaml_file(path: str | Path, what: str = "a YAML file", *, limit: int = 
     return load_yaml_text(read_regular_text(path, what, limit), str(path), limit=limit)
 
 
-def _check_events(loader_class: type, text: str, source: str) -> None:
+def _check_events(loader_class: type, text: str, source: str, max_chars: int = MAX_EXPANDED_CHARS) -> None:
     """Depth, expanded size, cycles and tags, from the parser's events (no recursion, nothing built)."""
     import yaml
 
     loader = loader_class(text)
-    # One entry per open collection: [anchor, nodes inside (aliases expanded), height of its children].
+    # One entry per open collection: [anchor, nodes inside (aliases expanded), height of its children,
+    # characters of its scalars (aliases expanded)].
     stack: list[list[Any]] = []
-    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, height) of the node it names
+    sizes: dict[str, tuple[int, int, int]] = {}  # anchor -> (nodes, height, characters) of the node it names
     total = 0
+    total_chars = 0
     try:
         while loader.check_event():
             event = loader.get_event()
@@ -121,45 +156,51 @@ def _check_events(loader_class: type, text: str, source: str) -> None:
                 if any(entry[0] == event.anchor for entry in stack):
                     raise OptionError(source, f"{_where(event)}: alias *{event.anchor} refers to a node that "
                                               "contains it (a cycle)")
-                nodes, height = sizes.get(event.anchor, (1, 0))  # an undefined alias: the composer says so
+                nodes, height, chars = sizes.get(event.anchor, (1, 0, 0))  # an undefined alias: the composer says so
             elif isinstance(event, yaml.ScalarEvent):
                 _check_anchor(event, sizes, stack, source)
                 _check_scalar_tag(loader, event, source)
-                nodes, height = 1, 0
+                nodes, height, chars = 1, 0, len(event.value)
             elif isinstance(event, yaml.CollectionStartEvent):
                 _check_anchor(event, sizes, stack, source)
                 kind = "sequence" if isinstance(event, yaml.SequenceStartEvent) else "mapping"
                 if event.tag not in (None, "!", _COLLECTION_TAGS[kind]):
                     raise OptionError(source, f"{_where(event)}: {_tag_words(event.tag)} is not a value any "
                                               f"option takes; only plain lists and mappings")
-                stack.append([event.anchor, 1, 0])
+                stack.append([event.anchor, 1, 0, 0])
                 total += 1
                 if len(stack) > MAX_DEPTH:
                     raise OptionError(source, f"{_where(event)}: nested more than {MAX_DEPTH} levels deep")
                 continue
             elif isinstance(event, yaml.CollectionEndEvent):
-                anchor, nodes, inner = stack.pop()
+                anchor, nodes, inner, chars = stack.pop()
                 height = inner + 1
                 if anchor is not None:
-                    sizes[anchor] = (nodes, height)
+                    sizes[anchor] = (nodes, height, chars)
                 if stack:
                     stack[-1][1] += nodes
                     stack[-1][2] = max(stack[-1][2], height)
+                    stack[-1][3] += chars
                 continue
             else:  # stream and document events
                 continue
             if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
-                sizes[event.anchor] = (1, 0)
+                sizes[event.anchor] = (1, 0, chars)
             total += nodes
+            total_chars += chars
             if len(stack) + height > MAX_DEPTH:
                 raise OptionError(source, f"{_where(event)}: alias *{event.anchor} nests more than "
                                           f"{MAX_DEPTH} levels deep")
             if stack:
                 stack[-1][1] += nodes
                 stack[-1][2] = max(stack[-1][2], height)
+                stack[-1][3] += chars
             if total > MAX_NODES:
                 raise OptionError(source, f"{_where(event)}: more than {MAX_NODES:,} values with aliases "
                                           "expanded (an alias counts as every value it repeats)")
+            if total_chars > max_chars:  # never below the text a document may hold without aliases
+                raise OptionError(source, f"{_where(event)}: more than {max_chars:,} characters of text "
+                                          "with aliases expanded (an alias counts as all the text it repeats)")
     finally:
         loader.dispose()
 
@@ -183,6 +224,14 @@ def _check_scalar_tag(loader: Any, event: Any, source: str) -> None:
     if tag == _CORE + "int" and len(event.value) > MAX_INT_DIGITS:  # Python refuses to convert past 4,300 digits
         raise OptionError(source, f"{_where(event)}: an integer of {len(event.value):,} digits ({value}); "
                                   f"at most {MAX_INT_DIGITS} digits")
+    if event.tag not in (None, "!") and tag in _TYPED_SCALAR_TAGS:
+        # An explicit tag on text that is not of that type: PyYAML's constructors end in a KeyError
+        # (``!!bool maybe``) or an IndexError (``!!int ''``), not a YAMLError. Read it here to say so.
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+        try:
+            loader.yaml_constructors[tag](loader, node)
+        except (ValueError, KeyError, IndexError, OverflowError):
+            raise OptionError(source, f"{_where(event)}: {value!r} cannot be read as {_tag_words(tag)}") from None
 
 
 def _tag_words(tag: str | None) -> str:
@@ -215,4 +264,5 @@ def _one_line(exc: Exception) -> str:
     return _first_line(text)
 
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_YAML_BYTES", "PLAIN_SCALAR_TAGS", "load_yaml_file", "load_yaml_text"]
+__all__ = ["MAX_DEPTH", "MAX_EXPANDED_CHARS", "MAX_NODES", "MAX_YAML_BYTES", "PLAIN_SCALAR_TAGS", "dump_yaml",
+           "load_yaml_file", "load_yaml_text"]

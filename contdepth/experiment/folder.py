@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common.files import read_regular_text
@@ -43,6 +44,25 @@ def compressed_folder(folder: str | Path, arm: str, seed: int) -> Path:
 
 def log_file(folder: str | Path, arm: str, seed: int) -> Path:
     return Path(folder) / "logs" / arm / f"seed-{seed}.log"
+
+
+def check_no_links(folder: str | Path, path: str | Path) -> Path:
+    """``path``, a file or folder the suite writes under its folder ``folder``, if no link is on the way.
+
+    Why: a suite folder may have been copied or unpacked from elsewhere (it is input, like
+    a checkpoint). A link in it (``steps/ARM`` -> a folder of the user's) would make the
+    runner write, replace or truncate files there (``steps/ARM/seed-S.json``, a worker's
+    log, a compressed run with ``overwrite``) that contdepth never wrote. Every part of
+    ``path`` below ``folder`` must be no link (a missing part is made by the suite itself).
+    """
+    folder, path = Path(folder), Path(path)
+    current = folder
+    for part in path.relative_to(folder).parts:
+        current = current / part
+        if current.is_symlink():
+            raise ConfigError(f"out: {current} is a link; a suite writes its files in its own folder, never through "
+                              "a link to elsewhere: remove the link (or use a new --out)")
+    return path
 
 
 def read_record(folder: str | Path) -> dict:
@@ -154,6 +174,26 @@ def weights_identity(description: dict) -> dict:
     return {"epoch": description["epoch"], "tensors_sha256": description["tensors_sha256"]}
 
 
-__all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
-           "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder", "run_status",
-           "steps_current", "steps_file", "steps_identity", "steps_version", "STEPS_REVISION", "weights_identity"]
+@dataclass(frozen=True, eq=False)  # identity: two jobs are never the same run
+class Job:
+    """One ``(arm, seed)`` of a suite and where its files go; plain values, so a worker process can take it."""
+
+    spec: dict
+    source: str
+    arm: str
+    seed: int
+    folder: str
+    threads: int
+    device: str
+    data_dir: str | None
+    quiet: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return run_folder(self.folder, self.arm, self.seed)
+
+
+__all__ = ["COMPRESSED_DIR", "EXPERIMENT_FILE", "EXPERIMENT_FORMAT", "Job", "RUNS_DIR", "SPEC_COPY", "STEPS_DIR",
+           "check_no_links", "check_run_config", "compressed_folder", "log_file", "read_record", "run_folder",
+           "run_status", "steps_current", "steps_file", "steps_identity", "steps_version", "STEPS_REVISION",
+           "weights_identity"]

@@ -48,6 +48,12 @@ def worker_environment() -> dict[str, str]:
     """The runner's environment, with safe paths, its pid, and where its ``--import`` modules were found."""
     env = dict(os.environ)
     env["PYTHONSAFEPATH"] = "1"
+    if "PYTHONPATH" in env:  # an empty entry (``PYTHONPATH=$UNSET:/x``) would put the working folder back
+        kept = [entry for entry in env["PYTHONPATH"].split(os.pathsep) if entry]
+        if kept:
+            env["PYTHONPATH"] = os.pathsep.join(kept)
+        else:
+            del env["PYTHONPATH"]
     env[RUNNER_ENV] = str(os.getpid())
     names = [m for m in env.get(IMPORTS_ENV, "").split(",") if m]
     env[IMPORT_FOLDERS_ENV] = json.dumps(module_folders(names))
@@ -67,12 +73,25 @@ def start_worker(job: dict, log: Path) -> subprocess.Popen:
     return process
 
 
-def stop_workers(processes) -> None:
-    """Terminate ``processes`` (an interruption: their runs resume next time) and wait for them."""
+#: Seconds a terminated worker has to end before it is killed: a worker whose code (a user's
+#: ``--import`` module) handles or ignores SIGTERM must not keep its runner waiting forever.
+STOP_GRACE_S = 10.0
+
+
+def stop_workers(processes, grace: float = STOP_GRACE_S) -> None:
+    """Terminate ``processes`` (an interruption: their runs resume next time) and wait for them.
+
+    A worker still running ``grace`` seconds after SIGTERM is killed (its run resumes from
+    its last checkpoint, which is written atomically).
+    """
     for process in processes:
         process.terminate()
     for process in processes:
-        process.wait()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         release(process)
 
 
@@ -121,5 +140,5 @@ def end_with_runner() -> None:
     threading.Thread(target=watch, name="contdepth-runner-watch", daemon=True).start()
 
 
-__all__ = ["end_with_runner", "read_job", "release", "start_worker", "stop_workers", "worker_command",
+__all__ = ["STOP_GRACE_S", "end_with_runner", "read_job", "release", "start_worker", "stop_workers", "worker_command",
            "worker_environment"]

@@ -6,16 +6,12 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..common.files import read_regular_text
 from ..train.progress import format_seconds
 from ..train.rundir import CHECKPOINT_JSON
-from .folder import run_folder, run_status, steps_file
+from .folder import Job, run_folder, run_status, steps_file
 from .spec import ExperimentSpec
-
-if TYPE_CHECKING:  # the runner imports this module
-    from .runner import Job
 
 
 def steps_seconds(record: object) -> float | None:

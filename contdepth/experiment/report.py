@@ -195,7 +195,8 @@ def _invariance(grids: dict[int, dict], cells: int = 1) -> dict:
     for scheme, row in first.items():
         mean_grid[scheme] = {}
         for n in row:
-            cells = [g["accuracy"][scheme][n].get("test") for g in grids.values()]
+            # a seed's grid without this cell (a record edited by hand) has no value for it, not a KeyError
+            cells = [g["accuracy"].get(scheme, {}).get(n, {}).get("test") for g in grids.values()]
             cells = [c for c in cells if c is not None]
             mean_grid[scheme][n] = 100 * sum(cells) / len(cells) if cells else math.nan
     out["test_accuracy_mean"] = mean_grid
@@ -209,10 +210,13 @@ def _compression(reports: dict[int, dict]) -> dict:
         "finetune_epochs": values[0]["finetune_epochs"],
         "params_ratio_mean": _finite_estimate([_ratio(v["params_after"], v["params_before"]) for v in values]).mean,
     }
+    def measured(value: float | None) -> float:  # a steps record may hold null for "not measured" (records.py)
+        return math.nan if value is None else value
+
     for key in ("accuracy_before", "accuracy_projected", "accuracy_after"):
-        out[f"{key}_mean"] = estimate([100 * v[key] for v in values]).mean
+        out[f"{key}_mean"] = estimate([100 * measured(v[key]) for v in values]).mean
     for key, name in (("accuracy_projected", "projected_diff"), ("accuracy_after", "finetuned_diff")):
-        e = estimate([100 * (v[key] - v["accuracy_before"]) for v in values])
+        e = estimate([100 * (measured(v[key]) - v["accuracy_before"]) for v in values])
         out[f"{name}_mean"], out[f"{name}_ci95"] = e.mean, [e.low, e.high]
     for key in ("speedup", "onnx_speedup"):  # eager torch, and ONNX Runtime where measured
         if key not in values[0]:

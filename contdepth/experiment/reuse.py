@@ -23,14 +23,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-import yaml
-
 from ..common.files import atomic_write_text
+from ..common.yaml_input import dump_yaml
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig, read_yaml
 from ..train.rundir import CHECKPOINT_JSON, CONFIG_FILE, LAST_DIR, METRICS_FILE, folder_state
 from ..train.trainer import check_resume_config
-from .folder import RUNS_DIR, run_folder
+from .folder import RUNS_DIR, check_no_links, run_folder
 from .spec import ExperimentSpec
 
 
@@ -101,8 +100,7 @@ def copy_run(source: Path, target: Path) -> None:
             if relative.name == CONFIG_FILE and relative.parent == Path("."):
                 config = read_yaml(path, "a run's training config")
                 config["out"] = str(target)
-                atomic_write_text(staging / CONFIG_FILE,
-                                  yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+                atomic_write_text(staging / CONFIG_FILE, dump_yaml(config, sort_keys=False, default_flow_style=None))
             else:
                 shutil.copyfile(path, staging / relative)
         staging.rename(target)
@@ -127,7 +125,7 @@ def reuse_runs(spec: ExperimentSpec, folder: Path, pairs: Iterable[tuple[str, in
             raise ConfigError(f"reuse: {source} is this experiment's own folder")
     copied: dict[str, str] = {}
     for arm, seed in pairs:
-        target = run_folder(folder, arm, seed)
+        target = check_no_links(folder, run_folder(folder, arm, seed))  # a copy goes into the suite, not a link
         if target.exists() or target.is_symlink():  # started (or finished) here: this suite's own run
             continue
         found = reusable_run(spec, arm, seed, sources)

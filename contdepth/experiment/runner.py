@@ -20,13 +20,14 @@ import json
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..common.files import atomic_write_text, read_regular_bytes
 from ..common.paths import user_path
+from ..common.yaml_input import dump_yaml
 from ..common.validate import check_int, check_threads
 from ..train.checkpoint import read_description
 from ..train.config import ConfigError, check_device, check_output_path
@@ -36,7 +37,10 @@ from ..train.trainer import train
 from .folder import (
     EXPERIMENT_FILE,
     EXPERIMENT_FORMAT,
+    Job,
     SPEC_COPY,
+    check_no_links,
+    compressed_folder,
     log_file,
     read_record,
     run_folder,
@@ -54,31 +58,10 @@ from .spec import IDENTITY_VERSION, ExperimentSpec, difference
 from .steps import run_steps
 
 
-@dataclass(frozen=True, eq=False)  # identity: two jobs are never the same run
-class Job:
-    """One ``(arm, seed)`` of a suite and where its files go; plain values, so a worker process can take it."""
-
-    spec: dict
-    source: str
-    arm: str
-    seed: int
-    folder: str
-    threads: int
-    device: str
-    data_dir: str | None
-    quiet: bool
-
-    @property
-    def run_dir(self) -> Path:
-        return run_folder(self.folder, self.arm, self.seed)
-
-
 def spec_text(spec: ExperimentSpec) -> str:
     """The spec as YAML, as it is stored in an experiment folder (``contdepth report`` reads it back)."""
-    import yaml
-
     return (f"# the spec of experiment {spec.name}, as first run (from {spec.source})\n"
-            + yaml.safe_dump({"name": spec.name, **spec.raw}, sort_keys=False, default_flow_style=None))
+            + dump_yaml({"name": spec.name, **spec.raw}, sort_keys=False, default_flow_style=None))
 
 
 # --- one job -------------------------------------------------------------------------------------------
@@ -89,6 +72,9 @@ def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
 
     spec = ExperimentSpec.from_dict(job.spec, source=job.source, default_name=job.spec.get("name", "experiment"))
     arm = spec.arm(job.arm)
+    for path in (job.run_dir, steps_file(job.folder, arm.name, job.seed),
+                 compressed_folder(job.folder, arm.name, job.seed)):  # what this job writes: never through a link
+        check_no_links(job.folder, path)
     state, _ = run_status(spec, job.folder, arm, job.seed)
     run = {"out": str(job.run_dir), "threads": job.threads, "device": job.device, "quiet": job.quiet}
     if job.data_dir is not None:
@@ -190,6 +176,9 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
             "workers": workers, "threads": total_threads, "device": device}
         record["sittings"].append(sitting)
+        # written now, before anything can take time (looking for runs to reuse): a new folder
+        # interrupted holding spec.yaml but no record would refuse "the same command again"
+        atomic_write_text(out / EXPERIMENT_FILE, json.dumps(record, indent=1) + "\n")
         if reuse:
             sitting["reused"] = {}
 
@@ -242,7 +231,7 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
             while queue and len(running) < workers:
                 job = queue.pop(0)
                 progress.starting(job)
-                log = log_file(job.folder, job.arm, job.seed)
+                log = check_no_links(job.folder, log_file(job.folder, job.arm, job.seed))
                 log.parent.mkdir(parents=True, exist_ok=True)
                 running[start_worker(job_to_dict(job), log)] = (job, log)
             time.sleep(0.1)
@@ -268,7 +257,7 @@ def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
 
 
 def job_to_dict(job: Job) -> dict:
-    return {f: getattr(job, f) for f in Job.__dataclass_fields__}
+    return {f.name: getattr(job, f.name) for f in fields(Job)}
 
 
 __all__ = ["Job", "SuiteProgress", "check_experiment_dir", "run_experiment", "run_job", "run_status", "spec_text"]

@@ -414,9 +414,32 @@ def _compress(values: Any, where: str) -> Compress | None:
 
 
 def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> None:
+    """The arm's model has blocks to project, each with at least ``compress.n_basis`` functions once trained.
+
+    Why here: compression refuses a basis larger than the block's (that would not compress), and
+    that refusal came after the run had trained; the sizes after every refinement of ``refine_at``
+    are known from the model built on the ``meta`` device, before any run starts.
+    """
+    import torch
+
+    from ..nn import continuous_blocks
+
     if "n_basis" not in model_options(config.model):
         raise ConfigError(f"{where}.compress: model {config.model!r} has no ContinuousBlock to project; "
                           "switch compress off for this arm (compress: null)")
+    try:
+        with torch.device("meta"):
+            model = create(config.model, **model_options_for(config))
+    except (ValueError, TypeError, RuntimeError):  # bad option values: the preflight names the option
+        return
+    for index, block in enumerate(continuous_blocks(model)):
+        basis = block.basis
+        for _ in config.refine_at:
+            basis = basis.with_size(basis.refined_size())
+        if compress.n_basis > basis.n:
+            after = f" after the refinements at epochs {list(config.refine_at)}" if config.refine_at else ""
+            raise ConfigError(f"{where}.compress.n_basis: block {index + 1} has {basis.n} basis functions{after}; "
+                              f"compression projects onto fewer (at most {basis.n}), got {compress.n_basis}")
 
 
 def _comparison(values: Any, arms: set[str], where: str) -> Comparison:

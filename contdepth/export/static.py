@@ -33,14 +33,17 @@ Tensor = torch.Tensor
 
 
 def _materialise(template: nn.Module, names: tuple[str, ...], values: Iterable[Tensor],
-                 buffers: dict[str, Tensor], trainable: bool) -> nn.Module:
+                 buffers: dict[str, Tensor], trainable: bool, frozen: frozenset[str] = frozenset()) -> nn.Module:
     """A real copy of the meta ``template`` holding ``values`` (in ``names`` order) and ``buffers``.
 
     Tied parameters (one tensor under several names) stay tied: every slot that held the
-    same meta tensor receives the same new parameter.
+    same meta tensor receives the same new parameter. A parameter named in ``frozen`` (the
+    block's coefficients of it have ``requires_grad=False``: a frozen layer) stays frozen
+    even when ``trainable``.
     """
     unit = copy.deepcopy(template)
-    by_name = {name: nn.Parameter(v.detach().clone(), requires_grad=trainable) for name, v in zip(names, values)}
+    by_name = {name: nn.Parameter(v.detach().clone(), requires_grad=trainable and name not in frozen)
+               for name, v in zip(names, values)}
     canonical = {id(p): name for name, p in unit.named_parameters()}
     for name, p in list(unit.named_parameters(remove_duplicate=False)):
         owner_name, _, leaf = name.rpartition(".")
@@ -78,9 +81,10 @@ class StaticBlock(nn.Module):
         with torch.no_grad():
             values = block.values_at_stages()
             states = values.state if values.state is not None else [()] * len(values.parameters)
+            frozen = frozenset(name for name, c in block.coefficient_items() if not c.requires_grad)
             self.units = nn.ModuleList(
                 _materialise(block.template, block.parameter_names, values.parameters[row],
-                             {**dict(zip(block.state_names, states[row])), **values.shared}, trainable)
+                             {**dict(zip(block.state_names, states[row])), **values.shared}, trainable, frozen)
                 for row in range(len(values.parameters))
             )
         plan = values.plan
@@ -170,7 +174,8 @@ def freeze(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | 
 
     Args:
         trainable: the stage weights are parameters with ``requires_grad=True`` (fine-tuning,
-            ``torch.compile`` for training); ``False`` makes them frozen parameters.
+            ``torch.compile`` for training); ``False`` makes them frozen parameters. A template
+            parameter the block holds frozen (``requires_grad=False``) stays frozen either way.
         eval_mode: return the copy in evaluation mode (what deployment wants: running
             statistics, no sampling of the normalisation state); ``False`` keeps the
             training flags of ``model``.

@@ -54,7 +54,8 @@ def units_to_block(units: Iterable[nn.Module], *, probe: Tensor | None = None,
     ``contdepth.common.OptionError`` (a ``ValueError``) of one line naming the unit:
 
     - every body has the same parameter and buffer names, shapes and dtypes as the first
-      (one template with other weights);
+      (one template with other weights), and freezes (``requires_grad=False``) the same
+      parameters (a block freezes a parameter at every depth or at none);
     - ``body(x)`` and ``unit(x)`` keep ``x``'s shape (a downsampling unit, strided or with a
       projection shortcut, is no ODE step: keep it outside the block, as contdepth's models
       keep their stitches);
@@ -151,6 +152,14 @@ def _check_same_layers(bodies: list[nn.Module]) -> None:
                                                  f"units[0]'s has {first[name][1]} ({first[name][2]}): every unit must "
                                                  "be the same layers (a unit of another width or stride stays "
                                                  "outside the block)")
+        frozen = {name for name, p in bodies[0].named_parameters() if not p.requires_grad}
+        mine_frozen = {name for name, p in b.named_parameters() if not p.requires_grad}
+        if mine_frozen != frozen:  # a block freezes a parameter at every depth or none: never unfreeze one
+            name = sorted(frozen ^ mine_frozen)[0]
+            state, other = ("frozen", "trainable") if name in mine_frozen else ("trainable", "frozen")
+            raise OptionError(f"units[{k}]", f"its body's parameter {name!r} is {state} but units[0]'s is {other}: "
+                                             "a block freezes a parameter at every depth or at none, so every "
+                                             "unit must freeze the same parameters")
 
 
 def _check_rtol(rtol: object) -> float:
@@ -240,7 +249,7 @@ def _check_unit(k: int, unit: nn.Module, body: nn.Module, x: Tensor, scaled: tup
                                          "is not one Euler step; only x + body(x) converts")
     for training in (False, True):
         for factor in sorted({2, n} - {1}):
-            difference, scale = _scaling_error(k, body, x, scaled, factor, training)
+            difference, scale = _scaling_error(k, body, _batch_of_two(x) if training else x, scaled, factor, training)
             if difference > rtol * scale:
                 layer = scaled[0].rpartition(".")[0] or scaled[0]
                 mode = "in training mode " if training else ""
@@ -250,6 +259,19 @@ def _check_unit(k: int, unit: nn.Module, body: nn.Module, x: Tensor, scaled: tup
                                                  "of the same layers; end the body in a convolution or linear layer "
                                                  "(or name the layer that is, last_layer=)")
     return y
+
+
+def _batch_of_two(x: Tensor) -> Tensor:
+    """``x``, or for a probe of one example that example and a seeded variation of it.
+
+    The training-mode check runs the body with batch statistics, which a batch of one does
+    not have (``BatchNorm`` refuses it); any batch shows whether the body is linear in its
+    last layer's weights, so one example must not get a valid unit refused.
+    """
+    if x.dim() == 0 or x.shape[0] != 1:
+        return x
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype).to(x.device)
+    return torch.cat([x, x + _scale(x) * noise])
 
 
 def _scaling_error(k: int, body: nn.Module, x: Tensor, scaled: tuple[str, ...], factor: int,

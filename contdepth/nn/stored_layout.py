@@ -14,12 +14,24 @@ dict's shapes), shared by `contdepth.nn.model_tools` and the block.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Protocol
 
 import torch
 
-if TYPE_CHECKING:  # the block imports this module
-    from .block import ContinuousBlock
+from ..basis import DepthBasis
+
+
+class LayoutOwner(Protocol):
+    """What these functions read of a block (a [`ContinuousBlock`][contdepth.nn.ContinuousBlock]);
+    a protocol, because the block imports this module."""
+
+    n_basis: int
+    n_steps: int
+    basis: DepthBasis
+
+    def coefficient_items(self) -> Iterable[tuple[str, torch.Tensor]]: ...
+
+    def state_items(self) -> Iterable[tuple[str, torch.Tensor]]: ...
 
 # Bounds on what a layout read from a file may ask for. Trained manifestations use tens of
 # steps and functions (nine refinements of a one-function block reach 512). The cost of
@@ -33,7 +45,7 @@ _ADVICE = ("to load a layout of your own, build the model, call contdepth.nn.app
            "and load then")
 
 
-def _stored(block: "ContinuousBlock", state_dict: Mapping[str, object], prefix: str
+def _stored(block: LayoutOwner, state_dict: Mapping[str, object], prefix: str
             ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """``(key, stored, current)`` for the block's depth tensors (coefficients, state) the dict holds."""
     for group, items in (("coefficients", block.coefficient_items()), ("state", block.state_items())):
@@ -44,7 +56,7 @@ def _stored(block: "ContinuousBlock", state_dict: Mapping[str, object], prefix: 
                 yield key, stored, current
 
 
-def stored_basis_size(block: "ContinuousBlock", state_dict: Mapping[str, object], prefix: str) -> int | None:
+def stored_basis_size(block: LayoutOwner, state_dict: Mapping[str, object], prefix: str) -> int | None:
     """How many basis functions ``state_dict`` holds for ``block`` (its module prefix ``prefix``).
 
     ``None`` when the dict holds none of the block's depth tensors, or one whose trailing
@@ -77,7 +89,7 @@ def stored_basis_size(block: "ContinuousBlock", state_dict: Mapping[str, object]
     return n
 
 
-def steps_for(block: "ContinuousBlock", n_basis: int) -> int:
+def steps_for(block: LayoutOwner, n_basis: int) -> int:
     """The step count a block takes with ``n_basis`` functions: its steps per function kept.
 
     A state dict has no manifestation. Refinement doubles functions and steps, and a block

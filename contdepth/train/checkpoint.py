@@ -202,7 +202,7 @@ class CheckpointInfo:
         """One line, every field summarised (the optimizer's state keys and sizes, never its tensors)."""
         from .checkpoint_summary import summarize
 
-        return summarize(self)
+        return summarize(vars(self))
 
     def train_config(self):  # -> TrainConfig
         """The run's [`TrainConfig`][contdepth.train.TrainConfig] (``CheckpointError`` if absent/invalid)."""

@@ -11,10 +11,8 @@ and the *keys* of its state with their tensor counts and sizes, never values.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .checkpoint import CheckpointInfo
+from types import SimpleNamespace
+from typing import Any, Mapping
 
 #: Longest text shown for the model's options (a value read from a file may be any size).
 OPTIONS_CHARS = 120
@@ -68,8 +66,13 @@ def _optimizer(optimizer: object, tensors: object) -> str:
     return f"{optimizer.get('class')} ({len(groups)} param group{plural}, {n_params} parameters; state: {keys})"
 
 
-def summarize(info: "CheckpointInfo") -> str:
-    """``CheckpointInfo(...)`` on one line, every field summarised (see the module's docstring)."""
+def summarize(fields: Mapping[str, Any]) -> str:
+    """``CheckpointInfo(...)`` on one line from its ``fields`` (``vars(info)``), every one summarised.
+
+    It takes the fields rather than the object so that this module needs nothing of
+    ``checkpoint.py``, which calls it (see the module's docstring).
+    """
+    info = SimpleNamespace(**fields)
     model = f"{info.model_name!r}" + (f" ({info.model_class})" if info.model_class else "")
     history = info.history if isinstance(info.history, list) else []
     config = f"{len(info.config)} keys" if isinstance(info.config, dict) else "None"

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from ..common.errors import OptionError
 from ..common.validate import check_bool, check_choice, check_int, check_plain_value
-from ..common.yaml_input import load_yaml_file
+from ..common.yaml_input import dump_yaml, load_yaml_file
 # The registries (data, models, solvers) import torch: the functions that validate import them,
 # so that reading the fields (``contdepth train --help``) does not load torch.
 
@@ -71,8 +71,9 @@ def check_device(device: object, name: str = "device", *, available: bool = True
     One validator for every command, called before anything is loaded, so that a device
     torch cannot use is an option error and not an ``AssertionError`` from deep inside.
     """
+    # isascii: str.isdigit() also passes "²" and other digits int() cannot read (a ValueError traceback later)
     ok = isinstance(device, str) and (device in ("cpu", "cuda") or (device.startswith("cuda:")
-                                                                   and device[5:].isdigit()))
+                                                                   and device[5:].isascii() and device[5:].isdigit()))
     if not ok:
         raise ConfigError(f"{name}: must be cpu, cuda or cuda:N; got {device!r}")
     if available and device != "cpu":
@@ -376,9 +377,8 @@ class TrainConfig:
         return out
 
     def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        """The config as YAML that `read_yaml` reads back as it is (`contdepth.common.dump_yaml`)."""
+        return dump_yaml(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
 def read_yaml(path: str | Path, what: str = "a training config") -> dict[str, Any]:

@@ -187,7 +187,10 @@ def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigErr
     head = error.option.split("[", 1)[0]
     if head and (head in options or head in model_options(model)):
         return error.within("model_options")
-    return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {exc}")
+    # torch's C++ errors run to a dozen lines (its "Exception raised from ..." and frames): the first says it
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return ConfigError(f"model_options: model {model!r} cannot be built with {options}: {first}")
 
 
 def restore_grad_scaler(scaler: torch.amp.GradScaler, info: CheckpointInfo) -> None:

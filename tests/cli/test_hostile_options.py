@@ -133,6 +133,15 @@ def test_a_build_error_naming_no_option_names_the_model_and_its_options(monkeypa
                    "'num_classes': 10}: Trying to create tensor with negative dimension -1")
 
 
+@pytest.mark.parametrize("option", ["alpha", "widen", "num_classes", "in_channels"])
+def test_an_integer_too_large_for_torch_is_one_line(tmp_path, capsys, nothing_loaded, option):
+    """Past 2**63 the meta build fails inside torch ("Overflow when unpacking long long"), whose message
+    went on for 15 lines of C++ frames; the first line is the answer."""
+    one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--model-option", f"{option}={10**23}"],
+                   f"model_options: model 'continuousnet' cannot be built with {{'{option}': {10**23}",
+                   "failed to unpack")
+
+
 # --- 3: devices -------------------------------------------------------------------------------------
 def _unavailable_devices() -> list[str]:
     devices = ["nosuch", "cuda:99", "gpu"]
@@ -148,6 +157,15 @@ def test_an_unusable_device_is_refused_before_the_checkpoint_is_read(run_dir, tm
     extra = {"eval": [], "analyze": ["--no-plots", "--out", str(tmp_path / "an")],
              "compress": ["--n-basis", "1", "--out", str(tmp_path / "small")]}[command]
     one_line_error(capsys, [command, str(run_dir), "--device", device, *extra], "device: ")
+
+
+def test_a_device_number_must_be_ascii_digits():
+    from contdepth.train.config import check_device
+
+    for device in ("cuda:\u00b2", "cuda:\u0661", "cuda:", "cuda:-1"):  # "²".isdigit() is True; int("²") fails
+        with pytest.raises(contdepth.train.ConfigError, match="device: must be cpu, cuda or cuda:N"):
+            check_device(device, available=False)
+    assert check_device("cuda:12", available=False) == "cuda:12"
 
 
 @pytest.mark.parametrize("device", ["nosuch", "cuda:99"])

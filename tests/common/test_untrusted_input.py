@@ -21,7 +21,7 @@ from contdepth.common import (
     open_regular_for_writing,
     read_regular_text,
 )
-from contdepth.common.yaml_input import MAX_DEPTH, MAX_NODES
+from contdepth.common.yaml_input import MAX_DEPTH, MAX_EXPANDED_CHARS, MAX_NODES
 from helpers import bounded
 
 
@@ -54,6 +54,17 @@ def test_an_alias_bomb_is_refused_at_once_wherever_it_sits():
             + "".join(f"b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 10) + "]\n" for i in range(1, 6)),
             "aliases expanded")
     refused("a: &a [1, *a]\n", "alias *a refers to a node that contains it")  # a cycle: infinite when walked
+
+
+def test_an_alias_of_a_long_string_counts_its_text_each_time():
+    """20,000 aliases of a 20,000-character string: 80 KB of YAML, 400 MB of text once repeated.
+    Counted as values it passed (20,001 < 100,000), and the first error message that showed the
+    list (``n_basis: ... got ['aaa...', ...]``) took 2 GB and printed 400 MB."""
+    text = "n_basis: [&s " + "a" * 20_000 + ", " + ", ".join(["*s"] * 20_000) + "]\n"
+    refused(text, f"more than {MAX_EXPANDED_CHARS:,} characters of text with aliases expanded")
+    refused("k: &k " + "x" * 600_000 + "\nv: {a: *k}\n", "characters of text")  # an alias in a mapping too
+    # a few repeats of a long string and text up to the bound are fine
+    assert len(load_yaml_text("a: &s " + "y" * 300_000 + "\nb: [*s, *s]\n", "s")["b"]) == 2
 
 
 def test_anchors_within_the_bounds_are_yaml_as_usual():
@@ -90,6 +101,22 @@ def test_values_outside_the_json_types_are_refused_with_their_line(text, words):
     assert "quote it" in message or "plain lists and mappings" in message
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("a: !!bool maybe\n", "'maybe' cannot be read as a value tagged !!bool"),  # was a KeyError traceback
+    ("a: !!int ''\n", "'' cannot be read as a value tagged !!int"),  # was an IndexError traceback
+    ("a: !!float ''\n", "'' cannot be read as a value tagged !!float"),
+    ("a: !!int '+'\n", "'+' cannot be read as a value tagged !!int"),
+    ("a: !<tag:yaml.org,2002:bool> x\n", "'x' cannot be read as a value tagged !!bool"),
+])
+def test_an_explicit_type_tag_on_text_of_another_type_is_one_line(text, shown):
+    refused(text, "line 1, column 4", shown)
+
+
+def test_an_explicit_type_tag_on_text_of_that_type_is_read():
+    assert load_yaml_text("a: !!bool yes\nb: !!int '0x1f'\nc: !!float 1\nd: !!float '1e3'\n", "s") == {
+        "a": True, "b": 31, "c": 1.0, "d": 1000.0}
+
+
 def test_plain_values_and_yaml_1_2_floats():
     assert load_yaml_text("a: '2024-01-01'\nb: 1e-3\nc: 1E5\nd: -2e+3\ne: 1.5\nf: 1_000\ng: [~, yes, off]\n", "s") == {
         "a": "2024-01-01", "b": 0.001, "c": 100000.0, "d": -2000.0, "e": 1.5, "f": 1000, "g": [None, True, False]}
@@ -98,6 +125,21 @@ def test_plain_values_and_yaml_1_2_floats():
     refused("a: [1,\n", "not valid YAML", "line 2")
     refused("a: 1\n---\nb: 2\n", "expected a single document")
     refused("x" * (2 << 20), "more than the 1,048,576")
+
+
+def test_what_contdepth_writes_as_yaml_reads_back_the_same():
+    """``yaml.safe_dump`` writes YAML 1.1 and left the text ``1e5`` unquoted; the reader (YAML 1.2 floats)
+    then read a suite named ``1e5`` back as the number 100000.0 and refused its own spec."""
+    import yaml
+
+    from contdepth.common import dump_yaml
+    from contdepth.train import TrainConfig
+
+    value = {"name": "1e5", "arms": {"1e3": {}}, "description": "-2E+3", "n": 1e5, "s": "1.5", "t": "2024-01-01"}
+    assert load_yaml_text(yaml.safe_dump(value), "s") != value  # the writer this replaces
+    assert load_yaml_text(dump_yaml(value), "s") == value
+    config = TrainConfig(data_dir="1e3", model_options={"alpha": 2})  # a folder named 1e3
+    assert load_yaml_text(config.to_yaml(), "config.yaml") == config.to_dict()
 
 
 def test_files_are_read_only_if_regular_and_bounded(tmp_path):

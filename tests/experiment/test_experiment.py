@@ -283,6 +283,11 @@ def test_report_never_writes_into_a_folder_of_the_users(suite, tmp_path, capsys)
     (lambda s: s.update(evaluate={"schemes": ["rk9"]}), r"evaluate\.schemes: must be a list of scheme names"),
     (lambda s: s["arms"].update(res={"model": "resnet", "model_options": {"alpha": 4, "n_units": 1},
                                      "compress": {"n_basis": 1}}), r"arms\.res\.compress: model 'resnet' has no"),
+    # a basis larger than the trained one: compression refused it only after the run had trained
+    (lambda s: s["arms"]["euler"]["compress"].update(n_basis=2),
+     r"arms\.euler\.compress\.n_basis: block 1 has 1 basis functions; compression projects onto fewer"),
+    (lambda s: s["arms"]["rk4"].update(compress={"n_basis": 3}),
+     r"arms\.rk4\.compress\.n_basis: block 1 has 2 basis functions after the refinements at epochs \[2\]"),
     (lambda s: s.update(extra=1), r"extra: not a key of an experiment spec"),
 ])
 def test_bad_specs_are_one_line_errors_naming_the_place(tmp_path, capsys, edit, message):

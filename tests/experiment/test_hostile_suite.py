@@ -138,6 +138,26 @@ def test_a_tampered_run_history_is_not_counted_and_named(suite, capsys, change, 
              key)
 
 
+def test_values_a_steps_record_may_hold_are_summarised_not_a_traceback(suite, capsys):
+    # null is "not measured" to records.py, so the report must take it (it raised a TypeError)
+    compression = {"n_basis_after": 1, "n_steps_after": 1, "finetune_epochs": 0, "params_before": 10,
+                   "params_after": 5, "accuracy_before": 0.5, "accuracy_projected": 0.4, "accuracy_after": None}
+    _edit_json(steps_file(suite, "a", 0), lambda r: r.update(compression=compression))
+    assert main(["report", str(suite), "--no-plots", "--quiet"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert json.loads((suite / "summary.json").read_text())["arms"]["a"]["compression"]["accuracy_after_mean"] is None
+
+
+def test_seeds_whose_grids_differ_are_summarised_not_a_key_error():
+    # a seed's grid without a cell of the first seed's (edited by hand) raised KeyError in the mean grid
+    from contdepth.experiment.report import _invariance
+
+    full = {"accuracy": {"euler": {"1": {"test": 0.5}, "2": {"test": 0.7}}}}
+    part = {"accuracy": {"rk4": {"1": {"test": 0.9}}}}
+    grid = _invariance({0: full, 1: part})["test_accuracy_mean"]
+    assert grid == {"euler": {"1": 50.0, "2": 70.0}}
+
+
 # --- g) folders of another suite, links ------------------------------------------------------------------
 def test_a_report_never_replaces_another_suites_report(suite, tiny, tmp_path, capsys):
     other = tmp_path / "other"
@@ -200,6 +220,39 @@ def test_a_renamed_spec_file_is_the_same_experiment_when_the_spec_names_itself(s
     spec = ExperimentSpec.from_yaml(write_spec(tmp_path, unnamed, "renamed.yaml"))
     with pytest.raises(ConfigError, match=r"name: 'tiny' -> 'renamed'.*add 'name: tiny'"):
         check_experiment_dir(spec, suite)
+
+
+@pytest.mark.parametrize("linked", ["steps/a", "runs/a"])
+def test_a_suite_never_writes_through_a_link_in_its_folder(suite, tmp_path, capsys, linked):
+    # A suite folder is input (copied, unpacked): steps/a -> a folder of the user's had its seed-0.json
+    # replaced by the runner's steps record.
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "seed-0.json").write_text("the user's\n")
+    shutil.rmtree(suite / linked)  # so the run (or its steps) is to do: the runner will write there
+    (suite / linked).symlink_to(user, target_is_directory=True)
+    one_line(capsys, ["experiment", str(suite / "spec.yaml"), "--out", str(suite), "--threads", "1", "--quiet"],
+             f"{suite / linked} is a link")
+    assert [p.name for p in user.iterdir()] == ["seed-0.json"] and (user / "seed-0.json").read_text() == "the user's\n"
+
+
+def test_a_suite_interrupted_while_reusing_runs_continues_when_run_again(tiny, tmp_path, monkeypatch):
+    # The advice after Ctrl-C is "run the same command again": a new suite interrupted while it looked
+    # for runs to reuse held spec.yaml but no experiment.json yet, and the rerun was refused ("not an
+    # experiment folder").
+    import contdepth.experiment.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "new"
+    monkeypatch.setattr(runner, "reuse_runs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(tiny / "spec.yaml", out, threads=1, quiet=True, report=False, reuse=[tiny])
+    monkeypatch.undo()
+    run_experiment(tiny / "spec.yaml", out, threads=1, quiet=True, report=False, reuse=[tiny])
+    sittings = json.loads((out / "experiment.json").read_text())["sittings"]
+    assert len(sittings) == 2 and sorted(sittings[1]["reused"]) == ["a/seed-0", "b/seed-0"]
 
 
 # --- d) ~ the shell did not expand ---------------------------------------------------------------------------
@@ -315,3 +368,44 @@ def test_workers_end_with_their_runner(tmp_path, sig):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         runner.wait(timeout=30)
+
+
+def test_stopping_workers_never_waits_forever_on_one_that_ignores_sigterm():
+    # a worker whose code ignores SIGTERM (a user's --import module may handle it) kept an interrupted
+    # runner waiting in stop_workers forever
+    from contdepth.experiment.process import stop_workers
+
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+            "time.sleep(300)")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "1"  # the handler is in place
+        tic = time.monotonic()
+        stop_workers([worker], grace=0.5)
+        assert worker.returncode == -signal.SIGKILL and time.monotonic() - tic < 30
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker.stdout.close()
+
+
+def test_an_empty_pythonpath_entry_does_not_put_the_working_folder_back(monkeypatch):
+    """``PYTHONPATH=$UNSET:/x`` has an empty entry, which Python reads as the working folder."""
+    from contdepth.experiment.process import worker_environment
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["", "/opt/mine", ""]))
+    assert worker_environment()["PYTHONPATH"] == "/opt/mine"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep)
+    assert "PYTHONPATH" not in worker_environment()
+
+
+def test_a_stored_spec_reads_back_with_names_that_look_like_numbers(tmp_path):
+    """The stored spec.yaml is written by contdepth and read by ``report``: text such as ``1e3`` must stay text."""
+    from contdepth.common import load_yaml_text
+    from contdepth.experiment import ExperimentSpec
+    from contdepth.experiment.runner import spec_text
+
+    spec = ExperimentSpec.from_dict({**TINY, "name": "1e5", "arms": {"1e3": {}}, "comparisons": []})
+    stored = load_yaml_text(spec_text(spec), "spec.yaml")
+    assert stored["name"] == "1e5" and list(stored["arms"]) == ["1e3"]

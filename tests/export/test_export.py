@@ -138,6 +138,22 @@ def test_a_frozen_model_fine_tunes_like_any_module():
     assert losses[-1] < losses[0]
 
 
+
+def test_a_frozen_template_parameter_stays_frozen_in_the_static_copy():
+    # issue 26: a layer the user froze must not become trainable through freeze(trainable=True)
+    from contdepth.nn import ContinuousBlock
+
+    torch.manual_seed(0)
+    template = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4))
+    template[0].weight.requires_grad_(False)
+    block = ContinuousBlock(template, n_basis=2, scheme="rk4")
+    static = freeze(torch.nn.Sequential(block)).train()
+    flags = {name.split(".", 3)[-1]: p.requires_grad for name, p in static.named_parameters()}
+    assert flags == {"0.weight": False, "0.bias": True, "2.weight": True, "2.bias": True}
+    static(torch.randn(3, 4)).sum().backward()
+    assert all(unit[0].weight.grad is None for unit in static_blocks(static)[0].units)
+    assert not any(p.requires_grad for p in freeze(torch.nn.Sequential(block), trainable=False).parameters())
+
 # --- torch.export ---------------------------------------------------------------------------------------------
 def test_torch_export_program_matches_and_has_a_dynamic_batch(tmp_path):
     model = _small_net("piecewise_linear", n_basis=2, dtype=torch.float32)

@@ -117,3 +117,37 @@ def test_units_of_different_shapes_are_refused():
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call(stage(2))
+
+
+def test_units_that_freeze_different_parameters_are_refused():
+    # issue 26 review: one unit's frozen layer became a trainable coefficient of the block (units[0]'s
+    # flags were taken for every depth)
+    units = stage(3)
+    units[1].body[2].weight.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^units\[1\]: its body's parameter '2.weight' is frozen but units\[0\]'s "
+                                         r"is trainable") as error:
+        units_to_block(units, probe_shape=SHAPE)
+    assert "\n" not in str(error.value)
+
+
+def test_a_probe_of_one_example_converts_a_unit_with_batch_normalisation():
+    # issue 26 review: the training-mode check ran the probe alone, and BatchNorm1d refuses batch
+    # statistics of one example, so a valid pre-activation unit was refused ("cannot run in training mode")
+    class Unit1d(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.BatchNorm1d(WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.body(x)
+
+    torch.manual_seed(0)
+    units = nn.Sequential(*[Unit1d() for _ in range(3)]).double().eval()
+    block = units_to_block(units, probe=torch.randn(1, WIDTH, dtype=torch.float64))
+    x = torch.randn(5, WIDTH, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), units(x), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"in training mode with them times 2"):  # the check still runs
+        units_to_block(stage(3, last=nn.BatchNorm2d(WIDTH, affine=False)).apply(
+            lambda m: m.reset_running_stats() if isinstance(m, nn.BatchNorm2d) and not m.affine else None),
+            probe=batch(1))
