@@ -15,19 +15,24 @@ statistics of `contdepth.experiment.stats`.
 from .folder import read_record, run_folder
 from .report import collect, format_report, render_plots, summarize, write_report
 from .runner import Job, check_experiment_dir, run_experiment, run_job, run_status
+from .seeds import SeedDecision, decide
 from .spec import (
     Arm,
     Comparison,
     Compress,
     Evaluate,
     ExperimentSpec,
+    SeedRule,
     arm_config,
     difference,
 )
-from .stats import Estimate, estimate, t_quantile
+from .costs import cell_epochs, ideal_ratio
+from .stats import Estimate, RatioEstimate, estimate, ratio_estimate, t_quantile
 
 __all__ = [
-    "Arm", "Comparison", "Compress", "Estimate", "Evaluate", "ExperimentSpec", "Job", "arm_config",
-    "check_experiment_dir", "collect", "difference", "estimate", "format_report", "read_record", "render_plots",
-    "run_experiment", "run_folder", "run_job", "run_status", "summarize", "t_quantile", "write_report",
+    "Arm", "Comparison", "Compress", "Estimate", "Evaluate", "ExperimentSpec", "Job", "RatioEstimate", "SeedDecision",
+    "SeedRule", "arm_config", "cell_epochs", "check_experiment_dir", "collect", "decide", "difference", "estimate",
+    "format_report", "ideal_ratio",
+    "ratio_estimate", "read_record", "render_plots", "run_experiment", "run_folder", "run_job", "run_status",
+    "summarize", "t_quantile", "write_report",
 ]

@@ -110,7 +110,8 @@ class SuiteProgress:
         self.done_count = sum(s == "done" for s in states.values())
         self.pending = [job for job in self.jobs if states[job] != "done"]
         partial = sum(s == "partial" for s in states.values())
-        self.log(f"{len(self.jobs)} runs ({len(self.spec.arms)} arms x {len(self.spec.seeds)} seeds) in {self.folder}: "
+        seeds = len({job.seed for job in self.jobs})  # a seeds rule's round: the seeds it has asked for so far
+        self.log(f"{len(self.jobs)} runs ({len(self.spec.arms)} arms x {seeds} seeds) in {self.folder}: "
                  f"{self.done_count} done, {partial} to resume, {len(self.pending) - partial} to do; "
                  f"{self.workers} worker{'s' * (self.workers != 1)} x {self.jobs[0].threads} "
                  f"thread{'s' * (self.jobs[0].threads != 1)}; {self._left()}")

@@ -5,9 +5,10 @@ report of a suite still in progress says what it rests on. Accuracies are the **
 epoch's**, in percent: the test accuracy is reported, the validation accuracy is what
 settings are chosen on, and neither is maximised over epochs (that would choose on it).
 Times are each run's ``total_time`` (training, per-epoch evaluation and checkpoint writes,
-over every sitting). A comparison pairs an arm with its baseline seed by seed
-(`contdepth.experiment.stats`): the accuracy difference is ``arm - baseline`` in
-points, the time ratio ``arm / baseline``, each with its mean and 95 % t-interval.
+over every sitting); costs are summed over the run's epochs (`contdepth.experiment.costs`).
+A comparison pairs an arm with its baseline seed by seed (`contdepth.experiment.comparisons`):
+the accuracy difference is ``arm - baseline`` in points with its mean and 95 % t-interval;
+the FLOP ratio is exact, the time ratios are geometric means with t-intervals on the logs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from ..common.paths import experiment_folder_of, user_path
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, check_output_path
 from ..train.rundir import folder_state
+from .comparisons import compare, comparison_lines
+from .costs import run_costs
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
+from .seeds import counted, summary_fields
 from .spec import ExperimentSpec, difference
-from .stats import Estimate, estimate, paired
+from .stats import Estimate, estimate
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = "contdepth-experiment-summary"
@@ -78,8 +82,7 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
                 "accuracy": 100 * last["test_accuracy"],
                 "val_accuracy": 100 * last["val_accuracy"] if "val_accuracy" in last else math.nan,
                 "time": float(last["total_time"]),
-                "train_time": sum(float(r.get("train_time", math.nan)) for r in history),
-                "cpu_time": sum(float(r.get("cpu_time", math.nan)) for r in history),
+                **run_costs(history),  # train_flops, eval_flops, train_time, train_cpu_time, cpu_time; None: missing
                 "params": int(last.get("params", 0)),
                 "epochs": [100 * r["test_accuracy"] for r in history],
                 "val_epochs": [100 * r.get("val_accuracy", math.nan) for r in history],
@@ -92,6 +95,8 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
                     continue
                 entry["steps"] = json.loads(read_regular_text(steps_file(folder, arm.name, seed), "a steps record"))
             runs[arm.name][seed] = entry
+    if spec.seed_rule is not None:  # only the seeds the rule counts (`contdepth.experiment.seeds`)
+        runs, unfinished = counted(spec, runs, unfinished)
     return spec, runs, unfinished
 
 
@@ -106,8 +111,8 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _finite_estimate(values: list[float]) -> Estimate:
-    """[`estimate`][contdepth.experiment.estimate] of the finite values (runs from before a metric was recorded have NaN)."""
-    return estimate([v for v in values if math.isfinite(v)])
+    """[`estimate`][contdepth.experiment.estimate] of the finite values (runs from before a metric was recorded have None or NaN)."""
+    return estimate([v for v in values if v is not None and math.isfinite(v)])
 
 
 def _spread(grid: dict, split: str, min_steps: int = 1) -> float:
@@ -148,12 +153,16 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
             "accuracy_mean": acc.mean, "accuracy_std": acc.std, "accuracy_ci95": [acc.low, acc.high],
             "val_accuracy_mean": val.mean, "val_accuracy_std": val.std,
             "time_mean": t.mean, "time_std": t.std,
-            "train_time_mean": estimate([v["train_time"] for v in values]).mean,
+            "train_time_mean": _finite_estimate([v["train_time"] for v in values]).mean,
+            "train_cpu_time_mean": _finite_estimate([v["train_cpu_time"] for v in values]).mean,
+            "train_cpu_time_n": _finite_estimate([v["train_cpu_time"] for v in values]).n,
             "cpu_time_mean": _finite_estimate([v["cpu_time"] for v in values]).mean,
             "cpu_time_std": _finite_estimate([v["cpu_time"] for v in values]).std,
+            "train_flops_mean": _finite_estimate([v["train_flops"] for v in values]).mean,
+            "train_flops_n": _finite_estimate([v["train_flops"] for v in values]).n,
             "params_mean": estimate([v["params"] for v in values]).mean,
-            "per_seed": {str(s): {k: v[k] for k in ("accuracy", "val_accuracy", "time", "train_time", "cpu_time",
-                                                    "params")}
+            "per_seed": {str(s): {k: v[k] for k in ("accuracy", "val_accuracy", "time", "train_time", "train_cpu_time",
+                                                    "cpu_time", "train_flops", "eval_flops", "params")}
                          for s, v in sorted(seeds.items())},
         }
         grids = {s: v["steps"]["manifestations"] for s, v in seeds.items() if "manifestations" in v.get("steps", {})}
@@ -163,7 +172,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
         if comps:
             entry["compression"] = _compression(comps)
         arms[arm.name] = entry
-    comparisons = [_comparison(c, runs) for c in spec.comparisons]
+    comparisons = [compare(c, runs, spec) for c in spec.comparisons]
     return {
         "format": SUMMARY_FORMAT,
         "experiment": spec.name, "description": spec.description, "spec_file": record.get("spec_file"),
@@ -171,8 +180,14 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
         "reused": {run: source for s in record.get("sittings", []) if isinstance(s.get("reused"), dict)
                    for run, source in s["reused"].items()},
         "units": {"accuracy": "percent (final epoch)", "time": "seconds (run total_time)",
-                  "accuracy_diff": "points, arm - baseline, paired by seed", "time_ratio": "arm / baseline"},
+                  "accuracy_diff": "points, arm - baseline, paired by seed",
+                  "train_flops": "floating-point operations of the training steps, summed over epochs",
+                  "train_cpu_time": "CPU seconds of the training pass (no evaluation, no checkpoints)",
+                  "flops_ratio": "arm / baseline of train_flops, exact (pooled over seeds; range per seed)",
+                  "time_ratio": "arm / baseline, geometric mean over seeds, t-interval on the log ratios",
+                  "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)"},
         "arms": arms, "comparisons": comparisons, "unfinished": unfinished,
+        **summary_fields(spec, runs),  # a seeds rule: the seeds it counts and why it stopped
     }
 
 
@@ -233,41 +248,6 @@ def _compression(reports: dict[int, dict]) -> dict:
     return out
 
 
-def _comparison(c, runs: dict) -> dict:
-    arm, base = runs[c.arm], runs[c.baseline]
-    seeds, a, b = paired(arm, base)
-    diff = estimate([x["accuracy"] - y["accuracy"] for x, y in zip(a, b)])
-    vdiff = estimate([x["val_accuracy"] - y["val_accuracy"] for x, y in zip(a, b)])
-    ratio = _finite_estimate([_ratio(x["time"], y["time"]) for x, y in zip(a, b)])
-    train_ratio = _finite_estimate([_ratio(x["train_time"], y["train_time"]) for x, y in zip(a, b)])
-    cpu_ratio = _finite_estimate([_ratio(x["cpu_time"], y["cpu_time"]) for x, y in zip(a, b)])
-    out = {
-        "arm": c.arm, "baseline": c.baseline, "n": diff.n, "seeds": seeds,
-        "accuracy_diff_mean": diff.mean, "accuracy_diff_std": diff.std, "accuracy_diff_ci95": [diff.low, diff.high],
-        "val_accuracy_diff_mean": vdiff.mean, "val_accuracy_diff_ci95": [vdiff.low, vdiff.high],
-        "time_ratio_mean": ratio.mean, "time_ratio_ci95": [ratio.low, ratio.high],
-        "train_time_ratio_mean": train_ratio.mean,
-        "cpu_time_ratio_mean": cpu_ratio.mean, "cpu_time_ratio_ci95": [cpu_ratio.low, cpu_ratio.high],
-        "cpu_time_ratio_n": cpu_ratio.n,
-        "target": dict(c.target),
-    }
-    out["met"] = _met(c.target, diff, ratio) if c.target else None
-    return out
-
-
-def _met(target: dict, diff: Estimate, ratio: Estimate) -> bool | None:
-    checks = []
-    if "time_ratio_max" in target:
-        checks.append(ratio.mean <= target["time_ratio_max"])
-    if "accuracy_diff_min" in target:
-        checks.append(diff.mean >= target["accuracy_diff_min"])
-    if "accuracy_diff_low_min" in target:
-        checks.append(math.isfinite(diff.low) and diff.low >= target["accuracy_diff_low_min"])
-    if diff.n < 2:
-        return None  # one seed cannot meet a claim about the noise
-    return all(checks)
-
-
 # --- writing ------------------------------------------------------------------------------------------
 def _json_value(value: Any) -> Any:
     """NaN and infinities become ``null``: strict JSON, readable by every parser."""
@@ -288,6 +268,14 @@ def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _counted(arm: dict, key: str, form: str) -> str:
+    """An arm's mean of ``key``, ``n/a`` where no run recorded it, with ``(n=k)`` where only some did."""
+    mean, n = arm.get(f"{key}_mean"), arm.get(f"{key}_n", 0)
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:{form}}" + (f" (n={n})" if n != arm["n"] else "")
+
+
 def _interval(pair: list, digits: int = 2) -> str:
     if not pair or pair[0] is None or not math.isfinite(pair[0]):
         return "-"
@@ -299,7 +287,13 @@ def format_report(summary: dict) -> str:
     lines = [f"# Experiment `{summary['experiment']}`", ""]
     if summary.get("description"):
         lines += [summary["description"].strip(), ""]
-    lines += [f"Spec: `{summary.get('spec_file')}`; seeds {summary['seeds']}.", "", "Commands that produced it:", ""]
+    lines += [f"Spec: `{summary.get('spec_file')}`; seeds {summary['seeds']}.", ""]
+    if summary.get("seed_rule"):
+        rule = summary["seed_rule"]
+        lines += [f"Seeds by the spec's rule (min {rule['min']}, max {rule['max']}, every comparison's accuracy "
+                  f"interval at most ±{rule['half_width']:g} points, on test and, where held out, validation): "
+                  f"{rule['text']}.", ""]
+    lines += ["Commands that produced it:", ""]
     lines += [f"    {c}" for c in dict.fromkeys(summary.get("commands") or [])] + [""]
     if summary.get("reused"):
         lines += ["Runs copied from another experiment folder (`--reuse`: the same training config and seed, so the "
@@ -307,36 +301,21 @@ def format_report(summary: dict) -> str:
         lines += [f"- `{run}` from `{source}`" for run, source in summary["reused"].items()] + [""]
     lines += ["Accuracies are the final epoch's, in percent (mean ± std over seeds); validation is where settings "
               "are chosen, test is only reported. Time is each run's total training wall time (per-epoch evaluation "
-              "and checkpoints included); CPU time is the process's CPU seconds over the same epochs, which other "
-              "programs sharing the machine barely change (with one thread per run), so compare ratios of it when "
-              "the machine was not idle.", ""]
-    lines += ["## Arms", "", "| arm | n | test accuracy | validation accuracy | time (s) | CPU time (s) | parameters |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "and checkpoints included); CPU time is the process's CPU seconds over the same epochs: it moves less "
+              "than wall time when other programs share the machine, but it still moves with them (cache, memory "
+              "bandwidth, clock speed), so its ratios are firmest between runs of one sitting. Training FLOPs and "
+              "training CPU time cover the training steps only (no evaluation, no checkpoints); FLOPs are counted, "
+              "not timed, so nothing else on the machine moves them.", ""]
+    lines += ["## Arms", "", "| arm | n | test accuracy | validation accuracy | time (s) | CPU time (s) | training FLOPs "
+              "| training CPU time (s) | parameters |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, a in summary["arms"].items():
         params = f"{a['params_mean']:,.0f}" if a["params_mean"] is not None and math.isfinite(a["params_mean"]) else "-"
         lines.append(f"| {name} | {a['n']} | {_pm(a['accuracy_mean'], a['accuracy_std'])} | "
                      f"{_pm(a['val_accuracy_mean'], a['val_accuracy_std'])} | {_pm(a['time_mean'], a['time_std'], 1)} | "
-                     f"{_pm(a.get('cpu_time_mean'), a.get('cpu_time_std'), 1)} | {params} |")
+                     f"{_pm(a.get('cpu_time_mean'), a.get('cpu_time_std'), 1)} | {_counted(a, 'train_flops', '.3g')} | "
+                     f"{_counted(a, 'train_cpu_time', '.1f')} | {params} |")
     if summary["comparisons"]:
-        lines += ["", "## Comparisons (paired by seed, 95 % t-intervals)", "",
-                  "| arm vs baseline | n | test accuracy diff (points) | validation diff | time ratio | CPU time ratio "
-                  "| target | met |", "|---|---:|---:|---:|---:|---:|---|---|"]
-        for c in summary["comparisons"]:
-            target = ", ".join(f"{k} {v:g}" for k, v in c["target"].items()) or "-"
-            met = {True: "yes", False: "**no**", None: "-"}[c["met"]]
-            diff = "-" if c["accuracy_diff_mean"] is None else f"{c['accuracy_diff_mean']:+.2f}"
-            vdiff = "-" if c["val_accuracy_diff_mean"] is None else f"{c['val_accuracy_diff_mean']:+.2f}"
-            ratio = "-" if c["time_ratio_mean"] is None else f"{c['time_ratio_mean']:.3f}"
-            ratio_ci = "-" if c["time_ratio_ci95"][0] is None else (f"[{c['time_ratio_ci95'][0]:.3f}, "
-                                                                     f"{c['time_ratio_ci95'][1]:.3f}]")
-            cpu = "-" if c.get("cpu_time_ratio_mean") is None else f"{c['cpu_time_ratio_mean']:.3f}"
-            if c.get("cpu_time_ratio_ci95", [None])[0] is not None:
-                cpu += f" [{c['cpu_time_ratio_ci95'][0]:.3f}, {c['cpu_time_ratio_ci95'][1]:.3f}]"
-            if c.get("cpu_time_ratio_n") not in (None, c["n"]):
-                cpu += f" (n={c['cpu_time_ratio_n']})"
-            lines.append(f"| {c['arm']} vs {c['baseline']} | {c['n']} | {diff} {_interval(c['accuracy_diff_ci95'])} | "
-                         f"{vdiff} {_interval(c['val_accuracy_diff_ci95'])} | {ratio} {ratio_ci} | {cpu} | {target} | "
-                         f"{met} |")
+        lines += comparison_lines(summary["comparisons"])
     invariance = {k: a["invariance"] for k, a in summary["arms"].items() if "invariance" in a}
     if invariance:
         lines += ["", "## Manifestation invariance", "",

@@ -12,6 +12,13 @@ suite runs in it, and every run folder by its own run.
 ``threads // workers`` threads (a suite of small models keeps more cores busy that way).
 Wall times measured side by side are then not comparable with those of a one-worker
 suite: compare times only within one suite, and measure latency with one worker.
+
+A spec with a seeds rule (``seeds: {min, max, half_width}``) runs in rounds: seeds
+``0..min-1`` of every arm, then one more seed of every arm per round until the rule stops
+(`contdepth.experiment.seeds`). Before each round the decision is recomputed from the
+finished runs, so an interrupted suite continues where it stopped. With ``workers`` above the
+number of arms a round also starts the next seeds ahead (enough to keep the workers busy,
+never past ``max``); runs beyond the stopping point are kept but not counted.
 """
 
 from __future__ import annotations
@@ -52,8 +59,9 @@ from .folder import (
     weights_identity,
 )
 from .progress import SuiteProgress
-from .report import write_report
+from .report import collect, write_report
 from .reuse import reuse_runs
+from .seeds import decision
 from .spec import IDENTITY_VERSION, ExperimentSpec, difference
 from .steps import run_steps
 
@@ -192,20 +200,57 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
                 print(f"experiment {spec.name}: reused {len(sitting['reused'])} finished run(s) from "
                       f"{', '.join(map(str, reuse))}", flush=True)
         atomic_write_text(out / EXPERIMENT_FILE, json.dumps(record, indent=1) + "\n")
-        jobs = [Job(spec.raw, spec.source, arm.name, seed, str(out), per_worker, device, data_dir, quiet or workers > 1)
-                for seed in spec.seeds for arm in spec.arms]  # seed-major: every arm has results early
-        progress = SuiteProgress(spec, out, jobs, workers, quiet)
-        progress.start()
-        if workers == 1:
-            for job in progress.pending:
-                progress.starting(job)
-                progress.finished(job, run_job(job, callbacks))
+
+        def jobs(seeds: Sequence[int]) -> list[Job]:  # seed-major: every arm has results early
+            return [Job(spec.raw, spec.source, arm.name, seed, str(out), per_worker, device, data_dir,
+                        quiet or workers > 1) for seed in seeds for arm in spec.arms]
+
+        if spec.seed_rule is None:
+            progress = SuiteProgress(spec, out, jobs(spec.seeds), workers, quiet)
+            progress.start()
+            _run_pending(progress, workers, callbacks)
         else:
-            _run_parallel(progress, workers)
-        progress.done()
+            _run_seed_rule(spec, out, jobs, workers, quiet, callbacks)
     if not report:
         return None
     return write_report(out, quiet=quiet)
+
+
+def _run_pending(progress: SuiteProgress, workers: int, callbacks: Sequence[Callable]) -> None:
+    """The jobs of ``progress`` not yet done (``progress.start()`` found them): here, or in worker processes."""
+    if workers == 1:
+        for job in progress.pending:
+            progress.starting(job)
+            progress.finished(job, run_job(job, callbacks))
+    else:
+        _run_parallel(progress, workers)
+    progress.done()
+
+
+def _run_seed_rule(spec: ExperimentSpec, out: Path, jobs: Callable[[Sequence[int]], list[Job]], workers: int,
+                   quiet: bool, callbacks: Sequence[Callable]) -> None:
+    """Rounds of seeds until the spec's seeds rule stops (see the module docstring).
+
+    The decision is recomputed from the folder before every round (the report's
+    `contdepth.experiment.collect`, so a seed enters when the report would count it): nothing
+    about the rule's progress is stored, so a sitting interrupted anywhere continues correctly.
+    """
+    rule = spec.seed_rule
+    assert rule is not None
+    ahead = max(0, -(-workers // len(spec.arms)) - 1)  # further seeds that keep the other workers busy
+    while True:
+        _, runs, unfinished = collect(out)
+        decided = decision(spec, runs)
+        if not quiet:
+            print(f"experiment {spec.name}: seeds rule: {decided.text()}", flush=True)
+        if decided.done:
+            return
+        progress = SuiteProgress(spec, out, jobs(range(min(rule.max, decided.n + ahead))), workers, quiet)
+        progress.start()
+        if not progress.pending:  # every run is done, yet the report does not count a seed the rule needs
+            raise ConfigError(f"seeds: the rule needs seeds 0..{decided.n - 1}, and the report does not count "
+                              f"them all: {'; '.join(unfinished[:3]) or 'no run named'}")
+        _run_pending(progress, workers, callbacks)
 
 
 def _run_parallel(progress: "SuiteProgress", workers: int) -> None:

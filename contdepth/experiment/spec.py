@@ -7,12 +7,12 @@
       data: fashion_mnist
       validation_size: 5000          # choose settings on validation, report test
       epochs: 10
-    seeds: [0, 1, 2, 3, 4]
+    seeds: [0, 1, 2, 3, 4]           # or a rule: {min: 5, max: 20, half_width: 0.5} (SeedRule)
     arms:                            # name -> TrainConfig overrides of the base
       scratch: {model_options: {n_basis: 4}}
       refined: {model_options: {n_basis: 1}, refine_at: [3, 6]}
     comparisons:                     # an arm against a baseline arm, paired by seed
-      - {arm: refined, baseline: scratch, target: {time_ratio_max: 0.5, accuracy_diff_low_min: -0.3}}
+      - {arm: refined, baseline: scratch, target: {flops_ratio_max: 0.6, cpu_time_ratio_max: 0.65, accuracy_diff_low_min: -0.3}}
     evaluate:                        # optional, after training: more manifestations
       schemes: [euler, midpoint, rk4]
       n_steps: [1, 2, 4, 8, 16]
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..analysis import as_continuous
-from ..common.validate import check_int, check_plain_value
+from ..common.validate import check_int, check_number, check_plain_value
 from ..data import is_graph_dataset
 from ..models import create, model_options
 from ..solvers import available_schemes
@@ -57,10 +57,12 @@ SITTING_OPTIONS = ("data_dir", "eval_batch_size")
 IDENTITY_VERSION = 2
 # Used with fullmatch: with match, "$" also matches before a final newline, and "a\n" named a folder.
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-TARGET_KEYS = ("time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min")
+TARGET_KEYS = ("flops_ratio_max", "cpu_time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min",
+               "time_ratio_max")  # the last: specs written before issue 27; read as cpu_time_ratio_max
 EVALUATE_KEYS = ("schemes", "n_steps", "splits", "examples")
 COMPRESS_KEYS = ("n_basis", "n_steps", "finetune_epochs", "lr", "latency_batch_sizes", "latency_repeats", "onnx")
 MAX_SEEDS = 1000
+SEED_RULE_KEYS = ("min", "max", "half_width")
 MAX_ARMS = 100
 
 
@@ -109,6 +111,25 @@ class Compress:
 
 
 @dataclass(frozen=True)
+class SeedRule:
+    """``seeds: {min, max, half_width}``: seeds 0, 1, ... added in order until every comparison's paired
+    accuracy interval has at most ``half_width`` points on each side, from ``min`` seeds up to ``max``.
+
+    Why a rule in the spec: how many seeds a claim needs depends on a spread not known before
+    the runs, and choosing the number after looking at the results is a choice on them. The
+    rule is fixed before the first run and decided from the finished runs alone
+    (`contdepth.experiment.seeds`), so it is part of the experiment's identity.
+    """
+
+    min: int
+    max: int
+    half_width: float
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "max": self.max, "half_width": self.half_width}
+
+
+@dataclass(frozen=True)
 class Arm:
     """One named setting: the overrides of the base and its after-training steps."""
 
@@ -122,9 +143,13 @@ class Arm:
 class Comparison:
     """``arm`` against ``baseline``, paired by seed; ``target`` holds the claim's thresholds (optional).
 
-    Targets: ``time_ratio_max`` (mean time ratio at most this), ``accuracy_diff_min`` (mean
-    paired accuracy difference in points at least this), ``accuracy_diff_low_min`` (the
-    lower end of its 95 % interval at least this).
+    Targets: ``flops_ratio_max`` (the training steps' FLOP ratio, on every seed, at most this),
+    ``cpu_time_ratio_max`` (the geometric mean of the training CPU-time ratios at most this),
+    ``accuracy_diff_min`` (mean paired accuracy difference in points at least this),
+    ``accuracy_diff_low_min`` (the lower end of its 95 % interval at least this). No target
+    reads wall time. ``time_ratio_max``, from specs written before the others existed, is
+    kept as written (a suite's stored spec must still read back) and read as
+    ``cpu_time_ratio_max`` (`contdepth.experiment.comparisons`).
     """
 
     arm: str
@@ -144,6 +169,8 @@ class ExperimentSpec:
     description: str = ""
     source: str = "spec"
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    # ``seeds`` is then 0..max-1, the seeds the rule may ask for, in the order it asks
+    seed_rule: SeedRule | None = None
 
     # --- reading -----------------------------------------------------------------------------
     @classmethod
@@ -178,7 +205,7 @@ class ExperimentSpec:
             TrainConfig.from_sources(None, base)
         except ConfigError as exc:
             raise ConfigError(f"{source}: base: {exc}") from exc
-        seeds = _seeds(values.get("seeds"), source)
+        seeds, seed_rule = _seeds(values.get("seeds"), source)
         arms_raw = values.get("arms")
         if not isinstance(arms_raw, Mapping) or not arms_raw:
             raise ConfigError(f"{source}: arms: must map arm names to option overrides (at least one arm)")
@@ -216,8 +243,11 @@ class ExperimentSpec:
                               f"{type(comparisons_raw).__name__}")
         comparisons = tuple(_comparison(c, {a.name for a in arms}, f"{source}: comparisons[{i}]")
                             for i, c in enumerate(comparisons_raw or []))
+        if seed_rule is not None and not comparisons:
+            raise ConfigError(f"{source}: seeds: the rule {{min, max, half_width}} stops on the comparisons' accuracy "
+                              "intervals, and the spec has none; add a comparison or list the seeds")
         return cls(name=name, base=base, seeds=seeds, arms=tuple(arms), comparisons=comparisons,
-                   description=description, source=source, raw=dict(values))
+                   description=description, source=source, raw=dict(values), seed_rule=seed_rule)
 
     # --- use ---------------------------------------------------------------------------------
     def arm(self, name: str) -> Arm:
@@ -255,7 +285,7 @@ class ExperimentSpec:
         return {
             "name": self.name,
             "base": strip(self.base),
-            "seeds": list(self.seeds),
+            "seeds": self.seed_rule.to_dict() if self.seed_rule is not None else list(self.seeds),
             "arms": {a.name: {"options": strip(a.overrides),
                               "evaluate": a.evaluate.to_dict() if a.evaluate else None,
                               "compress": a.compress.to_dict() if a.compress else None} for a in self.arms},
@@ -317,9 +347,14 @@ def _options(values: Any, where: str) -> dict:
     return options
 
 
-def _seeds(values: Any, source: str) -> tuple[int, ...]:
+def _seeds(values: Any, source: str) -> tuple[tuple[int, ...], SeedRule | None]:
+    """The listed seeds, or for a rule the seeds it may ask for (0..max-1) and the rule."""
+    if isinstance(values, Mapping):
+        rule = _seed_rule(values, f"{source}: seeds")
+        return tuple(range(rule.max)), rule
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"{source}: seeds: must be a non-empty list of integers, e.g. [0, 1, 2, 3, 4]")
+        raise ConfigError(f"{source}: seeds: must be a non-empty list of integers, e.g. [0, 1, 2, 3, 4], or a rule "
+                          "{min: 5, max: 20, half_width: 0.5}")
     if len(values) > MAX_SEEDS:
         raise ConfigError(f"{source}: seeds: at most {MAX_SEEDS}, got {len(values)}")
     for s in values:
@@ -327,7 +362,23 @@ def _seeds(values: Any, source: str) -> tuple[int, ...]:
             raise ConfigError(f"{source}: seeds: every seed must be an integer in 0..2**63-1, got {s!r}")
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: seeds: repeated seed in {values}")
-    return tuple(values)
+    return tuple(values), None
+
+
+def _seed_rule(values: Mapping, where: str) -> SeedRule:
+    unknown = sorted(set(map(str, values)) - set(SEED_RULE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: not a key of the seeds rule; allowed: {', '.join(SEED_RULE_KEYS)}")
+    for key in SEED_RULE_KEYS:
+        if key not in values:
+            raise ConfigError(f"{where}.{key}: required (the rule is {{min: 5, max: 20, half_width: 0.5}}: "
+                              "half_width in accuracy points)")
+    low = check_int(values["min"], f"{where}.min", low=1, high=MAX_SEEDS)
+    high = check_int(values["max"], f"{where}.max", low=1, high=MAX_SEEDS)
+    if low > high:
+        raise ConfigError(f"{where}.min: must be at most seeds.max ({high}), got {low}")
+    half = check_number(values["half_width"], f"{where}.half_width", low=0, low_open=True)
+    return SeedRule(low, high, half)
 
 
 def _evaluate(values: Any, where: str) -> Evaluate | None:
@@ -458,7 +509,12 @@ def _comparison(values: Any, arms: set[str], where: str) -> Comparison:
     for key, value in target.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}.target.{key}: must be a number, got {value!r}")
+        if key.endswith("_ratio_max") and value <= 0:
+            raise ConfigError(f"{where}.target.{key}: a ratio is > 0, so a maximum of {value!r} can never be met")
+    if "time_ratio_max" in target and "cpu_time_ratio_max" in target:
+        raise ConfigError(f"{where}.target: time_ratio_max is the old name of cpu_time_ratio_max (read as the "
+                          "training CPU-time ratio); give only cpu_time_ratio_max")
     return Comparison(values["arm"], values["baseline"], {k: float(v) for k, v in target.items()})
 
 
-__all__ = ["Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "arm_config", "difference"]
+__all__ = ["Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "SeedRule", "arm_config", "difference"]

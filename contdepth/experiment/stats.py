@@ -4,9 +4,11 @@ A claim such as "refinement is as accurate as training from scratch" is a statem
 the *difference* between two arms run with the same seeds. Pairing by seed removes what
 the seed does to both arms alike (initialisation, data order), so the interval is that of
 the per-seed differences ``d_i = a_i - b_i``: ``mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n)``,
-Student's t with ``n - 1`` degrees of freedom. The t quantile is computed here (a
+Student's t with ``n - 1`` degrees of freedom. A cost *ratio* ``r_i = a_i / b_i`` is estimated
+the same way on ``log r_i`` and exponentiated back (`ratio_estimate`): the geometric mean
+and an interval that stays positive. The t quantile is computed here (a
 regularised incomplete beta function inverted by bisection) so that the core needs no
-scipy; ``tests/test_experiment.py`` checks it against scipy.
+scipy; ``tests/experiment/test_experiment.py`` checks it against scipy.
 """
 
 from __future__ import annotations
@@ -119,10 +121,48 @@ def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimat
     return Estimate(n, mean, std, mean - half, mean + half)
 
 
+@dataclass(frozen=True)
+class RatioEstimate:
+    """Geometric mean of positive ratios with a t-interval computed on their logarithms.
+
+    Why logs: a ratio lives on ``(0, inf)`` and is symmetric under ``a/b <-> b/a`` only on a log
+    scale. The arithmetic interval of ratios can reach below 0 (a wall ratio of 0.941
+    [-0.695, 2.576] from three seeds), which no time ratio can be; the interval of the
+    mean log ratio, exponentiated back, is always positive and is the interval of the
+    geometric mean. ``log_std`` is the standard deviation (``n - 1``) of the log ratios.
+    """
+
+    n: int
+    mean: float
+    log_std: float
+    low: float
+    high: float
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.low, self.high
+
+
+def ratio_estimate(ratios: Sequence[float], confidence: float = CONFIDENCE) -> RatioEstimate:
+    """[`RatioEstimate`][contdepth.experiment.RatioEstimate] of paired per-seed ratios (each finite and > 0).
+
+    ``exp(mean(log r))`` with ``exp(mean +- t_{0.975, n-1} * sd(log r) / sqrt(n))``; one ratio
+    has no interval (``nan``), none gives ``n = 0``. A ratio that is 0, negative or not
+    finite has no logarithm: the caller leaves it out and names the seed.
+    """
+    values = [float(r) for r in ratios]
+    bad = [r for r in values if not (math.isfinite(r) and r > 0)]
+    if bad:
+        raise ValueError(f"ratios: each must be a finite number > 0, got {bad[0]!r}")
+    logs = estimate([math.log(r) for r in values], confidence)
+    return RatioEstimate(logs.n, math.exp(logs.mean), logs.std, math.exp(logs.low), math.exp(logs.high))
+
+
 def paired(values: dict, baseline: dict) -> tuple[list, list[float], list[float]]:
     """``(keys, a, b)`` over the keys (seeds) present in both mappings, in sorted order."""
     keys = sorted(set(values) & set(baseline))
     return keys, [values[k] for k in keys], [baseline[k] for k in keys]
 
 
-__all__ = ["CONFIDENCE", "Estimate", "estimate", "paired", "regularized_beta", "t_cdf", "t_quantile"]
+__all__ = ["CONFIDENCE", "Estimate", "RatioEstimate", "estimate", "paired", "ratio_estimate", "regularized_beta", "t_cdf",
+           "t_quantile"]

@@ -24,6 +24,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(("CheckpointError", "CheckpointInfo", "load_checkpoint", "read_checkpoint", "read_description",
                      "restore_optimizer", "save_checkpoint"), ".checkpoint"),
     **dict.fromkeys(("OPTIMIZERS", "RESUMABLE_CHANGES", "SCHEDULES", "ConfigError", "TrainConfig"), ".config"),
+    **dict.fromkeys(("FlopCounter", "Probe", "count_step_flops", "per_example_flops"), ".cost"),
     **dict.fromkeys(("AdaptiveResult", "evaluate", "evaluate_adaptive", "format_adaptive_table",
                      "format_manifestation_table", "manifestation_table"), ".evaluate"),
     "ImageClassification": ".images",
@@ -41,6 +42,7 @@ __all__ = [
     "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint", "read_description",
     "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
     "ImageClassification", "NodeClassification", "Task", "task_for",
+    "FlopCounter", "Probe", "count_step_flops", "per_example_flops",
 ]
 
 
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .checkpoint import (CheckpointError, CheckpointInfo, load_checkpoint, read_checkpoint, read_description,
                              restore_optimizer, save_checkpoint)
     from .config import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, ConfigError, TrainConfig
+    from .cost import FlopCounter, Probe, count_step_flops, per_example_flops
     from .evaluate import (AdaptiveResult, evaluate, evaluate_adaptive, format_adaptive_table,
                            format_manifestation_table, manifestation_table)
     from .images import ImageClassification

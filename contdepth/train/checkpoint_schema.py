@@ -199,6 +199,9 @@ def _loss(v: object, path: Path, where: str) -> None:
 #: overflowed there (issue 26) although no run can have them.
 MAX_SECONDS = 1e9
 MAX_PARAMS = 10**13
+#: The most floating-point operations an epoch may record (``train_flops``, ``eval_flops``): a
+#: year of a device at 10**15 operations a second is 3 x 10**22; a report divides and logs them.
+MAX_FLOPS = 10**24
 
 
 def _seconds(v: object, path: Path, where: str) -> None:
@@ -222,6 +225,9 @@ HISTORY_KEYS = {
     "refined": check_bool,
     "params": lambda v, p, w: check_int(v, p, w, 0, MAX_PARAMS),
     "epoch_time": _seconds, "total_time": _seconds, "train_time": _seconds, "cpu_time": _seconds,
+    "train_cpu_time": _seconds,  # optional like every key not in REQUIRED_ROW_KEYS: older runs lack it
+    "train_flops": lambda v, p, w: check_int(v, p, w, 0, MAX_FLOPS),
+    "eval_flops": lambda v, p, w: check_int(v, p, w, 0, MAX_FLOPS),
     "threads": lambda v, p, w: check_int(v, p, w, 1),
     "world_size": lambda v, p, w: check_int(v, p, w, 1),
     "best_epoch": lambda v, p, w: check_int(v, p, w, 0),

@@ -35,6 +35,9 @@ SCHEDULES = ("constant", "step", "cosine")
 # float16 needs a GradScaler (its range is too small for small gradients), bfloat16 does not.
 PRECISIONS = ("fp32", "bf16", "fp16")
 DECAY_SCOPES = ("all", "model")
+# What refinement does with the optimizer state: map it with the refinement's own matrix, or
+# start the optimizer afresh (the reference code builds a new SGD after every refinement).
+REFINE_OPTIMIZER = ("map", "reset")
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
                      "eval_batch_size", "tensorboard")
@@ -251,8 +254,12 @@ class TrainConfig:
     # --- continuous depth ---
     refine_at: tuple = option((), group="continuous depth", metavar="EPOCH", items=(int, "*"),
                               help="refine every ContinuousBlock at the start of these epochs (1-based): basis and "
-                                   "steps doubled, the function unchanged, the optimizer state mapped with the same "
-                                   "matrix")
+                                   "steps doubled, the function unchanged; the optimizer state as --refine-optimizer "
+                                   "says")
+    refine_optimizer: str = option("map", group="continuous depth", choices=REFINE_OPTIMIZER,
+                                   help="the optimizer state at --refine-at: map (momentum and moments refined with the "
+                                        "same matrix, training continues smoothly) or reset (every parameter's state "
+                                        "dropped, a fresh optimizer: what the ContinuousNet reference code does)")
     eval_scheme: str | None = option(None, group="continuous depth", metavar="SCHEME",
                                      help="scheme of the per-epoch evaluation (default: the training one)")
     eval_n_steps: int | None = option(None, group="continuous depth", metavar="N",
@@ -586,6 +593,9 @@ def _validate(c: TrainConfig) -> None:
         raise ConfigError(f"min_lr: must be below lr={c.lr}, got {c.min_lr}")
     _float(c, "label_smoothing", 0.0, 1.0, high_open=True)
     _epoch_list(c, "refine_at", c.epochs)
+    _choice(c, "refine_optimizer", REFINE_OPTIMIZER)
+    if c.refine_optimizer != "map" and not c.refine_at:
+        raise ConfigError(f"refine_optimizer: {c.refine_optimizer!r} has no effect without refine_at; leave it 'map'")
     if c.eval_scheme is not None:
         if not isinstance(c.eval_scheme, str) or c.eval_scheme not in available_schemes():
             raise ConfigError(f"eval_scheme: must be one of {', '.join(available_schemes())} or null; got {c.eval_scheme!r}")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError
+from .cost import Probe, batch_counts, image_probes
 from .evaluate import evaluate
 from .optim import LRSchedule
 from .progress import Progress
@@ -118,6 +119,24 @@ class ImageClassification(Task):
                                       distributed=self.loop.distributed)
             held_out.update({f"{split}_loss": loss, f"{split}_accuracy": accuracy})
         return held_out
+
+    def flop_probes(self, *, train: bool) -> list[Probe]:
+        """Training: each process's ``N // W`` samples in local batches, times ``W`` processes;
+        evaluation: each held-out split, every process's shard in ``eval_batch_size`` batches."""
+        ddp = self.loop.distributed
+        world = ddp.world_size if ddp is not None else 1
+        if train:
+            counts = batch_counts(self.batches.num_samples, self.local_batch)
+            return image_probes({b: world * n for b, n in counts.items()}, self.dataset.train_x.shape[1:])
+        probes = []
+        for split in self.dataset.splits[1:]:  # the splits `evaluate` passes over
+            x = getattr(self.dataset, f"{split}_x")
+            counts: dict[int, int] = {}
+            for rank in range(world):  # evaluation shards: rank, rank + W, ... (sizes differ by at most one)
+                for b, n in batch_counts(len(range(rank, len(x), world)), self.config.eval_batch_size).items():
+                    counts[b] = counts.get(b, 0) + n
+            probes += image_probes(counts, x.shape[1:])
+        return probes
 
     def report(self, row: dict) -> None:
         evaluation = f"test loss {row['test_loss']:.4f} acc {100 * row['test_accuracy']:6.2f}%"

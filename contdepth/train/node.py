@@ -63,6 +63,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import CUSTOM_MODEL, ConfigError
+from .cost import Probe
 from .evaluate import SPLITS, node_metrics, split_mask
 from .optim import LRSchedule
 from .progress import Progress
@@ -289,6 +290,10 @@ class NodeClassification(Task):
                                n_steps=self.config.eval_n_steps)
         (val_loss, val_acc), (test_loss, test_acc) = metrics["val"], metrics["test"]
         return {"val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc}
+
+    def flop_probes(self, *, train: bool) -> list[Probe]:
+        """One full-graph step per epoch, and one forward that evaluates both held-out splits."""
+        return [Probe(tuple(self.data.inputs), 1)]
 
     def select(self, epoch: int, row: dict, model: nn.Module) -> dict:
         self.improved = self.stopper.update(epoch, row["val_accuracy"], row["val_loss"]) or self.best_model is None

@@ -9,7 +9,8 @@
   param groups before every step, so it keeps working when refinement swaps the
   parameters inside those groups, and its whole state is one integer.
 * [`refine_with_optimizer`][contdepth.train.refine_with_optimizer] / [`map_optimizer_state`][contdepth.train.map_optimizer_state]: refine every block and map
-  the per-parameter optimizer state with the refinement's own matrix.
+  the per-parameter optimizer state with the refinement's own matrix (``state="map"``), or
+  drop it (``state="reset"``, the ContinuousNet reference code's fresh optimizer).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from ..basis import apply_matrix
 from ..nn import CoefficientMap, continuous_blocks
 from ..nn import refine as refine_blocks
-from .config import DECAY_SCOPES, TrainConfig
+from .config import DECAY_SCOPES, REFINE_OPTIMIZER, TrainConfig
 
 # Optimizer state that is a running average of squares: non-negative by construction.
 SECOND_MOMENT_KEYS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum", "acc_delta"})
@@ -168,11 +169,25 @@ def _map_value(key: str, value: object, old: torch.Tensor, cmap: CoefficientMap)
     return mapped
 
 
-def refine_with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[CoefficientMap]:
-    """``contdepth.nn.refine(model)``, then [`map_optimizer_state`][contdepth.train.map_optimizer_state] with the same maps."""
+def refine_with_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                          state: str = "map") -> list[CoefficientMap]:
+    """``contdepth.nn.refine(model)``, then move ``optimizer`` onto the refined parameters.
+
+    ``state="map"``: [`map_optimizer_state`][contdepth.train.map_optimizer_state] with the same maps, so the
+    momentum (Adam's moments) describes the same ``theta(t)`` and training continues smoothly.
+    ``state="reset"``: the refined parameters take their parents' places in the param groups
+    (so the groups' weight decay and learning rate stay), then *every* parameter's state is
+    dropped: the optimizer starts afresh, as in the ContinuousNet reference code, which builds
+    a new SGD over the refined model (stem and head lose their momentum too). Its first step
+    after the refinement is then a plain gradient step (SGD's buffer starts at the gradient).
+    """
+    if state not in REFINE_OPTIMIZER:
+        raise ValueError(f"state: must be one of {', '.join(REFINE_OPTIMIZER)}; got {state!r}")
     maps = refine_blocks(model)
     if optimizer is not None:
         map_optimizer_state(optimizer, maps)
+        if state == "reset":
+            optimizer.state.clear()
     return maps
 
 

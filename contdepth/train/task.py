@@ -6,7 +6,8 @@ callbacks and the result. A [`Task`][contdepth.train.Task] supplies what differs
 
 - its data on the device and the steps of an epoch ([`Task.setup`][contdepth.train.Task.setup]);
 - one epoch of training ([`Task.train_epoch`][contdepth.train.Task.train_epoch]) and the evaluation after it
-  ([`Task.evaluate`][contdepth.train.Task.evaluate]);
+  ([`Task.evaluate`][contdepth.train.Task.evaluate]), and the shapes of their inputs, whose operations the loop
+  counts ([`Task.flop_probes`][contdepth.train.Task.flop_probes]);
 - model selection and the checkpoints that follow from it ([`Task.select`][contdepth.train.Task.select],
   [`Task.save`][contdepth.train.Task.save], [`Task.resume_from`][contdepth.train.Task.resume_from], [`Task.final_model`][contdepth.train.Task.final_model]).
 
@@ -21,13 +22,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from .checkpoint import CheckpointInfo, save_checkpoint
 from .config import TrainConfig
+from .cost import Probe
 from .optim import LRSchedule
 from .runs import RunResult, stored_config
 
@@ -109,6 +111,11 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """The metrics after an epoch (``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy`` ...)."""
+
+    def flop_probes(self, *, train: bool) -> Sequence[Probe]:
+        """The inputs of an epoch's training steps (``train``) or evaluation passes, each shape with
+        how many steps take it, over all processes (`contdepth.train.cost`); empty: not counted."""
+        return ()
 
     def select(self, epoch: int, row: dict, model: nn.Module) -> dict:
         """Model selection after ``epoch``'s evaluation; returns columns to add to the metrics row."""

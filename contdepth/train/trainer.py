@@ -10,7 +10,7 @@ model (``torch.manual_seed(seed)``) or, with ``resume``, rebuild it and the opti
 from the last checkpoint; save a fresh run's epoch-0 checkpoint (so ``resume`` works from
 the first step on); then for each epoch ``e`` (1-based):
 
-1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map the optimizer state
+1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map (or reset, ``refine_optimizer``) the optimizer state
    ([`refine_with_optimizer`][contdepth.train.refine_with_optimizer]);
 2. seed torch's global RNG with ``derive_seed(seed, 1, e)`` (randomness inside the model:
    dropout, stochastic depth), so a resumed epoch draws what the uninterrupted one drew;
@@ -36,9 +36,15 @@ augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 ``val_loss`` and ``val_accuracy`` (the same, on the validation split held out by
 ``validation_size``, when there is one), ``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
 refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
-``train_time`` (the epoch's refinement and training pass alone), ``cpu_time`` (the process's CPU
-seconds for the epoch, all threads, before its checkpoint write: with one thread a cost that other
-programs on the machine barely change, unlike wall time), ``epoch_time`` (training and evaluation,
+``train_time`` (the epoch's refinement and training pass alone), ``train_cpu_time`` (the process's
+CPU seconds, all threads, of that same refinement and training pass: no evaluation, no checkpoint
+write), ``cpu_time`` (the process's CPU seconds for the epoch, evaluation included, before its
+checkpoint write; CPU time still moves with what else the machine runs), ``train_flops`` and
+``eval_flops`` (the floating-point operations of the epoch's training steps, forward and backward,
+and of its evaluation passes over the validation and test splits at the evaluation
+manifestation: counted exactly by `torch.utils.flop_counter.FlopCounterMode` once per model
+shape on a ``meta`` copy, summed over the epoch's batches and, under ``torchrun``, over the
+processes; `contdepth.train.cost` says what is and is not counted), ``epoch_time`` (training and evaluation,
 before the checkpoint write) and ``total_time`` (seconds, cumulative over resumes, the previous
 epochs' checkpoint writes included), ``threads`` (the thread count, on which bitwise results
 depend), ``world_size`` (processes that trained the epoch); a graph run adds ``best_epoch``.
@@ -48,6 +54,7 @@ Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import fields
@@ -82,6 +89,7 @@ from .config import (
     check_model_data,
     check_output_path,
 )
+from .cost import FlopCounter
 from .distributed import setup as setup_distributed
 from .images import ImageClassification
 from .node import NodeClassification
@@ -434,6 +442,7 @@ class Trainer:
         schedule = LRSchedule.from_config(config, optimizer, task.steps_per_epoch)
         self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
         self.model_config = model_identity(model)  # what the checkpoints record to rebuild it
+        self.flop_counter, self.flops_failed = FlopCounter(), False  # one count per model shape, for this run
         net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
         if config.compile:
             net = torch.compile(net)
@@ -465,7 +474,7 @@ class Trainer:
                 tic, cpu_tic = time.perf_counter(), time.process_time()
                 refined = epoch in config.refine_at
                 if refined:
-                    refine_with_optimizer(model, optimizer)
+                    refine_with_optimizer(model, optimizer, state=config.refine_optimizer)
                     if ddp is not None:  # new parameter tensors: DDP must hook their gradients
                         net = ddp.wrap(model)
                     if config.compile:  # new tensors and a new grid: compile the refined model
@@ -474,18 +483,19 @@ class Trainer:
                 train_loss, train_acc, lr = task.train_epoch(net, optimizer, schedule, epoch)
                 if ddp is not None:
                     ddp.broadcast_buffers(model)
-                train_time = time.perf_counter() - tic
+                train_time, train_cpu_time = time.perf_counter() - tic, time.process_time() - cpu_tic
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **task.evaluate(model),
                     "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
                     "schedule_epochs": config.epochs,  # the length its schedule had: shows an extended run
                 }
                 row.update(task.select(epoch, row, model))
-                row.update({"train_time": train_time, "epoch_time": time.perf_counter() - tic, "total_time": 0.0,
+                row.update({"train_time": train_time, "train_cpu_time": train_cpu_time, "epoch_time": time.perf_counter() - tic, "total_time": 0.0,
                             "threads": torch.get_num_threads(), "world_size": ddp.world_size if ddp is not None else 1})
                 # epoch_time: training and evaluation; the checkpoint write after it counts in total_time
                 row["total_time"] = elapsed + row["epoch_time"]
                 row["cpu_time"] = time.process_time() - cpu_tic
+                row.update(self._flops(task, model))  # after every timing: counting costs no epoch time
                 history.append(row)
                 if run_dir is not None:
                     append_metrics(run_dir, row, sync=task.sync_metrics)
@@ -500,6 +510,31 @@ class Trainer:
                              wall_time=time.perf_counter() - self.wall_start)
         self.log(result.summary())
         return result
+
+    def _flops(self, task: Task, model: nn.Module) -> dict[str, int]:
+        """``train_flops`` and ``eval_flops`` of the epoch just run (`contdepth.train.cost`).
+
+        Counted on a copy of ``model`` (the unwrapped one: DDP and ``compile`` change no
+        operation), never the model itself, so training is unchanged. A model that cannot
+        be counted even on a real copy trains on: the columns are left out of its rows (a
+        report then names the run as lacking them) and one line says why, once.
+        """
+        if self.flops_failed:
+            return {}
+        config, columns = self.config, {}
+        try:
+            for key, train in (("train_flops", True), ("eval_flops", False)):
+                probes = task.flop_probes(train=train)
+                if probes:
+                    columns[key] = self.flop_counter.epoch(
+                        model, probes, train=train, scheme=None if train else config.eval_scheme,
+                        n_steps=None if train else config.eval_n_steps)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError, copy.Error) as exc:
+            self.flops_failed = True
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.log(f"train_flops/eval_flops: not counted for this run (the model could not be run on a copy: {first})")
+            return {}
+        return columns
 
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),

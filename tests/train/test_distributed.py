@@ -112,6 +112,10 @@ def test_two_processes_match_one_with_the_same_global_batch_across_a_refinement(
     for mine, theirs in zip(ddp_history, single_run.history):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-3)
         assert mine["test_accuracy"] == pytest.approx(theirs["test_accuracy"], abs=3 / 1437)  # 3 of 1437 images
+    # the operations are the whole run's, summed over the processes (this model computes nothing per
+    # step that does not grow with the batch, so two halves of a batch cost what the batch does)
+    for key in ("train_flops", "eval_flops"):
+        assert [row[key] for row in ddp_history] == [row[key] for row in single_run.history], key
     # rank 1 wrote nothing of its own: one metrics line per epoch
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
 

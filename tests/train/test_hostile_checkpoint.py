@@ -178,6 +178,11 @@ def _row(**changes):
     (_row(total_time=1e308), r"history\[0\]\.total_time: must be a number in \[0\.0, 1000000000\.0\], got 1e\+308"),
     (_row(params=10**400), r"history\[0\]\.params: must be an integer in 0\.\.10000000000000, got 1000"),
     (_row(train_time="abc"), r"history\[0\]\.train_time: must be a number in"),
+    (_row(train_cpu_time=-0.5), r"history\[0\]\.train_cpu_time: must be a number in \[0\.0, 1000000000\.0\]"),
+    (_row(train_flops=-1), r"history\[0\]\.train_flops: must be an integer in 0\.\.10{24}, got -1"),
+    (_row(eval_flops=1.5e9), r"history\[0\]\.eval_flops: must be an integer in 0\.\.10{24}, got 1500000000\.0"),
+    (_row(eval_flops=True), r"history\[0\]\.eval_flops: must be an integer in"),
+    (_row(train_flops=10**400), r"history\[0\]\.train_flops: must be an integer in 0\.\.10{24}, got 1000"),
     (_row(epoch=0), r"history\[0\]\.epoch: must be an integer >= 1, got 0"),
     (_row(n_steps=[1, "2"]), r"history\[0\]\.n_steps\[1\]: must be an integer >= 1, got '2'"),
     (_row(refined="no"), r"history\[0\]\.refined: must be true or false"),
@@ -188,6 +193,14 @@ def _row(**changes):
 def test_history_rows_have_the_keys_and_types_the_loops_read(run, change, pattern):
     tamper(run, change)
     expect(run, pattern)
+
+
+def test_rows_of_runs_saved_before_the_cost_columns_still_load(run):
+    """``train_cpu_time``, ``train_flops`` and ``eval_flops`` (issue 27) are optional: older runs lack them."""
+    assert {"train_cpu_time", "train_flops", "eval_flops"} <= set(description(run)["history"][0])
+    tamper(run, lambda info: [row.pop(key) for row in info["history"]
+                              for key in ("train_cpu_time", "train_flops", "eval_flops")])
+    load_checkpoint(run)
 
 
 def test_a_graph_runs_history_needs_its_validation_metrics(run):

@@ -20,7 +20,8 @@ from helpers import without_times as _without_times
 from helpers import CORA_DIR as CORA
 ROW_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "lr", "threads",
             "n_steps", "n_basis", "refined", "params", "best_epoch", "epoch_time", "total_time",
-            "train_time", "cpu_time", "world_size", "schedule_epochs"}  # the one loop's row: the same columns as an image run's
+            "train_time", "train_cpu_time", "cpu_time", "train_flops", "eval_flops", "world_size",
+            "schedule_epochs"}  # the one loop's row: the same columns as an image run's
 
 
 def config(**changes) -> TrainConfig:

@@ -162,6 +162,21 @@ def test_two_epochs_of_a_tiny_model_beat_chance_and_are_deterministic(digits):
         assert torch.equal(a, b)
 
 
+def test_the_end_of_run_table_gives_the_final_test_accuracy_and_labels_the_maximum():
+    """The maximum over epochs is a test-set choice: printed after the final accuracy, never as "best"."""
+    from contdepth.train import RunResult
+
+    history = [{"epoch": 1, "test_accuracy": 0.9, "test_loss": 0.3}, {"epoch": 2, "test_accuracy": 0.8, "test_loss": 0.4}]
+    text = RunResult(config=tiny(), model=torch.nn.Linear(1, 1), history=history, run_dir=None, num_params=2,
+                     total_time=1.0).summary()
+    lines = text.splitlines()
+    final = next(i for i, line in enumerate(lines) if line.startswith("final test accuracy"))
+    maximum = next(i for i, line in enumerate(lines) if line.startswith("test max over epochs"))
+    assert final < maximum and "80.00%" in lines[final]
+    assert "90.00%  (epoch 1; for information, not for choosing)" in lines[maximum]
+    assert "best test accuracy" not in text
+
+
 def test_refinement_during_training_is_recorded(digits):
     result = train(tiny(epochs=3, refine_at=[2, 3]), dataset=digits)
     assert [row["n_basis"] for row in result.history] == [[1, 1, 1], [2, 2, 2], [4, 4, 4]]
