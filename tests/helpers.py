@@ -97,6 +97,15 @@ def without_times(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if "time" not in k} for row in history]
 
 
+def write_yaml(folder: Path, name: str, value) -> Path:
+    """``value`` as YAML in ``folder/name`` (a spec or a config for a test): the path."""
+    import yaml
+
+    path = folder / name
+    path.write_text(yaml.safe_dump(value))
+    return path
+
+
 # --- hostile inputs that used to hang -------------------------------------------------------------------
 class Hung(Exception):
     """Raised by :func:`bounded` when the code under test ran past its time."""

@@ -91,7 +91,17 @@ def time_ratio(prefix: str, key: str, seeds: list, a: list[dict], b: list[dict],
                ) -> dict[str, Any]:
     """``PREFIX_mean`` (geometric), ``_ci95`` (log-scale t-interval), ``_n`` and ``_missing`` of the ``key`` ratio."""
     kept, notes = _gaps(seeds, a, b, key, names)
-    ratios = [x[key] / y[key] for s, x, y in zip(seeds, a, b) if s in kept]
+    ratios, beyond = [], []
+    for s, x, y in zip(seeds, a, b):
+        if s in kept:  # both positive and finite, yet 1e9 / 5e-324 is inf and 5e-324 / 1e9 is 0: no logarithm
+            r = x[key] / y[key]
+            if _positive(r):
+                ratios.append(r)
+            else:
+                beyond.append(s)
+    if beyond:
+        notes.append((f"seed {beyond[0]} has " if len(beyond) == 1 else f"seeds {', '.join(map(str, beyond))} have ")
+                     + f"a {key} ratio outside the floating-point range")
     e = ratio_estimate(ratios)
     return {f"{prefix}_mean": e.mean, f"{prefix}_ci95": [e.low, e.high], f"{prefix}_n": e.n,
             f"{prefix}_missing": notes}
@@ -120,17 +130,24 @@ def compare(c, runs: dict[str, dict[int, dict]], spec) -> dict[str, Any]:
 
 
 def target_met(target: dict, diff, costs: dict) -> bool | None:
-    """Whether every target holds: ``False`` if one fails, ``None`` if one cannot be decided (or n < 2)."""
+    """Whether every target holds: ``False`` if one fails, ``None`` if one cannot be decided.
+
+    Undecided: fewer than 2 paired seeds, or a cost target whose metric some of the paired seeds
+    lack (``flops_ratio_n`` / ``cpu_time_ratio_n`` below ``diff.n``): a claim about n seeds is
+    decided on those n seeds, never on the subset that happens to have the metric.
+    """
     if diff.n < 2:
         return None  # one seed cannot meet a claim about the noise
     checks: list[bool | None] = []
     if "flops_ratio_max" in target:
         high = costs["flops_ratio_range"][1]
-        checks.append(None if high is None else high <= target["flops_ratio_max"])
+        whole = costs.get("flops_ratio_n", diff.n) >= diff.n
+        checks.append(None if high is None or not whole else high <= target["flops_ratio_max"])
     for key in ("cpu_time_ratio_max", "time_ratio_max"):  # the second: older specs' name for the first
         if key in target:
             mean = costs["cpu_time_ratio_mean"]
-            checks.append(None if mean is None or not math.isfinite(mean) else mean <= target[key])
+            whole = costs.get("cpu_time_ratio_n", diff.n) >= diff.n
+            checks.append(None if mean is None or not math.isfinite(mean) or not whole else mean <= target[key])
     if "accuracy_diff_min" in target:
         checks.append(diff.mean >= target["accuracy_diff_min"])
     if "accuracy_diff_low_min" in target:

@@ -131,6 +131,13 @@ def test_met_never_reads_wall_time_and_is_undecided_without_the_metric():
     assert target_met({"cpu_time_ratio_max": 0.5, "flops_ratio_max": 0.6}, diff, unknown) is None
     assert target_met({"cpu_time_ratio_max": 0.5, "accuracy_diff_low_min": 0.0}, diff, unknown) is False
     assert target_met({"cpu_time_ratio_max": 0.95}, SimpleNamespace(n=1, mean=0.2, low=math.nan), fast_wall) is None
+    # a seed of the three lacks the metric: the target is not decided on the other two
+    partial = {**fast_wall, "cpu_time_ratio_n": 2, "flops_ratio_n": 2}
+    assert target_met({"cpu_time_ratio_max": 0.95}, diff, partial) is None
+    assert target_met({"flops_ratio_max": 0.6}, diff, partial) is None
+    assert target_met({"flops_ratio_max": 0.5}, diff, partial) is None  # would fail on two seeds: still undecided
+    whole = {**fast_wall, "cpu_time_ratio_n": 3, "flops_ratio_n": 3}
+    assert target_met({"cpu_time_ratio_max": 0.95, "flops_ratio_max": 0.6}, diff, whole) is True
 
 
 # --- targets in a spec ------------------------------------------------------------------------------------
@@ -199,7 +206,7 @@ def test_the_report_names_each_seed_that_lacks_a_metric(tiny, tmp_path):
     assert c["flops_ratio"] == 1.5 and c["flops_ratio_n"] == 3 and not c["flops_ratio_seeds_differ"]
     assert c["cpu_time_ratio_mean"] == pytest.approx(2 * 1.0 / 2.0)  # b: 2 epochs of 1 s; a: 1 of 2 s
     assert c["ideal_ratio"] == pytest.approx((1 * 1 + 1 * 2) / (1 * 2))  # b: 1 cell then 2; a: 2 cells, 1 epoch
-    assert c["met"] is True
+    assert c["met"] is None  # the CPU-time target is not decided on the 2 seeds that have the metric
     assert main(["report", str(suite), "--quiet", "--no-plots"]) == 0
     report = (suite / "report.md").read_text()
     assert "| b vs a | 3 |" in report and "| 1.500 | 1.500, n=3 | 1.000 [1.000, 1.000], n=2 |" in report
@@ -224,3 +231,19 @@ def test_old_runs_report_the_new_ratios_as_not_available_with_the_seeds_named(ti
     assert "| n/a | n/a |" in report
     assert "- b vs a: FLOP ratio: n=0, seeds 0, 1, 2 have no train_flops in b and a" in report
     assert "- b vs a: training CPU-time ratio: n=0, seeds 0, 1, 2 have no train_cpu_time in b and a" in report
+
+
+def test_a_time_ratio_beyond_float_range_is_named_not_a_traceback(tiny, tmp_path):
+    # train_cpu_time 5e-324 passes the history check (0..1e9 seconds), yet 1e9 / 5e-324 is inf: the
+    # ratio has no logarithm, so the seed is named like one without the metric, and the report writes.
+    suite = tmp_path / "suite"
+    shutil.copytree(tiny, suite)
+    for arm in ("a", "b"):
+        for seed in (0, 1, 2):
+            _set_history(suite, arm, seed, lambda r: r.update(train_cpu_time=1.0))
+    _set_history(suite, "b", 1, lambda r: r.update(train_cpu_time=1e9))
+    _set_history(suite, "a", 1, lambda r: r.update(train_cpu_time=5e-324))
+    assert main(["report", str(suite), "--quiet", "--no-plots"]) == 0
+    (c,) = json.loads((suite / "summary.json").read_text())["comparisons"]
+    assert c["cpu_time_ratio_n"] == 2 and c["cpu_time_ratio_missing"] == [
+        "seed 1 has a train_cpu_time ratio outside the floating-point range"]

@@ -17,7 +17,7 @@ from contdepth.data import hold_out, load
 from contdepth.experiment import ExperimentSpec, estimate, run_experiment, summarize, t_quantile
 from contdepth.experiment.folder import STEPS_REVISION, run_folder, steps_file, steps_version
 from contdepth.train import ConfigError, read_checkpoint
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, write_yaml
 
 SPEC = {
     "name": "tiny",
@@ -34,9 +34,7 @@ SPEC = {
 
 
 def write_spec(folder: Path, spec: dict = SPEC, name: str = "tiny.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_yaml(folder, name, spec)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from contdepth.experiment.folder import run_folder
 from contdepth.experiment.seeds import counted, decide, summary_fields
 from contdepth.experiment.spec import SeedRule
 from contdepth.train import ConfigError
+from helpers import write_yaml
 
 SPEC = {
     "name": "rule",
@@ -33,9 +34,7 @@ X = [1.0, -1.0, 1.0, -1.0] + [0.0] * 16
 
 
 def write_spec(folder: Path, spec: dict = SPEC, name: str = "rule.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_yaml(folder, name, spec)
 
 
 @pytest.fixture(scope="module")
