@@ -85,6 +85,10 @@ class CompressionReport:
     latency_after: dict[int, float] = field(default_factory=dict)
     threads: int | None = None
     latency_label: str = "batch"  # latency keys are batch sizes, or node counts ("full graph of")
+    # the same on the validation split, where the run holds one out (None: it has none)
+    val_accuracy_before: float | None = None
+    val_accuracy_projected: float | None = None
+    val_accuracy_after: float | None = None
 
     def speedup(self, batch_size: int) -> float:
         """``latency_before / latency_after`` at ``batch_size`` (``nan`` when not measured)."""
@@ -113,6 +117,10 @@ class CompressionReport:
             ("test accuracy", f"{100 * self.accuracy_before:.2f}%",
              f"{100 * self.accuracy_after:.2f}% ({100 * (self.accuracy_after - self.accuracy_before):+.2f} points)"),
         ]
+        if self.val_accuracy_before is not None and self.val_accuracy_after is not None:
+            rows.append(("validation accuracy", f"{100 * self.val_accuracy_before:.2f}%",
+                         f"{100 * self.val_accuracy_after:.2f}% "
+                         f"({100 * (self.val_accuracy_after - self.val_accuracy_before):+.2f} points)"))
         if self.finetune_epochs:
             rows.append(("  projected only", "", f"{100 * self.accuracy_projected:.2f}%"))
             rows.append(("  fine-tuning", "", f"{self.finetune_epochs} epochs, {self.finetune_time_s:.0f} s"))
@@ -182,6 +190,13 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
             accuracy_projected=evaluate(compressed, dataset, batch_size, device=device)[1],
             accuracy_after=math.nan, finetune_epochs=finetune_epochs, threads=torch.get_num_threads(),
         )
+        # validation too where the run holds one out: compressed models are read on both splits (issue 27)
+        has_val = "val" in getattr(dataset, "splits", ())
+
+        def val_accuracy(m: nn.Module) -> float | None:
+            return evaluate(m, dataset, batch_size, split="val", device=device)[1] if has_val else None
+
+        report.val_accuracy_before, report.val_accuracy_projected = val_accuracy(model), val_accuracy(compressed)
         if finetune_epochs:
             tune = config.replace(
                 epochs=finetune_epochs, refine_at=(), lr=float(lr) if lr is not None else config.lr / 10,
@@ -193,12 +208,14 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
             report.finetune_time_s = time.perf_counter() - tic
             compressed = result.model
             report.accuracy_after = evaluate(compressed, dataset, batch_size, device=device)[1]
+            report.val_accuracy_after = val_accuracy(compressed)
         else:
             with locked_run_dir(out, overwrite=overwrite, resume=False):
                 prepare_run_dir(out, overwrite=overwrite)
                 save_checkpoint(out, compressed, None, epoch=info.epoch, history=info.history,
                                 config=config.replace(resume=False, overwrite=False).to_dict())
             report.accuracy_after = report.accuracy_projected
+            report.val_accuracy_after = report.val_accuracy_projected
         if latency_batch_sizes and getattr(dataset, "is_graph", False):
             # node classification: one forward is the whole graph, whatever the batch sizes say
             graph = dataset.to(device)

@@ -13,6 +13,7 @@ statistics of `contdepth.experiment.stats`.
 """
 
 from .folder import read_record, run_folder
+from .readouts import ODE_LIMIT_SCHEME, compression_comparisons, gap_to_ode, ode_limit
 from .report import collect, format_report, render_plots, summarize, write_report
 from .runner import Job, check_experiment_dir, run_experiment, run_job, run_status
 from .seeds import SeedDecision, decide
@@ -30,6 +31,7 @@ from .costs import cell_epochs, ideal_ratio
 from .stats import Estimate, RatioEstimate, estimate, ratio_estimate, t_quantile
 
 __all__ = [
+    "ODE_LIMIT_SCHEME", "compression_comparisons", "gap_to_ode", "ode_limit",
     "Arm", "Comparison", "Compress", "Estimate", "Evaluate", "ExperimentSpec", "Job", "RatioEstimate", "SeedDecision",
     "SeedRule", "arm_config", "cell_epochs", "check_experiment_dir", "collect", "decide", "difference", "estimate",
     "format_report", "ideal_ratio",

@@ -103,6 +103,11 @@ def _check_manifestations(grid: dict, path: Path) -> None:
                 _fail(path, f"{where}.{n}", "must be keyed by a step count (an integer >= 1)")
             for split, value in _mapping(cell, path, f"{where}.{n}").items():
                 _number(value, path, f"{where}.{n}.{split}", 0.0, 1.0)
+    if "trained" in grid:  # the training graph's own accuracy (steps revision 3)
+        trained = _mapping(grid["trained"], path, "manifestations.trained")
+        _string(trained.get("graph"), path, "manifestations.trained.graph", optional=True)
+        for split, value in _mapping(trained.get("accuracy"), path, "manifestations.trained.accuracy").items():
+            _number(value, path, f"manifestations.trained.accuracy.{split}", 0.0, 1.0)
     if "seconds" in grid:
         _number(grid["seconds"], path, "manifestations.seconds", 0.0, MAX_SECONDS)
 
@@ -123,6 +128,8 @@ def _check_compression(report: dict, path: Path) -> None:
         _int(report.get(key), path, f"compression.{key}", 1 if key == "params_before" else 0, MAX_PARAMS)
     for key in ("accuracy_before", "accuracy_projected", "accuracy_after"):
         _number(report.get(key), path, f"compression.{key}", 0.0, 1.0, missing=key == "accuracy_after")
+    for key in ("val_accuracy_before", "val_accuracy_projected", "val_accuracy_after"):  # null: no validation split
+        _number(report.get(key), path, f"compression.{key}", 0.0, 1.0, missing=True)
     for key in ("latency_before", "latency_after", "onnx_latency_before", "onnx_latency_after"):
         if key in report:
             _per_batch(report[key], path, f"compression.{key}", MAX_SECONDS, missing=False)

@@ -27,6 +27,8 @@ from ..train.rundir import folder_state
 from .comparisons import compare, comparison_lines
 from .costs import run_costs
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
+from .readouts import (compression_comparison_lines, compression_comparisons, compression_per_seed, gap_lines,
+                       gap_to_ode)
 from .seeds import counted, summary_fields
 from .spec import ExperimentSpec, difference
 from .stats import Estimate, estimate
@@ -143,6 +145,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
     spec, runs, unfinished = collected if collected is not None else collect(folder)
     record = read_record(folder)
     arms: dict[str, Any] = {}
+    compressed: list[dict] = []
     for arm in spec.arms:
         seeds = runs[arm.name]
         values = list(seeds.values())
@@ -168,9 +171,12 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
         grids = {s: v["steps"]["manifestations"] for s, v in seeds.items() if "manifestations" in v.get("steps", {})}
         if grids:
             entry["invariance"] = _invariance(grids, _cells(spec.config(arm, spec.seeds[0])))
+            entry["invariance"].update(gap_to_ode(grids))  # per seed, on each split (readouts.py)
         comps = {s: v["steps"]["compression"] for s, v in seeds.items() if "compression" in v.get("steps", {})}
         if comps:
             entry["compression"] = _compression(comps)
+            entry["compression"]["per_seed"] = compression_per_seed(comps)
+            compressed += compression_comparisons(arm.name, comps)
         arms[arm.name] = entry
     comparisons = [compare(c, runs, spec) for c in spec.comparisons]
     return {
@@ -186,7 +192,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
                   "flops_ratio": "arm / baseline of train_flops, exact (pooled over seeds; range per seed)",
                   "time_ratio": "arm / baseline, geometric mean over seeds, t-interval on the log ratios",
                   "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)"},
-        "arms": arms, "comparisons": comparisons, "unfinished": unfinished,
+        "arms": arms, "comparisons": comparisons, "compression_comparisons": compressed, "unfinished": unfinished,
         **summary_fields(spec, runs),  # a seeds rule: the seeds it counts and why it stopped
     }
 
@@ -206,15 +212,18 @@ def _invariance(grids: dict[int, dict], cells: int = 1) -> dict:
                 e = estimate(spreads)
                 out[f"{split}_{key}_mean"], out[f"{split}_{key}_std"] = e.mean, e.std
     first = next(iter(grids.values()))["accuracy"]
-    mean_grid: dict[str, dict[str, float]] = {}
-    for scheme, row in first.items():
-        mean_grid[scheme] = {}
-        for n in row:
-            # a seed's grid without this cell (a record edited by hand) has no value for it, not a KeyError
-            cells = [g["accuracy"].get(scheme, {}).get(n, {}).get("test") for g in grids.values()]
-            cells = [c for c in cells if c is not None]
-            mean_grid[scheme][n] = 100 * sum(cells) / len(cells) if cells else math.nan
-    out["test_accuracy_mean"] = mean_grid
+    for split in ("test", "val"):  # the mean grid on every split it was evaluated on
+        if split != "test" and not any(split in cell for row in first.values() for cell in row.values()):
+            continue
+        mean_grid: dict[str, dict[str, float]] = {}
+        for scheme, row in first.items():
+            mean_grid[scheme] = {}
+            for n in row:
+                # a seed's grid without this cell (a record edited by hand) has no value for it, not a KeyError
+                cells = [g["accuracy"].get(scheme, {}).get(n, {}).get(split) for g in grids.values()]
+                cells = [c for c in cells if c is not None]
+                mean_grid[scheme][n] = 100 * sum(cells) / len(cells) if cells else math.nan
+        out[f"{split}_accuracy_mean"] = mean_grid
     return out
 
 
@@ -329,13 +338,17 @@ def format_report(summary: dict) -> str:
             lines.append(f"| {name} | {_pm(inv.get('test_spread_mean'), inv.get('test_spread_std'))} | "
                          f"{resolved} ({inv.get('resolved_min_steps', 1)}) | "
                          f"{_pm(inv.get('val_spread_mean'), inv.get('val_spread_std'))} | {inv.get('reading') or '-'} |")
+        lines += gap_lines(invariance)
         for name, inv in invariance.items():
-            grid = inv["test_accuracy_mean"]
-            steps = list(next(iter(grid.values())))
-            lines += ["", f"Mean test accuracy of `{name}` by manifestation:", "",
-                      "| scheme | " + " | ".join(steps) + " |", "|---|" + "---:|" * len(steps)]
-            for scheme, row in grid.items():
-                lines.append(f"| {scheme} | " + " | ".join(_pm(row[n], None) for n in steps) + " |")
+            for split, words in (("test", "test"), ("val", "validation")):
+                if f"{split}_accuracy_mean" not in inv:
+                    continue
+                grid = inv[f"{split}_accuracy_mean"]
+                steps = list(next(iter(grid.values())))
+                lines += ["", f"Mean {words} accuracy of `{name}` by manifestation:", "",
+                          "| scheme | " + " | ".join(steps) + " |", "|---|" + "---:|" * len(steps)]
+                for scheme, row in grid.items():
+                    lines.append(f"| {scheme} | " + " | ".join(_pm(row[n], None) for n in steps) + " |")
     compression = {k: a["compression"] for k, a in summary["arms"].items() if "compression" in a}
     if compression:
         lines += ["", "## Compression", "",
@@ -351,6 +364,7 @@ def format_report(summary: dict) -> str:
             lines.append(f"| {name} | {c['n_basis_after']}, {c['n_steps_after']} | {c['params_ratio_mean']:.2f}x | "
                          f"{_pm(c['accuracy_before_mean'], None)} | {_pm(c['accuracy_projected_mean'], None)} "
                          f"({c['projected_diff_mean']:+.2f} {_interval(c['projected_diff_ci95'])}) | {tuned} | {speed} |")
+        lines += compression_comparison_lines(summary.get("compression_comparisons") or [])
     if summary["unfinished"]:
         lines += ["", f"## Not yet counted ({len(summary['unfinished'])} runs)", ""]
         lines += [f"- {u}" for u in summary["unfinished"]]

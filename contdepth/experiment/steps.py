@@ -19,6 +19,7 @@ from torch import nn
 from ..analysis import as_continuous
 from ..analysis.compression import compress_run
 from ..export.onnx import export_onnx, onnx_session
+from ..nn import continuous_blocks
 from ..train.checkpoint import load_checkpoint
 from ..train.evaluate import evaluate
 from ..train.rundir import folder_state
@@ -40,9 +41,10 @@ def limited(dataset, examples: int | None):
 
 def manifestation_accuracies(model: nn.Module, dataset, evaluate_step: Evaluate, *, batch_size: int,
                              device: str) -> dict[str, Any]:
-    """``{"reading", "accuracy": {scheme: {n: {split: accuracy}}}, "seconds"}`` over the step's grid.
+    """``{"reading", "accuracy": {scheme: {n: {split: accuracy}}}, "trained", "seconds"}`` over the step's grid.
 
     A model without ContinuousBlocks (a ResNet) is evaluated through its continuous reading.
+    ``trained`` is ``{"graph", "accuracy": {split: accuracy}}`` of the model as it was trained.
     """
 
     dataset = limited(dataset, evaluate_step.examples)
@@ -55,8 +57,18 @@ def manifestation_accuracies(model: nn.Module, dataset, evaluate_step: Evaluate,
             str(n): {split: evaluate(readable, dataset, batch_size, scheme=scheme, n_steps=n, split=split,
                                      device=device)[1] for split in splits}
             for n in evaluate_step.n_steps}
-    return {"reading": reading, "accuracy": table, "examples": evaluate_step.examples,
+    # the graph it was trained as (a ResNet: itself, not its reading), for the gap to the ODE limit (readouts.py)
+    trained = {"graph": training_graph(readable),
+               "accuracy": {split: evaluate(model, dataset, batch_size, split=split, device=device)[1]
+                            for split in splits}}
+    return {"reading": reading, "accuracy": table, "trained": trained, "examples": evaluate_step.examples,
             "seconds": time.perf_counter() - tic}
+
+
+def training_graph(model: nn.Module) -> str:
+    """``"scheme x n_steps"`` of the model's own manifestation; one entry per block where the blocks differ."""
+    graphs = [f"{b.scheme.name} x {b.n_steps}" for b in continuous_blocks(model)]
+    return graphs[0] if len(set(graphs)) == 1 else "; ".join(graphs)
 
 
 def onnx_latency(models: Mapping[str, nn.Module], input_shape: Sequence[int], batch_sizes: Sequence[int], *,
@@ -140,4 +152,4 @@ def run_steps(arm: Arm, run_dir: Path, folder: str | Path, seed: int, *, device:
     return record
 
 
-__all__ = ["limited", "manifestation_accuracies", "onnx_latency", "run_steps"]
+__all__ = ["limited", "manifestation_accuracies", "onnx_latency", "run_steps", "training_graph"]

@@ -29,7 +29,7 @@ SPEC = {
                                     "latency_repeats": 2}},
              "rk4": {"model_options": {"scheme": "rk4"}, "refine_at": [2]}},
     "comparisons": [{"arm": "rk4", "baseline": "euler", "target": {"time_ratio_max": 0.5}}],
-    "evaluate": {"schemes": ["euler", "midpoint"], "n_steps": [1, 2], "examples": 150},
+    "evaluate": {"schemes": ["euler", "midpoint", "rk4"], "n_steps": [1, 2], "examples": 150},
 }
 
 
@@ -116,7 +116,7 @@ def test_suite_end_to_end(suite):
         assert entry["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
         assert entry["accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / math.sqrt(2))
         assert entry["time_mean"] == pytest.approx(sum(times) / 2)
-        assert set(entry["invariance"]["test_accuracy_mean"]) == {"euler", "midpoint"}
+        assert set(entry["invariance"]["test_accuracy_mean"]) == {"euler", "midpoint", "rk4"}
     (comparison,) = summary["comparisons"]
     assert (comparison["arm"], comparison["baseline"], comparison["n"]) == ("rk4", "euler", 2)
     diffs = [summary["arms"]["rk4"]["per_seed"][s]["accuracy"] - summary["arms"]["euler"]["per_seed"][s]["accuracy"]
@@ -149,6 +149,32 @@ def test_suite_end_to_end(suite):
     model, info = load_checkpoint(out / "compressed" / "euler" / "seed-0")
     assert info.epoch == 1 and [b.n_basis for b in continuous_blocks(model)] == [1, 1, 1]
     assert "## Compression" in report
+    # issue 27: readouts per seed on validation and test
+    for arm in ("euler", "rk4"):
+        inv = summary["arms"][arm]["invariance"]
+        assert inv["ode_limit"] == "rk4 x 2" and inv["splits"] == ["val", "test"]
+        assert set(inv["val_accuracy_mean"]) == {"euler", "midpoint", "rk4"}
+        for split in ("val", "test"):
+            gap = inv["gap_to_ode"][split]
+            records = {s: json.loads(steps_file(out, arm, s).read_text())["manifestations"] for s in (0, 1)}
+            by_hand = {str(s): 100 * (r["trained"]["accuracy"][split] - r["accuracy"]["rk4"]["2"][split])
+                       for s, r in records.items()}
+            assert gap["n"] == 2 and gap["per_seed"] == pytest.approx(by_hand)
+            assert gap["mean"] == pytest.approx(sum(by_hand.values()) / 2)
+    assert summary["arms"]["euler"]["invariance"]["training_graph"] == "euler x 1"
+    assert summary["arms"]["rk4"]["invariance"]["training_graph"] == "rk4 x 2"  # refined at epoch 2: 2 cells
+    per_seed = compression["per_seed"]
+    assert set(per_seed) == {"0", "1"}
+    for s, r in zip(("0", "1"), reports):
+        assert per_seed[s]["val_accuracy_after"] == pytest.approx(100 * r["val_accuracy_after"])
+        assert per_seed[s]["accuracy_after"] == pytest.approx(100 * r["accuracy_after"])
+    projected, tuned = summary["compression_comparisons"]
+    assert (tuned["arm"], tuned["baseline"], tuned["n"], tuned["val_accuracy_diff_n"]) == (
+        "euler (fine-tuned)", "euler", 2, 2)
+    assert tuned["val_accuracy_diff_mean"] == pytest.approx(
+        sum(100 * (r["val_accuracy_after"] - r["val_accuracy_before"]) for r in reports) / 2)
+    assert projected["accuracy_diff_mean"] == pytest.approx(compression["projected_diff_mean"])
+    assert "Gap to the ODE limit" in report and "| euler (fine-tuned) vs euler |" in report
 
 
 def test_onnx_latency_times_both_models_in_onnx_runtime():
