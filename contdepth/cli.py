@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .common.errors import OptionError
+from .cli_parser import CommandParser
 from .common.paths import user_path
 from .common.validate import check_int, check_threads
 from .common.yaml_input import load_yaml_text
@@ -66,57 +67,6 @@ TOLERANCE_FLOOR = 1e-9
 # 65,536 is 800 MB), and 10,000 timed calls already take minutes for a small model.
 MAX_LATENCY_BATCH = 65_536
 MAX_LATENCY_REPEATS = 10_000
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # noqa: D102 - argparse's exit status 2, our prefix
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
-        """Refuse what this parser does not know here, with its own usage and the nearest flags.
-
-        Why here: argparse hands a subcommand's unknown arguments up to the top parser, which
-        printed ``contdepth``'s usage for ``contdepth train --epochz 1`` and no hint; the
-        subcommand's parser knows its own flags, so it answers (exit status 2).
-        """
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(unrecognized_message(extras, option_strings(self)))
-        return namespace, extras
-
-
-def option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    """Every flag ``parser`` accepts (``--epochs``, ``--no-nesterov``, ``-h``).
-
-    argparse keeps its actions in ``_actions`` with no public accessor; each action's
-    ``option_strings`` is public.
-    """
-    return [flag for action in parser._actions for flag in action.option_strings]
-
-
-def unrecognized_message(extras: list[str], flags: list[str]) -> str:
-    """``unrecognized arguments: --epochz 1; did you mean --epochs?`` (the closest flag of each unknown one)."""
-    import difflib
-
-    hints = []
-    for arg in extras:
-        flag = arg.split("=", 1)[0]
-        if not flag.startswith("-") or flag in flags or _is_number(flag):
-            continue
-        close = difflib.get_close_matches(flag, flags, n=1)
-        if close and close[0] not in hints:
-            hints.append(close[0])
-    hint = f"; did you mean {' or '.join(hints)}?" if hints else ""
-    return f"unrecognized arguments: {' '.join(extras)}{hint}"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _key_value(text: str, flag: str) -> tuple[str, Any]:
@@ -747,14 +697,14 @@ def _cmd_schemes(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="contdepth", allow_abbrev=False,  # --imp must not pass for --import
+    parser = CommandParser(prog="contdepth", allow_abbrev=False,  # --imp must not pass for --import
                      description="Continuous-in-depth neural networks: train, evaluate, analyse, compress, export, demo.")
     parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
     parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=argparse.SUPPRESS,
                         help="import MODULE first (any number of times, anywhere on the line): a module that "
                              "registers your own models or datasets (contdepth.models.register_model, "
                              "contdepth.data.register_dataset)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     _add_train(sub).set_defaults(func=_cmd_train)
     _add_eval(sub).set_defaults(func=_cmd_eval)

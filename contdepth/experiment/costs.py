@@ -61,14 +61,10 @@ def cell_epochs(config: TrainConfig) -> int | None:
     function to refine; its units are not cells of one). The model is built on the ``meta``
     device: no memory, no weights.
     """
-    import torch
-
-    from ..models import create
     from ..nn import continuous_blocks
-    from ..train.runs import model_options_for
+    from ..train.runs import dry_model
 
-    with torch.device("meta"):
-        blocks = continuous_blocks(create(config.model, **model_options_for(config)))
+    blocks = continuous_blocks(dry_model(config))
     if not blocks:
         return None
     refine_at = set(config.refine_at)

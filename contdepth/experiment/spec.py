@@ -43,10 +43,11 @@ from typing import Any, Mapping
 from ..analysis import as_continuous
 from ..common.validate import check_int, check_number, check_plain_value
 from ..data import is_graph_dataset
-from ..models import create, model_options
+from ..models import model_options
 from ..solvers import available_schemes
 from ..train.config import ConfigError, TrainConfig, check_count, read_yaml
-from ..train.runs import model_options_for
+from ..train.runs import dry_model
+from ..train.sizes import final_basis
 from ..train.trainer import preflight as train_preflight
 
 SPEC_KEYS = ("name", "description", "base", "seeds", "arms", "comparisons", "evaluate", "compress")
@@ -411,15 +412,11 @@ def _evaluate(values: Any, where: str) -> Evaluate | None:
 
 def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
     """``evaluate`` with its splits resolved for ``config``; refused where it cannot run."""
-    import torch
-
-
     if is_graph_dataset(config.data):
         raise ConfigError(f"{where}: manifestation grids are for image models; {config.data!r} is a graph dataset "
                           "(use contdepth analyze on its runs)")
     try:
-        with torch.device("meta"):
-            as_continuous(create(config.model, **model_options_for(config)))
+        as_continuous(dry_model(config))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     if not evaluate.splits:
@@ -471,22 +468,17 @@ def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> 
     that refusal came after the run had trained; the sizes after every refinement of ``refine_at``
     are known from the model built on the ``meta`` device, before any run starts.
     """
-    import torch
-
     from ..nn import continuous_blocks
 
     if "n_basis" not in model_options(config.model):
         raise ConfigError(f"{where}.compress: model {config.model!r} has no ContinuousBlock to project; "
                           "switch compress off for this arm (compress: null)")
     try:
-        with torch.device("meta"):
-            model = create(config.model, **model_options_for(config))
+        model = dry_model(config)
     except (ValueError, TypeError, RuntimeError):  # bad option values: the preflight names the option
         return
     for index, block in enumerate(continuous_blocks(model)):
-        basis = block.basis
-        for _ in config.refine_at:
-            basis = basis.with_size(basis.refined_size())
+        basis = final_basis(block.basis, config.refine_at)
         if compress.n_basis > basis.n:
             after = f" after the refinements at epochs {list(config.refine_at)}" if config.refine_at else ""
             raise ConfigError(f"{where}.compress.n_basis: block {index + 1} has {basis.n} basis functions{after}; "

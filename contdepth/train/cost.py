@@ -47,7 +47,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Iterator, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -207,6 +207,7 @@ class FlopCounter:
 
     def __init__(self) -> None:
         self._cache: dict[Hashable, int] = {}
+        self.failed = False  # a model that could not be counted once is not tried again
 
     @property
     def counted(self) -> int:
@@ -225,3 +226,30 @@ class FlopCounter:
         """The FLOPs of an epoch's steps: ``sum(probe.count x step FLOPs)``."""
         return sum(p.count * self.step(model, p.inputs, train=train, scheme=scheme, n_steps=n_steps)
                    for p in probes if p.count)
+
+    def epoch_columns(self, model: nn.Module, probes_of: Callable[..., Sequence[Probe]], *, eval_scheme: str | None,
+                      eval_n_steps: int | None, log: Callable[[str], None]) -> dict[str, int]:
+        """``train_flops`` and ``eval_flops`` of the epoch just run: the metrics row's cost columns.
+
+        ``probes_of(train=...)`` is the task's `Probe`s of the epoch's training steps or
+        evaluation passes (at ``eval_scheme``/``eval_n_steps``). Counted on a copy of
+        ``model`` (the unwrapped one: DDP and ``compile`` change no operation), never the model
+        itself, so training is unchanged. A model that cannot be counted even on a real copy
+        trains on: the columns are left out of its rows (a report then names the run as
+        lacking them) and ``log`` says why, once.
+        """
+        if self.failed:
+            return {}
+        columns = {}
+        try:
+            for key, train in (("train_flops", True), ("eval_flops", False)):
+                probes = probes_of(train=train)
+                if probes:
+                    columns[key] = self.epoch(model, probes, train=train, scheme=None if train else eval_scheme,
+                                              n_steps=None if train else eval_n_steps)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError, copy.Error) as exc:
+            self.failed = True
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log(f"train_flops/eval_flops: not counted for this run (the model could not be run on a copy: {first})")
+            return {}
+        return columns

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..common.files import atomic_write_text
-from ..models import model_options
+from ..models import create, model_options
 from ..nn import continuous_blocks
 from .checkpoint import CheckpointInfo
 from .config import ConfigError, TrainConfig
@@ -131,6 +131,17 @@ def model_options_for(config: TrainConfig, dataset=None) -> dict:
             raise ConfigError(f"model_options.{key}: dataset {config.data!r} has {key}={derived[key]}, "
                               f"but {options[key]!r} was given")
     return options
+
+
+def dry_model(config: TrainConfig) -> nn.Module:
+    """``config``'s model built on the ``meta`` device with `model_options_for`'s placeholders.
+
+    Why: sizes, refinements, blocks and schemes are known before any data or memory (the
+    preflight, a spec's checks, the ideal cost ratio); the options' own errors (``ValueError``,
+    ``TypeError``, ``RuntimeError``) reach the caller, which names them its own way.
+    """
+    with torch.device("meta"):
+        return create(config.model, **model_options_for(config))
 
 
 def resume_line(config: TrainConfig, info: CheckpointInfo, schedule: LRSchedule) -> str:

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..common.errors import OptionError
+from ..basis import DepthBasis
 from ..common.files import read_regular_text
 from ..nn import MAX_N_BASIS, MAX_N_STEPS, continuous_blocks
 from .config import TrainConfig
@@ -34,6 +36,13 @@ from .config import TrainConfig
 _STATE_TENSORS = {"sgd": lambda c: 1 if c.momentum else 0, "adam": lambda c: 2, "adamw": lambda c: 2,
                   "rmsprop": lambda c: 1}
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def final_basis(basis: DepthBasis, refine_at: Sequence[int]) -> DepthBasis:
+    """The basis a block with ``basis`` has after every refinement of ``refine_at`` (nothing refined)."""
+    for _ in refine_at:
+        basis = basis.with_size(basis.refined_size())
+    return basis
 
 
 def check_refinements(model: nn.Module, config: TrainConfig) -> None:
@@ -63,9 +72,7 @@ def refined_bytes(model: nn.Module, config: TrainConfig) -> tuple[int, int, int]
     """
     growth: dict[int, tuple[int, int]] = {}  # id(tensor) -> (functions now, functions after refining)
     for block in continuous_blocks(model):
-        final = block.basis
-        for _ in config.refine_at:
-            final = final.with_size(final.refined_size())
+        final = final_basis(block.basis, config.refine_at)
         for _, tensor in [*block.coefficient_items(), *block.state_items()]:
             growth[id(tensor)] = (block.basis.n, final.n)
 

@@ -54,7 +54,6 @@ Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import fields
@@ -101,6 +100,7 @@ from .runs import (
     Callback,
     RunResult,
     block_summary,
+    dry_model,
     to_channels_last,
     count_parameters,
     model_options_for,
@@ -136,8 +136,7 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None, *, folde
     else:
         options = model_options_for(config)
         try:
-            with torch.device("meta"):
-                model = create(config.model, **options)
+            model = dry_model(config)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise _model_options_error(config.model, options, exc) from exc
     if config.decay_scope == "model" and not hasattr(model, "weight_decay_parameters"):
@@ -442,7 +441,7 @@ class Trainer:
         schedule = LRSchedule.from_config(config, optimizer, task.steps_per_epoch)
         self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
         self.model_config = model_identity(model)  # what the checkpoints record to rebuild it
-        self.flop_counter, self.flops_failed = FlopCounter(), False  # one count per model shape, for this run
+        self.flop_counter = FlopCounter()  # one count per model shape, for this run
         net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
         if config.compile:
             net = torch.compile(net)
@@ -495,7 +494,9 @@ class Trainer:
                 # epoch_time: training and evaluation; the checkpoint write after it counts in total_time
                 row["total_time"] = elapsed + row["epoch_time"]
                 row["cpu_time"] = time.process_time() - cpu_tic
-                row.update(self._flops(task, model))  # after every timing: counting costs no epoch time
+                row.update(self.flop_counter.epoch_columns(  # after every timing: counting costs no epoch time
+                    model, task.flop_probes, eval_scheme=config.eval_scheme, eval_n_steps=config.eval_n_steps,
+                    log=self.log))
                 history.append(row)
                 if run_dir is not None:
                     append_metrics(run_dir, row, sync=task.sync_metrics)
@@ -510,31 +511,6 @@ class Trainer:
                              wall_time=time.perf_counter() - self.wall_start)
         self.log(result.summary())
         return result
-
-    def _flops(self, task: Task, model: nn.Module) -> dict[str, int]:
-        """``train_flops`` and ``eval_flops`` of the epoch just run (`contdepth.train.cost`).
-
-        Counted on a copy of ``model`` (the unwrapped one: DDP and ``compile`` change no
-        operation), never the model itself, so training is unchanged. A model that cannot
-        be counted even on a real copy trains on: the columns are left out of its rows (a
-        report then names the run as lacking them) and one line says why, once.
-        """
-        if self.flops_failed:
-            return {}
-        config, columns = self.config, {}
-        try:
-            for key, train in (("train_flops", True), ("eval_flops", False)):
-                probes = task.flop_probes(train=train)
-                if probes:
-                    columns[key] = self.flop_counter.epoch(
-                        model, probes, train=train, scheme=None if train else config.eval_scheme,
-                        n_steps=None if train else config.eval_n_steps)
-        except (RuntimeError, NotImplementedError, TypeError, ValueError, copy.Error) as exc:
-            self.flops_failed = True
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self.log(f"train_flops/eval_flops: not counted for this run (the model could not be run on a copy: {first})")
-            return {}
-        return columns
 
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
