@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from .costs import ideal_ratio
+from .model_stages import model_runs
 from .stats import estimate, paired, ratio_estimate
 
 # (summary prefix, run key, words): the timed ratios, each a geometric mean with a log-scale interval.
@@ -109,7 +110,7 @@ def time_ratio(prefix: str, key: str, seeds: list, a: list[dict], b: list[dict],
 
 def compare(c, runs: dict[str, dict[int, dict]], spec) -> dict[str, Any]:
     """The comparison ``c`` (a `Comparison`) of ``runs[arm][seed]`` (`collect`'s table) under ``spec``."""
-    seeds, a, b = paired(runs[c.arm], runs[c.baseline])
+    seeds, a, b = paired(model_runs(runs[c.arm], c.arm_model), model_runs(runs[c.baseline], c.baseline_model))
     names = (c.arm, c.baseline)
     diff = estimate([x["accuracy"] - y["accuracy"] for x, y in zip(a, b)])
     vdiff = estimate([x["val_accuracy"] - y["val_accuracy"] for x, y in zip(a, b)])
@@ -118,6 +119,11 @@ def compare(c, runs: dict[str, dict[int, dict]], spec) -> dict[str, Any]:
         "accuracy_diff_mean": diff.mean, "accuracy_diff_std": diff.std, "accuracy_diff_ci95": [diff.low, diff.high],
         "val_accuracy_diff_mean": vdiff.mean, "val_accuracy_diff_ci95": [vdiff.low, vdiff.high],
     }
+    if not c.trained_only:  # a compressed model's side: accuracy only (`contdepth.experiment.model_stages`)
+        out.update(label=c.label, arm_model=c.arm_model, baseline_model=c.baseline_model, ideal_ratio=None,
+                   flops_ratio=None, flops_ratio_range=[None, None], flops_ratio_n=0, target=dict(c.target))
+        out["met"] = target_met(c.target, diff, out) if c.target else None
+        return out
     out.update(flops_ratio(seeds, a, b, names))
     for prefix, key, _ in TIME_RATIOS:
         out.update(time_ratio(prefix, key, seeds, a, b, names))
@@ -211,7 +217,7 @@ def comparison_lines(comparisons: list[dict]) -> list[str]:
         diff = f"{c['accuracy_diff_mean']:+.2f}" if _finite(c["accuracy_diff_mean"]) else "-"
         vdiff = f"{c['val_accuracy_diff_mean']:+.2f}" if _finite(c["val_accuracy_diff_mean"]) else "-"
         ideal = f"{c['ideal_ratio']:.3f}" if _finite(c.get("ideal_ratio")) else "-"
-        lines.append(f"| {c['arm']} vs {c['baseline']} | {c['n']} | {diff} {_interval(c['accuracy_diff_ci95'])} | "
+        lines.append(f"| {c.get('label') or c['arm'] + ' vs ' + c['baseline']} | {c['n']} | {diff} {_interval(c['accuracy_diff_ci95'])} | "
                      f"{vdiff} {_interval(c['val_accuracy_diff_ci95'])} | {ideal} | {_flops_cell(c)} | "
                      f"{_ratio_cell(c, 'cpu_time_ratio')} | {_ratio_cell(c, 'train_time_ratio')} | "
                      f"{_target_cell(c['target'])} | {met} |")

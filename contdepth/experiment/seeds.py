@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from .model_stages import model_entry
 from .spec import ExperimentSpec, SeedRule
 from .stats import estimate
 
@@ -111,11 +112,13 @@ def differences(spec: ExperimentSpec, runs: Mapping[str, Mapping[int, dict]]) ->
     for seed in sorted(common):
         out[seed] = {}
         for c in spec.comparisons:
+            a, b = model_entry(runs[c.arm][seed], c.arm_model), model_entry(runs[c.baseline][seed], c.baseline_model)
             for key, split in SPLITS:
                 if split == "validation" and not (validation[c.arm] and validation[c.baseline]):
                     continue
-                out[seed][f"{c.arm} vs {c.baseline}, {split}"] = (float(runs[c.arm][seed][key])
-                                                                   - float(runs[c.baseline][seed][key]))
+                # a compressed side without its record: NaN, so the rule cannot stop on it
+                out[seed][f"{c.label}, {split}"] = (math.nan if a is None or b is None
+                                                    else float(a[key]) - float(b[key]))
     return out
 
 

@@ -58,6 +58,8 @@ SITTING_OPTIONS = ("data_dir", "eval_batch_size")
 IDENTITY_VERSION = 2
 # Used with fullmatch: with match, "$" also matches before a final newline, and "a\n" named a folder.
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# The models a comparison may read from a run: the trained one, or the compress step's.
+MODEL_STAGES = ("trained", "projected", "fine_tuned")
 TARGET_KEYS = ("flops_ratio_max", "cpu_time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min",
                "time_ratio_max")  # the last: specs written before issue 27; read as cpu_time_ratio_max
 EVALUATE_KEYS = ("schemes", "n_steps", "splits", "examples")
@@ -156,6 +158,28 @@ class Comparison:
     arm: str
     baseline: str
     target: dict = field(default_factory=dict)
+    # Which model of each side: the trained run, or its compressed model projected or fine-tuned
+    # (the arm's ``compress`` step; `contdepth.experiment.model_stages`). Accuracy only: cost ratios
+    # compare training runs.
+    arm_model: str = "trained"
+    baseline_model: str = "trained"
+
+    @property
+    def label(self) -> str:
+        """``"arm vs baseline"``, each side's model named where it is not the trained run."""
+        def side(name: str, model: str) -> str:
+            return name if model == "trained" else f"{name} ({model.replace('_', '-')})"
+        return f"{side(self.arm, self.arm_model)} vs {side(self.baseline, self.baseline_model)}"
+
+    @property
+    def trained_only(self) -> bool:
+        return self.arm_model == self.baseline_model == "trained"
+
+    def to_dict(self) -> dict:
+        out = {"arm": self.arm, "baseline": self.baseline, "target": dict(sorted(self.target.items()))}
+        if not self.trained_only:  # written only when used: the identity of older specs is unchanged
+            out.update(arm_model=self.arm_model, baseline_model=self.baseline_model)
+        return out
 
 
 @dataclass(frozen=True)
@@ -242,7 +266,7 @@ class ExperimentSpec:
         if comparisons_raw is not None and not isinstance(comparisons_raw, list):
             raise ConfigError(f"{source}: comparisons: must be a list of {{arm: A, baseline: B}}, got "
                               f"{type(comparisons_raw).__name__}")
-        comparisons = tuple(_comparison(c, {a.name for a in arms}, f"{source}: comparisons[{i}]")
+        comparisons = tuple(_comparison(c, {a.name: a for a in arms}, f"{source}: comparisons[{i}]")
                             for i, c in enumerate(comparisons_raw or []))
         if seed_rule is not None and not comparisons:
             raise ConfigError(f"{source}: seeds: the rule {{min, max, half_width}} stops on the comparisons' accuracy "
@@ -290,8 +314,7 @@ class ExperimentSpec:
             "arms": {a.name: {"options": strip(a.overrides),
                               "evaluate": a.evaluate.to_dict() if a.evaluate else None,
                               "compress": a.compress.to_dict() if a.compress else None} for a in self.arms},
-            "comparisons": [{"arm": c.arm, "baseline": c.baseline, "target": dict(sorted(c.target.items()))}
-                            for c in self.comparisons],
+            "comparisons": [c.to_dict() for c in self.comparisons],
         }
 
 
@@ -485,15 +508,31 @@ def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> 
                               f"compression projects onto fewer (at most {basis.n}), got {compress.n_basis}")
 
 
-def _comparison(values: Any, arms: set[str], where: str) -> Comparison:
+def _comparison(values: Any, arms: Mapping[str, Arm], where: str) -> Comparison:
+    keys = {"arm", "baseline", "target", "arm_model", "baseline_model"}
     if isinstance(values, list) and len(values) == 2:
         values = {"arm": values[0], "baseline": values[1]}
-    if not isinstance(values, Mapping) or set(values) - {"arm", "baseline", "target"} or not {"arm", "baseline"} <= set(values):
-        raise ConfigError(f"{where}: must be {{arm: A, baseline: B, target: {{...}}}} (target optional) or [A, B]")
+    if not isinstance(values, Mapping) or set(values) - keys or not {"arm", "baseline"} <= set(values):
+        raise ConfigError(f"{where}: must be {{arm: A, baseline: B, target: {{...}}}} (target, arm_model and "
+                          "baseline_model optional) or [A, B]")
     for key in ("arm", "baseline"):
         if not isinstance(values[key], str) or values[key] not in arms:
             raise ConfigError(f"{where}.{key}: {values[key]!r} is not an arm; arms: {', '.join(sorted(arms))}")
-    if values["arm"] == values["baseline"]:
+    models = {}
+    for side in ("arm", "baseline"):
+        key = f"{side}_model"
+        model = values.get(key, "trained")
+        if not isinstance(model, str) or model not in MODEL_STAGES:
+            raise ConfigError(f"{where}.{key}: must be one of {', '.join(MODEL_STAGES)}, got {model!r}")
+        compress = arms[values[side]].compress
+        if model != "trained" and compress is None:
+            raise ConfigError(f"{where}.{key}: {model} names the compressed model, and arm {values[side]!r} has no "
+                              "compress step")
+        if model == "fine_tuned" and not compress.finetune_epochs:
+            raise ConfigError(f"{where}.{key}: arm {values[side]!r} compresses with finetune_epochs 0: it has no "
+                              "fine-tuned model (use projected)")
+        models[key] = model
+    if values["arm"] == values["baseline"] and models["arm_model"] == models["baseline_model"]:
         raise ConfigError(f"{where}: compares arm {values['arm']!r} with itself")
     target = values.get("target") or {}
     if not isinstance(target, Mapping) or set(target) - set(TARGET_KEYS):
@@ -503,10 +542,13 @@ def _comparison(values: Any, arms: set[str], where: str) -> Comparison:
             raise ConfigError(f"{where}.target.{key}: must be a number, got {value!r}")
         if key.endswith("_ratio_max") and value <= 0:
             raise ConfigError(f"{where}.target.{key}: a ratio is > 0, so a maximum of {value!r} can never be met")
+        if key.endswith("_ratio_max") and set(models.values()) != {"trained"}:
+            raise ConfigError(f"{where}.target.{key}: cost ratios compare training runs; a comparison of a "
+                              "compressed model has accuracy targets only")
     if "time_ratio_max" in target and "cpu_time_ratio_max" in target:
         raise ConfigError(f"{where}.target: time_ratio_max is the old name of cpu_time_ratio_max (read as the "
                           "training CPU-time ratio); give only cpu_time_ratio_max")
-    return Comparison(values["arm"], values["baseline"], {k: float(v) for k, v in target.items()})
+    return Comparison(values["arm"], values["baseline"], {k: float(v) for k, v in target.items()}, **models)
 
 
-__all__ = ["Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "SeedRule", "arm_config", "difference"]
+__all__ = ["MODEL_STAGES", "Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "SeedRule", "arm_config", "difference"]

@@ -275,6 +275,7 @@ SCHEDULER_KEYS = {
     "global_step": lambda v, p, w: check_int(v, p, w, 0),
     "gamma": lambda v, p, w: check_number(v, p, w, 0.0),
     "min_lr": lambda v, p, w: check_number(v, p, w, 0.0),
+    "refine_lr_scale": lambda v, p, w: check_number(v, p, w, 0.0),
 }
 EARLY_STOPPING_KEYS = ("patience", "best_epoch", "best_val_accuracy", "best_val_loss", "bad_epochs", "stopped")
 

@@ -38,6 +38,8 @@ DECAY_SCOPES = ("all", "model")
 # What refinement does with the optimizer state: map it with the refinement's own matrix, or
 # start the optimizer afresh (the reference code builds a new SGD after every refinement).
 REFINE_OPTIMIZER = ("map", "reset")
+# A learning-rate factor per refinement is bounded: past 16x (or below 1/16) a run diverges or stops learning.
+MAX_REFINE_LR_SCALE = 16.0
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
                      "eval_batch_size", "tensorboard")
@@ -260,6 +262,10 @@ class TrainConfig:
                                    help="the optimizer state at --refine-at: map (momentum and moments refined with the "
                                         "same matrix, training continues smoothly) or reset (every parameter's state "
                                         "dropped, a fresh optimizer: what the ContinuousNet reference code does)")
+    refine_lr_scale: float = option(1.0, group="continuous depth", metavar="FACTOR",
+                                    help="multiply the learning rate by this at each --refine-at (cumulative, every "
+                                         "parameter): a child cell's gradient is about half its parent's, so 2 keeps "
+                                         "the blocks' step in function space; 1 leaves the schedule as it is")
     eval_scheme: str | None = option(None, group="continuous depth", metavar="SCHEME",
                                      help="scheme of the per-epoch evaluation (default: the training one)")
     eval_n_steps: int | None = option(None, group="continuous depth", metavar="N",
@@ -594,6 +600,9 @@ def _validate(c: TrainConfig) -> None:
     _float(c, "label_smoothing", 0.0, 1.0, high_open=True)
     _epoch_list(c, "refine_at", c.epochs)
     _choice(c, "refine_optimizer", REFINE_OPTIMIZER)
+    _float(c, "refine_lr_scale", 1.0 / MAX_REFINE_LR_SCALE, MAX_REFINE_LR_SCALE)
+    if c.refine_lr_scale != 1.0 and not c.refine_at:
+        raise ConfigError(f"refine_lr_scale: {c.refine_lr_scale} has no effect without refine_at; leave it 1")
     if c.refine_optimizer != "map" and not c.refine_at:
         raise ConfigError(f"refine_optimizer: {c.refine_optimizer!r} has no effect without refine_at; leave it 'map'")
     if c.eval_scheme is not None:

@@ -202,7 +202,9 @@ class LRSchedule:
         that are ``<=`` the step's epoch ``s // steps_per_epoch + 1``;
       * ``cosine``: ``min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2`` (as a factor of the
         base) with ``p = (s - warmup_steps) / (total_steps - warmup_steps)``;
-    times a linear warm-up ``(s + 1) / warmup_steps`` during the first ``warmup_steps``.
+    times a linear warm-up ``(s + 1) / warmup_steps`` during the first ``warmup_steps``, times
+    ``refine_lr_scale ** r`` with ``r`` the number of ``refine_at`` epochs ``<=`` the step's epoch
+    (the learning rate after each refinement; 1 leaves the schedule unchanged).
     """
 
     kind: str
@@ -213,6 +215,8 @@ class LRSchedule:
     gamma: float = 0.1
     warmup_steps: int = 0
     min_lr: float = 0.0
+    refine_at: tuple[int, ...] = ()
+    refine_lr_scale: float = 1.0
 
     @classmethod
     def from_config(cls, config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> "LRSchedule":
@@ -220,7 +224,7 @@ class LRSchedule:
             kind=config.schedule, base_lrs=tuple(float(config.lr) for _ in optimizer.param_groups),
             steps_per_epoch=steps_per_epoch, epochs=config.epochs, milestones=tuple(config.milestones),
             gamma=config.gamma, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
-            min_lr=config.min_lr,
+            min_lr=config.min_lr, refine_at=tuple(config.refine_at), refine_lr_scale=config.refine_lr_scale,
         )
 
     @property
@@ -229,12 +233,13 @@ class LRSchedule:
 
     def lrs(self, step: int) -> list[float]:
         warm = min(1.0, (step + 1) / self.warmup_steps) if step < self.warmup_steps else 1.0
+        epoch = step // self.steps_per_epoch + 1
+        refined = self.refine_lr_scale ** sum(1 for r in self.refine_at if r <= epoch) if self.refine_at else 1.0
         out = []
         for base in self.base_lrs:
             if self.kind == "constant":
                 lr = base
             elif self.kind == "step":
-                epoch = step // self.steps_per_epoch + 1
                 lr = base * self.gamma ** sum(1 for m in self.milestones if m <= epoch)
             elif self.kind == "cosine":
                 span = max(1, self.total_steps - self.warmup_steps)
@@ -242,7 +247,7 @@ class LRSchedule:
                 lr = self.min_lr + (base - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
             else:
                 raise ValueError(f"schedule: must be one of constant, step, cosine; got {self.kind!r}")
-            out.append(lr * warm)
+            out.append(lr * warm * refined)
         return out
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
@@ -255,4 +260,5 @@ class LRSchedule:
     def state_dict(self, step: int) -> dict:
         return {"kind": self.kind, "base_lrs": list(self.base_lrs), "steps_per_epoch": self.steps_per_epoch,
                 "epochs": self.epochs, "milestones": list(self.milestones), "gamma": self.gamma,
-                "warmup_steps": self.warmup_steps, "min_lr": self.min_lr, "global_step": step}
+                "warmup_steps": self.warmup_steps, "min_lr": self.min_lr, "global_step": step,
+                **({"refine_lr_scale": self.refine_lr_scale} if self.refine_lr_scale != 1.0 else {})}

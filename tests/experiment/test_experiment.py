@@ -412,8 +412,8 @@ def test_cifar10_specs_run_as_they_are(tmp_path, name):
 def test_every_committed_spec_is_valid(path):
     spec = ExperimentSpec.from_yaml(path)
     # the claims of issue 14 rest on at least 5 seeds; the architecture and memory comparisons
-    # (issues 16 and 17) ask for at least 3
-    least = {"ode_architectures": 3, "memory_modes": 3}.get(spec.name, 5)
+    # (issues 16 and 17) ask for at least 3; a pilot sizes an experiment and claims nothing (issue 27)
+    least = {"ode_architectures": 3, "memory_modes": 3}.get(spec.name, 3 if spec.name.endswith("_pilot") else 5)
     assert len(spec.seeds) >= least, f"a claim rests on at least {least} seeds"
     for arm in spec.arms:
         spec.config(arm, spec.seeds[0])

@@ -185,3 +185,37 @@ def test_resume_with_refine_optimizer_reset_ends_exactly_where_an_uninterrupted_
     with pytest.raises(ConfigError, match="refine_optimizer"):  # the option is part of the run: a resume keeps it
         train(config.replace(out=str(tmp_path / "b"), resume=True, refine_optimizer="map", epochs=5, extend=True),
               dataset=digits)
+
+
+# --- refine_lr_scale --------------------------------------------------------------------------------------
+def test_refine_lr_scale_multiplies_the_schedule_at_each_refinement_cumulatively():
+    base = dict(kind="step", base_lrs=(0.1,), steps_per_epoch=2, epochs=6, milestones=(3,), gamma=0.1)
+    plain = LRSchedule(**base, refine_at=(2, 4))
+    scaled = LRSchedule(**base, refine_at=(2, 4), refine_lr_scale=2.0)
+    per_epoch = [scaled.lrs(2 * e)[0] / plain.lrs(2 * e)[0] for e in range(6)]
+    assert per_epoch == pytest.approx([1, 2, 2, 4, 4, 4])  # epochs 1..6: x2 from epoch 2, x4 from epoch 4
+    assert plain.lrs(5) == LRSchedule(**base).lrs(5)  # scale 1: the schedule as it was
+
+
+def test_refine_lr_scale_is_checked_and_reaches_the_training_loop(digits):
+    with pytest.raises(ConfigError, match=r"^refine_lr_scale: 2.0 has no effect without refine_at"):
+        tiny(refine_lr_scale=2.0)
+    with pytest.raises(ConfigError, match=r"^refine_lr_scale: must (be|lie)"):
+        tiny(refine_at=[2], refine_lr_scale=0.0)
+    with pytest.raises(ConfigError, match=r"^refine_lr_scale: must (be|lie)"):
+        tiny(refine_at=[2], refine_lr_scale=float("inf"))
+    plain = train(tiny(epochs=3, refine_at=[2], schedule="constant"), dataset=digits)
+    scaled = train(tiny(epochs=3, refine_at=[2], schedule="constant", refine_lr_scale=0.5), dataset=digits)
+    assert [r["lr"] / p["lr"] for r, p in zip(scaled.history, plain.history)] == pytest.approx([1, 0.5, 0.5])
+    assert _without_times(scaled.history[:1]) == _without_times(plain.history[:1])
+    assert scaled.history[1]["train_loss"] != plain.history[1]["train_loss"]
+
+
+def test_resume_with_refine_lr_scale_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, digits):
+    config = tiny(epochs=4, refine_at=[2, 3], refine_lr_scale=2.0)
+    straight = train(config.replace(out=str(tmp_path / "a")), dataset=digits)
+    with pytest.raises(Interrupt):
+        train(config.replace(out=str(tmp_path / "b")), dataset=digits, callbacks=[_interrupt_after(2)])
+    resumed = train(config.replace(out=str(tmp_path / "b"), resume=True), dataset=digits)
+    assert _without_times(resumed.history) == _without_times(straight.history)
+    assert read_checkpoint(tmp_path / "b")[0].train_config().refine_lr_scale == 2.0
