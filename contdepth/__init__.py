@@ -25,7 +25,7 @@ _NAMES: dict[str, str] = {
     "OptionError": "common",
     **dict.fromkeys(("ManifestationReport", "analyze_manifestations", "compress", "resnet_as_continuous"), "analysis"),
     **dict.fromkeys(("DepthBasis", "Legendre", "PiecewiseConstant", "PiecewiseLinear", "available_bases",
-                     "make_basis"), "basis"),
+                     "make_basis", "register_basis"), "basis"),
     **dict.fromkeys(("ExperimentSpec", "run_experiment", "write_report"), "experiment"),
     **dict.fromkeys(("StaticBlock", "freeze"), "export"),
     **dict.fromkeys(("AdaptiveDepth", "CoefficientMap", "ContinuousBlock", "Coupling", "adaptive_depth",
@@ -42,7 +42,8 @@ __all__ = [
     "AdamsBashforth", "ButcherTableau", "CoefficientMap", "ContinuousBlock", "DepthBasis", "IntegrationStats",
     "LMResNetScheme", "Legendre", "MaxStepsExceeded", "PiecewiseConstant", "PiecewiseLinear", "RungeKutta",
     "Scheme", "StageTime", "available_bases", "available_schemes", "get_scheme", "get_tableau", "integrate",
-    "integrate_adaptive", "make_basis", "register_scheme", "__version__", "OptionError", "Solution", "StepController",
+    "integrate_adaptive", "make_basis", "register_basis", "register_scheme", "__version__", "OptionError", "Solution",
+    "StepController",
     "BackwardEuler", "Coupling", "FractalJoin", "NeumannSeries", "RevNetCoupling", "units_to_block",
 ]
 
@@ -65,7 +66,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
     from . import analysis, basis, common, data, experiment, export, models, nn, solvers, train
     from .analysis import ManifestationReport, analyze_manifestations, compress, resnet_as_continuous
-    from .basis import DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis
+    from .basis import (
+        DepthBasis, Legendre, PiecewiseConstant, PiecewiseLinear, available_bases, make_basis, register_basis,
+    )
     from .common import OptionError
     from .experiment import ExperimentSpec, run_experiment, write_report
     from .export import StaticBlock, freeze

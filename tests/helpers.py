@@ -106,6 +106,29 @@ def write_yaml(folder: Path, name: str, value) -> Path:
     return path
 
 
+# --- checkpoints in the layout of formats 1 and 2 (issue 28) ---------------------------------------------
+def to_format_2(info: dict) -> dict:
+    """``info`` (a format-3 ``checkpoint.json``) rewritten in place as formats 1 and 2 wrote it: the LR
+    schedule's state under ``scheduler``, with ``grad_scaler`` and ``early_stopping`` inside it."""
+    scheduler = dict(info.pop("lr_schedule", None) or {})
+    for key in ("grad_scaler", "early_stopping"):
+        if key in info:
+            scheduler[key] = info.pop(key)
+    info["scheduler"] = scheduler or None
+    info["format_version"] = 2
+    return info
+
+
+def in_format_2(change):
+    """``change(info)`` applied after `to_format_2`, for a change written against the format-2 keys."""
+
+    def changed(info: dict) -> None:
+        to_format_2(info)
+        change(info)
+
+    return changed
+
+
 # --- hostile inputs that used to hang -------------------------------------------------------------------
 class Hung(Exception):
     """Raised by :func:`bounded` when the code under test ran past its time."""

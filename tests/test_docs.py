@@ -28,6 +28,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from contdepth.basis import BASES
+from contdepth.train.metrics import METRICS
 from contdepth.cli import build_parser, train_config_from_args
 from contdepth.data import registry as data_registry
 from contdepth.models import registry as model_registry
@@ -81,12 +83,13 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a page may register a dataset, model or scheme: the registries are put back afterwards, so
     # no other test (in this pytest worker) sees the page's names
-    for module, name in [(data_registry, "_DATASETS"), (data_registry, "_GRAPH_DATASETS"), (model_registry, "_MODELS"),
-                         (model_registry, "_GRAPH_MODELS"), (scheme_registry, "_SCHEMES")]:
-        monkeypatch.setattr(module, name, type(getattr(module, name))(getattr(module, name)))
     namespace: dict = {"__name__": "__docs__"}
-    for i, block in enumerate(blocks(page, "python")):
-        exec(compile(block, f"{page.relative_to(REPO_ROOT)} python block {i}", "exec"), namespace)
+    with data_registry.DATASETS.kept(), model_registry.MODELS.kept(), scheme_registry.SCHEMES.kept(), BASES.kept(), \
+            METRICS.kept():
+        for i, block in enumerate(blocks(page, "python")):
+            # dont_inherit: a block runs as a reader pastes it, without this file's `from __future__` imports
+            exec(compile(block, f"{page.relative_to(REPO_ROOT)} python block {i}", "exec", dont_inherit=True),
+                 namespace)
 
 
 SHELL_PAGES = [p for p in [*PAGES, REPO_ROOT / "README.md"] if any(command_lines(b) for b in blocks(p, "bash"))]

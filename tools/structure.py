@@ -41,7 +41,13 @@ def package_of(module: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=10, help="largest modules to list")
+    parser.add_argument("--compare", metavar="REV", help="print the core's shape (issue 28) at git REV and now")
     args = parser.parse_args()
+    if args.compare:
+        from core_shape import compare
+
+        compare(args.compare)
+        return 0
     files = sorted(ROOT.rglob("*.py"))
     modules = {module_name(p): p for p in files}
     lines = {m: len(p.read_text().splitlines()) for m, p in modules.items()}

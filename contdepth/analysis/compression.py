@@ -22,8 +22,9 @@ from ..common.files import atomic_write_text
 from ..models.layers import check_block_size
 from ..nn import continuous_blocks
 from ..train import ConfigError, load_checkpoint, save_checkpoint
-from ..train.config import check_device
+from ..train.config import EVAL_BATCH_SIZE, check_device
 from ..train.evaluate import evaluate
+from ..train.options import Compress
 from ..train.rundir import check_run_dir, locked_run_dir, prepare_run_dir
 from ..train.trainer import load_data, train
 from .latency import measure_latency, time_calls
@@ -142,7 +143,7 @@ def _ms(seconds: float) -> str:
 
 def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | Sequence[int] | None = None, *,
                  out: str | Path, finetune_epochs: int = 0, lr: float | None = None, overwrite: bool = False,
-                 data_dir: str | None = None, batch_size: int = 500,
+                 data_dir: str | None = None, batch_size: int = EVAL_BATCH_SIZE,
                  latency_batch_sizes: Sequence[int] = (1, 256), latency_repeats: int | None = None,
                  threads: int | None = None, device: str = "cpu", quiet: bool = False) -> CompressionReport:
     """Compress the model of run ``run`` into a new run ``out`` and measure what changed.
@@ -158,10 +159,9 @@ def compress_run(run: str | Path, n_basis: int | Sequence[int], n_steps: int | S
     import torch
 
 
-    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
-        raise ConfigError(f"finetune_epochs: must be an integer >= 0, got {finetune_epochs!r}")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr: must be a number > 0, got {lr!r}")
+    options = Compress(n_basis=n_basis, n_steps=n_steps, finetune_epochs=finetune_epochs, lr=lr,  # one set of bounds
+                       latency_batch_sizes=tuple(latency_batch_sizes), latency_repeats=latency_repeats)
+    n_basis, n_steps, lr = options.n_basis, options.n_steps, options.lr
     check_device(device)
     out = Path(out)
     if out.resolve() == Path(run).resolve():

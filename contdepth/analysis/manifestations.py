@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.progress import Progress
 from ..common.validate import check_int
 from ..nn import ContinuousBlock, adaptive_depth, continuous_blocks, manifest
 from ..solvers import RungeKutta, available_schemes, check_n_steps, get_scheme
+from ..train.config import EVAL_BATCH_SIZE
 from ..train.evaluate import (  # one grid default for eval --table and analyze
     DEFAULT_SCHEMES,
     DEFAULT_STEPS,
@@ -217,7 +219,7 @@ def analyze_manifestations(
     schemes: Sequence[str] = DEFAULT_SCHEMES,
     steps: Sequence[int] = DEFAULT_STEPS,
     reference: Reference | str | None = None,
-    batch_size: int = 250,
+    batch_size: int = EVAL_BATCH_SIZE,
     max_examples: int | None = None,
     dtype: torch.dtype | str | None = torch.float64,
     device: str | torch.device | None = None,
@@ -279,12 +281,9 @@ def analyze_manifestations(
     ref_correct, ref_loss, count = 0, 0.0, 0
     capture = _Capture(blocks)
     batches = _analysis_batches(dataset, split, batch_size, device)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        total = len(batches) if max_examples is None else min(len(batches), math.ceil(max_examples / batch_size))
-        bar = tqdm(total=total, desc=f"{len(grid)} manifestations", unit="batch", leave=False, dynamic_ncols=True)
+    total = len(batches) if max_examples is None else min(len(batches), math.ceil(max_examples / batch_size))
+    # a bar on a terminal, a line every so often in a log (nohup, CI): never a silent wait
+    bar = Progress(total, f"{len(grid)} manifestations", unit="batches", enabled=bool(progress))
     tic = time.perf_counter()
     try:
         for inputs, yb, select in batches:
@@ -310,12 +309,10 @@ def analyze_manifestations(
                 correct[m] += int((logits.argmax(1) == yb).sum())
                 loss[m] += float(F.cross_entropy(logits, yb, reduction="sum"))
             count += len(yb)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
         capture.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     if count == 0:
         raise ValueError(f"dataset: the {split} split is empty")
     seconds = time.perf_counter() - tic

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.files import atomic_write_bytes, atomic_write_text
+from ..common.json_values import to_json_value
 from .plots import plot_accuracy, plot_errors
 
 FORMAT = "contdepth-manifestation-report"
@@ -45,16 +46,6 @@ class OrderRow:
     expected: int  # the scheme's classical order
     block_orders: tuple[float, ...]
     logits_order: float
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    return value
 
 
 def _decode_float(value: Any) -> float:
@@ -172,7 +163,8 @@ class ManifestationReport:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **data, "invariance": self.invariance}
 
     def to_json(self) -> str:
-        return json.dumps(_encode(self.to_dict()), indent=1, allow_nan=False) + "\n"
+        return json.dumps(to_json_value(self.to_dict(), "report", strict=False, non_finite="text"), indent=1,
+                          allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "ManifestationReport":

@@ -25,13 +25,10 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from ..common.validate import check_int
+from .names import BASES, available_bases  # noqa: F401  (available_bases: its home before issue 28)
+
 Tensor = torch.Tensor
-
-
-def _check_size(n: object, minimum: int, family: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"n_basis: the {family} basis needs an integer n_basis >= {minimum}, got {n!r}")
-    return n
 
 
 def _as_position(t: float | int | Fraction) -> Fraction:
@@ -104,6 +101,10 @@ class DepthBasis(ABC):
         """``n`` points where function values determine the coefficients (for initialisation)."""
 
     # --- evaluation -----------------------------------------------------------------
+    def collocation_inverse(self) -> np.ndarray:
+        """Maps values at the collocation points to coefficients: ``theta(point_j) = value_j`` (how draws become a depth function)."""
+        return np.linalg.inv(np.stack([self.weights(Fraction(float(p))) for p in self.collocation_points()]))
+
     def weights(self, t: float | Fraction, left: bool = False) -> np.ndarray:
         """``phi_k(t)`` for all ``k`` (float64), with exact piece selection."""
         p = _as_position(t)
@@ -217,7 +218,7 @@ class PiecewiseConstant(DepthBasis):
     continuous = False
 
     def __init__(self, n: int) -> None:
-        super().__init__(_check_size(n, 1, self.name))
+        super().__init__(check_int(n, "n_basis", low=1, subject=f"the {self.name} basis's n_basis"))
 
     @cached_property
     def breakpoints(self) -> tuple[Fraction, ...]:
@@ -254,7 +255,7 @@ class PiecewiseLinear(DepthBasis):
     convex = True
 
     def __init__(self, n: int) -> None:
-        super().__init__(_check_size(n, 2, self.name))
+        super().__init__(check_int(n, "n_basis", low=2, subject=f"the {self.name} basis's n_basis"))  # a hat: 2 nodes
 
     @property
     def cells(self) -> int:
@@ -303,7 +304,7 @@ class Legendre(DepthBasis):
     name = "legendre"
 
     def __init__(self, n: int) -> None:
-        super().__init__(_check_size(n, 1, self.name))
+        super().__init__(check_int(n, "n_basis", low=1, subject=f"the {self.name} basis's n_basis"))
 
     @property
     def degree(self) -> int:  # type: ignore[override]
@@ -337,22 +338,6 @@ class Legendre(DepthBasis):
         return (nodes + 1) / 2
 
 
-_BASES: dict[str, type[DepthBasis]] = {
-    cls.name: cls for cls in (PiecewiseConstant, PiecewiseLinear, Legendre)
-}
-
-
-def available_bases() -> list[str]:
-    """Names accepted wherever a ``basis`` argument is taken."""
-    return sorted(_BASES)
-
-
-def make_basis(basis: str | DepthBasis, n_basis: int | None = None) -> DepthBasis:
-    """A basis by name and size (or pass an existing basis through)."""
-    if isinstance(basis, DepthBasis):
-        return basis if n_basis is None or n_basis == basis.n else basis.with_size(n_basis)
-    if not isinstance(basis, str) or basis not in _BASES:
-        raise ValueError(f"basis: unknown basis {basis!r}; choose one of: {', '.join(available_bases())}")
-    if n_basis is None:
-        raise ValueError("n_basis: required when the basis is given by name")
-    return _BASES[basis](n_basis)
+for _family in (PiecewiseConstant, PiecewiseLinear, Legendre):  # the built-ins `names.BUILTIN_BASES` declares
+    BASES.register(_family.name, _family)
+del _family

@@ -1,4 +1,4 @@
-"""Atomic file writes, regular-file reads and JSON helpers, used by checkpoints, run folders, reports and exports.
+"""Atomic file writes and regular-file reads, used by checkpoints, run folders, reports and exports.
 
 Why here: exports, analyses and reports all write files a reader may be reading; one
 implementation of "the old file or the whole new one" keeps them all crash-safe. And every
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Callable
 
 from .errors import OptionError
+from .json_values import to_json_value  # noqa: F401  (its home before issue 28; checkpoints import it from here)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -167,25 +167,6 @@ def open_regular_for_writing(path: str | Path, what: str, *,
         os.close(fd)
         raise
     return os.fdopen(fd, "w", encoding="utf-8")
-
-
-# --- JSON helpers -----------------------------------------------------------------------------------
-def to_json_value(value: Any, where: str) -> Any:
-    """``value`` as plain JSON types (tuples become lists); anything else is an error."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value
-    # torch is looked up, not imported: a value cannot be a tensor before torch is loaded, and the
-    # bottom layer stays free of it for the command line's start-up (contdepth --help).
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(v, where) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v, f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"{where}: cannot store a {type(value).__name__} in a checkpoint's JSON")
 
 
 # --- save ----------------------------------------------------------------------------------------------

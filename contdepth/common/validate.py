@@ -1,9 +1,14 @@
 """One family of validators: each checks one value, names the option, and returns the value.
 
-Every check raises `OptionError` with the option's name, so all
-layers word the same problem the same way ("must be an integer >= 1, got 0") and a caller
-can re-label it (`OptionError.within`).  ``bool`` is never accepted as a number,
-although Python counts it as one: ``n_steps=True`` is a mistake, not 1.
+Every check raises `OptionError` with the option's name, so all layers word the same problem
+the same way ("must be an integer >= 1, got 0") and a caller can re-label it
+(`OptionError.within`). ``bool`` is never accepted as a number, although Python counts it as
+one: ``n_steps=True`` is a mistake, not 1. The value a message quotes goes through `show`: a
+value read from a file may be any size, and a message is one line.
+
+The family: `check_int` (`check_seed`, `check_threads` are integers with their own bounds),
+`check_number`, `check_choice`, `check_bool`, `check_plain_value`; the predicates `is_int` and
+`is_number`; `show` and `shorten` for what a message quotes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,37 @@ from typing import Iterable, Mapping, TypeVar
 from .errors import OptionError
 
 T = TypeVar("T")
+
+#: The longest quote of a value in a message (`show`).
+SHOW_CHARS = 60
+#: The largest float32. A hyperparameter that float32 arithmetic uses as a scalar (an optimizer's
+#: lr, eps, weight decay) must not exceed it: torch refuses such a scalar mid-step ("value cannot
+#: be converted to type float without overflow"), after the work began.
+FLOAT32_MAX = 3.4028234663852886e38
+#: Seeds are integers in ``0..SEED_LIMIT - 1``: what ``torch.manual_seed`` accepts (2**64 and up overflow inside it).
+SEED_LIMIT = 2**63
+
+
+def shorten(text: str, limit: int = SHOW_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, ``...`` marking the cut."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def show(value: object, limit: int = SHOW_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: how a message quotes a value it was given."""
+    return shorten(repr(value), limit)
+
+
+def is_int(value: object) -> bool:
+    """A Python integer, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object, *, finite: bool = False) -> bool:
+    """An int or float, not a bool (with ``finite``: not NaN or infinite either)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not finite or math.isfinite(value)
 
 
 def _range_words(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -26,40 +62,87 @@ def _range_words(low: float | None, high: float | None, low_open: bool, high_ope
     return ""
 
 
+def _digits(value: int, grouped: bool) -> str:
+    return f"{value:,}" if grouped else str(value)
+
+
 def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None,
-              allow_none: bool = False) -> int:
+              allow_none: bool = False, above: str | None = None, grouped: bool = True,
+              subject: str | None = None) -> int:
     """A Python integer (not a bool) in ``[low, high]``; ``None`` too with ``allow_none``.
 
     Numpy integers are refused: they do not survive a JSON or YAML round trip (a caller that
-    reads them from an array converts them first, ``int(value)``)."""
+    reads them from an array converts them first, ``int(value)``).
+
+    Args:
+        above: why there is an upper bound, for a bound that guards against typos rather than
+            being part of the option's meaning (``"per block (far above any useful value)"``):
+            the message is then "must be an integer >= 1" and, past ``high``, "must be at most
+            4,096 per block (...)".
+        grouped: thousands separators in the bounds and large values (``1..4,096``, ``got
+            1,000,000``); ``False`` quotes numbers as a file holds them, so they can be found in it.
+        subject: what the value is, said before "must" where the name alone does not tell
+            (``t1: the integration time must be ...``).
+    """
+    must = f"{subject} must" if subject else "must"
     if value is None and allow_none:
         return value  # type: ignore[return-value]
-    if low is not None and high is not None:
-        words = f"in {low:,}..{high:,}"
+    shown_high = None if above is not None else high
+    if low is not None and shown_high is not None:
+        words = f"in {_digits(low, grouped)}..{_digits(shown_high, grouped)}"
     else:
-        words = _range_words(low, high, False, False)
+        words = _range_words(low, shown_high, False, False)
     expected = f"an integer {words}".rstrip() + (" or null" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionError(name, f"must be {expected}, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        shown = f"{value:,}" if abs(value) >= 10_000 else str(value)
-        raise OptionError(name, f"must be {expected}, got {shown}")
+    if not is_int(value):
+        raise OptionError(name, f"{must} be {expected}, got {show(value)}")
+    if (low is not None and value < low) or (high is not None and value > high and above is None):
+        shown = _digits(value, grouped) if abs(value) >= 10_000 else str(value)
+        raise OptionError(name, f"{must} be {expected}, got {shorten(shown)}")
+    if high is not None and value > high:
+        raise OptionError(name, f"{must} be at most {high:,} {above}, got {shorten(f'{value:,}')}")
+    return value
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """A seed: an integer in ``0..2**63-1`` (`SEED_LIMIT`), the range ``torch.manual_seed`` takes."""
+    if not is_int(value) or not 0 <= value < SEED_LIMIT:
+        raise OptionError(name, f"must be an integer in 0..2**63-1, got {show(value)}")
     return value
 
 
 def check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float:
-    """A finite real number (int or float, not a bool) within the bounds; returned as ``float``."""
-    if value is None and allow_none:
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False,
+                 allow_nan: bool = False, float32: bool = False, range_apart: bool = False,
+                 subject: str | None = None) -> float:
+    """A finite real number (int or float, not a bool) within the bounds; returned as ``float``.
+
+    Args:
+        allow_none, allow_nan: ``None`` / NaN pass as they are (a value that was not measured).
+        float32: also at most `FLOAT32_MAX` in size (a scalar of float32 arithmetic).
+        range_apart: word the type and the range apart, as the training config always has
+            ("must be a finite number, got 'x'"; "must be > 0, got 0"; "must lie in [0, 1), got
+            1.0"); by default one message says both ("must be a finite number > 0, got 0").
+            Between two bounds a number is finite anyway: "must be a number in [0, 1]".
+        subject: what the value is, said before "must" (`check_int`).
+    """
+    if (value is None and allow_none) or (allow_nan and isinstance(value, float) and math.isnan(value)):
         return value  # type: ignore[return-value]
     words = _range_words(low, high, low_open, high_open)
-    expected = f"a finite number {words}".rstrip() + (" or null" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise OptionError(name, f"must be {expected}, got {value!r}")
+    kind = "a number" if low is not None and high is not None else "a finite number"
+    expected = f"{kind} {words}".rstrip() + (" or null" if allow_none else "")
+    must = f"{subject} must" if subject else "must"
+    if not is_number(value, finite=True):
+        raise OptionError(name, f"{must} be {'a finite number' if range_apart else expected}, got {show(value)}")
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
     if below or above:
-        raise OptionError(name, f"must be {expected}, got {value!r}")
+        if range_apart:
+            expected = f"{'lie' if low is not None and high is not None else 'be'} {words}"
+            raise OptionError(name, f"{must} {expected}, got {show(value)}")
+        raise OptionError(name, f"{must} be {expected}, got {show(value)}")
+    if float32 and abs(value) > FLOAT32_MAX:
+        raise OptionError(name, f"{must} be at most {FLOAT32_MAX:.4g}, the largest float32 (the type it is "
+                                f"computed in), got {show(value)}")
     return float(value)
 
 
@@ -67,14 +150,14 @@ def check_choice(value: object, name: str, choices: Iterable[T]) -> T:
     """One of ``choices`` (compared with ``==``); the message lists them."""
     options = list(choices)
     if not isinstance(value, (str, int, float, type(None))) or value not in options:
-        raise OptionError(name, f"must be one of {', '.join(map(str, options))}; got {value!r}")
+        raise OptionError(name, f"must be one of {', '.join(map(str, options))}; got {show(value)}")
     return value  # type: ignore[return-value]
 
 
 def check_bool(value: object, name: str) -> bool:
     """``True`` or ``False`` (not 0/1, not "yes")."""
     if not isinstance(value, bool):
-        raise OptionError(name, f"must be true or false, got {value!r}")
+        raise OptionError(name, f"must be true or false, got {show(value)}")
     return value
 
 
@@ -101,7 +184,7 @@ def check_threads(value: object, name: str = "threads", *, allow_none: bool = Tr
     if value is None and allow_none:
         return None
     limit = cpu_limit()
-    if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+    if is_int(value) and value > limit:
         raise OptionError(name, f"must be an integer in 1..{limit} (the CPUs of this machine), got {value:,}")
     return check_int(value, name, low=1, high=limit)
 
@@ -139,15 +222,11 @@ def check_plain_value(value: object, name: str, *, max_depth: int = PLAIN_MAX_DE
         elif isinstance(item, Mapping):
             for key, v in item.items():
                 if not isinstance(key, _PLAIN_SCALARS):
-                    raise OptionError(where, f"a key of type {type(key).__name__} ({_short(key)}) is not a name any "
+                    raise OptionError(where, f"a key of type {type(key).__name__} ({show(key, 40)}) is not a name any "
                                              "option takes; keys are text or numbers")
                 stack.append((v, f"{where}.{key}" if where else str(key), depth + 1))
         else:
-            raise OptionError(where, f"a {type(item).__name__} ({_short(item)}) is not a value any option takes; "
+            raise OptionError(where, f"a {type(item).__name__} ({show(item, 40)}) is not a value any option takes; "
                                      "options are numbers, text, true/false, null, lists and mappings")
     return value
 
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

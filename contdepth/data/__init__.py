@@ -15,11 +15,11 @@ from .digits import load_digits
 from .graph import GraphDataset, load_cora, load_karate, make_graph_dataset, read_cora
 from .idx import FASHION_MNIST_DEFAULT_DIR, load_fashion_mnist, load_mnist, parse_idx, read_idx
 from .pipeline import Augment, Batches, augment_batch, derive_seed, iterate, make_generator, normalize
-from .registry import available_datasets, is_graph_dataset, load, register_dataset
+from .registry import DATASETS, available_datasets, is_graph_dataset, load, register_dataset
 from .safe_pickle import RestrictedUnpickler, UnsafePickleError, safe_load, safe_load_path
 
 __all__ = [
-    "FASHION_MNIST_DEFAULT_DIR", "Augment", "Batches", "Dataset", "GraphDataset", "RestrictedUnpickler",
+    "DATASETS", "FASHION_MNIST_DEFAULT_DIR", "Augment", "Batches", "Dataset", "GraphDataset", "RestrictedUnpickler",
     "UnsafePickleError", "augment_batch", "available_datasets", "channel_stats", "derive_seed", "hold_out", "is_graph_dataset",
     "iterate", "load", "load_cifar10", "load_cifar100", "load_cora", "load_digits", "load_fashion_mnist", "load_karate",
     "load_mnist", "make_dataset", "make_generator", "make_graph_dataset", "normalize", "parse_idx", "read_cora", "read_idx",

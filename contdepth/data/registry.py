@@ -1,6 +1,7 @@
 """Datasets by name: ``load("cifar10", data_dir=...)``.
 
-A flat table of loader functions. Each takes the options it understands as keywords;
+A flat table of loader functions, `DATASETS` (a `contdepth.common.registry.Registry`, the shape
+every registry of contdepth has). Each loader takes the options it understands as keywords;
 [`load`][contdepth.data.load] checks the options against the loader's signature first, so a misspelt option
 is a ``ValueError`` listing the accepted ones rather than a ``TypeError`` deep inside.
 """
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..common.registry import Registry
 from .cifar import load_cifar10, load_cifar100
 from .dataset import Dataset
 from .digits import load_digits
@@ -20,13 +22,14 @@ from .idx import load_fashion_mnist, load_mnist
 
 Loader = Callable[..., Dataset]
 
-_DATASETS: dict[str, Loader] = {}
-_GRAPH_DATASETS: set[str] = set()
-
 
 def _canonical(name: str) -> str:
     """``"Fashion-MNIST"`` and ``"fashion_mnist"`` name the same dataset."""
     return name.strip().lower().replace("-", "_")
+
+
+#: Every dataset by its canonical name; a graph (node classification) dataset carries the tag ``"graph"``.
+DATASETS: Registry[Loader] = Registry("dataset", option="name", normalize=_canonical)
 
 
 def register_dataset(name: str, loader: Loader, *, overwrite: bool = False, graph: bool = False) -> None:
@@ -37,27 +40,19 @@ def register_dataset(name: str, loader: Loader, *, overwrite: bool = False, grap
     ``graph=True`` marks a graph (node classification) dataset, so that a model/dataset
     mismatch is found from the names alone, before any file is read.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError("name: a dataset needs a non-empty name")
     if not callable(loader):
         raise TypeError(f"loader: expected a callable returning a Dataset, got {type(loader).__name__}")
-    key = _canonical(name)
-    if key in _DATASETS and not overwrite:
-        raise ValueError(f"name: a dataset called {key!r} is already registered; pass overwrite=True to replace it")
-    _DATASETS[key] = loader
-    _GRAPH_DATASETS.discard(key)
-    if graph:
-        _GRAPH_DATASETS.add(key)
+    DATASETS.register(name, loader, overwrite=overwrite, tags={"graph"} if graph else ())
 
 
 def available_datasets() -> list[str]:
     """Names accepted by [`load`][contdepth.data.load]."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def is_graph_dataset(name: str) -> bool:
     """Whether dataset ``name`` is a graph (registered with ``graph=True``); no file is read."""
-    return _canonical(name) in _GRAPH_DATASETS
+    return name in DATASETS and "graph" in DATASETS.tags(name)
 
 
 def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **options: Any) -> Dataset:
@@ -71,9 +66,7 @@ def load(name: str, *, data_dir: str | Path | None = None, seed: int = 0, **opti
     """
     if not isinstance(name, str):
         raise TypeError(f"name: expected a dataset name (str), got {type(name).__name__}")
-    loader = _DATASETS.get(_canonical(name))
-    if loader is None:
-        raise ValueError(f"name: unknown dataset {name!r}; choose one of: {', '.join(available_datasets())}")
+    loader = DATASETS.get(name)
     params = inspect.signature(loader).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = [

@@ -23,15 +23,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..common.validate import is_number
 from ..train.config import TrainConfig
+from ..train.metrics import cost_metrics
 
-# Summed per run over its epochs: integer counts, then seconds.
-FLOP_KEYS = ("train_flops", "eval_flops")
-SECOND_KEYS = ("train_time", "train_cpu_time", "cpu_time")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+# Summed per run over its epochs: integer counts, then seconds (the metric registry says which).
+FLOP_KEYS = cost_metrics("flops")
+SECOND_KEYS = cost_metrics("seconds")
 
 
 def run_costs(history: list[dict]) -> dict[str, Any]:
@@ -43,7 +41,7 @@ def run_costs(history: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in FLOP_KEYS + SECOND_KEYS:
         values = [row.get(key) for row in history]
-        if not values or not all(_number(v) for v in values):
+        if not values or not all(is_number(v, finite=True) for v in values):
             out[key] = None
         elif key in FLOP_KEYS:
             out[key] = sum(int(v) for v in values) if all(float(v).is_integer() for v in values) else None

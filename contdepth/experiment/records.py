@@ -13,50 +13,37 @@ Each check returns nothing and raises `ConfigError` as
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
-from ..train.checkpoint_schema import MAX_PARAMS, MAX_SECONDS
+from ..common.errors import OptionError
+from ..common.validate import check_int, check_number, is_int, show
+from ..train.checkpoint_description import MAX_PARAMS, MAX_SECONDS
 from ..train.config import ConfigError
-
-_SHOWN = 60
 
 
 def _fail(path: Path, where: str, problem: str) -> NoReturn:
     raise ConfigError(str(path), f"{where[:120]}: {problem}")
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[:_SHOWN - 3] + "..."
+def _checked(check: Callable[..., object], value: Any, path: Path, where: str, **bounds: Any) -> None:
+    """``check`` (a common validator) of ``value``, its error as ``PATH: KEY: problem``.
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    A number that may be missing (a value that was not measured) is ``allow_none``/``allow_nan``."""
+    try:
+        check(value, where[:120], **bounds)
+    except OptionError as error:
+        raise ConfigError(str(path), str(error)) from None
 
 
 def _string(value: Any, path: Path, where: str, *, optional: bool = False) -> None:
     if not (isinstance(value, str) or (optional and value is None)):
-        _fail(path, where, f"must be a string{' or null' if optional else ''}, got {_show(value)}")
-
-
-def _int(value: Any, path: Path, where: str, low: int, high: int) -> None:
-    if not _is_int(value) or not low <= value <= high:
-        _fail(path, where, f"must be an integer in {low}..{high:,}, got {_show(value)}")
-
-
-def _number(value: Any, path: Path, where: str, low: float, high: float, *, missing: bool = False) -> None:
-    """A number in ``[low, high]``; with ``missing`` also NaN or null (a value that was not measured)."""
-    if missing and (value is None or (isinstance(value, float) and math.isnan(value))):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        _fail(path, where, f"must be a number in [{low:g}, {high:g}], got {_show(value)}")
+        _fail(path, where, f"must be a string{' or null' if optional else ''}, got {show(value)}")
 
 
 def _mapping(value: Any, path: Path, where: str) -> dict:
     if not isinstance(value, dict):
-        _fail(path, where, f"must be an object, got {_show(value)}")
+        _fail(path, where, f"must be an object, got {show(value)}")
     return value
 
 
@@ -72,7 +59,7 @@ def check_sittings(record: dict, path: Path) -> None:
                 _string(sitting[key], path, f"{where}.{key}")
         for key in ("workers", "threads"):
             if key in sitting:
-                _int(sitting[key], path, f"{where}.{key}", 1, 1 << 20)
+                _checked(check_int, sitting[key], path, f"{where}.{key}", low=1, high=1 << 20)
         if "reused" in sitting:
             for run, source in _mapping(sitting["reused"], path, f"{where}.reused").items():
                 _string(source, path, f"{where}.reused.{run}")
@@ -82,7 +69,7 @@ def check_sittings(record: dict, path: Path) -> None:
 def check_steps_body(record: dict, path: Path) -> None:
     """The results of a steps record: the manifestation grid and the compression report, as the report reads them."""
     if "seconds" in record:
-        _number(record["seconds"], path, "seconds", 0.0, MAX_SECONDS)
+        _checked(check_number, record["seconds"], path, "seconds", low=0.0, high=MAX_SECONDS)
     if "manifestations" in record:
         _check_manifestations(_mapping(record["manifestations"], path, "manifestations"), path)
     if "compression" in record:
@@ -102,34 +89,39 @@ def _check_manifestations(grid: dict, path: Path) -> None:
             if not (isinstance(n, str) and n.isdigit() and 1 <= int(n) <= 1 << 20):
                 _fail(path, f"{where}.{n}", "must be keyed by a step count (an integer >= 1)")
             for split, value in _mapping(cell, path, f"{where}.{n}").items():
-                _number(value, path, f"{where}.{n}.{split}", 0.0, 1.0)
+                _checked(check_number, value, path, f"{where}.{n}.{split}", low=0.0, high=1.0)
     if "trained" in grid:  # the training graph's own accuracy (steps revision 3)
         trained = _mapping(grid["trained"], path, "manifestations.trained")
         _string(trained.get("graph"), path, "manifestations.trained.graph", optional=True)
         for split, value in _mapping(trained.get("accuracy"), path, "manifestations.trained.accuracy").items():
-            _number(value, path, f"manifestations.trained.accuracy.{split}", 0.0, 1.0)
+            _checked(check_number, value, path, f"manifestations.trained.accuracy.{split}", low=0.0, high=1.0)
     if "seconds" in grid:
-        _number(grid["seconds"], path, "manifestations.seconds", 0.0, MAX_SECONDS)
+        _checked(check_number, grid["seconds"], path, "manifestations.seconds", low=0.0, high=MAX_SECONDS)
 
 
 def _per_batch(value: Any, path: Path, where: str, high: float, *, missing: bool) -> None:
     for batch, item in _mapping(value, path, where).items():
-        _number(item, path, f"{where}.{batch}", 0.0, high, missing=missing)
+        _checked(check_number, item, path, f"{where}.{batch}", low=0.0, high=high, allow_none=missing,
+                 allow_nan=missing)
 
 
 def _check_compression(report: dict, path: Path) -> None:
     for key in ("n_basis_after", "n_steps_after"):
         value = report.get(key)
         values = value if isinstance(value, list) else [value]
-        if not values or not all(_is_int(v) and 1 <= v <= 1 << 20 for v in values):
-            _fail(path, f"compression.{key}", f"must be an integer >= 1 or a list of them, got {_show(value)}")
-    _int(report.get("finetune_epochs"), path, "compression.finetune_epochs", 0, 1 << 20)
+        if not values or not all(is_int(v) and 1 <= v <= 1 << 20 for v in values):
+            _fail(path, f"compression.{key}", f"must be an integer >= 1 or a list of them, got {show(value)}")
+    _checked(check_int, report.get("finetune_epochs"), path, "compression.finetune_epochs", low=0, high=1 << 20)
     for key in ("params_before", "params_after"):
-        _int(report.get(key), path, f"compression.{key}", 1 if key == "params_before" else 0, MAX_PARAMS)
+        _checked(check_int, report.get(key), path, f"compression.{key}", low=int(key == "params_before"),
+                 high=MAX_PARAMS)
     for key in ("accuracy_before", "accuracy_projected", "accuracy_after"):
-        _number(report.get(key), path, f"compression.{key}", 0.0, 1.0, missing=key == "accuracy_after")
+        missing = key == "accuracy_after"
+        _checked(check_number, report.get(key), path, f"compression.{key}", low=0.0, high=1.0, allow_none=missing,
+                 allow_nan=missing)
     for key in ("val_accuracy_before", "val_accuracy_projected", "val_accuracy_after"):  # null: no validation split
-        _number(report.get(key), path, f"compression.{key}", 0.0, 1.0, missing=True)
+        _checked(check_number, report.get(key), path, f"compression.{key}", low=0.0, high=1.0, allow_none=True,
+                 allow_nan=True)
     for key in ("latency_before", "latency_after", "onnx_latency_before", "onnx_latency_after"):
         if key in report:
             _per_batch(report[key], path, f"compression.{key}", MAX_SECONDS, missing=False)

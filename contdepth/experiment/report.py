@@ -21,11 +21,13 @@ from typing import Any
 from ..analysis.plots import figure_png
 from ..common.files import atomic_write_bytes, atomic_write_text, read_regular_text
 from ..common.paths import experiment_folder_of, user_path
+from ..common.json_values import to_json_value
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, check_output_path
+from ..train.metrics import metric
 from ..train.rundir import folder_state
 from .comparisons import compare, comparison_lines
-from .costs import run_costs
+from .costs import FLOP_KEYS, SECOND_KEYS, run_costs
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
 from .readouts import (compression_comparison_lines, compression_comparisons, compression_per_seed, gap_lines,
                        gap_to_ode)
@@ -49,7 +51,7 @@ def _spec_of(folder: Path) -> ExperimentSpec:
     spec = ExperimentSpec.from_yaml(copy)
     source = record.get("spec_file") if isinstance(record.get("spec_file"), str) else str(copy)
     spec = ExperimentSpec.from_dict(spec.raw, source=source, default_name=spec.name)
-    changes = difference(record["identity"], json.loads(json.dumps(spec.identity())))
+    changes = difference(record["identity"], to_json_value(spec.identity(), "identity"))
     if changes:
         raise ConfigError(f"run: {copy} differs from the spec the experiment was run with ({'; '.join(changes[:3])}); "
                           "it is contdepth's record of the spec: restore it")
@@ -187,8 +189,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
                    for run, source in s["reused"].items()},
         "units": {"accuracy": "percent (final epoch)", "time": "seconds (run total_time)",
                   "accuracy_diff": "points, arm - baseline, paired by seed",
-                  "train_flops": "floating-point operations of the training steps, summed over epochs",
-                  "train_cpu_time": "CPU seconds of the training pass (no evaluation, no checkpoints)",
+                  **{key: f"{metric(key).meaning}, summed over epochs" for key in FLOP_KEYS + SECOND_KEYS},
                   "flops_ratio": "arm / baseline of train_flops, exact (pooled over seeds; range per seed)",
                   "time_ratio": "arm / baseline, geometric mean over seeds, t-interval on the log ratios",
                   "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)"},
@@ -258,17 +259,6 @@ def _compression(reports: dict[int, dict]) -> dict:
 
 
 # --- writing ------------------------------------------------------------------------------------------
-def _json_value(value: Any) -> Any:
-    """NaN and infinities become ``null``: strict JSON, readable by every parser."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    return value
-
-
 def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None or not math.isfinite(mean):
         return "-"
@@ -383,7 +373,7 @@ def write_report(folder: str | Path, *, out: str | Path | None = None, plots: bo
     spec, runs, unfinished = collect(folder)
     summary = summarize(folder, collected=(spec, runs, unfinished))
     target.mkdir(parents=True, exist_ok=True)
-    clean = _json_value(summary)
+    clean = to_json_value(summary, "summary", strict=False, non_finite="null")  # strict JSON for every parser
     atomic_write_text(target / SUMMARY_FILE, json.dumps(clean, indent=1) + "\n")
     atomic_write_text(target / REPORT_FILE, format_report(clean))
     written = [target / SUMMARY_FILE, target / REPORT_FILE]

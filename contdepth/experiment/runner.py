@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..common.files import atomic_write_text, read_regular_bytes
+from ..common.json_values import to_json_value
 from ..common.paths import user_path
 from ..common.yaml_input import dump_yaml
 from ..common.validate import check_int, check_threads
@@ -127,7 +128,7 @@ def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
         raise ConfigError(f"out: {path} is not empty and holds no {EXPERIMENT_FILE}, so it is not an experiment "
                           "folder; choose a new --out")
     record = read_record(path)
-    changes = difference(record.get("identity"), json.loads(json.dumps(spec.identity())))
+    changes = difference(record.get("identity"), to_json_value(spec.identity(), "identity"))
     if changes:
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
         old_name = record["identity"].get("name")

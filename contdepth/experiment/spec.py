@@ -34,18 +34,18 @@ Everything else is: a changed ``epochs`` is a different experiment.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..analysis import as_continuous
-from ..common.validate import check_int, check_number, check_plain_value
+from ..common.errors import OptionError
+from ..common.validate import check_int, check_number, check_plain_value, check_seed, show
 from ..data import is_graph_dataset
 from ..models import model_options
-from ..solvers import available_schemes
-from ..train.config import ConfigError, TrainConfig, check_count, read_yaml
+from ..train.config import ConfigError, TrainConfig, read_yaml
+from ..train.options import DEFAULT_SCHEMES, DEFAULT_STEPS, Compress, Evaluate
 from ..train.runs import dry_model
 from ..train.sizes import final_basis
 from ..train.trainer import preflight as train_preflight
@@ -67,50 +67,6 @@ COMPRESS_KEYS = ("n_basis", "n_steps", "finetune_epochs", "lr", "latency_batch_s
 MAX_SEEDS = 1000
 SEED_RULE_KEYS = ("min", "max", "half_width")
 MAX_ARMS = 100
-
-
-@dataclass(frozen=True)
-class Evaluate:
-    """Evaluate every ``(scheme, n_steps)`` of the grid after training, on ``splits``.
-
-    A model without ContinuousBlocks (a ``resnet``) is evaluated through its reading as a
-    piecewise-constant ``theta(t)`` ([`contdepth.analysis.as_continuous`][contdepth.analysis.as_continuous]), the ResNet
-    read as an ODE. ``splits`` defaults to the validation split (where the run holds one
-    out) and the test split. ``examples`` limits each split to its first images (the same ones for
-    every manifestation and run), to bound the cost of a large grid; ``None``: all.
-    """
-
-    schemes: tuple[str, ...]
-    n_steps: tuple[int, ...]
-    splits: tuple[str, ...] = ("test",)
-    examples: int | None = None
-
-    def to_dict(self) -> dict:
-        return {"schemes": list(self.schemes), "n_steps": list(self.n_steps), "splits": list(self.splits),
-                "examples": self.examples}
-
-
-@dataclass(frozen=True)
-class Compress:
-    """Project onto ``n_basis`` functions and ``n_steps`` steps per block, fine-tune, time both.
-
-    ``finetune_epochs`` 0 measures projection only; above 0 the projected-only accuracy is
-    measured too, so one step gives both. ``lr`` defaults to a tenth of the run's.
-    ``onnx`` also times both models exported to ONNX in ONNX Runtime (the ``onnx`` extra).
-    """
-
-    n_basis: int
-    n_steps: int | None = None
-    finetune_epochs: int = 0
-    lr: float | None = None
-    latency_batch_sizes: tuple[int, ...] = (1, 256)
-    latency_repeats: int | None = None
-    onnx: bool = False
-
-    def to_dict(self) -> dict:
-        return {"n_basis": self.n_basis, "n_steps": self.n_steps, "finetune_epochs": self.finetune_epochs,
-                "lr": self.lr, "latency_batch_sizes": list(self.latency_batch_sizes),
-                "latency_repeats": self.latency_repeats, "onnx": self.onnx}
 
 
 @dataclass(frozen=True)
@@ -218,7 +174,7 @@ class ExperimentSpec:
             raise ConfigError(f"{source}: {unknown[0]}: not a key of an experiment spec; allowed: {', '.join(SPEC_KEYS)}")
         name = values.get("name", default_name)
         if not isinstance(name, str) or not ARM_NAME.fullmatch(name):  # fullmatch: '$' would let 'a\n' through
-            raise ConfigError(f"{source}: name: must be letters, digits, '_', '-' or '.', got {name!r}")
+            raise ConfigError(f"{source}: name: must be letters, digits, '_', '-' or '.', got {show(name)}")
         description = values.get("description") or ""
         if not isinstance(description, str):
             raise ConfigError(f"{source}: description: must be text, got {type(description).__name__}")
@@ -243,7 +199,7 @@ class ExperimentSpec:
         for arm_name, body in arms_raw.items():
             where = f"{source}: arms.{arm_name}"
             if not isinstance(arm_name, str) or not ARM_NAME.fullmatch(arm_name):
-                raise ConfigError(f"{source}: arms: {arm_name!r} is not a usable arm name (letters, digits, '_', '-', "
+                raise ConfigError(f"{source}: arms: {show(arm_name)} is not a usable arm name (letters, digits, '_', '-', "
                                   "'.'; it names a folder)")
             if arm_name.casefold() in folded:  # one folder on a case-insensitive file system
                 raise ConfigError(f"{source}: arms: {arm_name!r} and {folded[arm_name.casefold()]!r} differ only in "
@@ -342,18 +298,13 @@ def difference(old: Any, new: Any, path: str = "") -> list[str]:
         for key in sorted(set(old) | set(new), key=str):
             where = f"{path}.{key}" if path else str(key)
             if key not in old:
-                out.append(f"{where}: added ({_short(new[key])})")
+                out.append(f"{where}: added ({show(new[key])})")
             elif key not in new:
-                out.append(f"{where}: removed (was {_short(old[key])})")
+                out.append(f"{where}: removed (was {show(old[key])})")
             else:
                 out.extend(difference(old[key], new[key], where))
         return out
-    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return [] if old == new else [f"{path}: {show(old)} -> {show(new)}"]
 
 
 def _options(values: Any, where: str) -> dict:
@@ -381,9 +332,8 @@ def _seeds(values: Any, source: str) -> tuple[tuple[int, ...], SeedRule | None]:
                           "{min: 5, max: 20, half_width: 0.5}")
     if len(values) > MAX_SEEDS:
         raise ConfigError(f"{source}: seeds: at most {MAX_SEEDS}, got {len(values)}")
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
-            raise ConfigError(f"{source}: seeds: every seed must be an integer in 0..2**63-1, got {s!r}")
+    for i, s in enumerate(values):
+        check_seed(s, f"{source}: seeds[{i}]")
     if len(set(values)) != len(values):
         raise ConfigError(f"{source}: seeds: repeated seed in {values}")
     return tuple(values), None
@@ -406,6 +356,7 @@ def _seed_rule(values: Mapping, where: str) -> SeedRule:
 
 
 def _evaluate(values: Any, where: str) -> Evaluate | None:
+    """The ``evaluate`` step: the grid's bounds are `Evaluate`'s (``contdepth eval`` has the same)."""
     if values is None:
         return None
     if not isinstance(values, Mapping):
@@ -413,24 +364,14 @@ def _evaluate(values: Any, where: str) -> Evaluate | None:
     unknown = sorted(set(values) - set(EVALUATE_KEYS))
     if unknown:
         raise ConfigError(f"{where}: {unknown[0]}: not a key; allowed: {', '.join(EVALUATE_KEYS)}")
-    schemes = values.get("schemes", ["euler", "midpoint", "rk4"])
-    if not isinstance(schemes, list) or not schemes or not all(s in available_schemes() for s in schemes):
-        raise ConfigError(f"{where}.schemes: must be a list of scheme names from {', '.join(available_schemes())}; "
-                          f"got {schemes!r}")
-    steps = values.get("n_steps", [1, 2, 4, 8, 16])
-    if not isinstance(steps, list) or not steps:
-        raise ConfigError(f"{where}.n_steps: must be a list of step counts, got {steps!r}")
-    for n in steps:
-        check_count(n, f"{where}.n_steps")
-    splits = values.get("splits")
-    if splits is not None and (not isinstance(splits, list) or not splits
-                               or not all(isinstance(x, str) and x in ("val", "test") for x in splits)):
-        raise ConfigError(f"{where}.splits: must be a list of val and/or test, got {splits!r}")
-    examples = values.get("examples")
-    if examples is not None:
-        check_int(examples, f"{where}.examples", low=1, allow_none=True)
-    return Evaluate(tuple(dict.fromkeys(schemes)), tuple(sorted(set(steps))),
-                    tuple(dict.fromkeys(splits)) if splits is not None else (), examples)
+    try:
+        step = Evaluate(schemes=values.get("schemes", list(DEFAULT_SCHEMES)),
+                        steps=values.get("n_steps", list(DEFAULT_STEPS)), splits=values.get("splits"),
+                        examples=values.get("examples"))
+    except OptionError as exc:  # the spec's key for the grid's steps is n_steps
+        raise (exc.renamed("n_steps") if exc.option == "steps" else exc).within(where) from None
+    return dataclasses.replace(step, schemes=tuple(dict.fromkeys(step.schemes)), steps=tuple(sorted(set(step.steps))),
+                               splits=tuple(dict.fromkeys(step.splits)) if step.splits is not None else None)
 
 
 def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
@@ -452,6 +393,7 @@ def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
 
 
 def _compress(values: Any, where: str) -> Compress | None:
+    """The ``compress`` step: its bounds are `Compress`'s (``contdepth compress`` has the same)."""
     if values is None:
         return None
     if not isinstance(values, Mapping):
@@ -461,27 +403,10 @@ def _compress(values: Any, where: str) -> Compress | None:
         raise ConfigError(f"{where}: {unknown[0]}: not a key; allowed: {', '.join(COMPRESS_KEYS)}")
     if "n_basis" not in values:
         raise ConfigError(f"{where}.n_basis: required (basis functions per block after projection)")
-    n_basis = check_count(values["n_basis"], f"{where}.n_basis")
-    n_steps = values.get("n_steps")
-    if n_steps is not None:
-        check_count(n_steps, f"{where}.n_steps")
-    epochs = values.get("finetune_epochs", 0)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 0 <= epochs <= 10_000:
-        raise ConfigError(f"{where}.finetune_epochs: must be an integer in 0..10000, got {epochs!r}")
-    lr = values.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
-        raise ConfigError(f"{where}.lr: must be a number > 0 or null, got {lr!r}")
-    sizes = values.get("latency_batch_sizes", [1, 256])
-    if not isinstance(sizes, list) or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 65_536
-                                              for b in sizes):
-        raise ConfigError(f"{where}.latency_batch_sizes: must be a list of batch sizes in 1..65536, got {sizes!r}")
-    repeats = values.get("latency_repeats")
-    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 10_000):
-        raise ConfigError(f"{where}.latency_repeats: must be an integer in 1..10000 or null, got {repeats!r}")
-    onnx = values.get("onnx", False)
-    if not isinstance(onnx, bool):
-        raise ConfigError(f"{where}.onnx: must be true or false, got {onnx!r}")
-    return Compress(n_basis, n_steps, epochs, None if lr is None else float(lr), tuple(sizes), repeats, onnx)
+    try:
+        return Compress(**values)
+    except OptionError as exc:
+        raise exc.within(where) from None
 
 
 def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> None:
@@ -500,12 +425,17 @@ def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> 
         model = dry_model(config)
     except (ValueError, TypeError, RuntimeError):  # bad option values: the preflight names the option
         return
-    for index, block in enumerate(continuous_blocks(model)):
+    blocks = continuous_blocks(model)
+    wanted = compress.n_basis if isinstance(compress.n_basis, tuple) else (compress.n_basis,) * len(blocks)
+    if len(wanted) != len(blocks):
+        raise ConfigError(f"{where}.compress.n_basis: give one value or one per block ({len(blocks)}), got "
+                          f"{list(wanted)}")
+    for index, (block, n_basis) in enumerate(zip(blocks, wanted)):
         basis = final_basis(block.basis, config.refine_at)
-        if compress.n_basis > basis.n:
+        if n_basis > basis.n:
             after = f" after the refinements at epochs {list(config.refine_at)}" if config.refine_at else ""
             raise ConfigError(f"{where}.compress.n_basis: block {index + 1} has {basis.n} basis functions{after}; "
-                              f"compression projects onto fewer (at most {basis.n}), got {compress.n_basis}")
+                              f"compression projects onto fewer (at most {basis.n}), got {n_basis}")
 
 
 def _comparison(values: Any, arms: Mapping[str, Arm], where: str) -> Comparison:
@@ -523,7 +453,7 @@ def _comparison(values: Any, arms: Mapping[str, Arm], where: str) -> Comparison:
         key = f"{side}_model"
         model = values.get(key, "trained")
         if not isinstance(model, str) or model not in MODEL_STAGES:
-            raise ConfigError(f"{where}.{key}: must be one of {', '.join(MODEL_STAGES)}, got {model!r}")
+            raise ConfigError(f"{where}.{key}: must be one of {', '.join(MODEL_STAGES)}, got {show(model)}")
         compress = arms[values[side]].compress
         if model != "trained" and compress is None:
             raise ConfigError(f"{where}.{key}: {model} names the compressed model, and arm {values[side]!r} has no "
@@ -536,10 +466,9 @@ def _comparison(values: Any, arms: Mapping[str, Arm], where: str) -> Comparison:
         raise ConfigError(f"{where}: compares arm {values['arm']!r} with itself")
     target = values.get("target") or {}
     if not isinstance(target, Mapping) or set(target) - set(TARGET_KEYS):
-        raise ConfigError(f"{where}.target: keys must be among {', '.join(TARGET_KEYS)}, got {target!r}")
+        raise ConfigError(f"{where}.target: keys must be among {', '.join(TARGET_KEYS)}, got {show(target)}")
     for key, value in target.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}.target.{key}: must be a number, got {value!r}")
+        check_number(value, f"{where}.target.{key}")
         if key.endswith("_ratio_max") and value <= 0:
             raise ConfigError(f"{where}.target.{key}: a ratio is > 0, so a maximum of {value!r} can never be met")
         if key.endswith("_ratio_max") and set(models.values()) != {"trained"}:

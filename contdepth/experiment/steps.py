@@ -56,7 +56,7 @@ def manifestation_accuracies(model: nn.Module, dataset, evaluate_step: Evaluate,
         table[scheme] = {
             str(n): {split: evaluate(readable, dataset, batch_size, scheme=scheme, n_steps=n, split=split,
                                      device=device)[1] for split in splits}
-            for n in evaluate_step.n_steps}
+            for n in evaluate_step.steps}
     # the graph it was trained as (a ResNet: itself, not its reading), for the gap to the ODE limit (readouts.py)
     trained = {"graph": training_graph(readable),
                "accuracy": {split: evaluate(model, dataset, batch_size, split=split, device=device)[1]

@@ -24,10 +24,11 @@ import torch
 
 from ..common.files import atomic_write_text
 from ..common.paths import refuse_experiment_path, user_path
+from ..models.layers import check_block_size
 from ..nn import continuous_blocks, layout
 from ..solvers import available_schemes
 from ..train import load_checkpoint
-from ..train.config import ConfigError, check_count, check_output_path
+from ..train.config import ConfigError, check_output_path
 from ..train.rundir import refuse_run_file
 from ..train.trainer import load_data
 from .onnx import export_onnx, onnx_max_abs_difference, require
@@ -84,7 +85,7 @@ def _check_options(format: str, scheme: str | None, n_steps: int | None, batch_s
     if scheme is not None and scheme not in available_schemes():
         raise ConfigError(f"scheme: must be one of {', '.join(available_schemes())}; got {scheme!r}")
     if n_steps is not None:
-        check_count(n_steps, "n_steps")
+        check_block_size(n_steps, "n_steps")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"batch_size: must be an integer >= 1 and at most {MAX_BATCH_SIZE:,} (the example input "
                           f"is allocated at once), got {batch_size!r}")

@@ -27,7 +27,7 @@ from torch import nn
 from ..nn import ContinuousBlock, continuous_blocks, is_partitioned, is_repeated
 from ..nn.repeated import check_component_index, check_composing_training
 from ..nn import manifest as manifest_model
-from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, solve_fixed_grid
+from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, Term, solve_fixed_grid
 
 Tensor = torch.Tensor
 
@@ -48,15 +48,37 @@ def _materialise(template: nn.Module, names: tuple[str, ...], values: Iterable[T
     for name, p in list(unit.named_parameters(remove_duplicate=False)):
         owner_name, _, leaf = name.rpartition(".")
         owner = unit.get_submodule(owner_name) if owner_name else unit
-        owner._parameters[leaf] = by_name[canonical[id(p)]]
+        setattr(owner, leaf, by_name[canonical[id(p)]])  # a registered parameter's name: re-registers it
     for name, value in buffers.items():
         owner_name, _, leaf = name.rpartition(".")
         owner = unit.get_submodule(owner_name) if owner_name else unit
-        owner._buffers[leaf] = value.detach().clone()
+        setattr(owner, leaf, value.detach().clone())  # a registered buffer's name: replaced, persistence kept
     left = [n for n, t in [*unit.named_parameters(), *unit.named_buffers()] if t.is_meta]
     if left:  # a tensor the block does not track (cannot happen for parameters and buffers)
         raise ValueError(f"template: tensors {', '.join(left)} have no value outside the meta device")
     return unit
+
+
+class UnitsRate(Term):
+    """A static block's rate: stage ``i`` calls unit ``row_of_point[i]``; halves and applications as its units offer them."""
+
+    def __init__(self, units: nn.ModuleList, row_of_point: tuple[int, ...], context: tuple) -> None:
+        self.units, self.rows, self.context = units, row_of_point, context
+        if is_partitioned(units[0]):  # a Coupling: one half's rate at a time (revnet)
+            self.part_count, self.part_dim = 2, units[0].dim
+        elif is_repeated(units[0]):  # a norm of its own per application (polynet)
+            self.application_count = len(units[0].applications)
+
+    def __call__(self, stage: StageTime, y: Tensor) -> Tensor:
+        return self.units[self.rows[stage.index]](y, *self.context)
+
+    def part(self, stage: StageTime, half: Tensor, i: int) -> Tensor:
+        check_component_index("part", i, self.part_count)
+        return self.units[self.rows[stage.index]].part(i, half, *self.context)
+
+    def application(self, stage: StageTime, y: Tensor, j: int) -> Tensor:
+        check_component_index("application", j, self.application_count)
+        return self.units[self.rows[stage.index]].application(j, y, *self.context)
 
 
 class StaticBlock(nn.Module):
@@ -134,29 +156,11 @@ class StaticBlock(nn.Module):
         return self._scheme
 
     def forward(self, x: Tensor, *context: object) -> Tensor:
-        units, rows = self.units, self.row_of_point
-
-        def rate(stage: StageTime, y: Tensor) -> Tensor:
-            return units[rows[stage.index]](y, *context)
-
-        if is_partitioned(units[0]):  # a Coupling: one half's rate at a time (revnet)
-            def part(stage: StageTime, half: Tensor, i: int) -> Tensor:
-                return units[rows[stage.index]].part(i, half, *context)
-
-            part.dim = units[0].dim  # type: ignore[attr-defined]
-            rate.part = part  # type: ignore[attr-defined]
-        elif is_repeated(units[0]):  # a norm of its own per application (polynet)
-            count = len(units[0].applications)
-
-            def application(stage: StageTime, y: Tensor, j: int) -> Tensor:
-                check_component_index("application", j, count)
-                return units[rows[stage.index]].application(j, y, *context)
-
-            rate.application = application  # type: ignore[attr-defined]
+        rate = UnitsRate(self.units, self.row_of_point, context)
         scheme = self._current_scheme()
         if self.training and scheme.composes:  # the units' own statistics would see every application
-            check_composing_training(scheme.name, units[0],
-                                     [name for name, b in units[0].named_buffers() if b.is_floating_point()])
+            check_composing_training(scheme.name, self.units[0],
+                                     [name for name, b in self.units[0].named_buffers() if b.is_floating_point()])
         return solve_fixed_grid(scheme, rate, x, self._schedule, checkpoint=self.checkpoint).state
 
     def extra_repr(self) -> str:
@@ -196,9 +200,9 @@ def freeze(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | 
     else:
         frozen = work
         for name, module in list(work.named_modules()):
-            for child_name, child in list(module._modules.items()):
+            for child_name, child in list(module.named_children()):
                 if isinstance(child, ContinuousBlock):
-                    module._modules[child_name] = StaticBlock(child, trainable=trainable)
+                    setattr(module, child_name, StaticBlock(child, trainable=trainable))
         if not trainable:
             for p in frozen.parameters():
                 p.requires_grad_(False)

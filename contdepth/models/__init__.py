@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import available_models, create, created_name, is_graph_model, model_options, register_model
+from .registry import MODELS, available_models, create, created_name, is_graph_model, model_options, register_model
 
 _SUBMODULES = ("architectures", "graph", "image", "layers", "registry")
 _NAMES: dict[str, str] = {
@@ -20,7 +20,7 @@ _NAMES: dict[str, str] = {
 }
 
 __all__ = ["FractalUnit", "PolyRate", "PolyUnit", "RevUnit", "UnitStage", "CGNN", "CGNNRate", "ContinuousMLP", "ContinuousNet", "GCDE", "GCN", "ResNet", "ResidualStage",
-           "available_models", "create", "created_name", "is_graph_model", "model_options", "register_model"]
+           "MODELS", "available_models", "create", "created_name", "is_graph_model", "model_options", "register_model"]
 
 
 def __getattr__(name: str) -> Any:

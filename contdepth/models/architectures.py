@@ -21,13 +21,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..common.validate import check_bool, check_choice, check_int, check_number
 from ..nn import Coupling
 from ..solvers import NeumannSeries, check_gradient, check_reversible, get_scheme, split_halves
 from .image import ContinuousNet, StagedNet, stage_widths
-from .layers import (
-    NORMS, STITCHES, check_choice, check_flag, check_int, check_number, check_positive_int, norm_layer, per_stage,
-    residual_rate,
-)
+from .layers import NORMS, STITCHES, norm_layer, per_stage, residual_rate
 from .registry import register_model
 
 
@@ -155,9 +153,9 @@ def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha
     units = per_stage(n_units, "n_units")
     check_choice(norm, "norm", NORMS)
     check_choice(stitch, "stitch", STITCHES)
-    check_flag(continuous, "continuous")
-    common = dict(in_channels=check_positive_int(in_channels, "in_channels"),
-                  num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen, norm=norm,
+    check_bool(continuous, "continuous")
+    common = dict(in_channels=check_int(in_channels, "in_channels", low=1),
+                  num_classes=check_int(num_classes, "num_classes", low=1), alpha=alpha, widen=widen, norm=norm,
                   eps=check_number(eps, "eps"), stitch=stitch)
     if coupled and any(w % 2 for w in stage_widths(alpha, widen)):
         raise ValueError(f"alpha: {name} splits every stage's channels in two halves; alpha * widen must be even, "

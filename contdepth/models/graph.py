@@ -21,10 +21,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..basis import available_bases
+from ..common.validate import check_bool, check_choice, check_int, check_number
 from ..nn.block import ContinuousBlock
 from ..nn.graph import ACTIVATIONS, GCNLayer, activation, feature_dropout, propagate
 from ..solvers import get_scheme
-from .layers import check_block_size, check_choice, check_flag, check_positive_int
+from .layers import check_block_size
 from .registry import register_model
 
 Tensor = torch.Tensor
@@ -32,15 +33,13 @@ DECODERS = ("linear", "gcn")
 
 
 def _check_probability(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}: a dropout probability must be a number in [0, 1), got {value!r}")
-    return float(value)
+    """A dropout probability: a number in [0, 1)."""
+    return check_number(value, name, low=0.0, high=1.0, high_open=True, subject="a dropout probability")
 
 
-def _check_time(value: object, name: str = "t1") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: the integration time must be a finite number > 0, got {value!r}")
-    return float(value)
+def _check_time(value: object) -> float:
+    """The end of the integration, ``t1``: a finite number > 0."""
+    return check_number(value, "t1", low=0.0, low_open=True, subject="the integration time")
 
 
 def _check_basis(basis: object, n_basis: object, scheme: object, n_steps: object) -> None:
@@ -74,8 +73,8 @@ class GCN(nn.Module):
 @register_model("gcn", graph=True)
 def gcn(*, in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5) -> nn.Module:
     """The discrete two-layer GCN baseline (Kipf & Welling 2017; Cora: Adam lr 0.01, decay 5e-4 on layer 1)."""
-    return GCN(check_positive_int(in_features, "in_features"), check_positive_int(num_classes, "num_classes"),
-               check_positive_int(hidden, "hidden"), _check_probability(dropout, "dropout"))
+    return GCN(check_int(in_features, "in_features", low=1), check_int(num_classes, "num_classes", low=1),
+               check_int(hidden, "hidden", low=1), _check_probability(dropout, "dropout"))
 
 
 class GCDERate(nn.Module):
@@ -172,17 +171,17 @@ def gcde(*, in_features: int, num_classes: int, hidden: int = 32, input_dropout:
     list with one per layer (``rate_layers`` long), applied to that layer's input.
     ``encoder_activation`` follows the encoder; ``activation`` sits between rate layers.
     """
-    check_positive_int(in_features, "in_features")
-    check_positive_int(num_classes, "num_classes")
-    check_positive_int(hidden, "hidden")
-    check_positive_int(rate_layers, "rate_layers")
+    check_int(in_features, "in_features", low=1)
+    check_int(num_classes, "num_classes", low=1)
+    check_int(hidden, "hidden", low=1)
+    check_int(rate_layers, "rate_layers", low=1)
     check_choice(activation, "activation", ACTIVATIONS)
     check_choice(encoder_activation, "encoder_activation", ACTIVATIONS)
     check_choice(decoder, "decoder", DECODERS)
     _check_basis(basis, n_basis, scheme, n_steps)
     rate = GCDERate(hidden, rate_layers, activation, _check_rate_dropout(rate_dropout, rate_layers))
     block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps,
-                            t1=_check_time(t1), checkpoint=check_flag(checkpoint, "checkpoint"))
+                            t1=_check_time(t1), checkpoint=check_bool(checkpoint, "checkpoint"))
     return GCDE(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
                 _check_probability(decoder_dropout, "decoder_dropout"), encoder_activation, block, decoder)
 
@@ -316,22 +315,18 @@ def cgnn(*, in_features: int, num_classes: int, num_nodes: int, hidden: int = 16
     14 steps stands in for their adaptive dopri5. They train with RMSprop (lr 0.0047) and L2
     decay 5e-4 on every parameter (``optimizer=rmsprop``, ``decay_norm_and_bias=True`` in a
     TrainConfig)."""
-    check_positive_int(in_features, "in_features")
-    check_positive_int(num_classes, "num_classes")
-    check_positive_int(num_nodes, "num_nodes")
-    check_positive_int(hidden, "hidden")
-    if isinstance(alpha_init, bool) or not isinstance(alpha_init, (int, float)) or not 0.0 < alpha_init < 1.0:
-        raise ValueError(f"alpha_init: the initial alpha must lie in (0, 1), got {alpha_init!r}")
-    if not isinstance(weighted, bool):
-        raise ValueError(f"weighted: must be true or false, got {weighted!r}")
-    if not isinstance(detach_restart, bool):
-        raise ValueError(f"detach_restart: must be true or false, got {detach_restart!r}")
-    if (isinstance(self_loop_weight, bool) or not isinstance(self_loop_weight, (int, float))
-            or not math.isfinite(self_loop_weight) or self_loop_weight <= 0):
-        raise ValueError(f"self_loop_weight: must be a finite number > 0, got {self_loop_weight!r}")
+    check_int(in_features, "in_features", low=1)
+    check_int(num_classes, "num_classes", low=1)
+    check_int(num_nodes, "num_nodes", low=1)
+    check_int(hidden, "hidden", low=1)
+    check_number(alpha_init, "alpha_init", low=0.0, high=1.0, low_open=True, high_open=True, range_apart=True,
+                 subject="the initial alpha")
+    check_bool(weighted, "weighted")
+    check_bool(detach_restart, "detach_restart")
+    self_loop_weight = check_number(self_loop_weight, "self_loop_weight", low=0.0, low_open=True)
     _check_basis(basis, n_basis, scheme, n_steps)
     block = ContinuousBlock(CGNNRate(num_nodes, hidden, float(alpha_init), weighted), basis=basis,
                             n_basis=n_basis, scheme=scheme, n_steps=n_steps, t1=_check_time(t1),
-                            checkpoint=check_flag(checkpoint, "checkpoint"))
+                            checkpoint=check_bool(checkpoint, "checkpoint"))
     return CGNN(in_features, num_classes, hidden, _check_probability(input_dropout, "input_dropout"),
-                _check_probability(dropout, "dropout"), block, float(self_loop_weight), detach_restart)
+                _check_probability(dropout, "dropout"), block, self_loop_weight, detach_restart)

@@ -9,10 +9,10 @@ from torch import nn
 
 from ..basis import available_bases
 from ..common.errors import OptionError
+from ..common.validate import check_bool, check_choice, check_int, check_number
 from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, Scheme, check_gradient, check_reversible, get_scheme
-from .layers import (Head, NORMS, STITCHES, Stitch, check_block_size, check_choice, check_flag, check_number, check_positive_int,
-                     make_stitch, per_stage, residual_rate, stem)
+from .layers import Head, NORMS, STITCHES, Stitch, check_block_size, make_stitch, per_stage, residual_rate, stem
 from .registry import register_model
 
 STRIDES = (1, 2, 2)
@@ -22,8 +22,8 @@ LM_STARTS = ("euler", "shortcut")
 
 def stage_widths(alpha: int, widen: int) -> tuple[int, int, int]:
     """The three stages' widths ``(a, 2a, 4a)`` with ``a = alpha * widen`` (both checked)."""
-    check_positive_int(alpha, "alpha")
-    check_positive_int(widen, "widen")
+    check_int(alpha, "alpha", low=1)
+    check_int(widen, "widen", low=1)
     base = alpha * widen
     return (base, 2 * base, 4 * base)
 
@@ -124,13 +124,13 @@ def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 1
     """
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
-    gradient = check_gradient(gradient, check_flag(checkpoint, "checkpoint"))
+    gradient = check_gradient(gradient, check_bool(checkpoint, "checkpoint"))
     if gradient == "reversible":
         check_reversible(get_scheme(scheme))
     get_scheme(scheme)
     return ContinuousNet(
-        in_channels=check_positive_int(in_channels, "in_channels"),
-        num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+        in_channels=check_int(in_channels, "in_channels", low=1),
+        num_classes=check_int(num_classes, "num_classes", low=1), alpha=alpha, widen=widen,
         n_basis=per_stage(n_basis, "n_basis"), basis=basis, scheme=scheme,
         n_steps=None if n_steps is None else per_stage(n_steps, "n_steps"), norm=check_choice(norm, "norm", NORMS),
         eps=check_number(eps, "eps"), checkpoint=False, stitch=check_choice(stitch, "stitch", STITCHES),
@@ -213,8 +213,8 @@ def resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, wide
            n_units: int | list[int] = 2, norm: str = "batch", eps: float = 1.0, stitch: str = "residual") -> nn.Module:
     """Pre-activation ResNet v2 with ContinuousNet's topology and ``n_units`` units per stage (and ``stitch``)."""
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
-    return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
-                  num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+    return ResNet(in_channels=check_int(in_channels, "in_channels", low=1),
+                  num_classes=check_int(num_classes, "num_classes", low=1), alpha=alpha, widen=widen,
                   n_units=per_stage(n_units, "n_units"), norm=check_choice(norm, "norm", NORMS),
                   eps=check_number(eps, "eps"), stitch=check_choice(stitch, "stitch", STITCHES))
 
@@ -255,11 +255,11 @@ def lm_resnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16, w
         raise ValueError(f"survival: the last unit's survival probability p_L must be in (0, 1], got {survival!r}")
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     units = per_stage(n_units, "n_units")
-    check_flag(k_per_channel, "k_per_channel")
-    check_flag(continuous, "continuous")
+    check_bool(k_per_channel, "k_per_channel")
+    check_bool(continuous, "continuous")
     if not continuous:
-        return ResNet(in_channels=check_positive_int(in_channels, "in_channels"),
-                      num_classes=check_positive_int(num_classes, "num_classes"), alpha=alpha, widen=widen,
+        return ResNet(in_channels=check_int(in_channels, "in_channels", low=1),
+                      num_classes=check_int(num_classes, "num_classes", low=1), alpha=alpha, widen=widen,
                       n_units=units, norm=check_choice(norm, "norm", NORMS), eps=check_number(eps, "eps"),
                       lm=True, k_per_channel=k_per_channel, survival=float(survival), lm_start=lm_start)
     if lm_start != "euler":
@@ -300,12 +300,12 @@ def continuous_mlp(*, in_features: int = 64, num_classes: int = 10, width: int =
                    in_channels: int | None = None, image_size: int | None = None) -> nn.Module:
     """An MLP whose hidden layer evolves as an ODE: for flat inputs (or images, flattened)."""
     if in_channels is not None and image_size is not None:
-        in_features = check_positive_int(in_channels, "in_channels") * check_positive_int(image_size, "image_size") ** 2
-    width = check_positive_int(width, "width")
+        in_features = check_int(in_channels, "in_channels", low=1) * check_int(image_size, "image_size", low=1) ** 2
+    width = check_int(width, "width", low=1)
     check_block_size(n_basis, "n_basis")
     if n_steps is not None:
         check_block_size(n_steps, "n_steps")
     rate = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
     block = ContinuousBlock(rate, basis=basis, n_basis=n_basis, scheme=scheme, n_steps=n_steps)
-    return ContinuousMLP(check_positive_int(in_features, "in_features"),
-                         check_positive_int(num_classes, "num_classes"), width, block)
+    return ContinuousMLP(check_int(in_features, "in_features", low=1),
+                         check_int(num_classes, "num_classes", low=1), width, block)

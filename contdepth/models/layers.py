@@ -7,9 +7,6 @@ import math
 import torch
 from torch import nn
 
-from ..common import validate
-from ..common.errors import OptionError
-from ..common.validate import check_bool as check_flag  # noqa: F401  (the models' name for it)
 from ..common.validate import check_choice, check_int
 from ..nn import MAX_N_BASIS, MAX_N_STEPS
 
@@ -26,29 +23,20 @@ STITCHES = ("residual", "projection")
 # a typo such as 1000000000 would otherwise build a billion-stage schedule and hang.
 
 
-# The image models' validators: the common family (contdepth.common.validate) under the
-# names and signatures the model builders use.
-def check_positive_int(value: object, name: str) -> int:
-    return check_int(value, name, low=1)
-
-
 def block_size_limit(name: str) -> int:
     """The bound of a per-block size by its option name: steps, or basis functions and units."""
     return MAX_N_STEPS if "steps" in name else MAX_N_BASIS
 
 
 def check_block_size(value: object, name: str) -> int:
-    """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..`block_size_limit`."""
-    check_int(value, name, low=1)
-    limit = block_size_limit(name)
-    if value > limit:  # type: ignore[operator]
-        raise OptionError(name, f"must be at most {limit:,} per block (far above any useful value), got {value:,}")
-    return value  # type: ignore[return-value]
+    """A per-block size (``n_basis``, ``n_steps``, ``n_units``): an integer in 1..`block_size_limit`.
 
-
-def check_number(value: object, name: str, *, positive: bool = False) -> float:
-    """A finite number (``positive``: > 0), as a float; booleans and strings are refused, not converted."""
-    return validate.check_number(value, name, low=0.0 if positive else None, low_open=positive)
+    The one bound of every step and basis count, whoever reads it (model options, ``train``'s
+    ``eval_n_steps``, ``eval``/``analyze``/``compress``/``export`` flags, a spec's steps): a typo
+    such as ``--n-steps 1000000000`` would build a billion-stage schedule and hang before anything
+    is printed. Checkpoints obey the same bounds (`contdepth.nn.MAX_N_STEPS`, `MAX_N_BASIS`).
+    """
+    return check_int(value, name, low=1, high=block_size_limit(name), above="per block (far above any useful value)")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

@@ -1,24 +1,25 @@
 """Models by name: ``create(name, **options)`` with options checked against the builder.
 
-Torch-free by design: the built-in models are listed in `BUILTIN_MODELS` with the
-module whose import registers them, so naming them (``contdepth train --help``, error
+The table is `MODELS`, a `contdepth.common.registry.Registry` (the shape every registry of
+contdepth has). Torch-free by design: the built-in models are declared from `BUILTIN_MODELS`
+with the module whose import registers them, so naming them (``contdepth train --help``, error
 messages) loads neither torch nor the builders; a built-in's module is imported when the
 model is first used (`create`, `model_options`, `is_graph_model`).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import types
 import typing
 from typing import TYPE_CHECKING, Callable
 
+from ..common.registry import Registry
+
 if TYPE_CHECKING:
     from torch import nn
 
 Builder = Callable[..., "nn.Module"]
-_MODELS: dict[str, Builder] = {}
 
 #: The models contdepth defines: name -> (the module that registers it, whether it is a graph
 #: model). tests/models/test_models.py checks it against what the modules register.
@@ -28,28 +29,26 @@ BUILTIN_MODELS: dict[str, tuple[str, bool]] = {
     **{name: ("contdepth.models.graph", True) for name in ("gcn", "gcde", "cgnn")},
 }
 
+#: Every model by name (a `Registry`); a graph model carries the tag ``"graph"``.
+MODELS: Registry[Builder] = Registry("model")
+for _name, (_module, _graph) in BUILTIN_MODELS.items():
+    MODELS.declare(_name, _module, tags={"graph"} if _graph else ())
+del _name, _module, _graph
 
-_GRAPH_MODELS: set[str] = set()
 
-
-def register_model(name: str, *, graph: bool = False) -> Callable[[Builder], Builder]:
+def register_model(name: str, *, graph: bool = False, overwrite: bool = False) -> Callable[[Builder], Builder]:
     """Decorator: make a builder (keyword-only options) available to [`create`][contdepth.models.create].
 
     ``graph=True`` marks a node-classification model, called as ``model(features,
     adjacency)``: trainers and the command line need to know this before any data is read,
-    to refuse an image dataset for it (and a graph dataset for an image model).
+    to refuse an image dataset for it (and a graph dataset for an image model). A name that
+    is taken (a built-in included) needs ``overwrite=True``.
     """
 
     def add(builder: Builder) -> Builder:
         if name == "custom":
             raise ValueError("name: 'custom' is reserved for runs of a module given in Python; choose another name")
-        builtin = BUILTIN_MODELS.get(name)
-        if name in _MODELS or (builtin is not None and builder.__module__ != builtin[0]):
-            raise ValueError(f"name: a model called {name!r} is already registered")
-        _MODELS[name] = builder
-        if graph:
-            _GRAPH_MODELS.add(name)
-        return builder
+        return MODELS.register(name, builder, overwrite=overwrite, tags={"graph"} if graph else ())
 
     return add
 
@@ -59,30 +58,19 @@ def available_models(*, graph: bool | None = None) -> list[str]:
 
     Imports nothing: a built-in is named from `BUILTIN_MODELS` before its module is loaded.
     """
-    names = set(_MODELS) | set(BUILTIN_MODELS)
-    if graph is not None:
-        names = {n for n in names if (BUILTIN_MODELS[n][1] if n in BUILTIN_MODELS else n in _GRAPH_MODELS) == graph}
-    return sorted(names)
+    return [n for n in MODELS.names() if graph is None or ("graph" in MODELS.tags(n)) == graph]
 
 
 def is_graph_model(name: str) -> bool:
     """Whether model ``name`` classifies the nodes of a graph (registered with ``graph=True``)."""
-    _get(name)
-    return name in _GRAPH_MODELS
+    MODELS.get(name)
+    return "graph" in MODELS.tags(name)
 
 
 def model_options(name: str) -> dict[str, object]:
     """The options a model accepts, with their defaults (``inspect.Parameter.empty`` if required)."""
-    builder = _get(name)
+    builder = MODELS.get(name)
     return {p.name: p.default for p in inspect.signature(builder).parameters.values()}
-
-
-def _get(name: str) -> Builder:
-    if name not in _MODELS and name in BUILTIN_MODELS:
-        importlib.import_module(BUILTIN_MODELS[name][0])  # registers it
-    if name not in _MODELS:
-        raise ValueError(f"model: unknown model {name!r}; choose one of: {', '.join(available_models())}")
-    return _MODELS[name]
 
 
 def create(name: str, **options: object) -> nn.Module:
@@ -91,7 +79,7 @@ def create(name: str, **options: object) -> nn.Module:
     The returned module remembers how it was built in ``model.config`` (name and
     options), which is what checkpoints store to rebuild it.
     """
-    builder = _get(name)
+    builder = MODELS.get(name)
     accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -118,7 +106,7 @@ def create(name: str, **options: object) -> nn.Module:
 def created_name(model: object) -> str | None:
     """The registered name ``model`` was built under by [`create`][contdepth.models.create], or ``None`` (a module built otherwise)."""
     config = getattr(model, "config", None)
-    if isinstance(config, dict) and isinstance(config.get("name"), str) and config["name"] in _MODELS \
+    if isinstance(config, dict) and isinstance(config.get("name"), str) and config["name"] in MODELS \
             and isinstance(config.get("options"), dict):
         return config["name"]
     return None

@@ -1,12 +1,16 @@
 """Neural-network building blocks with depth-dependent weights."""
 
 from .adaptive import AdaptiveDepth, AdaptiveRecord, adaptive_depth
-from .block import CoefficientMap, ContinuousBlock, reset_template_parameters
+from .block import ContinuousBlock
+from .depth_function import CoefficientMap, DepthFunction, reset_template_parameters
+from .norm_state import NormState
+from .rate import BlockRate
+from .temporary import Temporary
 from .coefficient_tree import CoefficientTree
 from .convert import units_to_block
 from .coupling import Coupling, is_partitioned
 from .repeated import is_repeated
-from .stage_plan import StagePlan, StageValues
+from .stage_plan import PlanCache, StagePlan, StageValues
 from .integration import Adaptive, FixedGrid, Integration
 from .template_call import TemplateCall
 from .graph import GCNLayer, GCNRate, feature_dropout, normalized_adjacency, propagate
@@ -19,5 +23,5 @@ __all__ = [
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "Coupling", "is_partitioned", "is_repeated", "GCNLayer", "GCNRate",
     "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
     "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",
-    "reset_template_parameters", "units_to_block", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
+    "reset_template_parameters", "units_to_block", "BlockRate", "DepthFunction", "NormState", "PlanCache", "Temporary", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
 ]

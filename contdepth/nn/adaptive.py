@@ -15,7 +15,6 @@ kept in counters on the modules, so nothing outlives the context.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -25,6 +24,7 @@ from ..common.validate import check_number
 from .block import ContinuousBlock
 from .integration import Adaptive
 from .model_tools import continuous_blocks
+from .temporary import Temporary
 
 
 @dataclass(frozen=True)
@@ -91,35 +91,12 @@ class AdaptiveRecord:
         return [sum(s.n_rejected for s in per_block) for per_block in self.stats]
 
 
-class _AdaptiveContext:
-    """Swaps every block's integration strategy for an [`Adaptive`][contdepth.nn.Adaptive] one while it is entered."""
-
-    def __init__(self, blocks: list[ContinuousBlock], setting: AdaptiveDepth) -> None:
-        self._blocks, self._setting = blocks, setting
-        self.record = AdaptiveRecord(blocks)
-        self._stack = ExitStack()
-
-    def __enter__(self) -> AdaptiveRecord:
-        if any(block.integration is not block.grid for block in self._blocks):
-            raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
-        controller = StepController(max_steps=self._setting.max_steps)
-        with ExitStack() as stack:
-            for block, calls in zip(self._blocks, self.record.stats):
-                strategy = Adaptive(self._setting.tableau, self._setting.rtol, self._setting.atol, controller,
-                                    calls.append)
-                stack.enter_context(block.integrate_with(strategy))
-            self._stack = stack.pop_all()
-        return self.record
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-
 def adaptive_depth(model: nn.Module, rtol: float = 1e-3, atol: float = 1e-4, *, scheme: str = "dopri5",
-                   max_steps: int = 10_000) -> _AdaptiveContext:
+                   max_steps: int = 10_000) -> Temporary[AdaptiveRecord]:
     """Within the ``with`` statement, every ContinuousBlock of ``model`` integrates adaptively.
 
-    Returns a context manager whose ``__enter__`` gives the [`AdaptiveRecord`][contdepth.nn.AdaptiveRecord].
+    Applied at once; returns a [`Temporary`][contdepth.nn.Temporary] whose ``with`` gives the
+    [`AdaptiveRecord`][contdepth.nn.AdaptiveRecord] and puts every block's grid back on exit.
     Blocks with a learnable multistep scheme (continuous LM-ResNet) are refused: their
     fixed grid integrates a different equation, ``(1 + k) x' = f``, so an adaptive
     solution of ``x' = f`` would not be the same model.
@@ -132,4 +109,10 @@ def adaptive_depth(model: nn.Module, rtol: float = 1e-3, atol: float = 1e-4, *, 
         if isinstance(block.scheme, LMResNetScheme):
             raise ValueError("model: a block uses the LM-ResNet scheme, whose grid integrates (1 + k) x' = f; "
                              "adaptive depth integrates x' = f and would change the model")
-    return _AdaptiveContext(blocks, setting)
+    if any(block.integration is not block.grid for block in blocks):
+        raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
+    record = AdaptiveRecord(blocks)
+    controller = StepController(max_steps=setting.max_steps)
+    return Temporary.all((block.integrate_with(Adaptive(setting.tableau, setting.rtol, setting.atol, controller,
+                                                        calls.append))
+                          for block, calls in zip(blocks, record.stats)), record)

@@ -11,25 +11,27 @@ Tensor = torch.Tensor
 class CoefficientTree(nn.Module):
     """Holds coefficients under the template's own parameter names (``0.weight`` ...)."""
 
-    def set(self, name: str, value: nn.Parameter) -> None:
-        *path, leaf = name.split(".")
+    def _node(self, path: list[str]) -> nn.Module:
+        """The tree node at ``path``, made where missing."""
         node: nn.Module = self
         for part in path:
-            if part not in node._modules:
-                node.add_module(part, CoefficientTree())
-            node = node._modules[part]  # type: ignore[assignment]
-        if leaf in node._parameters:
-            del node._parameters[leaf]
+            child = getattr(node, part, None)
+            if not isinstance(child, nn.Module):
+                child = CoefficientTree()
+                node.add_module(part, child)
+            node = child
+        return node
+
+    def set(self, name: str, value: nn.Parameter) -> None:
+        *path, leaf = name.split(".")
+        node = self._node(path)
+        if leaf in dict(node.named_parameters(recurse=False)):
+            delattr(node, leaf)
         node.register_parameter(leaf, value)
 
     def set_buffer(self, name: str, value: Tensor) -> None:
         *path, leaf = name.split(".")
-        node: nn.Module = self
-        for part in path:
-            if part not in node._modules:
-                node.add_module(part, CoefficientTree())
-            node = node._modules[part]  # type: ignore[assignment]
-        node.register_buffer(leaf, value)
+        self._node(path).register_buffer(leaf, value)
 
     def get(self, name: str) -> Tensor:
         # Plain attribute access (not get_parameter) so that torch.func.functional_call,
@@ -40,5 +42,5 @@ class CoefficientTree(nn.Module):
         return node  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        tensors = {**self._parameters, **self._buffers}
+        tensors = {**dict(self.named_parameters(recurse=False)), **dict(self.named_buffers(recurse=False))}
         return ", ".join(f"{k}: {tuple(v.shape)}" for k, v in tensors.items())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Mapping
 
 from torch import Tensor, nn
 
+from ..common.validate import check_int, show
 from ..solvers import Scheme, available_schemes
-from .block import CoefficientMap, ContinuousBlock
+from .block import ContinuousBlock
+from .depth_function import CoefficientMap
+from .temporary import Temporary
 from .stored_layout import MAX_N_BASIS, MAX_N_STEPS  # the bounds on a stored layout (why: there)
 
 LAYOUT_KEYS = ("basis", "n_basis", "scheme", "n_steps")
@@ -19,28 +21,19 @@ def continuous_blocks(model: nn.Module) -> list[ContinuousBlock]:
     return [m for m in model.modules() if isinstance(m, ContinuousBlock)]
 
 
-class ModelManifestation:
-    """Result of [`manifest`][contdepth.nn.manifest]: applied at once; as a context manager, undone on exit."""
-
-    def __init__(self, stack: ExitStack) -> None:
-        self._stack = stack
-
-    def __enter__(self) -> "ModelManifestation":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-
-def manifest(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | None = None) -> ModelManifestation:
-    """Set the scheme and/or step count of every block (``with manifest(model, "rk4", 8): ...``)."""
+def manifest(model: nn.Module, scheme: str | Scheme | None = None, n_steps: int | None = None) -> Temporary[nn.Module]:
+    """Set the scheme and/or step count of every block, at once; ``with manifest(model, "rk4", 8): ...`` undoes it on exit."""
     blocks = continuous_blocks(model)
     if not blocks:
         raise ValueError("model: contains no ContinuousBlock to manifest")
-    stack = ExitStack()
-    for block in blocks:
-        stack.enter_context(block.manifest(scheme, n_steps))
-    return ModelManifestation(stack)
+    changes: list[Temporary] = []
+    try:
+        for block in blocks:
+            changes.append(block.manifest(scheme, n_steps))
+    except BaseException:
+        Temporary.all(changes).undo()  # a block that refuses the scheme leaves the model as it was
+        raise
+    return Temporary.all(changes, model)
 
 
 def refine(model: nn.Module) -> list[CoefficientMap]:
@@ -81,10 +74,10 @@ def check_layout(model: nn.Module, entries: object,
     for i, ((prefix, block), entry) in enumerate(zip(blocks, entries)):
         where = f"layout[{i}]"
         if entry["basis"] != block.basis.name:
-            raise ValueError(f"{where}.basis: {_show(entry['basis'])} does not match the model's {block.basis.name!r}")
+            raise ValueError(f"{where}.basis: {show(entry['basis'])} does not match the model's {block.basis.name!r}")
         scheme = entry["scheme"]
         if scheme != block.scheme.name and scheme not in available_schemes():
-            raise ValueError(f"{where}.scheme: must be one of {', '.join(available_schemes())}; got {_show(scheme)}")
+            raise ValueError(f"{where}.scheme: must be one of {', '.join(available_schemes())}; got {show(scheme)}")
         if state is not None:
             _check_stored_size(block, prefix, entry["n_basis"], state, where)
     return entries
@@ -104,22 +97,11 @@ def check_layout_entries(entries: object) -> list[dict]:
                              f"got {', '.join(map(str, entry)) or 'none'}")
         for key in ("basis", "scheme"):
             if not isinstance(entry[key], str):
-                raise ValueError(f"{where}.{key}: must be a name, got {_show(entry[key])}")
-        _bounded_int(entry["n_basis"], f"{where}.n_basis", MAX_N_BASIS)
-        _bounded_int(entry["n_steps"], f"{where}.n_steps", MAX_N_STEPS)
+                raise ValueError(f"{where}.{key}: must be a name, got {show(entry[key])}")
+        # the numbers as the file holds them (1..4096, not 1..4,096), so they can be found in it
+        check_int(entry["n_basis"], f"{where}.n_basis", low=1, high=MAX_N_BASIS, grouped=False)
+        check_int(entry["n_steps"], f"{where}.n_steps", low=1, high=MAX_N_STEPS, grouped=False)
     return entries
-
-
-def _bounded_int(value: object, name: str, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise ValueError(f"{name}: must be an integer in 1..{high}, got {_show(value)}")
-    return value
-
-
-def _show(value: object) -> str:
-    """``repr(value)`` cut short: a value read from a file may be any size, a message is one line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_stored_size(block: ContinuousBlock, prefix: str, n_basis: int, state: Mapping[str, Tensor],

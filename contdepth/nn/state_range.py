@@ -20,7 +20,18 @@ from typing import NamedTuple
 
 import torch
 
-from .stage_plan import DepthKey
+DepthKey = tuple[Fraction, int]
+"""A depth read from one side, totally ordered: ``(position in [0, 1], 0 left limit / 1 right limit)``.
+
+A discontinuous depth function has two values at a jump; the key orders the left limit
+just before the right one, so "the deepest depth sampled" is one key.
+"""
+
+
+def depth_key(position: Fraction, left: bool) -> DepthKey:
+    """The `DepthKey` of reading depth ``position`` (of the interval) from the ``left`` side or not."""
+    return (Fraction(position), 0 if left else 1)
+
 
 def unknown_range() -> torch.Tensor:
     """The encoded range of a block never sampled (or loaded without one): all zeros, read anywhere.

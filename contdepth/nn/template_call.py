@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..solvers import check_rate_output
+from .slots import tensor_slot
 
 Tensor = torch.Tensor
 
@@ -35,22 +36,12 @@ class TemplateCall:
         self.template = template
         index = {name: i for i, name in enumerate(parameter_names)}
         canonical = {id(p): index[name] for name, p in template.named_parameters()}
-        self._parameter_slots = [(*self._slot(name, "_parameters"), canonical[id(p)])
+        self._parameter_slots = [(*tensor_slot(template, name, "parameter"), canonical[id(p)])
                                  for name, p in template.named_parameters(remove_duplicate=False)]
-        self._state_slots = [(*self._slot(name, "_buffers"), i) for i, name in enumerate(state_names)]
-        self._shared_slots = [(*self._slot(name, "_buffers"), i) for i, name in enumerate(shared_names)]
+        self._state_slots = [(*tensor_slot(template, name, "buffer"), i) for i, name in enumerate(state_names)]
+        self._shared_slots = [(*tensor_slot(template, name, "buffer"), i) for i, name in enumerate(shared_names)]
         self._placeholders = [[table[leaf] for table, leaf, _ in slots]
                               for slots in (self._parameter_slots, self._state_slots, self._shared_slots)]
-
-    def _slot(self, name: str, kind: str) -> tuple[dict, str]:
-        """``(owner's parameter or buffer table, leaf name)`` of a dotted tensor name.
-
-        The tables are torch's own ``Module._parameters`` / ``_buffers`` dicts: writing
-        into them is what ``functional_call`` does too, without its per-call overhead.
-        """
-        owner_name, _, leaf = name.rpartition(".")
-        owner = self.template.get_submodule(owner_name) if owner_name else self.template
-        return (owner._parameters if kind == "_parameters" else owner._buffers), leaf
 
     def __call__(self, x: Tensor, values: tuple[Tensor, ...], state: tuple[Tensor, ...] | None,
                  shared: list[Tensor], context: tuple = (), component: tuple[str, int] | None = None) -> Tensor:

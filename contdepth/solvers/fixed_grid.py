@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 
-from .scheme import Rate, Scheme, StageSchedule, Tensor
+from .scheme import Rate, Scheme, StageSchedule, StageTime, Tensor
 from .solution import IntegrationStats, Solution
+from .term import Term, as_term
 
 
 def solve_fixed_grid(
@@ -42,13 +43,9 @@ def solve_fixed_grid(
     if save_at is not None and not all(isinstance(i, int) and 0 <= i <= len(steps) for i in save_at):
         raise ValueError(f"save_at: grid indices must lie in 0..{len(steps)} (0 is t0, n the end of step n), "
                          f"got {sorted(save_at, key=str)}")
-    calls = [0]
+    counted = None
     if not scheme.fixed_evaluations:  # an iteration: count what it really evaluates
-        inner = rate
-
-        def rate(stage, x):
-            calls[0] += 1
-            return inner(stage, x)
+        rate = counted = CountedTerm(as_term(rate))
 
     carry = scheme.init(x0, len(steps))
     saved = [x0] if save_at is not None and 0 in save_at else []
@@ -61,12 +58,32 @@ def solve_fixed_grid(
             carry = scheme.step(rate, carry, n, stages, sizes[n])
         if save_at is not None and n + 1 in save_at:
             saved.append(carry[0])
-    evaluations = sum(map(len, steps)) if scheme.fixed_evaluations else calls[0]
+    evaluations = sum(map(len, steps)) if counted is None else counted.calls
     stats = IntegrationStats(len(steps), evaluations, 0, schedule.step_ends)
     if save_at is None:
         return Solution(carry[0], stats)
     ts = tuple(float(schedule.grid[i]) for i in sorted(save_at))
     return Solution(carry[0], stats, ts, torch.stack(saved))
+
+
+class CountedTerm(Term):
+    """``term`` with a count of its evaluations (whole, halves and applications): for a step whose count depends on the data."""
+
+    def __init__(self, term: Term) -> None:
+        self.term, self.calls = term, 0
+        self.part_count, self.part_dim, self.application_count = term.part_count, term.part_dim, term.application_count
+
+    def __call__(self, stage: StageTime, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.term(stage, x)
+
+    def part(self, stage: StageTime, other_half: Tensor, i: int) -> Tensor:
+        self.calls += 1
+        return self.term.part(stage, other_half, i)
+
+    def application(self, stage: StageTime, x: Tensor, j: int) -> Tensor:
+        self.calls += 1
+        return self.term.application(stage, x, j)
 
 
 def reconstruct_fixed_grid(scheme: Scheme, rate: Rate, end: Tensor | tuple[Tensor, ...],

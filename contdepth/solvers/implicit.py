@@ -15,6 +15,7 @@ import torch
 
 from ..common.validate import check_int, check_number
 from .scheme import Carry, Rate, Scheme, StageTime
+from .term import Term
 
 _START = (Fraction(0),)
 _END = (Fraction(1),)
@@ -34,7 +35,7 @@ class NeumannSeries(Scheme):
     scheme integrates a different equation (``dx/dt = f + (terms - 1) f(t, 0) + ...``), as
     PolyNet's units do: it is the architecture's reading, not a convergent integrator in general.
 
-    A rate that offers ``rate.application(stage, x, j)`` (a block with a repeated template,
+    A rate that offers applications (a [`Term`][contdepth.solvers.Term] with ``application_count``; a block with a repeated template,
     `contdepth.nn.repeated`) is asked for application ``j`` at the ``j``-th term: PolyNet
     keeps one normalisation per application, since ``F(x)`` is distributed unlike ``x``.
     """
@@ -44,7 +45,7 @@ class NeumannSeries(Scheme):
 
     def __init__(self, terms: int = 2, name: str | None = None) -> None:
         self.terms = check_int(terms, "terms", low=1, high=64)
-        self.composes = self.terms >= 2
+        self.term_needs = frozenset({"application"}) if self.terms >= 2 else frozenset()
         self.name = name or ("polynet" if terms == 2 else f"neumann{terms}")
         self.reference = "Zhang et al. (2017), PolyNet; Lu et al. (2018), Table 1"
 
@@ -55,9 +56,9 @@ class NeumannSeries(Scheme):
         x = carry[0]
         term = x
         out = x
-        application = getattr(rate, "application", None)
+        applications = isinstance(rate, Term) and rate.application_count > 0
         for j, stage in enumerate(stages):  # F^j(x) = h f_j(t_n, F^{j-1}(x))
-            term = (rate(stage, term) if application is None else application(stage, term, j)) * h
+            term = (rate.application(stage, term, j) if applications else rate(stage, term)) * h
             out = out + term
         return (out,)
 

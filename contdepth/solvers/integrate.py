@@ -16,13 +16,12 @@ from ..common.errors import OptionError
 from ..common.validate import check_int, check_number
 from .adaptive import StepController, solve_adaptive
 from .fixed_grid import solve_fixed_grid
-from .gradients import (
-    RECONSTRUCTION_TOLERANCE, check_gradient, check_reversible, module_parameters, solve_adjoint,
-    solve_adjoint_adaptive, solve_reversible,
-)
+from .gradient_modes import Checkpoint, gradient_mode
+from .gradients import RECONSTRUCTION_TOLERANCE, module_parameters, solve_adjoint_adaptive
 from .registry import get_scheme, get_tableau
 from .scheme import Rate, Scheme, StageTime, Tensor, as_fraction, snap_to_grid
 from .solution import IntegrationStats, Solution
+from .term import FunctionTerm
 from .tableau import ButcherTableau
 
 Field = Callable[[float, Tensor], Tensor]
@@ -153,21 +152,16 @@ def integrate(
     if t_eval is not None and return_path:
         raise OptionError("t_eval", "give t_eval or return_path, not both (return_path saves every step)")
     rate = _field_rate(f)
-    gradient = check_gradient(gradient, checkpoint)
-    if gradient in ("reversible", "adjoint"):
+    mode = gradient_mode(gradient, checkpoint, tolerance=reconstruction_tolerance)
+    if mode.reevaluates:  # reversible, adjoint: the final state only
         if t_eval is not None or return_path:
             raise OptionError("t_eval", f"saved states (t_eval, return_path) need gradient='backprop' or "
-                                        f"'checkpoint'; gradient={gradient!r} differentiates the final state only")
-        tensors = module_parameters(f, params)
+                                        f"'checkpoint'; gradient={mode.name!r} differentiates the final state only")
+        mode.check(resolved)
         schedule = resolved.schedule(n_steps, t0, t1)
-        if gradient == "reversible":
-            check_reversible(resolved)
-            tolerance = check_number(reconstruction_tolerance, "reconstruction_tolerance", low=0.0)
-            state = solve_reversible(resolved, rate, x0, schedule, tensors, tolerance=tolerance)
-        else:
-            state = solve_adjoint(resolved, rate, x0, schedule, tensors)
+        state = mode.solve(resolved, FunctionTerm(rate, module_parameters(f, params)), x0, schedule)
         return Solution(state, IntegrationStats(n_steps, resolved.evaluations(n_steps), 0, schedule.step_ends))
-    checkpoint = gradient == "checkpoint"
+    checkpoint = isinstance(mode, Checkpoint)
     if t_eval is None:
         schedule = resolved.schedule(n_steps, t0, t1)
         save_at = frozenset(range(n_steps + 1)) if return_path else None

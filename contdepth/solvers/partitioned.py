@@ -17,12 +17,12 @@ lets RevNet recompute activations instead of storing them ([`RevNetCoupling.step
 
 The rate contract: ``rate(stage, z)`` on the whole state returns the whole rate
 ``[f_X, f_Y]`` (so every other scheme integrates the same coupled equation). A rate may
-also offer ``rate.part(stage, half, i)``, the rate of half ``i`` (0: ``X``, 1: ``Y``) from
-the *other* half alone; the scheme then evaluates only what the step uses, which halves
-the cost. A [`ContinuousBlock`][contdepth.nn.ContinuousBlock] whose template is a
-[`Coupling`][contdepth.nn.Coupling] offers it (``rate.part.dim`` is the dimension its template
-splits); `integrate` wraps a plain ``f(t, z)`` and so always uses
-the whole rate.
+offer halves (a [`Term`][contdepth.solvers.Term] with ``part_count == 2``): ``rate.part(stage, half, i)``
+is the rate of half ``i`` (0: ``X``, 1: ``Y``) from the *other* half alone; the scheme then
+evaluates only what the step uses, which halves the cost. A
+[`ContinuousBlock`][contdepth.nn.ContinuousBlock] whose template is a [`Coupling`][contdepth.nn.Coupling] offers
+them (``rate.part_dim`` is the dimension its template splits); `integrate` wraps a plain
+``f(t, z)`` and so always uses the whole rate.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ from fractions import Fraction
 import torch
 
 from .scheme import Carry, Rate, Scheme, StageTime, Tensor
+from .term import Term
+
+
+def offers_halves(rate: Rate) -> bool:
+    """Whether ``rate`` evaluates each half's rate from the other half alone (a `Term` with two parts)."""
+    return isinstance(rate, Term) and rate.part_count == 2
 
 _OFFSETS = (Fraction(0), Fraction(0))
 
@@ -59,7 +65,7 @@ class RevNetCoupling(Scheme):
     order = 1
     splittable = True
     reversible = True
-    partitioned = True
+    term_needs = frozenset({"part"})
 
     def __init__(self, dim: int | None = None, name: str = "revnet") -> None:
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
@@ -72,13 +78,13 @@ class RevNetCoupling(Scheme):
         return (_OFFSETS,) * n_steps
 
     def split_dim(self, z: Tensor, rate: Rate | None = None) -> int:
-        """The dimension of ``z`` split in halves: the scheme's ``dim``, else the one ``rate.part`` splits, else the default.
+        """The dimension of ``z`` split in halves: the scheme's ``dim``, else the one the rate's halves split, else the default.
 
         A rate whose ``part`` names its ``dim`` (a block with a [`Coupling`][contdepth.nn.Coupling]
         template) fixes the split; a scheme given another ``dim`` is refused rather than
         integrating halves the template does not have.
         """
-        own = getattr(getattr(rate, "part", None), "dim", None)
+        own = rate.part_dim if isinstance(rate, Term) else None
         if self.dim is not None and own is not None and own != self.dim:
             raise ValueError(f"dim: the scheme splits dimension {self.dim} but the rate's template splits dimension "
                              f"{own}; give both the same dimension")
@@ -90,9 +96,8 @@ class RevNetCoupling(Scheme):
 
     def _half_rate(self, rate: Rate, stage: StageTime, x: Tensor, y: Tensor, i: int, dim: int) -> Tensor:
         """The rate of half ``i`` at ``[x, y]``: from ``rate.part`` if offered, else half of the whole rate."""
-        part = getattr(rate, "part", None)
-        if part is not None:
-            return part(stage, y if i == 0 else x, i)
+        if offers_halves(rate):
+            return rate.part(stage, y if i == 0 else x, i)
         return rate(stage, torch.cat((x, y), dim=dim)).chunk(2, dim=dim)[i]
 
     def step(self, rate: Rate, carry: Carry, n: int, stages: tuple[StageTime, ...], h: float) -> Carry:
@@ -126,7 +131,7 @@ class RevNetCoupling(Scheme):
         """
         from .reversible import add_grads, rebuild_then_recompute, vjp
 
-        if getattr(rate, "part", None) is None:  # the whole rate: each half's rate may read both halves
+        if not offers_halves(rate):  # the whole rate: each half's rate may read both halves
             return rebuild_then_recompute(self, rate, carry, adjoint, n, stages, h, params)
         dim = self.split_dim(carry[0], rate)
         x1, y1 = split_halves(carry[0], dim)

@@ -1,6 +1,12 @@
-"""Schemes by name: the built-ins and whatever users register."""
+"""Schemes by name: the built-ins and whatever users register.
+
+The table is `SCHEMES`, a `contdepth.common.registry.Registry` (the shape every registry of
+contdepth has: plain names, ``overwrite=True`` to replace one, one-line errors with the choices).
+"""
 
 from __future__ import annotations
+
+from ..common.registry import Registry
 
 from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
@@ -12,7 +18,8 @@ from .scheme import Scheme
 from .tableau import ButcherTableau
 from .tableaux import BUILTIN_TABLEAUX, HEUN, KUTTA3, RK4
 
-_SCHEMES: dict[str, Scheme] = {}
+#: Every scheme by name (a `Registry`); the built-ins are registered below, on import.
+SCHEMES: Registry[Scheme] = Registry("scheme")
 
 
 def register_scheme(scheme: Scheme | ButcherTableau, name: str | None = None, *, overwrite: bool = False) -> Scheme:
@@ -25,18 +32,12 @@ def register_scheme(scheme: Scheme | ButcherTableau, name: str | None = None, *,
         scheme = RungeKutta(scheme)
     if not isinstance(scheme, Scheme):
         raise TypeError(f"scheme: expected a Scheme or ButcherTableau, got {type(scheme).__name__}")
-    name = scheme.name if name is None else name
-    if not isinstance(name, str) or not name:
-        raise ValueError("name: a scheme needs a non-empty name")
-    if name in _SCHEMES and not overwrite:
-        raise ValueError(f"name: a scheme called {name!r} is already registered; pass overwrite=True to replace it")
-    _SCHEMES[name] = scheme
-    return scheme
+    return SCHEMES.register(scheme.name if name is None else name, scheme, overwrite=overwrite)
 
 
 def available_schemes() -> list[str]:
     """Names accepted wherever a ``scheme`` argument is taken."""
-    return sorted(_SCHEMES)
+    return SCHEMES.names()
 
 
 def get_scheme(scheme: str | Scheme | ButcherTableau) -> Scheme:
@@ -46,10 +47,7 @@ def get_scheme(scheme: str | Scheme | ButcherTableau) -> Scheme:
     if isinstance(scheme, ButcherTableau):
         return RungeKutta(scheme)
     if isinstance(scheme, str):
-        found = _SCHEMES.get(scheme)
-        if found is None:
-            raise ValueError(f"scheme: unknown scheme {scheme!r}; choose one of: {', '.join(available_schemes())}")
-        return found
+        return SCHEMES.get(scheme)
     raise TypeError(f"scheme: expected a name, Scheme or ButcherTableau, got {type(scheme).__name__}")
 
 

@@ -198,18 +198,29 @@ class Scheme(ABC):
     #: Whether a step evaluates the rate exactly at its stages (``False``: an iteration whose
     #: count depends on the data, such as an implicit step; the driver then counts the calls).
     fixed_evaluations: bool = True
-    #: Whether a step treats parts of the state differently (RevNet's halves): such a scheme
-    #: cannot integrate an augmented state such as the adjoint's.
-    partitioned: bool = False
+    #: What a step asks of a rate beyond ``f(t, x)`` when the rate offers it (a
+    #: [`Term`][contdepth.solvers.Term]): ``"part"``, each half's rate from the other half (RevNet's
+    #: coupling; such a step treats the halves differently, so it cannot integrate an augmented
+    #: state such as the adjoint's), or ``"application"``, the rate applied to its own output with
+    #: per-application state (PolyNet's ``F(F(x))``).
+    term_needs: frozenset[str] = frozenset()
     #: How many tensors a reversible scheme's carry holds after a step (the state and its
     #: auxiliaries): what ``step_back`` starts from.
     carry_size: int = 1
     #: Whether the scheme offers ``step_back`` (the carry before a step from the carry after it).
     reversible: bool = False
-    #: Whether a step applies the rate to its own output (PolyNet's ``F(F(x))``): those
-    #: evaluations see inputs that are not states, so a rate with normalisation state must
-    #: keep it per application (:mod:`contdepth.nn.repeated`; ``rate.application``).
-    composes: bool = False
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether a step treats halves of the state differently (``"part"`` in `term_needs`)."""
+        return "part" in self.term_needs
+
+    @property
+    def composes(self) -> bool:
+        """Whether a step applies the rate to its own output (``"application"`` in `term_needs`): those
+        evaluations see inputs that are not states, so a rate with normalisation state must keep it
+        per application (`contdepth.nn.repeated`)."""
+        return "application" in self.term_needs
 
     def init(self, x0: Tensor, n_steps: int) -> Carry:
         """The carry before the first step: ``(x0,)`` plus whatever history the scheme keeps."""

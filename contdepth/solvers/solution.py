@@ -9,6 +9,29 @@ import torch
 Tensor = torch.Tensor
 
 
+@dataclass
+class ReconstructionLog:
+    """A reversible backward pass's relative reconstruction errors: the last, and the worst since it was taken.
+
+    Owned by whoever runs the mode (a block keeps one): the error is known only in the
+    backward pass, long after ``solve`` returned.
+    """
+
+    last: float | None = None
+    worst: float | None = None
+
+    def record(self, error: float) -> None:
+        self.last = error
+        self.worst = error if self.worst is None or not error <= self.worst else self.worst  # NaN stays
+
+    def take_worst(self, reset: bool = True) -> float | None:
+        """The largest error since the last call with ``reset`` (``None``: no reversible backward pass)."""
+        worst = self.worst
+        if reset:
+            self.worst = None
+        return worst
+
+
 @dataclass(frozen=True)
 class IntegrationStats:
     """What an integration cost.
@@ -18,12 +41,16 @@ class IntegrationStats:
         n_evaluations: calls of the rate function.
         n_rejected: rejected steps (always 0 on a fixed grid).
         step_ends: the time at the end of each accepted step.
+        reconstruction: a reversible pass's [`ReconstructionLog`][contdepth.solvers.ReconstructionLog]: the
+            relative error of the rebuilt input, filled in when the backward pass has run
+            (``None`` for other gradient modes).
     """
 
     n_steps: int
     n_evaluations: int
     n_rejected: int = 0
     step_ends: tuple[float, ...] = ()
+    reconstruction: ReconstructionLog | None = None
 
 
 @dataclass(frozen=True, eq=False)

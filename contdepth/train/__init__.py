@@ -28,6 +28,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(("AdaptiveResult", "evaluate", "evaluate_adaptive", "format_adaptive_table",
                      "format_manifestation_table", "manifestation_table"), ".evaluate"),
     "ImageClassification": ".images",
+    **dict.fromkeys(("Metric", "available_metrics", "register_metric"), ".metrics"),
     **dict.fromkeys(("EarlyStopping", "NodeClassification", "NodeRunResult", "node_metrics"), ".node"),
     **dict.fromkeys(("LRSchedule", "build_optimizer", "map_optimizer_state", "named_parameter_groups",
                      "refine_with_optimizer"), ".optim"),
@@ -42,7 +43,7 @@ __all__ = [
     "map_optimizer_state", "model_options_for", "named_parameter_groups", "preflight", "read_checkpoint", "read_description",
     "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
     "ImageClassification", "NodeClassification", "Task", "task_for",
-    "FlopCounter", "Probe", "count_step_flops", "per_example_flops",
+    "FlopCounter", "Probe", "count_step_flops", "per_example_flops", "Metric", "available_metrics", "register_metric",
 ]
 
 

@@ -11,8 +11,10 @@ and the *keys* of its state with their tensor counts and sizes, never values.
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
-from typing import Any, Mapping
+from typing import Any
+
+from ..common.validate import shorten
+from .typed_json import encode
 
 #: Longest text shown for the model's options (a value read from a file may be any size).
 OPTIONS_CHARS = 120
@@ -20,14 +22,10 @@ OPTIONS_CHARS = 120
 LAYOUT_BLOCKS = 4
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _options(options: object) -> str:
     if not isinstance(options, dict) or not options:
         return "no options"
-    return _short(", ".join(f"{k}={v!r}" for k, v in options.items()), OPTIONS_CHARS)
+    return shorten(", ".join(f"{k}={v!r}" for k, v in options.items()), OPTIONS_CHARS)
 
 
 def _layout(layout: object) -> str:
@@ -44,42 +42,47 @@ def _layout(layout: object) -> str:
     return "[" + "; ".join(entries) + (f"; ... {more} more" if more > 0 else "") + "]"
 
 
-def _optimizer(optimizer: object, tensors: object) -> str:
-    if not isinstance(optimizer, dict):
+def _optimizer(optimizer: Any, tensors: object) -> str:
+    """An `OptimizerDescription` (or ``None``) in a few words: class, groups, state keys with counts and sizes."""
+    if optimizer is None:
         return "None"
-    groups = optimizer.get("param_groups")
-    groups = groups if isinstance(groups, list) else []
-    n_params = sum(len(g.get("params", ())) for g in groups if isinstance(g, dict))
+    groups = optimizer.param_groups
+    n_params = sum(len(g.get("params", ())) for g in groups)
     counts: Counter[str] = Counter()
     values: Counter[str] = Counter()
     for name, tensor in (tensors.items() if isinstance(tensors, dict) else ()):
         key = str(name).rpartition(".")[2]
         counts[key] += 1
         values[key] += int(getattr(tensor, "numel", lambda: 0)())
-    state = optimizer.get("state")
-    for entry in (state.values() if isinstance(state, dict) else ()):
-        for key in (entry.get("values", {}) if isinstance(entry, dict) else {}):
+    for entry in optimizer.state.values():
+        for key in entry.values:
             counts[key] += 1  # a number kept per parameter (a step count)
     keys = ", ".join(f"{key} x{counts[key]}" + (f" ({values[key]:,} values)" if values[key] else "")
                      for key in sorted(counts)) or "empty"
     plural = "s" if len(groups) != 1 else ""
-    return f"{optimizer.get('class')} ({len(groups)} param group{plural}, {n_params} parameters; state: {keys})"
+    return f"{optimizer.class_name} ({len(groups)} param group{plural}, {n_params} parameters; state: {keys})"
 
 
-def summarize(fields: Mapping[str, Any]) -> str:
-    """``CheckpointInfo(...)`` on one line from its ``fields`` (``vars(info)``), every one summarised.
+def _states(info: Any) -> str:
+    """The LR schedule, loss scale and early-stopping states that the checkpoint holds, each cut short."""
+    parts = []
+    for name in ("lr_schedule", "grad_scaler", "early_stopping"):
+        state = getattr(info, name)
+        if state is not None:
+            text = ", ".join(f"{k}={v!r}" for k, v in encode(state).items())
+            parts.append(f"{name}={shorten(text, 60) or '{}'}")
+    return ", ".join(parts) or "lr_schedule=None"
 
-    It takes the fields rather than the object so that this module needs nothing of
+
+def summarize(info: Any) -> str:
+    """``CheckpointInfo(...)`` on one line, every field summarised.
+
+    It reads the info's attributes only, so that this module needs nothing of
     ``checkpoint.py``, which calls it (see the module's docstring).
     """
-    info = SimpleNamespace(**fields)
     model = f"{info.model_name!r}" + (f" ({info.model_class})" if info.model_class else "")
-    history = info.history if isinstance(info.history, list) else []
     config = f"{len(info.config)} keys" if isinstance(info.config, dict) else "None"
-    scheduler = "None" if info.scheduler is None else type(info.scheduler).__name__
-    if isinstance(info.scheduler, dict):
-        scheduler = _short(", ".join(f"{k}={v!r}" for k, v in info.scheduler.items()), 60) or "{}"
     return (f"CheckpointInfo(path='{info.path}', model={model} [{_options(info.model_options)}], "
-            f"epoch={info.epoch}, layout={_layout(info.layout)}, history={len(history)} entries, "
-            f"optimizer={_optimizer(info.optimizer, info.optimizer_tensors)}, scheduler={scheduler}, "
+            f"epoch={info.epoch}, layout={_layout(info.layout)}, history={len(info.history)} entries, "
+            f"optimizer={_optimizer(info.optimizer, info.optimizer_tensors)}, {_states(info)}, "
             f"config={config}, version={info.version!r}, format_version={info.format_version})")

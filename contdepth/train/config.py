@@ -16,30 +16,34 @@ learning rate by ``gamma`` from the start of epoch 8 on (PyTorch's ``MultiStepLR
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
-import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..common.errors import OptionError
-from ..common.validate import check_bool, check_choice, check_int, check_plain_value
+from ..common.json_values import to_json_value
+from ..common.options import option  # noqa: F401  (the field helper of TrainConfig, and of every command's options)
 from ..common.yaml_input import dump_yaml, load_yaml_file
-# The registries (data, models, solvers) import torch: the functions that validate import them,
-# so that reading the fields (``contdepth train --help``) does not load torch.
+# What a valid config is (and the checks other commands share) lives in config_checks; the names
+# stay importable from here, where they always were.
+from .config_checks import (  # noqa: F401
+    CUSTOM_MODEL,
+    DECAY_SCOPES,
+    MAX_REFINE_LR_SCALE,
+    OPTIMIZERS,
+    PRECISIONS,
+    REFINE_OPTIMIZER,
+    SCHEDULES,
+    check_device,
+    check_model_data,
+    check_output_path,
+    nearest_existing,
+    validate_config,
+)
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine")
-# Arithmetic of the training steps: fp32, or mixed precision (autocast) to bfloat16 or float16;
-# float16 needs a GradScaler (its range is too small for small gradients), bfloat16 does not.
-PRECISIONS = ("fp32", "bf16", "fp16")
-DECAY_SCOPES = ("all", "model")
-# What refinement does with the optimizer state: map it with the refinement's own matrix, or
-# start the optimizer afresh (the reference code builds a new SGD after every refinement).
-REFINE_OPTIMIZER = ("map", "reset")
-# A learning-rate factor per refinement is bounded: past 16x (or below 1/16) a run diverges or stops learning.
-MAX_REFINE_LR_SCALE = 16.0
+# Evaluation batch of every command that evaluates (train's per-epoch evaluation, eval, analyze,
+# compress, an experiment's steps): it changes only speed and memory, so one value, chosen once.
+EVAL_BATCH_SIZE = 500
 # Options a resumed run may change; every other option must match the run being resumed.
 RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
                      "eval_batch_size", "tensorboard")
@@ -49,127 +53,6 @@ RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite",
 # contdepth.common.OptionError (kept under this name: it is how the training API has always
 # spelled it), so every layer's validators raise what the command line answers with exit 2.
 ConfigError = OptionError
-
-
-# --- validators shared by TrainConfig and the other commands' options ----------------------------------
-def check_count(value: object, name: str) -> int:
-    """A step or basis count: an integer in ``1..block_size_limit(name)`` (far above any useful value).
-
-    Without the upper bound a typo such as ``--n-steps 1000000000`` builds a billion-stage
-    schedule and hangs before anything is printed. The bounds are `contdepth.nn.MAX_N_STEPS`
-    for step counts and `contdepth.nn.MAX_N_BASIS` for basis sizes, which checkpoints obey too.
-    """
-
-    from ..models.layers import block_size_limit
-
-    check_int(value, name, low=1)
-    limit = block_size_limit(name)
-    if value > limit:
-        raise ConfigError(f"{name}: must be at most {limit:,} per block (far above any useful value), "
-                          f"got {value:,}")
-    return value
-
-
-def check_device(device: object, name: str = "device", *, available: bool = True) -> str:
-    """``cpu``, ``cuda`` or ``cuda:N``; with ``available`` also present on this machine.
-
-    One validator for every command, called before anything is loaded, so that a device
-    torch cannot use is an option error and not an ``AssertionError`` from deep inside.
-    """
-    # isascii: str.isdigit() also passes "²" and other digits int() cannot read (a ValueError traceback later)
-    ok = isinstance(device, str) and (device in ("cpu", "cuda") or (device.startswith("cuda:")
-                                                                   and device[5:].isascii() and device[5:].isdigit()))
-    if not ok:
-        raise ConfigError(f"{name}: must be cpu, cuda or cuda:N; got {device!r}")
-    if available and device != "cpu":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{name}: {device} requested but CUDA is not available here (torch "
-                              f"{torch.__version__}); use cpu")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"{name}: {device} requested but this machine has {torch.cuda.device_count()} CUDA "
-                              f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
-    return device  # type: ignore[return-value]
-
-
-def nearest_existing(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists: a file there means nothing below it can be created."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> Path:
-    """Refuse an output path that cannot be created, before any work.
-
-    ``path`` is a folder to create (``folder=True``) or a file to write; it must not exist as
-    the other kind, and its nearest existing ancestor must be a writable folder (a regular
-    file there would otherwise surface as ``NotADirectoryError`` after the data loaded).
-    """
-    path = Path(path).expanduser()
-    if path.exists():
-        if folder and not path.is_dir():
-            raise ConfigError(f"{name}: {path} exists and is not a folder")
-        if not folder and path.is_dir():
-            raise ConfigError(f"{name}: {path} is a folder; give the path of a file to write")
-    ancestor = path if folder and path.is_dir() else nearest_existing(path.absolute().parent)
-    if not ancestor.is_dir():
-        raise ConfigError(f"{name}: {path} cannot be created: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name}: {path} cannot be created: the folder {ancestor} is not writable")
-    return path
-
-
-#: The model name of a run whose model is the user's own module (``train(config, model=MyNet())``):
-#: contdepth cannot rebuild it by name, so loading such a run needs an instance (``load_checkpoint(run, model=...)``).
-CUSTOM_MODEL = "custom"
-
-
-def check_model_data(model: str, data: str) -> None:
-    """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
-    if model == CUSTOM_MODEL:  # the user's module: the dataset decides the task
-        return
-    from ..data import available_datasets, is_graph_dataset
-    from ..models import available_models, is_graph_model
-
-    graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
-    if graph_model == graph_data:
-        return
-    graphs = [d for d in available_datasets() if is_graph_dataset(d)]
-    images = [d for d in available_datasets() if not is_graph_dataset(d)]
-    if graph_model:
-        raise ConfigError(f"model: {model} is a graph model (node classification); data {data!r} is an image dataset. "
-                          f"Graph datasets: {', '.join(graphs)}")
-    graph_models = [m for m in available_models() if is_graph_model(m)]
-    raise ConfigError(f"model: {model} is an image model; data {data!r} is a graph dataset (node classification), "
-                      f"for the graph models {', '.join(graph_models)}. Image datasets: {', '.join(images)}")
-
-
-def option(default: Any = MISSING, *, help: str, group: str, default_factory: Any = MISSING,
-           metavar: str | tuple[str, ...] | None = None, flag: bool = True, items: tuple[type, Any] | None = None,
-           choices: tuple[str, ...] | None = None, listing: Callable[[], str] | None = None) -> Any:
-    """A [`TrainConfig`][contdepth.train.TrainConfig] field with its help: the one source of ``contdepth train --help``.
-
-    Args:
-        help: what the option means (one or two sentences; the default is added by the CLI).
-        group: the ``--help`` section (``model and data``, ``optimisation``, ``continuous
-            depth``, ``graph data``, ``run``).
-        metavar: the value's name in ``--help``.
-        flag: ``False`` for options the command line spells differently (``model_options``
-            is given as ``--model-option KEY=VALUE`` and the model flags).
-        items: for a tuple option, ``(item type, nargs)`` on the command line.
-        choices: the values ``--help`` lists and the parser accepts.
-        listing: names the allowed values from their registry, appended to ``help`` when it is
-            read (`TrainConfig.help_text`), so that models registered later (plugins,
-            ``--import``) are listed too; it must not import torch (``contdepth train --help``).
-    """
-    metadata = {"help": help, "group": group, "metavar": metavar, "flag": flag, "items": items, "choices": choices,
-                "listing": listing}
-    if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 def _model_listing() -> str:
@@ -222,7 +105,7 @@ class TrainConfig:
     epochs: int = option(10, group="optimisation", metavar="N", help="training epochs, numbered from 1")
     batch_size: int = option(128, group="optimisation", metavar="N",
                              help="training batch (the global batch under torchrun; unused by graph runs)")
-    eval_batch_size: int = option(500, group="optimisation", metavar="N",
+    eval_batch_size: int = option(EVAL_BATCH_SIZE, group="optimisation", metavar="N",
                                   help="batch of the evaluations (changes only speed)")
     optimizer: str = option("sgd", group="optimisation",
                             help="sgd (momentum, nesterov; coupled L2 weight decay), adam (betas, eps; coupled), "
@@ -324,7 +207,7 @@ class TrainConfig:
         raise ConfigError(f"{name}: not an option; allowed: {', '.join(cls.option_names())}")
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate_config(self)
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -378,16 +261,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON/YAML-ready: tuples become lists."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, dict):
-                value = _plain(value)
-            out[f.name] = value
-        return out
+        """JSON/YAML-ready: tuples become lists (`contdepth.common.to_json_value`, the one normaliser)."""
+        return {f.name: to_json_value(getattr(self, f.name), f.name, strict=False) for f in fields(self)}
 
     def to_yaml(self) -> str:
         """The config as YAML that `read_yaml` reads back as it is (`contdepth.common.dump_yaml`)."""
@@ -408,224 +283,3 @@ def read_yaml(path: str | Path, what: str = "a training config") -> dict[str, An
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: must hold a mapping of names to values ({what}), got {type(values).__name__}")
     return values
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-# --- validation -------------------------------------------------------------------------
-def _set(config: TrainConfig, name: str, value: Any) -> None:
-    object.__setattr__(config, name, value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# The option checks of a TrainConfig: the common validator family (contdepth.common.validate)
-# applied to a field by name.
-def _int(config: TrainConfig, name: str, minimum: int | None = None, optional: bool = False) -> None:
-    check_int(getattr(config, name), name, low=minimum, allow_none=optional)
-
-
-def _seed(config: TrainConfig, name: str) -> None:
-    """A seed in ``0..2**63 - 1``: what ``torch.manual_seed`` accepts (2**64 and up overflow inside it)."""
-    value = getattr(config, name)
-    if not _is_int(value) or not 0 <= value < 2**63:
-        raise OptionError(name, f"must be an integer in 0..2**63-1, got {value!r}")
-
-
-def _float(config: TrainConfig, name: str, low: float | None = None, high: float | None = None, *,
-           low_open: bool = False, high_open: bool = False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-    ok = True
-    if low is not None:
-        ok &= value > low if low_open else value >= low
-    if high is not None:
-        ok &= value < high if high_open else value <= high
-    if not ok and high is None:
-        raise ConfigError(f"{name}: must be {'>' if low_open else '>='} {low:g}, got {value!r}")
-    if not ok:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {high:g}{right}"
-        raise ConfigError(f"{name}: must lie in {interval}, got {value!r}")
-    _set(config, name, float(value))
-
-
-# The largest float32: the optimizers multiply the (float32) parameters and gradients by lr, eps and
-# weight_decay as scalars of the parameters' type, and torch refuses a scalar past it mid-step
-# ("value cannot be converted to type float without overflow").
-FLOAT32_MAX = 3.4028234663852886e38
-
-
-def _float32(config: TrainConfig, name: str) -> None:
-    """An optimizer hyperparameter the parameters' float32 arithmetic can hold (checked after `_float`)."""
-    value = getattr(config, name)
-    if value > FLOAT32_MAX:
-        raise ConfigError(f"{name}: must be at most {FLOAT32_MAX:.4g}, the largest float32 (the type the optimizer "
-                          f"computes in), got {value!r}")
-
-
-def _bool(config: TrainConfig, name: str) -> None:
-    check_bool(getattr(config, name), name)
-
-
-def _choice(config: TrainConfig, name: str, allowed: tuple[str, ...] | list[str]) -> None:
-    check_choice(getattr(config, name), name, allowed)
-
-
-def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
-    value = getattr(config, name)
-    if value is None:
-        value = ()
-    if _is_int(value):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
-        raise ConfigError(f"{name}: must be a list of epoch numbers (integers), got {value!r}")
-    value = tuple(value)
-    if any(v < 1 for v in value):
-        raise ConfigError(f"{name}: epochs are numbered from 1, got {list(value)}")
-    late = [v for v in value if upper is not None and v > upper]
-    if late:
-        flag = "--" + name.replace("_", "-")
-        raise ConfigError(
-            f"{name}: every epoch must be in 1..epochs={upper}, got {list(value)} (epoch {late[0]} is after the last "
-            f"one); pass {flag} with no value to clear it ({name}: [] in YAML), or give epochs up to {upper}"
-        )
-    if list(value) != sorted(set(value)):
-        raise ConfigError(f"{name}: epochs must be strictly increasing (no repeats), got {list(value)}")
-    _set(config, name, value)
-
-
-def _validate(c: TrainConfig) -> None:
-    from ..data import available_datasets, is_graph_dataset
-    from ..models import available_models, model_options
-    from ..solvers import available_schemes
-
-    if not isinstance(c.model, str):
-        raise ConfigError(f"model: must be a model name; allowed: {', '.join(available_models())}")
-    if c.model != CUSTOM_MODEL:
-        _choice(c, "model", available_models())
-    if c.model_options is None:
-        _set(c, "model_options", {})
-    if not isinstance(c.model_options, Mapping):
-        raise ConfigError(f"model_options: must be a mapping of option names to values, got {c.model_options!r}")
-    check_plain_value(c.model_options, "model_options")  # stored as JSON; bounded before _plain walks it
-    _set(c, "model_options", _plain(dict(c.model_options)))
-    if c.model == CUSTOM_MODEL:
-        if c.model_options:
-            raise ConfigError(f"model_options: a {CUSTOM_MODEL!r} model is your own module, built by you; it takes no "
-                              f"model_options, got {sorted(c.model_options)}")
-        accepted = {}
-    else:
-        accepted = model_options(c.model)
-    unknown = sorted(set(c.model_options) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"model_options.{unknown[0]}: not an option of model {c.model!r}; allowed: {', '.join(sorted(accepted))}"
-        )
-    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in c.model_options
-               and k not in ("in_channels", "num_classes", "in_features", "num_nodes")]
-    if missing:
-        raise ConfigError(f"model_options.{missing[0]}: required by model {c.model!r}")
-
-    if not isinstance(c.data, str):
-        raise ConfigError(f"data: must be a dataset name; allowed: {', '.join(available_datasets())}")
-    canonical = c.data.strip().lower().replace("-", "_")
-    if canonical not in available_datasets():
-        raise ConfigError(f"data: must be one of {', '.join(available_datasets())}; got {c.data!r}")
-    if c.data_dir is not None:
-        if not isinstance(c.data_dir, (str, Path)):
-            raise ConfigError(f"data_dir: must be a folder path or null, got {c.data_dir!r}")
-        _set(c, "data_dir", str(c.data_dir))
-    if c.data_options is None:
-        _set(c, "data_options", {})
-    if not isinstance(c.data_options, Mapping):
-        raise ConfigError(f"data_options: must be a mapping of option names to values, got {c.data_options!r}")
-    check_plain_value(c.data_options, "data_options")
-    _set(c, "data_options", _plain(dict(c.data_options)))
-    _seed(c, "split_seed")
-    _int(c, "validation_size", 0)
-    _int(c, "train_size", 1, optional=True)
-
-    if (c.validation_size or c.train_size is not None) and is_graph_dataset(canonical):
-        name = "validation_size" if c.validation_size else "train_size"
-        raise ConfigError(f"{name}: {c.data!r} is a graph dataset with its own train/validation/test node split; "
-                          "leave it unset")
-
-    _int(c, "epochs", 1)
-    _int(c, "batch_size", 1)
-    _int(c, "eval_batch_size", 1)
-    _choice(c, "optimizer", OPTIMIZERS)
-    _float(c, "lr", 0.0, low_open=True)
-    _float32(c, "lr")
-    _float(c, "momentum", 0.0, 1.0, high_open=True)
-    _bool(c, "nesterov")
-    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
-        raise ConfigError("nesterov: needs optimizer sgd with momentum > 0")
-    betas = c.betas
-    if (not isinstance(betas, (list, tuple)) or len(betas) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"betas: must be two numbers in [0, 1), got {betas!r}")
-    _set(c, "betas", tuple(float(b) for b in betas))
-    _float(c, "eps", 0.0, low_open=True)
-    _float32(c, "eps")
-    _float(c, "weight_decay", 0.0)
-    _float32(c, "weight_decay")
-    _bool(c, "decay_norm_and_bias")
-    _choice(c, "decay_scope", DECAY_SCOPES)
-    if c.decay_scope == "model" and c.decay_norm_and_bias:
-        raise ConfigError("decay_norm_and_bias: has no effect with decay_scope 'model' (the model chooses what "
-                          "is decayed); leave it false")
-    _choice(c, "schedule", SCHEDULES)
-    _epoch_list(c, "milestones", c.epochs)
-    if c.milestones and c.schedule != "step":
-        raise ConfigError(f"milestones: only used by schedule step (schedule is {c.schedule!r})")
-    _float(c, "gamma", 0.0, 1.0, low_open=True)
-    _float(c, "warmup_epochs", 0.0)
-    if c.warmup_epochs > c.epochs:
-        raise ConfigError(f"warmup_epochs: must not exceed epochs={c.epochs}, got {c.warmup_epochs}; pass a shorter "
-                          "--warmup-epochs (0: no warm-up) or more --epochs")
-    _float(c, "min_lr", 0.0)
-    if c.min_lr >= c.lr:
-        raise ConfigError(f"min_lr: must be below lr={c.lr}, got {c.min_lr}")
-    _float(c, "label_smoothing", 0.0, 1.0, high_open=True)
-    _epoch_list(c, "refine_at", c.epochs)
-    _choice(c, "refine_optimizer", REFINE_OPTIMIZER)
-    _float(c, "refine_lr_scale", 1.0 / MAX_REFINE_LR_SCALE, MAX_REFINE_LR_SCALE)
-    if c.refine_lr_scale != 1.0 and not c.refine_at:
-        raise ConfigError(f"refine_lr_scale: {c.refine_lr_scale} has no effect without refine_at; leave it 1")
-    if c.refine_optimizer != "map" and not c.refine_at:
-        raise ConfigError(f"refine_optimizer: {c.refine_optimizer!r} has no effect without refine_at; leave it 'map'")
-    if c.eval_scheme is not None:
-        if not isinstance(c.eval_scheme, str) or c.eval_scheme not in available_schemes():
-            raise ConfigError(f"eval_scheme: must be one of {', '.join(available_schemes())} or null; got {c.eval_scheme!r}")
-    _int(c, "eval_n_steps", 1, optional=True)
-    if c.eval_n_steps is not None:
-        check_count(c.eval_n_steps, "eval_n_steps")
-    _int(c, "patience", 1, optional=True)
-
-    _seed(c, "seed")
-    if c.out is not None:
-        if not isinstance(c.out, (str, Path)) or not str(c.out):
-            raise ConfigError(f"out: must be a folder path or null, got {c.out!r}")
-        _set(c, "out", str(Path(c.out).expanduser()))  # one path for the checks and the writes (issue 26)
-    _int(c, "threads", 1, optional=True)
-    check_device(c.device, available=False)  # a saved config names its device; whether it exists here is preflight's
-    for name in ("quiet", "overwrite", "resume", "extend", "channels_last", "compile"):
-        _bool(c, name)
-    _choice(c, "precision", PRECISIONS)
-    if c.extend and not c.resume:
-        raise ConfigError("extend: only applies with resume (it lets a resumed run change its epochs)")
-    if c.overwrite and c.resume:
-        raise ConfigError("overwrite: cannot be combined with resume (one keeps the run, the other replaces it)")
-    if c.resume and c.out is None:
-        raise ConfigError("resume: needs out, the run directory to continue")

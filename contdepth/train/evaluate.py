@@ -11,13 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import adaptive_depth, continuous_blocks, manifest
+from .options import DEFAULT_SCHEMES, DEFAULT_STEPS  # noqa: F401  (the grid's one default, here since issue 5)
 
 if TYPE_CHECKING:
     from .distributed import DistributedContext
 
 SPLITS = ("train", "val", "test")  # a graph dataset's node splits
-DEFAULT_SCHEMES = ("euler", "midpoint", "rk4")
-DEFAULT_STEPS = (1, 2, 4, 8, 16)
 
 
 # --- node classification: one full-batch forward pass ------------------------------------------------------------------------------------

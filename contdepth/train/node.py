@@ -19,7 +19,7 @@ Run directory of a graph run (see `contdepth.train.rundir`):
 
 * ``checkpoint.json`` + tensors: the **best-validation** weights (what ``contdepth eval``
   and [`load_checkpoint`][contdepth.train.load_checkpoint] read), with the full history and, under
-  ``scheduler.early_stopping``, the selection state; no optimizer state;
+  ``early_stopping``, the selection state; no optimizer state;
 * ``last/checkpoint.json`` + tensors: the weights *and optimizer state* after the last
   saved epoch, which is what ``resume`` continues from (continuing from the best
   weights would not reproduce the uninterrupted run).
@@ -62,6 +62,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .checkpoint_description import EarlyStoppingState
 from .config import CUSTOM_MODEL, ConfigError
 from .cost import Probe
 from .evaluate import SPLITS, node_metrics, split_mask
@@ -114,15 +115,12 @@ class EarlyStopping:
                 "best_val_loss": self.best_val_loss, "bad_epochs": self.bad_epochs, "stopped": self.stopped}
 
     @classmethod
-    def from_state(cls, state: object, patience: int | None, where: Path) -> "EarlyStopping":
-        if not isinstance(state, dict):
+    def from_state(cls, state: EarlyStoppingState | None, patience: int | None, where: Path) -> "EarlyStopping":
+        """The stopper of a resumed run: ``state`` as read (and checked) from its checkpoint, today's ``patience``."""
+        if state is None:
             raise CheckpointError(f"{where}: holds no early-stopping state (not a graph run's checkpoint?)")
-        try:
-            return cls(patience=patience, best_epoch=int(state["best_epoch"]),
-                       best_val_accuracy=float(state["best_val_accuracy"]), best_val_loss=float(state["best_val_loss"]),
-                       bad_epochs=int(state["bad_epochs"]), stopped=bool(state["stopped"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: malformed early-stopping state ({exc})") from exc
+        return cls(patience=patience, best_epoch=state.best_epoch, best_val_accuracy=float(state.best_val_accuracy),
+                   best_val_loss=float(state.best_val_loss), bad_epochs=state.bad_epochs, stopped=state.stopped)
 
 
 def best_row(history: list[dict]) -> dict | None:
@@ -200,8 +198,7 @@ class NodeClassification(Task):
     def restore(self, training: CheckpointInfo, info: CheckpointInfo, state: dict) -> None:
         custom = copy.deepcopy(self.loop.model) if info.model_name == CUSTOM_MODEL else None  # an instance to load into
         self.best_model = build_model(info, state or {}, model=custom) if info.epoch > 0 else None
-        self.stopper = EarlyStopping.from_state((training.scheduler or {}).get("early_stopping"), self.config.patience,
-                                                training.path)
+        self.stopper = EarlyStopping.from_state(training.early_stopping, self.config.patience, training.path)
         self.last_saved = training.epoch
 
     def setup(self, device: torch.device) -> None:
@@ -247,14 +244,14 @@ class NodeClassification(Task):
     def _save_last(self, run_dir: Path, epoch: int) -> None:
         loop = self.loop
         save_checkpoint(run_dir / LAST_DIR, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
-                        scheduler={**loop.schedule.state_dict(epoch), "early_stopping": self.stopper.state_dict()},
+                        lr_schedule=loop.schedule.state_dict(epoch), early_stopping=self.stopper.state_dict(),
                         config=stored_config(self.config), model_config=loop.model_config)
 
     def _save_best(self, run_dir: Path, epoch: int) -> None:
         loop = self.loop
         best = self.best_model if self.best_model is not None else loop.model
         save_checkpoint(run_dir, best, None, epoch=epoch, history=loop.history,
-                        scheduler={"early_stopping": self.stopper.state_dict()}, config=stored_config(self.config),
+                        early_stopping=self.stopper.state_dict(), config=stored_config(self.config),
                         model_config=loop.model_config)
 
     # --- an epoch: one optimizer step on the whole graph ------------------------------------------------

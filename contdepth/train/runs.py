@@ -194,10 +194,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """
     with torch.no_grad():
         for module in model.modules():
-            for table in (module._parameters, module._buffers):
-                for name, tensor in table.items():
-                    if tensor is not None and tensor.dim() == 4:
-                        tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+            for _, tensor in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+                if tensor.dim() == 4:
+                    tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return model
 
 

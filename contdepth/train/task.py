@@ -92,11 +92,10 @@ class Task(ABC):
     def save(self, run_dir: Path, epoch: int, *, final: bool) -> None:
         """Write the checkpoints of ``epoch`` (0: the fresh run); default: the training state, every epoch."""
         loop = self.loop
-        scheduler = loop.schedule.state_dict(epoch * loop.schedule.steps_per_epoch)
-        if loop.grad_scaler is not None and loop.grad_scaler.state_dict():  # fp16: the loss scale goes on
-            scheduler = {**scheduler, "grad_scaler": dict(loop.grad_scaler.state_dict())}
+        scaler = loop.grad_scaler.state_dict() if loop.grad_scaler is not None else None  # fp16: the loss scale
         save_checkpoint(run_dir, loop.model, loop.optimizer, epoch=epoch, history=loop.history,
-                        scheduler=scheduler, config=stored_config(self.config), model_config=loop.model_config)
+                        lr_schedule=loop.schedule.state_dict(epoch * loop.schedule.steps_per_epoch),
+                        grad_scaler=scaler or None, config=stored_config(self.config), model_config=loop.model_config)
 
     # --- an epoch -------------------------------------------------------------------------------
     def progress(self, start: int) -> AbstractContextManager:

@@ -54,7 +54,6 @@ Accuracies are fractions in ``[0, 1]``.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -92,6 +91,7 @@ from .cost import FlopCounter
 from .distributed import setup as setup_distributed
 from .images import ImageClassification
 from .node import NodeClassification
+from .metrics import check_row
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
 from .progress import default_threads
 from .rundir import append_metrics, check_run_dir, locked_run_dir, prepare_run_dir
@@ -201,18 +201,14 @@ def _model_options_error(model: str, options: dict, exc: Exception) -> ConfigErr
 
 
 def restore_grad_scaler(scaler: torch.amp.GradScaler, info: CheckpointInfo) -> None:
-    """Load the fp16 GradScaler state of a checkpoint (numbers only, each checked)."""
-    state = (info.scheduler or {}).get("grad_scaler")
+    """Load the fp16 GradScaler state of a checkpoint (numbers only, checked when it was read)."""
+    state = info.grad_scaler
     if state is None:
         return  # a run saved before its first fp16 step: the scaler starts fresh
-    if not isinstance(state, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                              for v in state.values()):
-        raise CheckpointError(f"{info.path}: malformed checkpoint, scheduler.grad_scaler must map names to finite "
-                              f"numbers, got {state!r}")
     expected = set(scaler.state_dict())
     if expected and set(state) != expected:
-        raise CheckpointError(f"{info.path}: scheduler.grad_scaler holds {sorted(state)}, expected {sorted(expected)}")
-    scaler.load_state_dict(state)
+        raise CheckpointError(f"{info.path}: grad_scaler holds {sorted(state)}, expected {sorted(expected)}")
+    scaler.load_state_dict(dict(state))
 
 
 def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
@@ -497,7 +493,7 @@ class Trainer:
                 row.update(self.flop_counter.epoch_columns(  # after every timing: counting costs no epoch time
                     model, task.flop_probes, eval_scheme=config.eval_scheme, eval_n_steps=config.eval_n_steps,
                     log=self.log))
-                history.append(row)
+                history.append(check_row(row))  # every column a registered metric (contdepth.train.metrics)
                 if run_dir is not None:
                     append_metrics(run_dir, row, sync=task.sync_metrics)
                     task.save(run_dir, epoch, final=epoch == config.epochs or task.stopped)

@@ -360,3 +360,17 @@ def test_analyze_without_a_run_or_with_a_bad_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["analyze", str(tmp_path), "--steps", "many"])
     assert exc.value.code == 2 and "argument --steps: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_a_sweep_reports_progress_through_the_one_progress_object(digits, capsys, monkeypatch):
+    """Not a terminal (a log file, CI): plain lines, never a tqdm bar's carriage returns (issue 28)."""
+    import contdepth.common.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)  # a line after every batch
+    torch.manual_seed(0)
+    model = create("continuous_mlp", in_features=64, width=8, n_basis=2, scheme="rk4")
+    analyze_manifestations(model, digits, schemes=("euler",), steps=(1,), batch_size=10, max_examples=30,
+                           progress=True)
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err
+    assert "1 manifestations: 1/3 batches" in out.out and "2/3 batches" in out.out

@@ -108,29 +108,31 @@ def test_a_model_option_of_the_wrong_type_or_value_is_named(tmp_path, capsys, no
     assert not out.exists()
 
 
-def test_a_builder_failing_deep_inside_is_traced_back_to_the_option_with_the_wrong_type(monkeypatch):
+def test_a_builder_failing_deep_inside_is_traced_back_to_the_option_with_the_wrong_type():
     def probe(*, width: int = 4, rate: float = 0.5, flags: list[int] | None = None) -> torch.nn.Module:
         return torch.nn.Linear(width, 2)  # no checks of its own: torch fails on a string width
 
-    monkeypatch.setitem(registry._MODELS, "hostile_probe", probe)
-    with pytest.raises(ValueError, match=r"^width: must be an integer, got 'abc'$"):
-        create("hostile_probe", width="abc")
-    with pytest.raises(ValueError, match=r"^width: must be an integer, got 2\.5$"):
-        create("hostile_probe", width=2.5)
+    with registry.MODELS.kept():
+        registry.register_model("hostile_probe")(probe)
+        with pytest.raises(ValueError, match=r"^width: must be an integer, got 'abc'$"):
+            create("hostile_probe", width="abc")
+        with pytest.raises(ValueError, match=r"^width: must be an integer, got 2\.5$"):
+            create("hostile_probe", width=2.5)
     assert registry._wrong_type(probe, {"flags": [1, "x"]}) == ("flags: must be a list of integers or null, "
                                                                  "got [1, 'x']")
     assert registry._wrong_type(probe, {"width": 3, "rate": 1, "flags": None}) is None
 
 
-def test_a_build_error_naming_no_option_names_the_model_and_its_options(monkeypatch, tmp_path, capsys,
-                                                                       nothing_loaded):
+def test_a_build_error_naming_no_option_names_the_model_and_its_options(tmp_path, capsys, nothing_loaded):
     def broken(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 16) -> torch.nn.Module:
         raise RuntimeError("Trying to create tensor with negative dimension -1")
 
-    monkeypatch.setitem(registry._MODELS, "continuousnet", broken)
-    one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--model-option", "alpha=3"],
-                   "model_options: model 'continuousnet' cannot be built with {'alpha': 3, 'in_channels': 1, "
-                   "'num_classes': 10}: Trying to create tensor with negative dimension -1")
+    with registry.MODELS.kept():
+        registry.register_model("continuousnet", overwrite=True)(broken)
+        one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), "--model-option", "alpha=3"],
+                       "model_options: model 'continuousnet' cannot be built with {'alpha': 3, 'in_channels': 1, "
+                       "'num_classes': 10}: Trying to create tensor with negative dimension -1")
+    assert registry.MODELS.get("continuousnet") is not broken
 
 
 @pytest.mark.parametrize("option", ["alpha", "widen", "num_classes", "in_channels"])

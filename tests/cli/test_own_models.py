@@ -38,11 +38,10 @@ def plugin(tmp_path, monkeypatch):
     name = f"plug_{abs(hash(str(tmp_path))) % 10**8}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(PLUGIN.format(model=f"m_{name}", data=f"d_{name}")))
     monkeypatch.syspath_prepend(str(tmp_path))
-    # what the plugin registers is gone after the test (other tests list the registered names)
-    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
-    monkeypatch.setattr(data_registry, "_DATASETS", dict(data_registry._DATASETS))
     monkeypatch.delitem(sys.modules, name, raising=False)
-    yield name
+    # what the plugin registers is gone after the test (other tests list the registered names)
+    with model_registry.MODELS.kept(), data_registry.DATASETS.kept():
+        yield name
     sys.modules.pop(name, None)
 
 
@@ -60,7 +59,7 @@ def test_eval_of_a_run_whose_model_is_not_imported_names_the_remedy(tmp_path, pl
           "--out", str(run)])
     capsys.readouterr()
     from contdepth.models import registry
-    registry._MODELS.pop(f"m_{plugin}")  # a new process, which has not imported the plugin
+    registry.MODELS.unregister(f"m_{plugin}")  # a new process, which has not imported the plugin
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
     assert f"the run's model 'm_{plugin}' is not registered in this process" in err and "--import MODULE" in err

@@ -103,4 +103,4 @@ def test_register_dataset(digits):
         with pytest.raises(ValueError, match="already registered"):
             data.register_dataset("tiny_digits_for_test", lambda: digits)
     finally:
-        data.registry._DATASETS.pop("tiny_digits_for_test")
+        data.registry.DATASETS.unregister("tiny_digits_for_test")

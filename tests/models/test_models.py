@@ -108,13 +108,13 @@ def test_stochastic_depth_rates_rise_linearly_and_test_time_is_deterministic():
 def test_continuous_lm_variant_learns_k():
     model = create("lm_resnet", in_channels=1, num_classes=10, n_units=2, continuous=True, norm="group")
     blocks = cnn.continuous_blocks(model)
-    plans = [len(b._plan_cache) for b in blocks]
+    plans = [len(b.plans) for b in blocks]
     out = model(X)
     out.sum().backward()
     ks = [m.k for m in model.modules() if hasattr(m, "k") and isinstance(m.k, torch.nn.Parameter)]
     assert len(ks) == 3 and all(k.grad is not None for k in ks)
     model(X)
-    assert [len(b._plan_cache) for b in blocks] == plans  # the plan is built once, not per forward
+    assert [len(b.plans) for b in blocks] == plans  # the plan is built once, not per forward
     assert all(b.scheme.k is k for b, k in zip(blocks, ks))
 
 
@@ -181,10 +181,10 @@ def test_the_registry_names_the_builtin_models_as_their_modules_register_them():
 
     for module in {m for m, _ in registry.BUILTIN_MODELS.values()}:
         importlib.import_module(module)
-    own = {name for name, builder in registry._MODELS.items() if builder.__module__.startswith("contdepth.")}
-    assert own == set(registry.BUILTIN_MODELS)
+    own = {name for name in registry.MODELS.names() if registry.MODELS.get(name).__module__.startswith("contdepth.")}
+    assert own == set(registry.BUILTIN_MODELS) == set(registry.MODELS.declared())
     for name, (module, graph) in registry.BUILTIN_MODELS.items():
-        assert registry._MODELS[name].__module__ == module and registry.is_graph_model(name) == graph
+        assert registry.MODELS.get(name).__module__ == module and registry.is_graph_model(name) == graph
     assert registry.available_models(graph=True) == ["cgnn", "gcde", "gcn"]
     with pytest.raises(ValueError, match="already registered"):
         registry.register_model("polynet")(lambda: None)

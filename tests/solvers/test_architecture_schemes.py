@@ -78,24 +78,26 @@ def test_revnet_step_is_the_coupling_and_is_undone_exactly():
 
 
 def test_revnet_uses_one_half_rates_when_the_rate_offers_them():
+    from contdepth.solvers import Term, solve_fixed_grid
+
     calls = []
 
-    def rate(stage, z):
-        calls.append("whole")
-        return oscillator(stage.t, z)
+    class Halves(Term):  # a rate that offers each half's rate from the other half (issue 28: a typed term)
+        part_count = 2
 
-    def part(stage, other, i):
-        calls.append(i)
-        return other if i == 0 else -other
+        def __call__(self, stage, z):
+            calls.append("whole")
+            return oscillator(stage.t, z)
 
-    rate.part = part
+        def part(self, stage, other, i):
+            calls.append(i)
+            return other if i == 0 else -other
+
     scheme = RevNetCoupling(dim=0)
-    from contdepth.solvers import solve_fixed_grid
-
-    with_parts = solve_fixed_grid(scheme, rate, Z0, scheme.schedule(3)).state
+    with_parts = solve_fixed_grid(scheme, Halves(), Z0, scheme.schedule(3)).state
     assert calls == [0, 1] * 3
-    del rate.part
-    whole = solve_fixed_grid(scheme, rate, Z0, scheme.schedule(3)).state
+    whole = solve_fixed_grid(scheme, lambda stage, z: Halves()(stage, z), Z0, scheme.schedule(3)).state
+    assert calls[6:] == ["whole"] * 6
     torch.testing.assert_close(with_parts, whole, rtol=0, atol=0)
 
 

@@ -27,6 +27,7 @@ from contdepth.train import checkpoint
 from contdepth.train.checkpoint import build_model, restore_optimizer
 from contdepth.train.checkpoint_schema import MAX_JSON_BYTES
 from contdepth.train.optim import build_optimizer
+from helpers import in_format_2
 
 
 def _config(optimizer: str, out: Path) -> TrainConfig:
@@ -206,7 +207,7 @@ def test_rows_of_runs_saved_before_the_cost_columns_still_load(run):
 def test_a_graph_runs_history_needs_its_validation_metrics(run):
     early = {"patience": None, "best_epoch": 1, "best_val_accuracy": 0.5, "best_val_loss": 1.0, "bad_epochs": 0,
              "stopped": False}
-    tamper(run, lambda info: info["scheduler"].update(early_stopping=early))
+    tamper(run, in_format_2(lambda info: info["scheduler"].update(early_stopping=early)))
     expect(run, r"history\[0\]: missing key 'val_accuracy'")
     tamper(run, _row(val_accuracy=0.5, val_loss=1.0))
     load_checkpoint(run)  # now a consistent graph-run description
@@ -216,6 +217,22 @@ def test_a_graph_runs_history_needs_its_validation_metrics(run):
         tamper(run, lambda info: info["scheduler"]["early_stopping"].update({key: value}))
         expect(run, rf"scheduler\.early_stopping\.{pattern}")
         tamper(run, lambda info: info["scheduler"]["early_stopping"].update(early))
+
+
+def test_a_graph_runs_history_needs_its_validation_metrics_in_format_3(run):
+    early = {"patience": None, "best_epoch": 1, "best_val_accuracy": 0.5, "best_val_loss": 1.0, "bad_epochs": 0,
+             "stopped": False}
+    tamper(run, lambda info: info.update(early_stopping=early))
+    expect(run, r"history\[0\]: missing key 'val_accuracy'")
+    tamper(run, _row(val_accuracy=0.5, val_loss=1.0))
+    assert load_checkpoint(run)[1].early_stopping.best_epoch == 1
+    for key, value, pattern in [("best_epoch", 7, r"best_epoch: must be an integer in 0\.\.1, got 7"),
+                                ("bad_epochs", -1, r"bad_epochs: must be an integer in 0\.\.1"),
+                                ("stopped", "no", r"stopped: must be true or false"),
+                                ("patience", 0, r"patience: must be an integer >= 1, got 0")]:
+        tamper(run, lambda info: info["early_stopping"].update({key: value}))
+        expect(run, rf"malformed checkpoint, early_stopping\.{pattern}")
+        tamper(run, lambda info: info["early_stopping"].update(early))
 
 
 # --- 4. optimizer groups and state -----------------------------------------------------------------------------
@@ -449,11 +466,14 @@ def test_a_folder_in_place_of_the_tensor_file_is_refused(run):
 
 # --- other fields ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, pattern", [
-    (lambda info: info.update(scheduler=5), r"scheduler: must be an object or null, got int"),
-    (lambda info: info["scheduler"].update(steps_per_epoch=0), r"scheduler\.steps_per_epoch: must be an integer >= 1"),
-    (lambda info: info["scheduler"].update(base_lrs="0.1"), r"scheduler\.base_lrs: must be a list"),
-    (lambda info: info["scheduler"].update(base_lrs=[math.inf]), r"scheduler\.base_lrs\[0\]: must be a finite number"),
-    (lambda info: info["scheduler"].update(early_stopping=[]), r"scheduler\.early_stopping: must be an object"),
+    (in_format_2(lambda info: info.update(scheduler=5)), r"scheduler: must be an object or null, got int"),
+    (in_format_2(lambda info: info["scheduler"].update(steps_per_epoch=0)),
+     r"scheduler\.steps_per_epoch: must be an integer >= 1"),
+    (in_format_2(lambda info: info["scheduler"].update(base_lrs="0.1")), r"scheduler\.base_lrs: must be a list"),
+    (in_format_2(lambda info: info["scheduler"].update(base_lrs=[math.inf])),
+     r"scheduler\.base_lrs\[0\]: must be a finite number"),
+    (in_format_2(lambda info: info["scheduler"].update(early_stopping=[])),
+     r"scheduler\.early_stopping: must be an object"),
     (lambda info: info.update(config=[1]), r"config: must be an object \(the run's TrainConfig\) or null, got list"),
     (lambda info: info.update(version=1), r"version: must be a string"),
     (lambda info: info.update(format_version=0), r"format_version: must be an integer >= 1, got 0"),
@@ -462,6 +482,32 @@ def test_a_folder_in_place_of_the_tensor_file_is_refused(run):
 def test_other_fields_of_the_wrong_type_are_refused(run, change, pattern):
     tamper(run, change)
     expect(run, pattern)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda info: info.update(lr_schedule=5), r"malformed checkpoint, lr_schedule: must be an object or null, got int"),
+    (lambda info: info["lr_schedule"].update(steps_per_epoch=0),
+     r"malformed checkpoint, lr_schedule\.steps_per_epoch: must be an integer >= 1, got 0$"),
+    (lambda info: info["lr_schedule"].update(base_lrs="0.1"), r"lr_schedule\.base_lrs: must be a list, got '0\.1'$"),
+    (lambda info: info["lr_schedule"].update(base_lrs=[-1]),
+     r"malformed checkpoint, lr_schedule\.base_lrs\[0\]: must be a finite number >= 0\.0, got -1$"),
+    (lambda info: info["lr_schedule"].update(refine_lr_scale="2"),
+     r"lr_schedule\.refine_lr_scale: must be a finite number >= 0\.0, got '2'$"),
+    (lambda info: info["lr_schedule"].pop("global_step"), r"malformed checkpoint, lr_schedule: missing key 'global_step'$"),
+    (lambda info: info["lr_schedule"].update(warmup=3),
+     r"malformed checkpoint, lr_schedule: unknown key 'warmup' \(the keys are kind, base_lrs, "),
+    (lambda info: info.update(early_stopping=[]), r"malformed checkpoint, early_stopping: must be an object, got list$"),
+    (lambda info: info.update(grad_scaler={"scale": "huge"}),
+     r"malformed checkpoint, grad_scaler: must map names to finite numbers, got \{'scale': 'huge'\}$"),
+    (lambda info: info.update(scheduler={}), r"malformed checkpoint, unknown key 'scheduler' \(the keys are format, "),
+    (lambda info: info["model"].update(extra=1), r"malformed checkpoint, model: unknown key 'extra'"),
+    (in_format_2(lambda info: info.update(lr_schedule={})),
+     r"malformed checkpoint, unknown key 'lr_schedule' \(a format 2 checkpoint keeps it under 'scheduler'\)$"),
+])
+def test_the_format_3_states_are_typed_and_no_key_is_unknown(run, change, pattern):
+    tamper(run, change)
+    message = expect(run, pattern)
+    assert message.startswith(f"{run / 'checkpoint.json'}: malformed checkpoint, ") and "\n" not in message
 
 
 def test_an_invalid_stored_config_is_a_checkpoint_error(run):

@@ -22,6 +22,7 @@ import torch
 from contdepth.cli import main
 from contdepth.data import load as load_data
 from contdepth.data.dataset import make_dataset
+import contdepth.common.progress as common_progress
 from contdepth.train import ConfigError, TrainConfig, checkpoint as checkpoint_module, node, progress, train
 from contdepth.train import trainer as trainer_module
 from contdepth.common import files as files_module
@@ -312,7 +313,7 @@ def test_resume_with_other_epochs_needs_extend_and_announces_the_schedule(tmp_pa
 
 # --- 8-10. what a run prints ----------------------------------------------------------------------------------
 def test_without_a_terminal_a_run_prints_its_start_and_progress_lines(tmp_path, small_digits, capsys, monkeypatch):
-    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
+    monkeypatch.setattr(common_progress, "LOG_INTERVAL_S", 0.0)  # Progress lives in contdepth.common (issue 28)
     train(image_config(out=str(tmp_path / "run"), quiet=False, epochs=1, refine_at=(), batch_size=32),
           dataset=small_digits)
     lines = capsys.readouterr().out.splitlines()

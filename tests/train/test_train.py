@@ -516,7 +516,7 @@ def test_mixed_precision_trains_and_resumes_exactly(tmp_path, digits, precision)
     config = tiny(precision=precision, epochs=2)
     straight = train(config.replace(out=str(tmp_path / "a")), dataset=digits)
     assert straight.history[-1]["test_accuracy"] > 0.3
-    scaler = json.loads((tmp_path / "a" / "checkpoint.json").read_text())["scheduler"].get("grad_scaler")
+    scaler = json.loads((tmp_path / "a" / "checkpoint.json").read_text()).get("grad_scaler")
     assert (scaler is not None) == (precision == "fp16")
     with pytest.raises(Interrupt):
         train(config.replace(out=str(tmp_path / "b")), dataset=digits, callbacks=[_interrupt_after(1)])
@@ -528,9 +528,9 @@ def test_a_tampered_grad_scaler_state_is_refused(tmp_path, digits):
     out = tmp_path / "run"
     train(tiny(precision="fp16", epochs=1, out=str(out)), dataset=digits)
     description = json.loads((out / "checkpoint.json").read_text())
-    description["scheduler"]["grad_scaler"]["scale"] = "huge"
+    description["grad_scaler"]["scale"] = "huge"
     (out / "checkpoint.json").write_text(json.dumps(description))
-    with pytest.raises(CheckpointError, match="grad_scaler must map names to finite numbers"):
+    with pytest.raises(CheckpointError, match="grad_scaler: must map names to finite numbers"):
         train(tiny(precision="fp16", epochs=2, extend=True, out=str(out), resume=True), dataset=digits)
 
 

@@ -1,0 +1,285 @@
+"""The rules of a `TrainConfig`: what each option may hold, and which options go together.
+
+Why apart from the dataclass: `contdepth.train.config` declares the options (their help, defaults
+and ``--help`` groups) and how a config is built from files and flags; this module says what a
+valid config is. Every value check is the common family (`contdepth.common.validate`), so a
+training option is worded as every other option is; what is left here is what only a training
+run knows (epoch lists, devices, output folders, option pairs that contradict each other).
+
+Like the config module, nothing here imports torch when imported: the registries (data, models,
+solvers) are imported by the checks that read them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..common.errors import OptionError
+from ..common.json_values import to_json_value
+from ..common.validate import (check_bool, check_choice, check_int, check_number, check_plain_value, check_seed,
+                               is_int, is_number, show)
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine")
+# Arithmetic of the training steps: fp32, or mixed precision (autocast) to bfloat16 or float16;
+# float16 needs a GradScaler (its range is too small for small gradients), bfloat16 does not.
+PRECISIONS = ("fp32", "bf16", "fp16")
+DECAY_SCOPES = ("all", "model")
+# What refinement does with the optimizer state: map it with the refinement's own matrix, or
+# start the optimizer afresh (the reference code builds a new SGD after every refinement).
+REFINE_OPTIMIZER = ("map", "reset")
+# A learning-rate factor per refinement is bounded: past 16x (or below 1/16) a run diverges or stops learning.
+MAX_REFINE_LR_SCALE = 16.0
+#: The model name of a run whose model is the user's own module (``train(config, model=MyNet())``):
+#: contdepth cannot rebuild it by name, so loading such a run needs an instance (``load_checkpoint(run, model=...)``).
+CUSTOM_MODEL = "custom"
+
+
+# --- checks the other commands share ------------------------------------------------------------------
+def check_device(device: object, name: str = "device", *, available: bool = True) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``; with ``available`` also present on this machine.
+
+    One validator for every command, called before anything is loaded, so that a device
+    torch cannot use is an option error and not an ``AssertionError`` from deep inside.
+    """
+    # isascii: str.isdigit() also passes "²" and other digits int() cannot read (a ValueError traceback later)
+    ok = isinstance(device, str) and (device in ("cpu", "cuda") or (device.startswith("cuda:")
+                                                                   and device[5:].isascii() and device[5:].isdigit()))
+    if not ok:
+        raise OptionError(name, f"must be cpu, cuda or cuda:N; got {show(device)}")
+    if available and device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptionError(name, f"{device} requested but CUDA is not available here (torch {torch.__version__}); "
+                                    "use cpu")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise OptionError(name, f"{device} requested but this machine has {torch.cuda.device_count()} CUDA "
+                                    f"device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device  # type: ignore[return-value]
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists: a file there means nothing below it can be created."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> Path:
+    """Refuse an output path that cannot be created, before any work.
+
+    ``path`` is a folder to create (``folder=True``) or a file to write; it must not exist as
+    the other kind, and its nearest existing ancestor must be a writable folder (a regular
+    file there would otherwise surface as ``NotADirectoryError`` after the data loaded).
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OptionError(name, f"{path} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise OptionError(name, f"{path} is a folder; give the path of a file to write")
+    ancestor = path if folder and path.is_dir() else nearest_existing(path.absolute().parent)
+    if not ancestor.is_dir():
+        raise OptionError(name, f"{path} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OptionError(name, f"{path} cannot be created: the folder {ancestor} is not writable")
+    return path
+
+
+def check_model_data(model: str, data: str) -> None:
+    """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
+    if model == CUSTOM_MODEL:  # the user's module: the dataset decides the task
+        return
+    from ..data import available_datasets, is_graph_dataset
+    from ..models import available_models, is_graph_model
+
+    graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
+    if graph_model == graph_data:
+        return
+    graphs = [d for d in available_datasets() if is_graph_dataset(d)]
+    images = [d for d in available_datasets() if not is_graph_dataset(d)]
+    if graph_model:
+        raise OptionError("model", f"{model} is a graph model (node classification); data {data!r} is an image "
+                                   f"dataset. Graph datasets: {', '.join(graphs)}")
+    graph_models = [m for m in available_models() if is_graph_model(m)]
+    raise OptionError("model", f"{model} is an image model; data {data!r} is a graph dataset (node classification), "
+                               f"for the graph models {', '.join(graph_models)}. Image datasets: {', '.join(images)}")
+
+
+# --- the config's own rules -----------------------------------------------------------------------------
+def _set(config: TrainConfig, name: str, value: Any) -> None:
+    """Store a normalised value (a number as ``float``, a list as a tuple): the config is frozen, its checks are not.
+
+    Number options are checked with `check_number` ``range_apart``: the wording the training
+    config always had ("lr: must be > 0, got 0"; "momentum: must lie in [0, 1), got 1.0")."""
+    object.__setattr__(config, name, value)
+
+
+def _options(config: TrainConfig, name: str) -> None:
+    """``model_options`` / ``data_options``: a mapping of JSON values (``None`` is empty), stored as plain dicts."""
+    value = getattr(config, name)
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise OptionError(name, f"must be a mapping of option names to values, got {show(value)}")
+    check_plain_value(value, name)  # stored as JSON; bounded before the normaliser walks it
+    _set(config, name, to_json_value(dict(value), name))
+
+
+def _epoch_list(config: TrainConfig, name: str, upper: int | None) -> None:
+    value = getattr(config, name)
+    if value is None:
+        value = ()
+    if is_int(value):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(is_int(v) for v in value):
+        raise OptionError(name, f"must be a list of epoch numbers (integers), got {show(value)}")
+    value = tuple(value)
+    if any(v < 1 for v in value):
+        raise OptionError(name, f"epochs are numbered from 1, got {list(value)}")
+    late = [v for v in value if upper is not None and v > upper]
+    if late:
+        flag = "--" + name.replace("_", "-")
+        raise OptionError(name, f"every epoch must be in 1..epochs={upper}, got {list(value)} (epoch {late[0]} is "
+                                f"after the last one); pass {flag} with no value to clear it ({name}: [] in YAML), "
+                                f"or give epochs up to {upper}")
+    if list(value) != sorted(set(value)):
+        raise OptionError(name, f"epochs must be strictly increasing (no repeats), got {list(value)}")
+    _set(config, name, value)
+
+
+def validate_config(c: TrainConfig) -> None:
+    """Check every option of ``c`` and normalise it in place (floats, tuples, plain dicts); `OptionError` names it."""
+    _check_model_and_data(c)
+    _check_optimisation(c)
+    _check_depth(c)
+    _check_run(c)
+
+
+def _check_model_and_data(c: TrainConfig) -> None:
+    from ..data import available_datasets, is_graph_dataset
+    from ..models import available_models, model_options
+
+    if not isinstance(c.model, str):
+        raise OptionError("model", f"must be a model name; allowed: {', '.join(available_models())}")
+    if c.model != CUSTOM_MODEL:
+        check_choice(c.model, "model", available_models())
+    _options(c, "model_options")
+    if c.model == CUSTOM_MODEL:
+        if c.model_options:
+            raise OptionError("model_options", f"a {CUSTOM_MODEL!r} model is your own module, built by you; it takes "
+                                               f"no model_options, got {sorted(c.model_options)}")
+        accepted = {}
+    else:
+        accepted = model_options(c.model)
+    unknown = sorted(set(c.model_options) - set(accepted))
+    if unknown:
+        raise OptionError(f"model_options.{unknown[0]}",
+                          f"not an option of model {c.model!r}; allowed: {', '.join(sorted(accepted))}")
+    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in c.model_options
+               and k not in ("in_channels", "num_classes", "in_features", "num_nodes")]
+    if missing:
+        raise OptionError(f"model_options.{missing[0]}", f"required by model {c.model!r}")
+
+    if not isinstance(c.data, str):
+        raise OptionError("data", f"must be a dataset name; allowed: {', '.join(available_datasets())}")
+    canonical = c.data.strip().lower().replace("-", "_")
+    if canonical not in available_datasets():
+        raise OptionError("data", f"must be one of {', '.join(available_datasets())}; got {show(c.data)}")
+    if c.data_dir is not None:
+        if not isinstance(c.data_dir, (str, Path)):
+            raise OptionError("data_dir", f"must be a folder path or null, got {show(c.data_dir)}")
+        _set(c, "data_dir", str(c.data_dir))
+    _options(c, "data_options")
+    check_seed(c.split_seed, "split_seed")
+    check_int(c.validation_size, "validation_size", low=0)
+    check_int(c.train_size, "train_size", low=1, allow_none=True)
+    if (c.validation_size or c.train_size is not None) and is_graph_dataset(canonical):
+        name = "validation_size" if c.validation_size else "train_size"
+        raise OptionError(name, f"{c.data!r} is a graph dataset with its own train/validation/test node split; "
+                                "leave it unset")
+
+
+def _check_optimisation(c: TrainConfig) -> None:
+    check_int(c.epochs, "epochs", low=1)
+    check_int(c.batch_size, "batch_size", low=1)
+    check_int(c.eval_batch_size, "eval_batch_size", low=1)
+    check_choice(c.optimizer, "optimizer", OPTIMIZERS)
+    _set(c, "lr", check_number(c.lr, "lr", low=0.0, low_open=True, float32=True, range_apart=True))
+    _set(c, "momentum", check_number(c.momentum, "momentum", low=0.0, high=1.0, high_open=True, range_apart=True))
+    check_bool(c.nesterov, "nesterov")
+    if c.nesterov and (c.optimizer != "sgd" or c.momentum == 0):
+        raise OptionError("nesterov", "needs optimizer sgd with momentum > 0")
+    betas = c.betas
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in betas):
+        raise OptionError("betas", f"must be two numbers in [0, 1), got {show(betas)}")
+    _set(c, "betas", tuple(float(b) for b in betas))
+    _set(c, "eps", check_number(c.eps, "eps", low=0.0, low_open=True, float32=True, range_apart=True))
+    _set(c, "weight_decay", check_number(c.weight_decay, "weight_decay", low=0.0, float32=True, range_apart=True))
+    check_bool(c.decay_norm_and_bias, "decay_norm_and_bias")
+    check_choice(c.decay_scope, "decay_scope", DECAY_SCOPES)
+    if c.decay_scope == "model" and c.decay_norm_and_bias:
+        raise OptionError("decay_norm_and_bias", "has no effect with decay_scope 'model' (the model chooses what "
+                                                 "is decayed); leave it false")
+    check_choice(c.schedule, "schedule", SCHEDULES)
+    _epoch_list(c, "milestones", c.epochs)
+    if c.milestones and c.schedule != "step":
+        raise OptionError("milestones", f"only used by schedule step (schedule is {c.schedule!r})")
+    _set(c, "gamma", check_number(c.gamma, "gamma", low=0.0, high=1.0, low_open=True, range_apart=True))
+    _set(c, "warmup_epochs", check_number(c.warmup_epochs, "warmup_epochs", low=0.0, range_apart=True))
+    if c.warmup_epochs > c.epochs:
+        raise OptionError("warmup_epochs", f"must not exceed epochs={c.epochs}, got {c.warmup_epochs}; pass a "
+                                           "shorter --warmup-epochs (0: no warm-up) or more --epochs")
+    _set(c, "min_lr", check_number(c.min_lr, "min_lr", low=0.0, range_apart=True))
+    if c.min_lr >= c.lr:
+        raise OptionError("min_lr", f"must be below lr={c.lr}, got {c.min_lr}")
+    _set(c, "label_smoothing", check_number(c.label_smoothing, "label_smoothing", low=0.0, high=1.0, high_open=True,
+                                            range_apart=True))
+
+
+def _check_depth(c: TrainConfig) -> None:
+    from ..models.layers import check_block_size
+    from ..solvers import available_schemes
+
+    _epoch_list(c, "refine_at", c.epochs)
+    check_choice(c.refine_optimizer, "refine_optimizer", REFINE_OPTIMIZER)
+    _set(c, "refine_lr_scale", check_number(c.refine_lr_scale, "refine_lr_scale", low=1.0 / MAX_REFINE_LR_SCALE,
+                                            high=MAX_REFINE_LR_SCALE, range_apart=True))
+    if c.refine_lr_scale != 1.0 and not c.refine_at:
+        raise OptionError("refine_lr_scale", f"{c.refine_lr_scale} has no effect without refine_at; leave it 1")
+    if c.refine_optimizer != "map" and not c.refine_at:
+        raise OptionError("refine_optimizer", f"{c.refine_optimizer!r} has no effect without refine_at; leave it 'map'")
+    if c.eval_scheme is not None and (not isinstance(c.eval_scheme, str) or c.eval_scheme not in available_schemes()):
+        raise OptionError("eval_scheme", f"must be one of {', '.join(available_schemes())} or null; "
+                                         f"got {show(c.eval_scheme)}")
+    check_int(c.eval_n_steps, "eval_n_steps", low=1, allow_none=True)
+    if c.eval_n_steps is not None:
+        check_block_size(c.eval_n_steps, "eval_n_steps")
+    check_int(c.patience, "patience", low=1, allow_none=True)
+
+
+def _check_run(c: TrainConfig) -> None:
+    check_seed(c.seed, "seed")
+    if c.out is not None:
+        if not isinstance(c.out, (str, Path)) or not str(c.out):
+            raise OptionError("out", f"must be a folder path or null, got {show(c.out)}")
+        _set(c, "out", str(Path(c.out).expanduser()))  # one path for the checks and the writes (issue 26)
+    check_int(c.threads, "threads", low=1, allow_none=True)
+    check_device(c.device, available=False)  # a saved config names its device; whether it exists here is preflight's
+    for name in ("quiet", "overwrite", "resume", "extend", "channels_last", "compile"):
+        check_bool(getattr(c, name), name)
+    check_choice(c.precision, "precision", PRECISIONS)
+    if c.extend and not c.resume:
+        raise OptionError("extend", "only applies with resume (it lets a resumed run change its epochs)")
+    if c.overwrite and c.resume:
+        raise OptionError("overwrite", "cannot be combined with resume (one keeps the run, the other replaces it)")
+    if c.resume and c.out is None:
+        raise OptionError("resume", "needs out, the run directory to continue")
