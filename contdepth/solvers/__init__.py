@@ -27,12 +27,13 @@ from .registry import SCHEMES, available_schemes, get_scheme, get_tableau, regis
 from .runge_kutta import RungeKutta, rk_step
 from .scheme import Carry, Scheme, StageSchedule, StageTime
 from .solution import IntegrationStats, MaxStepsExceeded, Solution
+from .splitting import Splitting, lie_trotter, strang, strang_midpoint
 from .tableau import ButcherTableau
-from .term import FunctionTerm, Term, as_term
+from .term import FunctionTerm, SumTerm, Term, as_term
 
 __all__ = [
     "Adjoint", "Backprop", "Checkpoint", "GradientMode", "ReconstructionLog", "Reversible", "gradient_mode",
-    "FunctionTerm", "Term", "as_term",
+    "FunctionTerm", "SumTerm", "Term", "as_term", "Splitting", "lie_trotter", "strang", "strang_midpoint",
     "GRADIENTS", "RECONSTRUCTION_TOLERANCE", "ReconstructionWarning", "check_adjoint_scheme", "check_gradient",
     "check_reversible",
     "reversible_schemes", "solve_adjoint", "solve_adjoint_adaptive", "solve_reversible", "AsynchronousLeapfrog",

@@ -212,6 +212,10 @@ def check_adjoint_scheme(scheme: Scheme) -> Scheme:
     if scheme.partitioned:
         raise ValueError(f"scheme: {scheme.name!r} splits the state in halves, which the adjoint's augmented state "
                          "[x, a, g] does not have; use gradient='reversible' (exact for it) or another scheme")
+    if "term" in scheme.term_needs:
+        raise ValueError(f"gradient: the adjoint cannot run {scheme.name!r}: it advances the field's terms one at a "
+                         "time, and the adjoint's augmented system [x, a, g] is one field; use gradient='backprop' "
+                         "or 'checkpoint' for it")
     if scheme.composes:
         raise ValueError(f"gradient: the adjoint cannot run {scheme.name!r}: it applies the rate to its own output "
                          "(each application with its own norms), which the adjoint's backward sweep does not "

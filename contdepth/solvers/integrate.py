@@ -8,7 +8,7 @@ and hand over to a driver ([`solve_fixed_grid`][contdepth.solvers.solve_fixed_gr
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ from .gradients import RECONSTRUCTION_TOLERANCE, module_parameters, solve_adjoin
 from .registry import get_scheme, get_tableau
 from .scheme import Rate, Scheme, StageTime, Tensor, as_fraction, snap_to_grid
 from .solution import IntegrationStats, Solution
-from .term import FunctionTerm
+from .term import FunctionTerm, SumTerm
 from .tableau import ButcherTableau
 
 Field = Callable[[float, Tensor], Tensor]
@@ -65,8 +65,15 @@ def _autocast_allows(out: Tensor, x: Tensor) -> bool:
     return torch.is_autocast_enabled(device) and out.dtype == torch.get_autocast_dtype(device)
 
 
-def _field_rate(f: Field) -> Rate:
-    """Adapt a plain ``f(t, x)`` to the ``rate(stage, x)`` contract, checking what it returns."""
+def _field_rate(f: Field | Sequence[Field]) -> Rate:
+    """Adapt a plain ``f(t, x)`` (or a sequence of them: their sum, term by term) to the ``rate(stage, x)``
+    contract, checking what it returns."""
+    if isinstance(f, (list, tuple)):
+        if not f or not all(callable(g) for g in f):
+            raise OptionError("f", "a field given as terms must be a non-empty sequence of functions f(t, x)")
+        return SumTerm([_field_rate(g) for g in f])
+    if not callable(f):
+        raise OptionError("f", f"must be a function f(t, x) or a sequence of them, got {type(f).__name__}")
 
     def rate(stage: StageTime, x: Tensor) -> Tensor:
         return check_rate_output(f(stage.t, x), x, "f")
@@ -115,7 +122,10 @@ def integrate(
     """Integrate ``dx/dt = f(t, x)`` from ``t0`` to ``t1`` in ``n_steps`` equal steps.
 
     Args:
-        f: the right-hand side; called as ``f(t, x)`` with a float ``t``.
+        f: the right-hand side; called as ``f(t, x)`` with a float ``t``. A sequence of such
+            functions ``(f_1, ..., f_m)`` is a field that is their sum: a splitting scheme
+            (``lie_trotter``, ``strang``, ``strang_midpoint``) advances one at a time, every
+            other scheme integrates the sum.
         x0: initial state, any shape and floating dtype, on any device.
         scheme: a registered name (see [`available_schemes`][contdepth.solvers.available_schemes]), a tableau or a scheme.
         n_steps: number of steps, any integer >= 1.

@@ -25,6 +25,7 @@ from .fractal import FractalJoin
 from .implicit import BackwardEuler, NeumannSeries
 from .multistep import AdamsBashforth, LMResNetScheme
 from .partitioned import RevNetCoupling
+from .splitting import Splitting
 from .reversible import AsynchronousLeapfrog, ReversibleHeun
 from .registry import available_schemes, get_scheme
 from .runge_kutta import RungeKutta
@@ -197,6 +198,11 @@ def scheme_properties(scheme: str | Scheme, *, lm_k: float | None = None) -> Sch
         # two-half coupling, so there is no stability interval on the real axis to give.
         return SchemeProperties(name, "partitioned, reversible (2 half-rates)", 2, 1, None, None, None,
                                 resolved.reference)
+    if isinstance(resolved, Splitting):
+        # Each evaluation is one term's; the scalar test equation has no terms to split, so no
+        # stability interval on the real axis is given.
+        return SchemeProperties(name, f"splitting of {resolved.terms} terms ({resolved.sub_step} sub-steps)",
+                                resolved.evaluations(1), resolved.order, None, None, None, resolved.reference)
     if isinstance(resolved, (ReversibleHeun, AsynchronousLeapfrog)):
         kind = "reversible (y, z)" if isinstance(resolved, ReversibleHeun) else "reversible leapfrog (x, v)"
         return SchemeProperties(name, kind, len(resolved.stage_offsets(2)[1]), resolved.order,

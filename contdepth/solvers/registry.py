@@ -15,6 +15,7 @@ from .partitioned import RevNetCoupling
 from .reversible import AsynchronousLeapfrog, ReversibleHeun
 from .runge_kutta import RungeKutta
 from .scheme import Scheme
+from .splitting import lie_trotter, strang, strang_midpoint
 from .tableau import ButcherTableau
 from .tableaux import BUILTIN_TABLEAUX, HEUN, KUTTA3, RK4
 
@@ -80,3 +81,8 @@ register_scheme(RevNetCoupling())
 # Reversible integrators: backward passes rebuild the states instead of storing them.
 register_scheme(ReversibleHeun())
 register_scheme(AsynchronousLeapfrog())
+# Splittings of a field of two terms (Lu et al. 2019): the transformer layer, Macaron's, and Strang's
+# with second-order sub-steps.
+register_scheme(lie_trotter())
+register_scheme(strang())
+register_scheme(strang_midpoint())

@@ -31,11 +31,15 @@ class Term:
         part_dim: the dimension those halves split (``None``: not fixed by the model).
         application_count: applications `application` evaluates separately (0: none; a
             repeated template's, PolyNet's).
+        term_count: terms of a field that is a sum, ``f = f_1 + ... + f_m``, that `term`
+            evaluates one at a time (0: none; a transformer layer's attention and MLP), for
+            splitting schemes.
     """
 
     part_count: int = 0
     part_dim: int | None = None
     application_count: int = 0
+    term_count: int = 0
 
     def __call__(self, stage: StageTime, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -47,6 +51,10 @@ class Term:
     def application(self, stage: StageTime, x: Tensor, j: int) -> Tensor:
         """Application ``j`` of a repeated rate at ``x``."""
         raise TypeError(f"{type(self).__name__}: this rate offers no applications (application_count is 0)")
+
+    def term(self, stage: StageTime, x: Tensor, i: int) -> Tensor:
+        """Term ``i`` of a field that is a sum of terms, at ``x``."""
+        raise TypeError(f"{type(self).__name__}: this rate offers no terms (term_count is 0)")
 
     # --- what gradient modes need ---------------------------------------------------------
     def recomputed(self) -> "Term":
@@ -84,9 +92,29 @@ class FunctionTerm(Term):
         return self.parameters
 
 
+class SumTerm(Term):
+    """A field given as its terms ``(f_1, ..., f_m)``: the whole rate is their sum, `term` evaluates one."""
+
+    def __init__(self, terms: Sequence[Callable[[StageTime, Tensor], Tensor]], parameters: Sequence[Tensor] = ()) -> None:
+        self.terms, self.parameters = tuple(terms), tuple(parameters)
+        self.term_count = len(self.terms)
+
+    def __call__(self, stage: StageTime, x: Tensor) -> Tensor:
+        total = self.terms[0](stage, x)
+        for f in self.terms[1:]:
+            total = total + f(stage, x)
+        return total
+
+    def term(self, stage: StageTime, x: Tensor, i: int) -> Tensor:
+        return self.terms[i](stage, x)
+
+    def grid_parameters(self) -> tuple[Tensor, ...]:
+        return self.parameters
+
+
 def as_term(rate: Term | Callable[[StageTime, Tensor], Tensor]) -> Term:
     """``rate`` itself if it is a [`Term`][contdepth.solvers.Term], else a `FunctionTerm` around it."""
     return rate if isinstance(rate, Term) else FunctionTerm(rate)
 
 
-__all__ = ["FunctionTerm", "Term", "as_term"]
+__all__ = ["FunctionTerm", "SumTerm", "Term", "as_term"]
