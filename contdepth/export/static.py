@@ -24,7 +24,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..nn import ContinuousBlock, continuous_blocks, is_partitioned, is_repeated
+from ..nn import ContinuousBlock, continuous_blocks, has_terms, is_partitioned, is_repeated
 from ..nn.repeated import check_component_index, check_composing_training
 from ..nn import manifest as manifest_model
 from ..solvers import LMResNetScheme, Scheme, StageSchedule, StageTime, Term, solve_fixed_grid
@@ -66,6 +66,8 @@ class UnitsRate(Term):
         self.units, self.rows, self.context = units, row_of_point, context
         if is_partitioned(units[0]):  # a Coupling: one half's rate at a time (revnet)
             self.part_count, self.part_dim = 2, units[0].dim
+        elif has_terms(units[0]):  # a sum of terms: one at a time (splitting schemes)
+            self.term_count = len(units[0].terms)
         elif is_repeated(units[0]):  # a norm of its own per application (polynet)
             self.application_count = len(units[0].applications)
 
@@ -75,6 +77,10 @@ class UnitsRate(Term):
     def part(self, stage: StageTime, half: Tensor, i: int) -> Tensor:
         check_component_index("part", i, self.part_count)
         return self.units[self.rows[stage.index]].part(i, half, *self.context)
+
+    def term(self, stage: StageTime, y: Tensor, i: int) -> Tensor:
+        check_component_index("term", i, self.term_count)
+        return self.units[self.rows[stage.index]].term(i, y, *self.context)
 
     def application(self, stage: StageTime, y: Tensor, j: int) -> Tensor:
         check_component_index("application", j, self.application_count)

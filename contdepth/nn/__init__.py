@@ -6,6 +6,7 @@ from .depth_function import CoefficientMap, DepthFunction, reset_template_parame
 from .norm_state import NormState
 from .rate import BlockRate
 from .temporary import Temporary
+from .terms import Terms, has_terms
 from .coefficient_tree import CoefficientTree
 from .convert import units_to_block
 from .coupling import Coupling, is_partitioned
@@ -23,5 +24,5 @@ __all__ = [
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "Coupling", "is_partitioned", "is_repeated", "GCNLayer", "GCNRate",
     "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
     "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",
-    "reset_template_parameters", "units_to_block", "BlockRate", "DepthFunction", "NormState", "PlanCache", "Temporary", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
+    "reset_template_parameters", "units_to_block", "BlockRate", "DepthFunction", "NormState", "PlanCache", "Temporary", "Terms", "has_terms", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
 ]

@@ -26,6 +26,7 @@ from .coupling import is_partitioned
 from .depth_function import DepthFunction
 from .norm_state import NormState
 from .repeated import check_component_index, check_composing_training, is_repeated
+from .terms import has_terms
 from .stage_plan import StagePlan, StageValues, evaluate_rows, one_hot_rows
 from .template_call import TemplateCall
 
@@ -35,8 +36,9 @@ DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 
 
 class Components(NamedTuple):
-    """How a template is evaluated in parts: ``kind`` ``"part"`` (a Coupling's halves) or ``"application"``
-    (a repeated template's), how many, the state indices each one samples, and a Coupling's split ``dim``."""
+    """How a template is evaluated in parts: ``kind`` ``"part"`` (a Coupling's halves), ``"term"`` (a Terms
+    template's) or ``"application"`` (a repeated template's), how many, the state indices each one samples,
+    and a Coupling's split ``dim``."""
 
     kind: str
     count: int
@@ -53,6 +55,8 @@ def components_of(template: nn.Module, state_names: tuple[str, ...]) -> Componen
     """
     if is_partitioned(template):
         kind, prefixes, dim = "part", template.parts, template.dim
+    elif has_terms(template):
+        kind, prefixes, dim = "term", template.terms, None
     elif is_repeated(template):
         kind, prefixes, dim = "application", template.applications, None
     else:
@@ -108,6 +112,8 @@ class BlockRate(Term):
         if components is not None:
             if components.kind == "part":
                 self.part_count, self.part_dim = components.count, components.dim
+            elif components.kind == "term":
+                self.term_count = components.count
             else:
                 self.application_count = components.count
         if samples is not None and plan is not None and plan.scheme.composes:
@@ -124,6 +130,10 @@ class BlockRate(Term):
     def application(self, stage: StageTime, x: Tensor, j: int) -> Tensor:
         check_component_index("application", j, self.application_count)
         return self._evaluate(stage, x, ("application", j))
+
+    def term(self, stage: StageTime, x: Tensor, i: int) -> Tensor:
+        check_component_index("term", i, self.term_count)
+        return self._evaluate(stage, x, ("term", i))
 
     def _evaluate(self, stage: StageTime, x: Tensor, component: tuple[str, int] | None = None) -> Tensor:
         """The whole rate, one half's or one application's, with its state sample."""

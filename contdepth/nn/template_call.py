@@ -50,7 +50,9 @@ class TemplateCall:
         ``state=None`` leaves the placeholder statistics in place (a template without any).
         ``component=("part", i)`` calls ``template.part(i, x, *context)`` instead: one half's
         rate of a partitioned template ([`Coupling`][contdepth.nn.Coupling]);
-        ``("application", j)`` calls ``template.application(j, x, *context)``: the ``j``-th
+        ``("term", i)`` calls ``template.term(i, x, *context)``: term ``i`` of a
+        [`Terms`][contdepth.nn.Terms] template; ``("application", j)`` calls
+        ``template.application(j, x, *context)``: the ``j``-th
         application of a repeated template (`contdepth.nn.repeated`).
         The output is checked to be a rate for ``x`` (same shape and dtype).
         """
