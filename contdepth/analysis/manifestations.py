@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -283,7 +284,8 @@ def analyze_manifestations(
     batches = _analysis_batches(dataset, split, batch_size, device)
     total = len(batches) if max_examples is None else min(len(batches), math.ceil(max_examples / batch_size))
     # a bar on a terminal, a line every so often in a log (nohup, CI): never a silent wait
-    bar = Progress(total, f"{len(grid)} manifestations", unit="batches", enabled=bool(progress))
+    bar = Progress(total, f"{len(grid)} manifestations", unit="batches", enabled=bool(progress),
+                   stream=sys.stderr)  # stdout is the table's (analyze ... > table.txt)
     tic = time.perf_counter()
     try:
         for inputs, yb, select in batches:

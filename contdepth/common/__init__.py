@@ -5,7 +5,10 @@
   value a message quotes.
 - `json_values`: `to_json_value`, the one walk that makes a value JSON-ready.
 - `files`: atomic file writes and regular-file reads (never a wait on a FIFO).
-- `registry`: `Registry`, the one shape of every table of names (models, schemes, bases, datasets).
+- `registry`: `Registry`, the one shape of every table of names (models, schemes, bases, datasets,
+  metrics).
+- `options`: `option` and `add_flags`: a config field declared once, its flag generated.
+- `progress`: `Progress`, a bar on a terminal and a plain line every so often in a log.
 - `yaml_input`: the one YAML reader (aliases, depth and size bounded; JSON-like types only) and its
   writer (`dump_yaml`: what it writes reads back the same).
 """
@@ -20,6 +23,7 @@ from .files import (
     read_regular_text,
 )
 from .json_values import to_json_value
+from .registry import Registry
 from .validate import (
     check_bool,
     check_choice,

@@ -44,10 +44,18 @@ def to_json_value(value: Any, where: str = "value", *, strict: bool = True, non_
     if isinstance(value, (list, tuple)):
         return [to_json_value(v, where, strict=strict, non_finite=non_finite) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): to_json_value(v, f"{where}.{k}", strict=strict, non_finite=non_finite) for k, v in value.items()}
+        return {_json_key(k): to_json_value(v, f"{where}.{k}", strict=strict, non_finite=non_finite)
+                for k, v in value.items()}
     if strict:
         raise TypeError(f"{where}: cannot store a {type(value).__name__} in JSON")
     return value
 
 
 __all__ = ["NonFinite", "to_json_value"]
+
+
+def _json_key(key: object) -> str:
+    """A mapping key as ``json.dumps`` writes it: ``True`` -> ``"true"``, ``None`` -> ``"null"``, others ``str``."""
+    if key is True or key is False:
+        return "true" if key else "false"
+    return "null" if key is None else str(key)

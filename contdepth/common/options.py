@@ -143,7 +143,7 @@ def _argument(f: Field, override: Mapping[str, Any], *, defaults: bool,
     if unknown:
         raise ValueError(f"{f.name}: cannot override {sorted(unknown)[0]!r}; only {', '.join(OVERRIDABLE)}")
     default = override.get("default", default_of(f))
-    is_bool = str(f.type) == "bool"
+    is_bool = f.type is bool or str(f.type) == "bool"  # a real annotation, or the string one a future import leaves
     switch = is_bool and not negatable and default is False  # off unless given: no default to show
     text = override.get("help", help_of(f))
     quiet = switch or meta.get("repeatable")  # a switch is off, a repeatable flag empty, unless given

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Callable, Generic, Iterable, Iterator, NamedTuple, TypeGuard, TypeVar
 
 from .errors import OptionError
+from .validate import show
 
 T = TypeVar("T")
 
@@ -181,9 +182,9 @@ class Registry(Generic[T]):
     def unknown(self, name: object) -> OptionError:
         """The one-line error for a name that is not registered (for callers that check ``in`` first)."""
         choices = self.names()
-        message = f"unknown {self.kind} {name!r}; choose one of: {', '.join(choices)}"
+        message = f"unknown {self.kind} {show(name)}; choose one of: {', '.join(choices)}"
         key = self.key(name)
-        if key:
+        if key and len(key) <= MAX_NAME_LENGTH:  # a hostile 100,000-character name gets no difflib search
             import difflib  # only on this error path: importing the registry stays cheap
 
             close = difflib.get_close_matches(key, choices, n=1)
@@ -195,7 +196,7 @@ class Registry(Generic[T]):
         key = self.key(name)
         if not is_plain_name(key):
             raise OptionError("name", f"a {self.kind} name must be a letter, then letters, digits, '_' or '-' "
-                                      f"(at most 64), got {name!r}")
+                                      f"(at most 64), got {show(name)}")
         return key
 
 

@@ -427,9 +427,11 @@ def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> 
         return
     blocks = continuous_blocks(model)
     wanted = compress.n_basis if isinstance(compress.n_basis, tuple) else (compress.n_basis,) * len(blocks)
-    if len(wanted) != len(blocks):
-        raise ConfigError(f"{where}.compress.n_basis: give one value or one per block ({len(blocks)}), got "
-                          f"{list(wanted)}")
+    for key in ("n_basis", "n_steps"):  # a per-block list of the wrong length fails here, not after training
+        value = getattr(compress, key)
+        if isinstance(value, tuple) and len(value) != len(blocks):
+            raise ConfigError(f"{where}.compress.{key}: give one value or one per block ({len(blocks)}), got "
+                              f"{list(value)}")
     for index, (block, n_basis) in enumerate(zip(blocks, wanted)):
         basis = final_basis(block.basis, config.refine_at)
         if n_basis > basis.n:

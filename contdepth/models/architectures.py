@@ -23,7 +23,7 @@ from torch import nn
 
 from ..common.validate import check_bool, check_choice, check_int, check_number
 from ..nn import Coupling
-from ..solvers import NeumannSeries, check_gradient, check_reversible, get_scheme, split_halves
+from ..solvers import NeumannSeries, get_scheme, gradient_mode, split_halves
 from .image import ContinuousNet, StagedNet, stage_widths
 from .layers import NORMS, STITCHES, norm_layer, per_stage, residual_rate
 from .registry import register_model
@@ -163,13 +163,13 @@ def _build(name: str, unit, scheme, *, in_channels: int, num_classes: int, alpha
     from ..basis import available_bases
 
     check_choice(basis, "basis", tuple(available_bases()))
-    gradient = check_gradient(gradient)
+    mode = gradient_mode(gradient)
+    gradient = mode.name
     if not continuous and gradient != "backprop":
         raise ValueError(f"gradient: {gradient!r} applies to the continuous form (continuous=true); the discrete "
                          f"{name} trains with backprop")
     if continuous:
-        if gradient == "reversible":
-            check_reversible(get_scheme(scheme))
+        mode.check(get_scheme(scheme))  # the mode's own check, before any layer is built
         if coupled:
             def make_rate(width: int) -> nn.Module:
                 return Coupling(residual_rate(width // 2, norm), residual_rate(width // 2, norm))

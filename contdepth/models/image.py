@@ -11,7 +11,7 @@ from ..basis import available_bases
 from ..common.errors import OptionError
 from ..common.validate import check_bool, check_choice, check_int, check_number
 from ..nn import ContinuousBlock
-from ..solvers import LMResNetScheme, Scheme, check_gradient, check_reversible, get_scheme
+from ..solvers import LMResNetScheme, Scheme, get_scheme, gradient_mode
 from .layers import Head, NORMS, STITCHES, Stitch, check_block_size, make_stitch, per_stage, residual_rate, stem
 from .registry import register_model
 
@@ -124,10 +124,9 @@ def continuousnet(*, in_channels: int = 3, num_classes: int = 10, alpha: int = 1
     """
     stage_widths(alpha, widen)  # every option is checked before the first layer is built
     check_choice(basis, "basis", tuple(available_bases()))
-    gradient = check_gradient(gradient, check_bool(checkpoint, "checkpoint"))
-    if gradient == "reversible":
-        check_reversible(get_scheme(scheme))
-    get_scheme(scheme)
+    mode = gradient_mode(gradient, check_bool(checkpoint, "checkpoint"))
+    mode.check(get_scheme(scheme))  # the mode's own check, before any layer is built
+    gradient = mode.name
     return ContinuousNet(
         in_channels=check_int(in_channels, "in_channels", low=1),
         num_classes=check_int(num_classes, "num_classes", low=1), alpha=alpha, widen=widen,

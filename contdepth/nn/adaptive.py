@@ -113,6 +113,12 @@ def adaptive_depth(model: nn.Module, rtol: float = 1e-3, atol: float = 1e-4, *, 
         raise RuntimeError("adaptive_depth: a block is already inside another adaptive_depth context")
     record = AdaptiveRecord(blocks)
     controller = StepController(max_steps=setting.max_steps)
-    return Temporary.all((block.integrate_with(Adaptive(setting.tableau, setting.rtol, setting.atol, controller,
-                                                        calls.append))
-                          for block, calls in zip(blocks, record.stats)), record)
+    changes: list[Temporary] = []
+    try:
+        for block, calls in zip(blocks, record.stats):
+            changes.append(block.integrate_with(Adaptive(setting.tableau, setting.rtol, setting.atol, controller,
+                                                         calls.append)))
+    except BaseException:
+        Temporary.all(changes).undo()  # a block that refuses leaves every block on its grid
+        raise
+    return Temporary.all(changes, record)

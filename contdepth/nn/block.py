@@ -1,13 +1,10 @@
 """``ContinuousBlock``: any rate network with weights that are functions of depth.
 
-``dx/dt = R(theta(t), x)`` on ``[t0, t1]``, ``R`` an ordinary module (the *template*) and
-``theta(t) = sum_k c_k phi_k(t)``. A block is its **depth function**
-([`DepthFunction`][contdepth.nn.DepthFunction], ``block.coefficients``), its optional
-**normalisation state** ([`NormState`][contdepth.nn.NormState], ``block.state``) and an
-**integration strategy** (`contdepth.nn.integration`: a fixed grid of scheme, steps and gradient
-mode, or adaptive steps), which can change without touching the weights. The forward pass hands
-one [`BlockRate`][contdepth.nn.BlockRate] to ``strategy.run(rate, x)``, then fits the state to
-the samples the pass took.
+``dx/dt = R(theta(t), x)`` on ``[t0, t1]``, ``R`` an ordinary module (the *template*). A block is its
+depth function ([`DepthFunction`][contdepth.nn.DepthFunction], ``block.depth``; coefficients in the tree
+``block.coefficients``), its normalisation state ([`NormState`][contdepth.nn.NormState], ``block.norm_state``;
+buffers in ``block.state``) and an integration strategy (`contdepth.nn.integration`). The forward pass
+hands one [`BlockRate`][contdepth.nn.BlockRate] to ``strategy.run(rate, x)``, then fits the state.
 """
 
 from __future__ import annotations
@@ -20,7 +17,9 @@ import torch
 from torch import nn
 
 from ..basis import DepthBasis, make_basis, projection_matrix
+from ..common.compiling import eager
 from ..common.errors import OptionError
+from ..common.validate import check_number
 from ..solvers import (
     RECONSTRUCTION_TOLERANCE, IntegrationStats, ReconstructionLog, Scheme, StepController, check_n_steps,
     get_scheme, gradient_mode,
@@ -30,7 +29,7 @@ from .integration import Adaptive, FixedGrid, Integration
 from .norm_state import NormState
 from .rate import BlockRate, RateSource, components_of
 from .stage_plan import PlanCache, StagePlan, StageValues
-from .state_range import StateRange, unknown_range
+from .state_range import unknown_range
 from .stored_layout import steps_for, stored_basis_size
 from .template_call import TemplateCall
 from .temporary import Temporary
@@ -42,26 +41,19 @@ class ContinuousBlock(nn.Module):
     """An ODE block ``dx/dt = template(x; theta(t))`` with depth-dependent weights.
 
     Args:
-        template: any module mapping a state to a rate of the same shape. Each of its
-            parameters becomes coefficients of shape ``(n_basis, *param.shape)``; one with
-            ``requires_grad=False`` stays frozen: its own value at every depth, no gradient,
-            through refine, project and loading. Floating-point buffers (BatchNorm running
-            statistics) become depth-dependent state in the same basis (`contdepth.nn.norm_state`).
-        basis: ``"piecewise_constant"``, ``"piecewise_linear"``, ``"legendre"`` or a
-            [`DepthBasis`][contdepth.basis.DepthBasis].
+        template: any module mapping a state to a rate of the same shape; each parameter becomes
+            coefficients ``(n_basis, *param.shape)`` (one with ``requires_grad=False`` stays frozen at
+            every depth), floating-point buffers depth-dependent state (`contdepth.nn.norm_state`).
+        basis: ``"piecewise_constant"``, ``"piecewise_linear"``, ``"legendre"`` or a `DepthBasis`.
         n_basis, n_steps: basis functions and integration steps (default: ``n_basis``).
         scheme: integration scheme name or object (see ``available_schemes()``); ``t0``, ``t1``: the interval.
-        checkpoint: recompute steps during backward (the same as ``gradient="checkpoint"``).
         gradient: a [`GradientMode`][contdepth.solvers.GradientMode] (``Backprop()``, ``Checkpoint()``,
-            ``Reversible(tolerance)``, ``Adjoint()``) or its name; checked against the scheme here.
-        reconstruction_tolerance: with ``gradient="reversible"``, the mode's tolerance: the largest
-            relative error of the rebuilt input before a backward pass falls back to backprop.
+            ``Reversible(tolerance)``, ``Adjoint()``) or its name, checked against the scheme here;
+            ``checkpoint=True`` is ``"checkpoint"``; ``reconstruction_tolerance`` the tolerance of
+            ``"reversible"`` (the largest relative error of a rebuilt input before backprop takes over).
         initializer: redraws the template's parameters in place, once per basis function
             (default: the modules' ``reset_parameters``): independent draws, ``theta``'s values at
             the basis' collocation points (cell centres, nodes, Gauss points).
-
-    The normalisation state is read no deeper (or shallower) than it was ever sampled
-    ([`state_depths`][contdepth.nn.ContinuousBlock.state_depths]; `contdepth.nn.state_range`).
     """
 
     def __init__(self, template: nn.Module, *, basis: str | DepthBasis = "piecewise_constant", n_basis: int = 4,
@@ -75,11 +67,15 @@ class ContinuousBlock(nn.Module):
             raise ValueError("template: has no parameters, so there is nothing to vary with depth")
         if not (isinstance(t0, (int, float)) and isinstance(t1, (int, float)) and t1 > t0):
             raise ValueError(f"t1: the depth interval needs t1 > t0, got t0={t0!r}, t1={t1!r}")
-        mode = gradient_mode(gradient, bool(checkpoint), tolerance=reconstruction_tolerance)
+        self._tolerance = check_number(reconstruction_tolerance, "reconstruction_tolerance", low=0.0)
+        mode = gradient_mode(gradient, bool(checkpoint), tolerance=self._tolerance)
+        if self._tolerance not in (getattr(mode, "tolerance", self._tolerance), RECONSTRUCTION_TOLERANCE):
+            raise OptionError("reconstruction_tolerance", f"{self._tolerance:g} conflicts with {mode!r}; give it once")
         resolved = get_scheme(scheme)
-        self.coefficients = DepthFunction.drawn(template, make_basis(basis, n_basis), t0, t1, initializer)
-        self.state = NormState.from_template(template, self.basis)
-        if self.state.names:
+        self.depth = DepthFunction.drawn(template, make_basis(basis, n_basis), t0, t1, initializer)
+        self.norm_state = NormState.from_template(template, self.basis)
+        self.coefficients, self.state = self.depth.tree, self.norm_state.tree  # the module tree: state_dict keys
+        if self.norm_state.names:
             self.register_buffer("state_depth_range", unknown_range())
         # The template is kept only for its architecture: its own parameters are never used
         # (theta(t) is substituted), so it lives on the meta device and outside the module tree.
@@ -92,40 +88,40 @@ class ContinuousBlock(nn.Module):
         self.grid = FixedGrid(resolved, check_n_steps(self.basis.n if n_steps is None else n_steps), mode).checked()
 
     # --- the parts --------------------------------------------------------------------------
-    basis = property(lambda self: self.coefficients.basis, doc="The depth function's basis.")
-    t0 = property(lambda self: self.coefficients.t0, doc="Where the depth interval starts.")
-    t1 = property(lambda self: self.coefficients.t1, doc="Where the depth interval ends.")
-    parameter_names = property(lambda self: self.coefficients.names, doc="The template's parameter names.")
-    state_names = property(lambda self: self.state.names, doc="The template's floating-point buffers.")
-    shared_names = property(lambda self: self.state.shared_names, doc="The template's other buffers.")
+    basis = property(lambda self: self.depth.basis, doc="The depth function's basis.")
+    t0 = property(lambda self: self.depth.t0, doc="Where the depth interval starts.")
+    t1 = property(lambda self: self.depth.t1, doc="Where the depth interval ends.")
+    parameter_names = property(lambda self: self.depth.names, doc="The template's parameter names.")
+    state_names = property(lambda self: self.norm_state.names, doc="The template's floating-point buffers.")
+    shared_names = property(lambda self: self.norm_state.shared_names, doc="The template's other buffers.")
     template = property(lambda self: self._call.template,
                         doc="The template's architecture (on the meta device: its tensors are placeholders).")
     n_basis = property(lambda self: self.basis.n)
 
     def coefficient_items(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(template parameter name, coefficients)`` pairs, in the template's order."""
-        return self.coefficients.items()
+        return self.depth.items()
 
     def state_items(self) -> Iterator[tuple[str, Tensor]]:
         """``(template buffer name, depth coefficients)`` for the depth-dependent state."""
-        return self.state.items()
+        return self.norm_state.items()
 
     def shared_buffers(self) -> dict[str, Tensor]:
         """The template's depth-independent (integer) buffers, by name."""
-        return self.state.shared()
+        return self.norm_state.shared()
 
     def theta(self, t: float | Fraction, *, left: bool = False) -> dict[str, Tensor]:
         """The template's parameters at depth ``t`` (in ``[t0, t1]``)."""
-        return self.coefficients.theta(t, left=left)
+        return self.depth.theta(t, left=left)
 
     def breakpoints(self) -> tuple[Fraction, ...]:
         """Depths in ``(t0, t1)`` where ``theta`` may jump or bend: no adaptive step crosses one."""
-        return self.coefficients.breakpoints()
+        return self.depth.breakpoints()
 
     def stage_plan(self, scheme: Scheme | None = None, n_steps: int | None = None) -> StagePlan:
         """The [`StagePlan`][contdepth.nn.StagePlan] of a manifestation (default: the block's grid), cached."""
         return self.plans.get(self.grid.scheme if scheme is None else scheme,
-                              self.grid.n_steps if n_steps is None else n_steps, self.coefficients, self.state.range)
+                              self.grid.n_steps if n_steps is None else n_steps, self.depth, self.norm_state.range)
 
     def values_at_stages(self, plan: StagePlan | None = None) -> StageValues:
         """The template's parameters and state at every distinct stage value of ``plan`` (what a static export
@@ -135,17 +131,17 @@ class ContinuousBlock(nn.Module):
     def rate(self, context: tuple = (), *, plan: StagePlan | None = None, samples: list | None = None,
              recompute: bool = False) -> BlockRate:
         """The block's [`BlockRate`][contdepth.nn.BlockRate] on ``plan`` (``None``: at any depth)."""
-        source = RateSource(self._call, self.coefficients, self.state, self.training,
+        source = RateSource(self._call, self.depth, self.norm_state, self.training,
                             components_of(self.template, self.state_names), self.reconstruction)
         return BlockRate(source, context, plan=plan, samples=samples, recompute=recompute)
 
     # --- normalisation state ------------------------------------------------------------------
     def update_state(self, plan: StagePlan, samples: list) -> None:
         """Fit the state to one pass's samples and widen the sampled range ([`NormState.fit`][contdepth.nn.NormState.fit])."""
-        if self.state.fit(plan, samples, self.basis, getattr(self, "state_depth_range", None)):
-            self.stage_plan()  # built eagerly: no Fraction arithmetic under torch.compile
+        if self.norm_state.fit(plan, samples, self.basis, getattr(self, "state_depth_range", None)):
+            self._plan_now()
 
-    state_depths = property(lambda self: self.state.depths(self.t0, self.t1),
+    state_depths = property(lambda self: self.norm_state.depths(self.t0, self.t1),
                             doc="The depths ``(shallowest, deepest)`` the state has been sampled at; ``None``: not yet.")
 
     def assume_state_sampled_on(self, scheme: str | Scheme | None = None, n_steps: int | None = None) -> None:
@@ -153,8 +149,12 @@ class ContinuousBlock(nn.Module):
         checkpoint of format 1, trained before the sampled depths were recorded."""
         plan = self.stage_plan(None if scheme is None else get_scheme(scheme),
                                None if n_steps is None else check_n_steps(n_steps))
-        if self.state.widen(plan.sampled_range(), getattr(self, "state_depth_range", None)):
-            self.stage_plan()
+        if self.norm_state.widen(plan.sampled_range(), getattr(self, "state_depth_range", None)):
+            self._plan_now()
+
+    @eager  # the widened range's plan, built outside any torch.compile graph (Fractions are never traced)
+    def _plan_now(self) -> None:
+        self.stage_plan()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
@@ -164,15 +164,10 @@ class ContinuousBlock(nn.Module):
         if stored is not None and stored != self.n_basis:
             self.resize(stored, steps_for(self, stored))
         key = prefix + "state_depth_range"
-        loaded = self.state.stored_range(state_dict, key)  # validated before anything of this block is copied
+        loaded = self.norm_state.stored_range(state_dict, key)  # validated before anything of this block is copied
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        if self.state_names:
-            if key not in state_dict:  # saved before the range existed: unknown, read wherever a stage asks
-                if key in missing_keys:
-                    missing_keys.remove(key)
-                self.state_depth_range.copy_(unknown_range())
-            self.state.range, self.state.covers = loaded, None
+        self.norm_state.loaded(loaded, key, state_dict, missing_keys, getattr(self, "state_depth_range", None))
 
     # --- integration strategy -------------------------------------------------------------------
     @property
@@ -184,8 +179,8 @@ class ContinuousBlock(nn.Module):
     def grid(self, grid: FixedGrid) -> None:
         if not isinstance(grid, FixedGrid):
             raise TypeError(f"grid: expected a FixedGrid, got {type(grid).__name__}")
+        self.stage_plan(grid.scheme, grid.n_steps)  # first (a failing schedule keeps the old grid), and eagerly
         self._grid = grid
-        self.stage_plan()  # built eagerly: torch.compile then never traces the Fraction arithmetic
 
     @property
     def integration(self) -> Integration:
@@ -210,10 +205,17 @@ class ContinuousBlock(nn.Module):
         self, "grid", FixedGrid(self.scheme, self.n_steps, "checkpoint" if value else "backprop")),
         doc="Recompute each step during backward (less activation memory, more time).")
     gradient = property(lambda self: self._grid.gradient.name, lambda self, value: setattr(
-        self, "grid", FixedGrid(self.scheme, self.n_steps, gradient_mode(value)).checked()),
+        self, "grid", FixedGrid(self.scheme, self.n_steps, gradient_mode(value, tolerance=self._tolerance)).checked()),
         doc="The gradient mode's name (backprop, checkpoint, reversible, adjoint); set a name or a GradientMode.")
-    reconstruction_tolerance = property(lambda self: getattr(self._grid.gradient, "tolerance", RECONSTRUCTION_TOLERANCE),
-                                        doc="A reversible mode's tolerance of the rebuilt input's relative error.")
+
+    def _set_tolerance(self, value: float) -> None:
+        self._tolerance = check_number(value, "reconstruction_tolerance", low=0.0)
+        if self.gradient == "reversible":
+            self.gradient = "reversible"  # the mode rebuilt with the new tolerance
+
+    reconstruction_tolerance = property(lambda self: getattr(self._grid.gradient, "tolerance", self._tolerance),
+                                        _set_tolerance, doc="The largest relative error of a reversible pass's "
+                                                            "rebuilt input (the mode's, when reversible).")
     reconstruction_error = property(lambda self: self.reconstruction.last,
                                     doc="The last reversible backward pass's relative reconstruction error.")
 
@@ -253,8 +255,7 @@ class ContinuousBlock(nn.Module):
         return out, stats
 
     def forward_adaptive(self, x: Tensor, setting, *context: object) -> tuple[Tensor, IntegrationStats]:
-        """Integrate with error control (an [`AdaptiveDepth`][contdepth.nn.AdaptiveDepth] setting): ``(output, stats)``.
-        Steps end exactly on the basis breakpoints; a block with normalisation state must be in eval mode."""
+        """``(output, stats)`` with error control (an [`AdaptiveDepth`][contdepth.nn.AdaptiveDepth]): `adaptive_depth`'s strategy."""
         strategy = Adaptive(setting.tableau, setting.rtol, setting.atol, StepController(max_steps=setting.max_steps))
         return self.run(strategy, x, *context)  # type: ignore[return-value]
 
@@ -266,8 +267,8 @@ class ContinuousBlock(nn.Module):
 
     # --- basis changes ---------------------------------------------------------------------------
     def _change_basis(self, target: DepthBasis, n_steps: int, *, exact: bool) -> CoefficientMap:
-        self.state.change_basis(self.basis, target, exact=exact)
-        mapped = self.coefficients.change_basis(target, projection_matrix(self.basis, target))
+        self.norm_state.change_basis(self.basis, target, exact=exact)
+        mapped = self.depth.change_basis(target, projection_matrix(self.basis, target))
         self.grid = FixedGrid(self._grid.scheme, n_steps, self._grid.gradient)
         return mapped
 

@@ -1,7 +1,7 @@
 """``theta(t) = sum_k c_k phi_k(t)``: a block's weights as a function of depth, in a basis.
 
 [`DepthFunction`][contdepth.nn.DepthFunction] holds the coefficients under the template's own
-parameter names (it is the block's ``coefficients`` tree, so ``state_dict`` keys read
+parameter names (in a tree the block registers as ``coefficients``, so ``state_dict`` keys read
 ``coefficients.<template name>``), the basis and the depth interval. It owns what depends on
 them alone: the initial draws, where a depth lies in the basis (the ``(t - t0) / span``
 normalisation, written here once), ``theta`` at a depth, the breakpoints, and a change of basis
@@ -58,12 +58,18 @@ def reset_template_parameters(template: nn.Module) -> None:
         )
 
 
-class DepthFunction(CoefficientTree):
-    """The coefficients of ``theta`` (``(n_basis, *shape)`` per template parameter), its basis and interval."""
+class DepthFunction:
+    """The coefficients of ``theta`` (``(n_basis, *shape)`` per template parameter, in `tree`), its basis and interval.
 
-    def __init__(self, basis: DepthBasis, t0: float, t1: float, names: tuple[str, ...]) -> None:
-        super().__init__()
+    Not a module itself: `tree` is (the block registers it as ``coefficients``), so the tree's
+    names are only the template's own and none can clash with a method here (a template's
+    ``key`` or ``position`` layer).
+    """
+
+    def __init__(self, basis: DepthBasis, t0: float, t1: float, names: tuple[str, ...],
+                 tree: CoefficientTree | None = None) -> None:
         self.basis, self.t0, self.t1, self.names = basis, float(t0), float(t1), tuple(names)
+        self.tree = CoefficientTree() if tree is None else tree
 
     @classmethod
     def drawn(cls, template: nn.Module, basis: DepthBasis, t0: float, t1: float,
@@ -87,13 +93,13 @@ class DepthFunction(CoefficientTree):
         inverse = basis.collocation_inverse()
         for name in function.names:
             values = apply_matrix(inverse, torch.stack(draws[name]))
-            function.set(name, nn.Parameter(values, requires_grad=given[name].requires_grad))
+            function.tree.set(name, nn.Parameter(values, requires_grad=given[name].requires_grad))
         return function
 
     def items(self) -> Iterator[tuple[str, nn.Parameter]]:
         """``(template parameter name, coefficients)`` pairs, in the template's order."""
         for name in self.names:
-            yield name, self.get(name)  # type: ignore[misc]
+            yield name, self.tree.get(name)  # type: ignore[misc]
 
     def position(self, t: float | Fraction) -> Fraction:
         """Depth ``t`` of ``[t0, t1]`` as the basis' position in ``[0, 1]``, exactly."""
@@ -119,7 +125,7 @@ class DepthFunction(CoefficientTree):
         pairs = []
         for name, old in list(self.items()):
             new = nn.Parameter(apply_matrix(matrix, old.detach()), requires_grad=old.requires_grad)
-            self.set(name, new)
+            self.tree.set(name, new)
             pairs.append((old, new))
         retire(old for old, _ in pairs)  # an optimizer still holding them now fails at step()
         self.basis = target

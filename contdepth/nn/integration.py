@@ -14,7 +14,7 @@ depth) and calls ``strategy.run(rate, x)``; the strategy never calls back into t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -98,10 +98,12 @@ class FixedGrid(Integration):
             if torch.is_grad_enabled() and wanted:
                 raise ValueError(self.refusal)
             mode = Backprop()
-        out = mode.solve(plan.scheme, rate, x, plan.schedule, extra_parameters=rate.learnable_context(),
-                         log=rate.source.log)
-        return out, IntegrationStats(self.n_steps, self.units, 0, plan.schedule.step_ends,
-                                     reconstruction=rate.source.log if self.gradient.name == "reversible" else None)
+        solution = mode.solve(plan.scheme, rate, x, plan.schedule, extra_parameters=rate.learnable_context(),
+                              log=rate.source.log)
+        stats = solution.stats  # the evaluations the forward pass made (an implicit step counts its iterations)
+        if self.gradient.name == "reversible":
+            stats = replace(stats, reconstruction=rate.source.log)
+        return solution.state, stats
 
 
 @dataclass(frozen=True)

@@ -25,21 +25,27 @@ from ..basis import DepthBasis, apply_matrix, projection_matrix
 from ..common.compiling import eager
 from .coefficient_tree import CoefficientTree
 from .stage_plan import DepthKey, StagePlan
-from .state_range import StateRange
+from .state_range import StateRange, unknown_range
 
 Tensor = torch.Tensor
 
 
-class NormState(CoefficientTree):
-    """The depth-dependent statistics (``names``) and the shared integer buffers (``shared_names``) of a template."""
+class NormState:
+    """The depth-dependent statistics (``names``) and the shared integer buffers (``shared_names``) of a template.
 
-    range: StateRange | None = None  # the sampled depths (mirrors the block's buffer; read every pass, no device sync)
-    covers: StagePlan | None = None  # the plan whose full sampling is known to lie inside the range
+    The buffers live in `tree` (the block registers it as ``state``, so ``state_dict`` keys read
+    ``state.<template name>``); this object is not a module, so no buffer name of a template
+    (a BatchNorm called ``range``) can clash with a method here. ``range`` mirrors the block's
+    ``state_depth_range`` buffer (read every pass, no device sync); ``covers`` is the plan whose
+    full sampling is known to lie inside it.
+    """
 
-    def __init__(self, names: tuple[str, ...] = (), shared_names: tuple[str, ...] = ()) -> None:
-        super().__init__()
+    def __init__(self, names: tuple[str, ...] = (), shared_names: tuple[str, ...] = (),
+                 tree: CoefficientTree | None = None) -> None:
         self.names, self.shared_names = tuple(names), tuple(shared_names)
-        self.range, self.covers = None, None
+        self.tree = CoefficientTree() if tree is None else tree
+        self.range: StateRange | None = None
+        self.covers: StagePlan | None = None
 
     @classmethod
     def from_template(cls, template: nn.Module, basis: DepthBasis) -> "NormState":
@@ -51,19 +57,19 @@ class NormState(CoefficientTree):
         values = dict(buffers)
         for name in state.names:
             value = values[name].detach()
-            state.set_buffer(name, apply_matrix(inverse, value.expand(basis.n, *value.shape).clone()))
+            state.tree.set_buffer(name, apply_matrix(inverse, value.expand(basis.n, *value.shape).clone()))
         for name in state.shared_names:
-            state.set_buffer(name, values[name].detach().clone())
+            state.tree.set_buffer(name, values[name].detach().clone())
         return state
 
     def items(self) -> Iterator[tuple[str, Tensor]]:
         """``(template buffer name, depth coefficients)`` for the depth-dependent state."""
         for name in self.names:
-            yield name, self.get(name)
+            yield name, self.tree.get(name)
 
     def shared(self) -> dict[str, Tensor]:
         """The template's depth-independent (integer) buffers, by name."""
-        return {name: self.get(name) for name in self.shared_names}
+        return {name: self.tree.get(name) for name in self.shared_names}
 
     def depths(self, t0: float, t1: float) -> tuple[float, float] | None:
         """The sampled range as depths of ``[t0, t1]``: ``(shallowest, deepest)``; ``None``: never sampled."""
@@ -79,6 +85,19 @@ class NormState(CoefficientTree):
             return StateRange.decode(state_dict[key])
         except ValueError as exc:
             raise RuntimeError(f"{key}: {exc}") from exc
+
+    @torch.no_grad()
+    def loaded(self, stored: StateRange | None, key: str, state_dict: dict, missing_keys: list,
+               range_buffer: Tensor | None) -> None:
+        """After a load: mirror the range the state dict held (``stored``), or, saved before the range
+        existed, make it unknown (the state is then read wherever a stage asks, as it was then)."""
+        if not self.names:
+            return
+        if key not in state_dict:
+            if key in missing_keys:
+                missing_keys.remove(key)
+            range_buffer.copy_(unknown_range())
+        self.range, self.covers = stored, None
 
     def read_key(self, key: DepthKey) -> DepthKey:
         """Where a stage at ``key`` reads the state: ``key`` itself, or the nearest sampled end."""
@@ -175,7 +194,7 @@ class NormState(CoefficientTree):
             within = self.read_interval(source)
         matrix = projection_matrix(source, target, within=within)
         for name, old in list(self.items()):
-            self.set_buffer(name, apply_matrix(matrix, old))
+            self.tree.set_buffer(name, apply_matrix(matrix, old))
 
 
 __all__ = ["NormState"]

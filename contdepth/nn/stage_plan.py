@@ -1,7 +1,7 @@
 """Where a manifestation evaluates ``theta``: its stage plan and the values there.
 
-A [`StagePlan`][contdepth.nn.StagePlan] depends only on the manifestation (scheme, steps) and the basis, so a
-block builds it once per manifestation and caches it; [`StageValues`][contdepth.nn.StageValues] are the
+A [`StagePlan`][contdepth.nn.StagePlan] depends only on the manifestation (scheme, steps), the basis, the
+depth interval and the state's sampled range, so a block builds it once per manifestation and caches it; [`StageValues`][contdepth.nn.StageValues] are the
 template's tensors at the plan's distinct stage values (what a fixed-grid forward pass and a
 static export both use).
 """
@@ -28,8 +28,8 @@ Tensor = torch.Tensor
 class StagePlan:
     """Where a manifestation evaluates ``theta``: its schedule and the basis weights there.
 
-    Everything here depends only on the manifestation (scheme, steps, basis), so a block
-    builds it once and caches it.
+    Everything here depends only on the manifestation (scheme, steps), the basis, the interval
+    and the sampled range of the state, so a block builds it once and caches it (`PlanCache`).
 
     Attributes:
         scheme, schedule: the manifestation's scheme and its exact stage times.

@@ -29,7 +29,7 @@ from .gradients import (
     solve_reversible,
 )
 from .scheme import Scheme, StageSchedule, Tensor
-from .solution import ReconstructionLog
+from .solution import IntegrationStats, ReconstructionLog, Solution
 from .term import Term
 
 
@@ -46,8 +46,9 @@ class GradientMode(ABC):
 
     @abstractmethod
     def solve(self, scheme: Scheme, term: Term, x0: Tensor, schedule: StageSchedule, *,
-              extra_parameters: tuple[Tensor, ...] = (), log: ReconstructionLog | None = None) -> Tensor:
-        """The final state of ``scheme`` on ``schedule`` from ``x0``, differentiable the mode's way.
+              extra_parameters: tuple[Tensor, ...] = (), log: ReconstructionLog | None = None) -> Solution:
+        """The [`Solution`][contdepth.solvers.Solution] of ``scheme`` on ``schedule`` from ``x0``, differentiable the
+        mode's way; its ``stats`` count the evaluations the forward pass made.
 
         ``extra_parameters``: tensors the term closes over besides its own (a learnable
         graph adjacency passed as context) whose gradients are wanted.
@@ -63,8 +64,8 @@ class Backprop(GradientMode):
 
     name: ClassVar[str] = "backprop"
 
-    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Tensor:
-        return solve_fixed_grid(scheme, term, x0, schedule).state
+    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
+        return solve_fixed_grid(scheme, term, x0, schedule)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,14 @@ class Checkpoint(GradientMode):
 
     name: ClassVar[str] = "checkpoint"
 
-    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Tensor:
-        return solve_fixed_grid(scheme, term, x0, schedule, checkpoint=True).state
+    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
+        return solve_fixed_grid(scheme, term, x0, schedule, checkpoint=True)
+
+
+def _solved(scheme: Scheme, schedule: StageSchedule, state: Tensor) -> Solution:
+    """A custom backward pass's state as a `Solution`: the forward pass evaluated each of the grid's stages once."""
+    steps = len(schedule.steps)
+    return Solution(state, IntegrationStats(steps, sum(map(len, schedule.steps)), 0, schedule.step_ends))
 
 
 def _needs_graph(x0: Tensor, parameters: tuple[Tensor, ...]) -> bool:
@@ -110,13 +117,14 @@ class Reversible(GradientMode):
     def check(self, scheme: Scheme) -> Scheme:
         return check_reversible(scheme)
 
-    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Tensor:
+    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
         parameters = term.grid_parameters() + tuple(extra_parameters)
         if not _needs_graph(x0, parameters):
-            return solve_fixed_grid(scheme, term, x0, schedule).state
+            return solve_fixed_grid(scheme, term, x0, schedule)
         _refuse_random(term, self.name)
-        return solve_reversible(scheme, term, x0, schedule, parameters, backward_rate=term.recomputed(),
-                                tolerance=self.tolerance, on_reconstruction=None if log is None else log.record)
+        return _solved(scheme, schedule, solve_reversible(
+            scheme, term, x0, schedule, parameters, backward_rate=term.recomputed(), tolerance=self.tolerance,
+            on_reconstruction=None if log is None else log.record))
 
 
 @dataclass(frozen=True)
@@ -129,12 +137,13 @@ class Adjoint(GradientMode):
     def check(self, scheme: Scheme) -> Scheme:
         return check_adjoint_scheme(scheme)
 
-    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Tensor:
+    def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
         parameters = term.depth_parameters() + tuple(extra_parameters)
         if not _needs_graph(x0, parameters):
-            return solve_fixed_grid(scheme, term, x0, schedule).state
+            return solve_fixed_grid(scheme, term, x0, schedule)
         _refuse_random(term, self.name)
-        return solve_adjoint(scheme, term, x0, schedule, parameters, backward_rate=term.at_any_depth(recompute=True))
+        return _solved(scheme, schedule, solve_adjoint(scheme, term, x0, schedule, parameters,
+                                                       backward_rate=term.at_any_depth(recompute=True)))
 
 
 MODES: dict[str, type[GradientMode]] = {"backprop": Backprop, "checkpoint": Checkpoint, "reversible": Reversible,

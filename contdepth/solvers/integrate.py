@@ -169,7 +169,7 @@ def integrate(
                                         f"'checkpoint'; gradient={mode.name!r} differentiates the final state only")
         mode.check(resolved)
         schedule = resolved.schedule(n_steps, t0, t1)
-        state = mode.solve(resolved, FunctionTerm(rate, module_parameters(f, params)), x0, schedule)
+        state = mode.solve(resolved, FunctionTerm(rate, module_parameters(f, params)), x0, schedule).state
         return Solution(state, IntegrationStats(n_steps, resolved.evaluations(n_steps), 0, schedule.step_ends))
     checkpoint = isinstance(mode, Checkpoint)
     if t_eval is None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ..common.registry import Registry
+from ..common.registry import Registry, is_plain_name
+from ..common.validate import show
 from .typed_json import Bool, Int, ListOf, Number, Spec
 
 #: The longest time a row may record (about 31 years) and the most parameters a model may
@@ -48,8 +49,9 @@ class Metric:
     required: bool | str = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.name, str) and self.name.isidentifier()):
-            raise ValueError(f"metric: the name must be an identifier (a JSON key of a metrics row), got {self.name!r}")
+        if not is_plain_name(self.name):
+            raise ValueError(f"metric: the name must be a letter, then letters, digits, '_' or '-' (a JSON key of a "
+                             f"metrics row, a registry name), got {show(self.name)}")
         if self.cost not in (None, *COSTS):
             raise ValueError(f"metric {self.name}: cost must be one of {', '.join(COSTS)} or None, got {self.cost!r}")
         if self.required not in (False, True, "graph"):
@@ -108,10 +110,10 @@ def cost_metrics(cost: str) -> tuple[str, ...]:
 
 
 def check_row(row: dict) -> dict:
-    """``row`` if every key is a registered metric, else a ``KeyError`` naming the first that is not."""
+    """``row`` if every key is a registered metric, else a one-line ``ValueError`` naming the first that is not."""
     for key in row:
         if key not in METRICS:
-            raise KeyError(f"metrics row: {key!r} is not a registered metric (contdepth.train.register_metric): a "
+            raise ValueError(f"metrics row: {show(key)} is not a registered metric (contdepth.train.register_metric): a "
                            "checkpoint would not check it and a report would not know it")
     return row
 

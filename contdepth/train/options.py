@@ -221,7 +221,7 @@ class Compress:
             raise OptionError("finetune_epochs", f"must be at most {MAX_FINETUNE_EPOCHS:,}, got "
                                                  f"{self.finetune_epochs:,}")
         if self.lr is not None:
-            _set(self, "lr", check_number(self.lr, "lr", low=0, low_open=True))
+            _set(self, "lr", check_number(self.lr, "lr", low=0, low_open=True, float32=True))
         sizes = self.latency_batch_sizes
         if not isinstance(sizes, (list, tuple)):
             raise OptionError("latency_batch_sizes", f"must be a list of batch sizes, got {sizes!r}")

@@ -373,4 +373,5 @@ def test_a_sweep_reports_progress_through_the_one_progress_object(digits, capsys
                            progress=True)
     out = capsys.readouterr()
     assert "\r" not in out.out + out.err
-    assert "1 manifestations: 1/3 batches" in out.out and "2/3 batches" in out.out
+    assert "1 manifestations: 1/3 batches" in out.err and "2/3 batches" in out.err  # stdout is the table's
+    assert "manifestations" not in out.out

@@ -191,3 +191,21 @@ def test_the_basis_names_need_no_torch_and_agree_with_the_classes():
     assert contdepth.basis.available_bases() == contdepth.basis.bases.available_bases()
     help_text = " ".join(subparsers()["train"].format_help().split())
     assert f"--basis BASIS depth basis; one of {', '.join(contdepth.basis.available_bases())}" in help_text
+
+
+def test_a_users_config_with_real_annotations_gets_its_flags():
+    """A dataclass written without ``from __future__ import annotations`` (issue 28 review): bool and int types."""
+    import argparse
+    import dataclasses
+
+    from contdepth.common.options import add_flags, option, values_from
+
+    Sweep = dataclasses.make_dataclass("Sweep", [
+        ("fast", bool, option(False, help="skip the slow part")),
+        ("steps", int, option(8, help="steps")),
+        ("tolerance", float | None, option(None, help="a tolerance")),
+    ], frozen=True)
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Sweep)
+    values = values_from(parser.parse_args(["--fast", "--steps", "4", "--tolerance", "0.5"]), Sweep)
+    assert values == {"fast": True, "steps": 4, "tolerance": 0.5}

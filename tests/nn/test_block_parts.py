@@ -27,14 +27,15 @@ def mlp(width: int = 4) -> nn.Module:
 
 def test_a_block_is_a_depth_function_a_norm_state_and_a_strategy():
     block = cd.ContinuousBlock(nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 4)), n_basis=3, scheme="euler")
-    assert isinstance(block.coefficients, DepthFunction) and isinstance(block.state, NormState)
-    assert block.basis is block.coefficients.basis and block.coefficients.names == block.parameter_names
-    assert block.state.names == ("0.running_mean", "0.running_var")
+    assert isinstance(block.depth, DepthFunction) and isinstance(block.norm_state, NormState)
+    assert block.coefficients is block.depth.tree and block.state is block.norm_state.tree  # the module trees
+    assert block.basis is block.depth.basis and block.depth.names == block.parameter_names
+    assert block.norm_state.names == ("0.running_mean", "0.running_var")
     assert [k for k in block.state_dict() if "coefficients" in k][:2] == ["coefficients.0.weight", "coefficients.0.bias"]
     assert "state_depth_range" in block.state_dict()  # the checkpoint layout is the same as before the redesign
     # the (t - t0) / span normalisation is the depth function's, once: an interval of [2, 6]
     shifted = cd.ContinuousBlock(mlp(), n_basis=4, scheme="euler", t0=2.0, t1=6.0)
-    assert shifted.coefficients.position(3) == 0.25
+    assert shifted.depth.position(3) == 0.25
     torch.testing.assert_close(shifted.theta(3.5)["0.weight"], shifted.coefficients.get("0.weight")[1])
 
 
@@ -53,6 +54,23 @@ class Recording(Integration):
         for (stage,) in rate.plan.schedule.steps:  # two euler steps of h = 1/2
             out = out + 0.5 * rate(stage, out)
         return out, None
+
+
+def test_a_template_may_name_its_layers_like_the_parts_methods():
+    """An attention template's ``key`` or ``position`` layer, a norm called ``range``: the trees hold only
+    the template's names, never a name of DepthFunction's or NormState's own (issue 28 review)."""
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.key, self.position, self.range = nn.Linear(4, 4), nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+        def forward(self, x):
+            return self.key(self.range(x)) + self.position(x)
+
+    block = cd.ContinuousBlock(Attention(), n_basis=2, scheme="euler").double()
+    assert block(X).shape == X.shape and "coefficients.key.weight" in block.state_dict()
+    assert "state.range.running_mean" in block.state_dict()
 
 
 def test_a_strategy_receives_one_typed_rate_and_nothing_of_the_block():
@@ -123,3 +141,21 @@ def test_every_temporary_setting_is_one_mechanism_applied_at_once_and_undone_on_
         assert all(b.integration is not b.grid for b in cd.nn.continuous_blocks(model))
         model(X.float())
     assert record.calls() == 1 and all(b.integration is b.grid for b in cd.nn.continuous_blocks(model))
+
+
+def test_the_reconstruction_tolerance_is_checked_kept_and_given_once():
+    with pytest.raises(ValueError, match="reconstruction_tolerance"):
+        cd.ContinuousBlock(mlp(), reconstruction_tolerance=-1.0)
+    block = cd.ContinuousBlock(mlp(), n_basis=2, scheme="reversible_heun", reconstruction_tolerance=0.5)
+    block.gradient = "reversible"  # the string takes the block's tolerance
+    assert block.grid.gradient == Reversible(0.5) and block.reconstruction_tolerance == 0.5
+    block.reconstruction_tolerance = 0.25
+    assert block.grid.gradient == Reversible(0.25)
+    with pytest.raises(ValueError, match="conflicts with"):
+        cd.ContinuousBlock(mlp(), scheme="alf", gradient=Reversible(0.1), reconstruction_tolerance=0.3)
+
+
+def test_a_fixed_grids_stats_count_what_the_forward_pass_evaluated():
+    block = cd.ContinuousBlock(mlp(), n_basis=2, scheme="backward_euler", n_steps=4).double()
+    _, stats = block.run(block.grid, X)
+    assert stats.n_steps == 4 and stats.n_evaluations > 8  # the fixed-point iterations, not a nominal 2 per step
