@@ -82,7 +82,7 @@ class ContinuousBlock(nn.Module):
         meta = copy.deepcopy(template).to("meta")
         object.__setattr__(self, "_call", TemplateCall(meta, self.parameter_names, self.state_names,
                                                        self.shared_names))
-        self.plans = PlanCache()
+        self.plans, self._components = PlanCache(), components_of(meta, self.state_names)  # the template's, fixed
         self.reconstruction = ReconstructionLog()
         self._integration: Integration | None = None  # None: the grid
         self.grid = FixedGrid(resolved, check_n_steps(self.basis.n if n_steps is None else n_steps), mode).checked()
@@ -131,8 +131,8 @@ class ContinuousBlock(nn.Module):
     def rate(self, context: tuple = (), *, plan: StagePlan | None = None, samples: list | None = None,
              recompute: bool = False) -> BlockRate:
         """The block's [`BlockRate`][contdepth.nn.BlockRate] on ``plan`` (``None``: at any depth)."""
-        source = RateSource(self._call, self.depth, self.norm_state, self.training,
-                            components_of(self.template, self.state_names), self.reconstruction)
+        source = RateSource(self._call, self.depth, self.norm_state, self.training, self._components,
+                            self.reconstruction)
         return BlockRate(source, context, plan=plan, samples=samples, recompute=recompute)
 
     # --- normalisation state ------------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch import nn
 from ..basis import DepthBasis, apply_matrix, projection_matrix
 from ..common.compiling import eager
 from .coefficient_tree import CoefficientTree
-from .stage_plan import DepthKey, StagePlan
+from .stage_plan import StagePlan
 from .state_range import StateRange, unknown_range
 
 Tensor = torch.Tensor
@@ -98,10 +98,6 @@ class NormState:
                 missing_keys.remove(key)
             range_buffer.copy_(unknown_range())
         self.range, self.covers = stored, None
-
-    def read_key(self, key: DepthKey) -> DepthKey:
-        """Where a stage at ``key`` reads the state: ``key`` itself, or the nearest sampled end."""
-        return key if self.range is None else self.range.clamp(key)
 
     @torch.no_grad()
     def update(self, plan: StagePlan, samples: list[tuple[int, tuple[Tensor | None, ...]]],

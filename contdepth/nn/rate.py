@@ -27,7 +27,7 @@ from .depth_function import DepthFunction
 from .norm_state import NormState
 from .repeated import check_component_index, check_composing_training, is_repeated
 from .terms import has_terms
-from .stage_plan import StagePlan, StageValues, evaluate_rows, one_hot_rows
+from .stage_plan import StagePlan, StageValues, evaluate_rows, one_hot_rows, state_read_weights
 from .template_call import TemplateCall
 
 Tensor = torch.Tensor
@@ -160,8 +160,7 @@ class BlockRate(Term):
         params = _one_row(w, (c for _, c in depth.items()))
         if not state.names:
             return params, None
-        read = state.read_key(key)
-        w_state = w if read == key else depth.basis.weights(read[0], read[1] == 0)
+        w_state = state_read_weights(depth.basis, key, w, state.range)
         return params, _one_row(w_state, (c for _, c in state.items()))
 
     # --- what strategies and gradient modes need -------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 import numpy as np
 import torch
 
+from ..basis import DepthBasis
 from ..solvers import Scheme, StageSchedule
 from .state_range import DepthKey, StateRange, depth_key
 
@@ -112,6 +113,14 @@ def one_hot_rows(weights: np.ndarray) -> tuple[int, ...] | None:
     return None
 
 
+def state_read_weights(basis: DepthBasis, key: DepthKey, weights: np.ndarray,
+                       state_range: StateRange | None) -> np.ndarray:
+    """The basis weights a stage at ``key`` reads the state with: ``theta``'s own ``weights`` inside the sampled
+    range, else those of its nearest sampled end (a plan's rows and an any-depth rate both ask here)."""
+    read = key if state_range is None else state_range.clamp(key)
+    return weights if read == key else basis.weights(read[0], read[1] == 0)
+
+
 def build_plan(scheme: Scheme, n_steps: int, depth: "DepthFunction", state_range: StateRange | None) -> StagePlan:
     """The plan of ``n_steps`` steps of ``scheme`` over ``depth``'s interval and basis, the state read inside ``state_range``."""
     basis = depth.basis
@@ -122,9 +131,9 @@ def build_plan(scheme: Scheme, n_steps: int, depth: "DepthFunction", state_range
     row_of_point, spans = [], {}
     for exact, left in schedule.points:
         key = depth_key(depth.position(exact), left)
-        w = tuple(basis.weights(key[0], left).tolist())
-        read = key if state_range is None else state_range.clamp(key)
-        w_state = w if read == key else tuple(basis.weights(read[0], read[1] == 0).tolist())
+        weights_here = basis.weights(key[0], left)
+        w = tuple(weights_here.tolist())
+        w_state = tuple(state_read_weights(basis, key, weights_here, state_range).tolist())
         row = rows.setdefault((w, w_state), len(rows))
         row_of_point.append(row)
         lo, hi = spans.get(row, (key, key))

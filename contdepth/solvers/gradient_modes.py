@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 
@@ -78,10 +78,15 @@ class Checkpoint(GradientMode):
         return solve_fixed_grid(scheme, term, x0, schedule, checkpoint=True)
 
 
-def _solved(scheme: Scheme, schedule: StageSchedule, state: Tensor) -> Solution:
-    """A custom backward pass's state as a `Solution`: the forward pass evaluated each of the grid's stages once."""
-    steps = len(schedule.steps)
-    return Solution(state, IntegrationStats(steps, sum(map(len, schedule.steps)), 0, schedule.step_ends))
+def _reevaluated(mode: GradientMode, scheme: Scheme, term: Term, x0: Tensor, schedule: StageSchedule,
+                 parameters: tuple[Tensor, ...], solve: Callable[[], Tensor]) -> Solution:
+    """What every mode whose backward pass evaluates the rate again does around its own ``solve``: the plain pass
+    when there is no gradient to compute, a deterministic rate, and the forward pass's statistics (each stage once)."""
+    if not _needs_graph(x0, parameters):
+        return solve_fixed_grid(scheme, term, x0, schedule)
+    _refuse_random(term, mode.name)
+    return Solution(solve(), IntegrationStats(len(schedule.steps), sum(map(len, schedule.steps)), 0,
+                                              schedule.step_ends))
 
 
 def _needs_graph(x0: Tensor, parameters: tuple[Tensor, ...]) -> bool:
@@ -119,10 +124,7 @@ class Reversible(GradientMode):
 
     def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
         parameters = term.grid_parameters() + tuple(extra_parameters)
-        if not _needs_graph(x0, parameters):
-            return solve_fixed_grid(scheme, term, x0, schedule)
-        _refuse_random(term, self.name)
-        return _solved(scheme, schedule, solve_reversible(
+        return _reevaluated(self, scheme, term, x0, schedule, parameters, lambda: solve_reversible(
             scheme, term, x0, schedule, parameters, backward_rate=term.recomputed(), tolerance=self.tolerance,
             on_reconstruction=None if log is None else log.record))
 
@@ -139,11 +141,8 @@ class Adjoint(GradientMode):
 
     def solve(self, scheme, term, x0, schedule, *, extra_parameters=(), log=None) -> Solution:
         parameters = term.depth_parameters() + tuple(extra_parameters)
-        if not _needs_graph(x0, parameters):
-            return solve_fixed_grid(scheme, term, x0, schedule)
-        _refuse_random(term, self.name)
-        return _solved(scheme, schedule, solve_adjoint(scheme, term, x0, schedule, parameters,
-                                                       backward_rate=term.at_any_depth(recompute=True)))
+        return _reevaluated(self, scheme, term, x0, schedule, parameters, lambda: solve_adjoint(
+            scheme, term, x0, schedule, parameters, backward_rate=term.at_any_depth(recompute=True)))
 
 
 MODES: dict[str, type[GradientMode]] = {"backprop": Backprop, "checkpoint": Checkpoint, "reversible": Reversible,
