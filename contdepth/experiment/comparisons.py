@@ -17,7 +17,7 @@ are ratios ``arm / baseline`` of each run's sum over its epochs (`contdepth.expe
 A seed that lacks a metric in either arm (a run from before it was recorded) is left out of
 that ratio *and named* in ``*_missing``; its n says how many seeds the ratio rests on.
 
-Targets (`TARGET_KEYS` in `contdepth.experiment.spec`): ``flops_ratio_max``,
+Targets (`TARGET_KEYS` in `contdepth.experiment.comparison_spec`): ``flops_ratio_max``,
 ``cpu_time_ratio_max`` (the geometric mean), ``accuracy_diff_min`` (the mean) and
 ``accuracy_diff_low_min`` (the interval's lower end). ``time_ratio_max``, from specs written
 before these existed, is read as ``cpu_time_ratio_max``: ``met`` never uses wall time, which

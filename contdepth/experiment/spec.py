@@ -50,6 +50,8 @@ from ..train.runs import dry_model
 from ..train.sizes import final_basis
 from ..train.trainer import preflight as train_preflight
 
+from .comparison_spec import MODEL_STAGES, TARGET_KEYS, Comparison, parse_comparison  # noqa: F401  (re-exported)
+
 SPEC_KEYS = ("name", "description", "base", "seeds", "arms", "comparisons", "evaluate", "compress")
 # Options an experiment sets itself, per run or per sitting: a spec may not.
 RUN_OPTIONS = ("seed", "out", "resume", "overwrite", "extend", "quiet", "threads", "device")
@@ -58,10 +60,6 @@ SITTING_OPTIONS = ("data_dir", "eval_batch_size")
 IDENTITY_VERSION = 2
 # Used with fullmatch: with match, "$" also matches before a final newline, and "a\n" named a folder.
 ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# The models a comparison may read from a run: the trained one, or the compress step's.
-MODEL_STAGES = ("trained", "projected", "fine_tuned")
-TARGET_KEYS = ("flops_ratio_max", "cpu_time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min",
-               "time_ratio_max")  # the last: specs written before issue 27; read as cpu_time_ratio_max
 EVALUATE_KEYS = ("schemes", "n_steps", "splits", "examples")
 COMPRESS_KEYS = ("n_basis", "n_steps", "finetune_epochs", "lr", "latency_batch_sizes", "latency_repeats", "onnx")
 MAX_SEEDS = 1000
@@ -96,46 +94,6 @@ class Arm:
     overrides: dict
     evaluate: Evaluate | None = None
     compress: Compress | None = None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """``arm`` against ``baseline``, paired by seed; ``target`` holds the claim's thresholds (optional).
-
-    Targets: ``flops_ratio_max`` (the training steps' FLOP ratio, on every seed, at most this),
-    ``cpu_time_ratio_max`` (the geometric mean of the training CPU-time ratios at most this),
-    ``accuracy_diff_min`` (mean paired accuracy difference in points at least this),
-    ``accuracy_diff_low_min`` (the lower end of its 95 % interval at least this). No target
-    reads wall time. ``time_ratio_max``, from specs written before the others existed, is
-    kept as written (a suite's stored spec must still read back) and read as
-    ``cpu_time_ratio_max`` (`contdepth.experiment.comparisons`).
-    """
-
-    arm: str
-    baseline: str
-    target: dict = field(default_factory=dict)
-    # Which model of each side: the trained run, or its compressed model projected or fine-tuned
-    # (the arm's ``compress`` step; `contdepth.experiment.model_stages`). Accuracy only: cost ratios
-    # compare training runs.
-    arm_model: str = "trained"
-    baseline_model: str = "trained"
-
-    @property
-    def label(self) -> str:
-        """``"arm vs baseline"``, each side's model named where it is not the trained run."""
-        def side(name: str, model: str) -> str:
-            return name if model == "trained" else f"{name} ({model.replace('_', '-')})"
-        return f"{side(self.arm, self.arm_model)} vs {side(self.baseline, self.baseline_model)}"
-
-    @property
-    def trained_only(self) -> bool:
-        return self.arm_model == self.baseline_model == "trained"
-
-    def to_dict(self) -> dict:
-        out = {"arm": self.arm, "baseline": self.baseline, "target": dict(sorted(self.target.items()))}
-        if not self.trained_only:  # written only when used: the identity of older specs is unchanged
-            out.update(arm_model=self.arm_model, baseline_model=self.baseline_model)
-        return out
 
 
 @dataclass(frozen=True)
@@ -222,7 +180,7 @@ class ExperimentSpec:
         if comparisons_raw is not None and not isinstance(comparisons_raw, list):
             raise ConfigError(f"{source}: comparisons: must be a list of {{arm: A, baseline: B}}, got "
                               f"{type(comparisons_raw).__name__}")
-        comparisons = tuple(_comparison(c, {a.name: a for a in arms}, f"{source}: comparisons[{i}]")
+        comparisons = tuple(parse_comparison(c, {a.name: a for a in arms}, f"{source}: comparisons[{i}]")
                             for i, c in enumerate(comparisons_raw or []))
         if seed_rule is not None and not comparisons:
             raise ConfigError(f"{source}: seeds: the rule {{min, max, half_width}} stops on the comparisons' accuracy "
@@ -438,48 +396,6 @@ def _check_compressible(config: TrainConfig, compress: Compress, where: str) -> 
             after = f" after the refinements at epochs {list(config.refine_at)}" if config.refine_at else ""
             raise ConfigError(f"{where}.compress.n_basis: block {index + 1} has {basis.n} basis functions{after}; "
                               f"compression projects onto fewer (at most {basis.n}), got {n_basis}")
-
-
-def _comparison(values: Any, arms: Mapping[str, Arm], where: str) -> Comparison:
-    keys = {"arm", "baseline", "target", "arm_model", "baseline_model"}
-    if isinstance(values, list) and len(values) == 2:
-        values = {"arm": values[0], "baseline": values[1]}
-    if not isinstance(values, Mapping) or set(values) - keys or not {"arm", "baseline"} <= set(values):
-        raise ConfigError(f"{where}: must be {{arm: A, baseline: B, target: {{...}}}} (target, arm_model and "
-                          "baseline_model optional) or [A, B]")
-    for key in ("arm", "baseline"):
-        if not isinstance(values[key], str) or values[key] not in arms:
-            raise ConfigError(f"{where}.{key}: {values[key]!r} is not an arm; arms: {', '.join(sorted(arms))}")
-    models = {}
-    for side in ("arm", "baseline"):
-        key = f"{side}_model"
-        model = values.get(key, "trained")
-        if not isinstance(model, str) or model not in MODEL_STAGES:
-            raise ConfigError(f"{where}.{key}: must be one of {', '.join(MODEL_STAGES)}, got {show(model)}")
-        compress = arms[values[side]].compress
-        if model != "trained" and compress is None:
-            raise ConfigError(f"{where}.{key}: {model} names the compressed model, and arm {values[side]!r} has no "
-                              "compress step")
-        if model == "fine_tuned" and not compress.finetune_epochs:
-            raise ConfigError(f"{where}.{key}: arm {values[side]!r} compresses with finetune_epochs 0: it has no "
-                              "fine-tuned model (use projected)")
-        models[key] = model
-    if values["arm"] == values["baseline"] and models["arm_model"] == models["baseline_model"]:
-        raise ConfigError(f"{where}: compares arm {values['arm']!r} with itself")
-    target = values.get("target") or {}
-    if not isinstance(target, Mapping) or set(target) - set(TARGET_KEYS):
-        raise ConfigError(f"{where}.target: keys must be among {', '.join(TARGET_KEYS)}, got {show(target)}")
-    for key, value in target.items():
-        check_number(value, f"{where}.target.{key}")
-        if key.endswith("_ratio_max") and value <= 0:
-            raise ConfigError(f"{where}.target.{key}: a ratio is > 0, so a maximum of {value!r} can never be met")
-        if key.endswith("_ratio_max") and set(models.values()) != {"trained"}:
-            raise ConfigError(f"{where}.target.{key}: cost ratios compare training runs; a comparison of a "
-                              "compressed model has accuracy targets only")
-    if "time_ratio_max" in target and "cpu_time_ratio_max" in target:
-        raise ConfigError(f"{where}.target: time_ratio_max is the old name of cpu_time_ratio_max (read as the "
-                          "training CPU-time ratio); give only cpu_time_ratio_max")
-    return Comparison(values["arm"], values["baseline"], {k: float(v) for k, v in target.items()}, **models)
 
 
 __all__ = ["MODEL_STAGES", "Arm", "Comparison", "Compress", "Evaluate", "ExperimentSpec", "SeedRule", "arm_config", "difference"]
