@@ -29,7 +29,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(("ExperimentSpec", "run_experiment", "write_report"), "experiment"),
     **dict.fromkeys(("StaticBlock", "freeze"), "export"),
     **dict.fromkeys(("AdaptiveDepth", "CoefficientMap", "ContinuousBlock", "Coupling", "adaptive_depth",
-                     "units_to_block"), "nn"),
+                     "layers_to_block", "units_to_block"), "nn"),
     **dict.fromkeys(("AdamsBashforth", "BackwardEuler", "ButcherTableau", "FractalJoin", "IntegrationStats",
                      "LMResNetScheme", "NeumannSeries", "RevNetCoupling", "MaxStepsExceeded", "RungeKutta", "Scheme",
                      "Solution", "StageTime", "StepController", "available_schemes", "get_scheme", "get_tableau",
@@ -45,6 +45,7 @@ __all__ = [
     "integrate_adaptive", "make_basis", "register_basis", "register_scheme", "__version__", "OptionError", "Solution",
     "StepController",
     "BackwardEuler", "Coupling", "FractalJoin", "NeumannSeries", "RevNetCoupling", "units_to_block",
+    "layers_to_block",
 ]
 
 
@@ -72,7 +73,9 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .common import OptionError
     from .experiment import ExperimentSpec, run_experiment, write_report
     from .export import StaticBlock, freeze
-    from .nn import AdaptiveDepth, CoefficientMap, ContinuousBlock, Coupling, adaptive_depth, units_to_block
+    from .nn import (
+        AdaptiveDepth, CoefficientMap, ContinuousBlock, Coupling, adaptive_depth, layers_to_block, units_to_block,
+    )
     from .solvers import (
         AdamsBashforth, BackwardEuler, ButcherTableau, FractalJoin, IntegrationStats, LMResNetScheme,
         MaxStepsExceeded, NeumannSeries, RevNetCoupling, RungeKutta, Scheme, Solution, StageTime, StepController,

@@ -1,5 +1,5 @@
 """The ``contdepth`` command: ``train``, ``eval``, ``analyze``, ``compress``, ``export``, ``experiment``,
-``report``, ``schemes`` and ``demo``.
+``report``, ``schemes``, ``demo`` and ``generate``.
 
     contdepth train --model continuousnet --data digits --epochs 12 --alpha 8 --n-basis 1 \\
         --refine-at 4 8 --out runs/digits
@@ -13,6 +13,7 @@
     contdepth export runs/digits --scheme rk4 --n-steps 4 --format onnx --out digits.onnx --check
     contdepth experiment experiments/refinement.yaml --out runs/refinement   # seeds x arms, resumable
     contdepth report runs/refinement --out experiments/results/refinement
+    contdepth generate runs/text --prompt "Once upon" --tokens 200 --temperature 0.8 --seed 1
     contdepth demo
 
 Every flag of every command is a field of a config class (`contdepth.commands`: ``--refine-at``
@@ -33,7 +34,7 @@ import sys
 from typing import Sequence
 
 from .cli_parser import CommandParser
-from .commands import analyze, compress, demo, evaluate, experiment, export, report, schemes, train
+from .commands import analyze, compress, demo, evaluate, experiment, export, generate, report, schemes, train
 # Names contdepth.cli has always had (tests and users import them from here); they live with their command now.
 from .commands.evaluate import TOLERANCE_FLOOR  # noqa: F401
 from .commands.evaluate import adaptive_tolerances as _adaptive_tolerances  # noqa: F401
@@ -44,7 +45,7 @@ from .plugins import IMPORTS_ENV, import_modules, load_plugins
 from .train.config import ConfigError
 
 #: The subcommands in ``--help`` order: each module's ``add(sub)`` makes its parser, ``run(args)`` runs it.
-COMMANDS = (train, evaluate, demo, compress, analyze, export, experiment, report, schemes)
+COMMANDS = (train, evaluate, demo, compress, analyze, export, experiment, report, schemes, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,8 +93,8 @@ def interrupt_after(epoch: int):
 
 
 def without_times(history: list[dict]) -> list[dict]:
-    """Metrics rows without their timings (which differ between identical runs)."""
-    return [{k: v for k, v in row.items() if "time" not in k} for row in history]
+    """Metrics rows without their timings and speeds (which differ between identical runs)."""
+    return [{k: v for k, v in row.items() if "time" not in k and "per_second" not in k} for row in history]
 
 
 def write_yaml(folder: Path, name: str, value) -> Path:

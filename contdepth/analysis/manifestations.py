@@ -281,7 +281,7 @@ def analyze_manifestations(
     loss = {m: 0.0 for m in grid}
     ref_correct, ref_loss, count = 0, 0.0, 0
     capture = _Capture(blocks)
-    batches = _analysis_batches(dataset, split, batch_size, device)
+    batches = _analysis_batches(dataset, split, batch_size, device, work)
     total = len(batches) if max_examples is None else min(len(batches), math.ceil(max_examples / batch_size))
     # a bar on a terminal, a line every so often in a log (nohup, CI): never a silent wait
     bar = Progress(total, f"{len(grid)} manifestations", unit="batches", enabled=bool(progress),
@@ -291,7 +291,7 @@ def analyze_manifestations(
         for inputs, yb, select in batches:
             if max_examples is not None and count >= max_examples:
                 break
-            if max_examples is not None and count + len(yb) > max_examples:
+            if max_examples is not None and count + len(yb) > max_examples and select is not FLATTEN:
                 if select is not None:  # a graph: the first nodes of the split
                     select, yb = select[: max_examples - count], yb[: max_examples - count]
                 else:
@@ -352,11 +352,19 @@ def analyze_manifestations(
     )
 
 
-def _select(logits: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
+#: The ``select`` of a text batch: its logits ``(windows, tokens, 256)`` are flattened to one row per
+#: predicted byte (``max_examples`` then counts bytes and stops at whole batches).
+FLATTEN = "flatten"
+
+
+def _select(logits: torch.Tensor, select: torch.Tensor | str | None) -> torch.Tensor:
+    if isinstance(select, str):
+        return logits.flatten(0, 1)
     return logits if select is None else logits[select]
 
 
-def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device) -> list | object:
+def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device, model: nn.Module | None = None
+                      ) -> list | object:
     """``(inputs, targets, select)`` per batch: image batches, or one full pass over a graph.
 
     For a graph (node classification) the model sees every node at once; ``select``
@@ -366,6 +374,9 @@ def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device
         graph = dataset.to(device)
         nodes = graph.mask(split).nonzero().flatten()
         return [(graph.inputs, graph.labels[nodes], nodes)]
+    if getattr(dataset, "is_text", False):  # the split's fixed evaluation sample, one row per predicted byte
+        context = getattr(model, "context", None)
+        return [((x,), y.flatten(), FLATTEN) for x, y in dataset.eval_batches(split, batch_size, context, device=device)]
 
     class _Images:
         def __init__(self) -> None:

@@ -128,15 +128,16 @@ class ManifestationReport:
         cw = max(10, *(len(c) + 1 for c in cols))
         head = (f"{self.model}" + (f" ({self.reading})" if self.reading else "")
                 + f": {self.examples} {self.split} examples, {self.dtype}; blocks {', '.join(self.basis)}")
-        lines = [head, f"reference: {self.reference}: accuracy {100 * self.reference_accuracy:.2f}%",
+        lines = [head, f"reference: {self.reference}: accuracy {100 * self.reference_accuracy:.2f}%, "
+                       f"loss {self.reference_loss:.4f}",
                  "relative error ||y - y_ref|| / ||y_ref|| of each block's output and of the logits"
                  + ("   (* = trained manifestation)" if self.trained else "")]
-        lines.append(f"{'scheme':<{width}} {'steps':>5} {'units':>5} {'acc %':>7}"
+        lines.append(f"{'scheme':<{width}} {'steps':>5} {'units':>5} {'acc %':>7} {'loss':>7}"
                      + "".join(f"{c:>{cw}}" for c in cols))
         for r in self.rows:
             mark = "*" if self.trained == (r.scheme, r.n_steps) else " "
             errors = [*r.block_errors, r.logits_error]
-            lines.append(f"{r.scheme:<{width}} {r.n_steps:>5} {r.units:>5} {100 * r.accuracy:>6.2f}{mark}"
+            lines.append(f"{r.scheme:<{width}} {r.n_steps:>5} {r.units:>5} {100 * r.accuracy:>6.2f}{mark} {r.loss:>7.4f}"
                          + "".join(f"{_fmt_error(e):>{cw}}" for e in errors))
         lines.append("")
         lines.append(f"fitted convergence order (least squares over steps {' '.join(map(str, self.fit_steps))}; "

@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if reading:
         print(f"{info.model_name}: {reading}")
     try:
-        report = analyze_manifestations(model, dataset, schemes=options.schemes, steps=options.steps,
+        # a text run's manifestations are compared on its validation sample (choosing a manifestation is a choice)
+        split = "val" if getattr(dataset, "is_text", False) and "val" in dataset.splits else "test"
+        report = analyze_manifestations(model, dataset, schemes=options.schemes, steps=options.steps, split=split,
                                         reference=reference, batch_size=runtime.batch_size,
                                         max_examples=options.max_examples, dtype=options.dtype,
                                         device=runtime.device, progress=sys.stderr.isatty())

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..train.config import ConfigError
+from ..train.config_checks import DEFAULT_EVAL_EVERY
 from ..train.options import Evaluate
 from . import add_command, options_of, runtime_of
 from .options import TOLERANCE_FLOOR
@@ -79,16 +80,27 @@ def run(args: argparse.Namespace) -> int:
         return _adaptive(model, info, config, dataset, options, runtime, tolerances)
     trained_scheme = blocks[0].scheme.name if blocks else None
     trained_steps = [b.n_steps for b in blocks]
-    loss, acc = evaluate(model, dataset, runtime.batch_size, scheme=options.scheme, n_steps=options.n_steps,
-                         device=runtime.device)
+    text = getattr(dataset, "is_text", False)
+    splits = dataset.splits[1:] if text else ("test",)  # a text run: validation and test, in nats per byte
+    results = {split: evaluate(model, dataset, runtime.batch_size, scheme=options.scheme, n_steps=options.n_steps,
+                               split=split, device=runtime.device) for split in splits}
+    loss, acc = results["test"]
     where = ""
     if blocks:
         steps = [options.n_steps] * len(blocks) if options.n_steps else trained_steps
         where = f" with {options.scheme or trained_scheme}, n_steps {steps}"
     if info.early_stopping is not None:  # a graph run keeps its best-validation weights
         where += f" (best-validation weights, epoch {info.early_stopping.best_epoch})"
-    print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}: "
-          f"test accuracy {100 * acc:.2f}% (loss {loss:.4f}){where}")
+    if text:
+        import math
+
+        measured = "; ".join(f"{split} loss {value:.4f} nats/byte ({value / math.log(2):.4f} bits/byte)"
+                             for split, (value, _) in results.items())
+        print(f"{info.path.parent}: step {info.epoch * (config.eval_every or DEFAULT_EVAL_EVERY)}, {info.model_name} "
+              f"on {config.data}: {measured}{where}")
+    else:
+        print(f"{info.path.parent}: epoch {info.epoch}, {info.model_name} on {config.data}: "
+              f"test accuracy {100 * acc:.2f}% (loss {loss:.4f}){where}")
     if options.table:
         from ..train import format_manifestation_table, manifestation_table
 

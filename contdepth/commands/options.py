@@ -2,7 +2,7 @@
 
 - `ModelFlags`: the common model options of ``train`` as flags of their own (``--alpha 8``
   for ``--model-option alpha=8``).
-- `Analyze`, `Export`, `Suite` (``experiment``), `Report`, `SchemeTable` (``schemes``), `Demo`.
+- `Analyze`, `Export`, `Suite` (``experiment``), `Report`, `SchemeTable` (``schemes``), `Demo`, `Generate`.
 
 The options shared with the library (`contdepth.train.options`: ``Runtime``, ``Evaluate``,
 ``Compress``) live below, where an experiment spec reads them too. These classes live at the
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..common.errors import OptionError
 from ..common.options import option
 from ..common.validate import check_int
-from ..train.options import DEFAULT_SCHEMES, DEFAULT_STEPS, check_counts
+from ..train.options import DEFAULT_SCHEMES, DEFAULT_STEPS, check_counts, check_scheme
 
 if TYPE_CHECKING:
     from ..analysis import Reference
@@ -183,5 +183,42 @@ class Demo:
                                      "dropped)")
 
 
-__all__ = ["REFERENCE_FLOOR", "TOLERANCE_FLOOR", "Analyze", "Demo", "Export", "ModelFlags", "Report", "SchemeTable",
-           "Suite"]
+@dataclass(frozen=True)
+class Generate:
+    """``contdepth generate``: bytes sampled after a prompt from a text run's model (bounds: ``check_sampling``)."""
+
+    prompt: str = option(metavar="TEXT", help="the text to continue (its UTF-8 bytes)")
+    tokens: int = option(metavar="N", help="bytes to sample, 1 to 1000000")
+    temperature: float = option(1.0, metavar="T", help="softmax temperature; 0: always the most likely byte")
+    top_k: int | None = option(None, metavar="K", help="sample among the K most likely bytes, 1 to 256 (default: all)")
+    seed: int = option(0, metavar="S", help="seed of the sampler: the same seed gives the same text")
+    scheme: str | None = option(None, metavar="SCHEME",
+                                help="generate with this scheme (a continuous model; default: the trained one; "
+                                     "contdepth schemes lists them)")
+    n_steps: int | None = option(None, metavar="N", help="steps per block (default: the trained ones)")
+    no_cache: bool = option(False, help="recompute every position for each byte instead of caching keys and values "
+                                        "(the same text, slower)")
+
+    def __post_init__(self) -> None:
+        from ..models.generation import check_sampling
+        from ..models.layers import check_block_size
+
+        check_sampling(self.prompt_bytes, self.tokens, self.temperature, self.top_k, self.seed)
+        if self.scheme is not None:
+            check_scheme(self.scheme, "scheme")
+        if self.n_steps is not None:
+            check_block_size(self.n_steps, "n_steps")
+
+    @property
+    def prompt_bytes(self) -> bytes:
+        """The prompt's bytes: UTF-8, with bytes the shell passed undecoded (``surrogateescape``) as they were."""
+        if not isinstance(self.prompt, str):
+            raise OptionError("prompt", f"expected text, got {type(self.prompt).__name__}")
+        try:
+            return self.prompt.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise OptionError("prompt", f"is not valid text (a lone surrogate at character {exc.start})") from exc
+
+
+__all__ = ["REFERENCE_FLOOR", "TOLERANCE_FLOOR", "Analyze", "Demo", "Export", "Generate", "ModelFlags", "Report",
+           "SchemeTable", "Suite"]

@@ -17,11 +17,17 @@ are ratios ``arm / baseline`` of each run's sum over its epochs (`contdepth.expe
 A seed that lacks a metric in either arm (a run from before it was recorded) is left out of
 that ratio *and named* in ``*_missing``; its n says how many seeds the ratio rests on.
 
+A comparison with ``metric: loss`` also pairs the final ``test_loss`` and ``val_loss`` (nats; per
+byte for text, lower is better): ``loss_diff_*`` on test, ``val_loss_diff_*`` on validation,
+``arm - baseline`` (negative: the arm's loss is lower) with a t-interval (`loss_diffs`).
+
 Targets (`TARGET_KEYS` in `contdepth.experiment.comparison_spec`): ``flops_ratio_max``,
 ``cpu_time_ratio_max`` (the geometric mean), ``accuracy_diff_min`` (the mean) and
-``accuracy_diff_low_min`` (the interval's lower end). ``time_ratio_max``, from specs written
-before these existed, is read as ``cpu_time_ratio_max``: ``met`` never uses wall time, which
-moves with whatever else runs on the machine. A target whose metric no seed has is
+``accuracy_diff_low_min`` (the interval's lower end); in loss ``loss_diff_max`` (the mean),
+``loss_diff_high_max`` (the interval's upper end) and ``loss_abs_diff_max`` (the whole interval
+within ± it). Accuracy and loss targets are decided on the test split (`TARGET_SPLIT`).
+``time_ratio_max``, from specs written before these existed, is read as ``cpu_time_ratio_max``:
+``met`` never uses wall time, which moves with whatever else runs on the machine. A target whose metric no seed has is
 undecided (``met`` is ``None``) unless another target already fails.
 """
 
@@ -31,7 +37,9 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from .comparison_spec import LOSS_TARGET_KEYS
 from .costs import ideal_ratio
+from .losses import loss_comparison_lines
 from .model_stages import model_runs
 from .stats import estimate, paired, ratio_estimate
 
@@ -43,6 +51,9 @@ TIME_RATIOS = (
     ("time_ratio", "time", "run wall time"),
 )
 LEGACY_TARGETS = {"time_ratio_max": "cpu_time_ratio_max"}
+#: The split difference targets are decided on: test, as the seeds rule reads it (`contdepth.experiment.seeds`);
+#: validation is reported beside it. Loss targets read ``loss_diff_*`` (test), never ``val_loss_diff_*``.
+TARGET_SPLIT = "test"
 
 
 def _positive(value: Any) -> bool:
@@ -131,33 +142,65 @@ def compare(c, runs: dict[str, dict[int, dict]], spec) -> dict[str, Any]:
     refines = bool(arm_config.refine_at or base_config.refine_at)
     out["ideal_ratio"] = ideal_ratio(arm_config, base_config) if refines else None
     out["target"] = dict(c.target)
+    if c.metric == "loss":
+        out.update(loss_diffs(seeds, a, b))
+        out["loss_targets_met"] = {k: v for k, v in target_checks(c.target, diff, out).items()
+                                   if k in LOSS_TARGET_KEYS}
     out["met"] = target_met(c.target, diff, out) if c.target else None
     return out
 
 
-def target_met(target: dict, diff, costs: dict) -> bool | None:
-    """Whether every target holds: ``False`` if one fails, ``None`` if one cannot be decided.
+def loss_diffs(seeds: list, a: list[dict], b: list[dict]) -> dict[str, Any]:
+    """``loss_diff_*`` (test) and ``val_loss_diff_*`` (validation): ``arm - baseline`` of the final loss per seed,
+    its mean, std, 95 % t-interval, n and per-seed values; a seed without the loss in either run is left out."""
+    out: dict[str, Any] = {"metric": "loss", "loss_targets_split": TARGET_SPLIT}
+    for prefix, key in (("", "test_loss"), ("val_", "val_loss")):
+        per_seed = {str(s): x[key] - y[key] for s, x, y in zip(seeds, a, b)
+                    if _finite(x.get(key)) and _finite(y.get(key))}
+        e = estimate(list(per_seed.values()))
+        out.update({f"{prefix}loss_diff_mean": e.mean, f"{prefix}loss_diff_std": e.std,
+                    f"{prefix}loss_diff_ci95": [e.low, e.high], f"{prefix}loss_diff_n": e.n,
+                    f"{prefix}loss_diff_per_seed": per_seed})
+    return out
 
-    Undecided: fewer than 2 paired seeds, or a cost target whose metric some of the paired seeds
-    lack (``flops_ratio_n`` / ``cpu_time_ratio_n`` below ``diff.n``): a claim about n seeds is
-    decided on those n seeds, never on the subset that happens to have the metric.
+
+def target_checks(target: dict, diff, costs: dict) -> dict[str, bool | None]:
+    """Each target of ``target`` met (``True``), missed (``False``) or undecided (``None``).
+
+    Undecided: fewer than 2 paired seeds, or a target whose metric some of the paired seeds lack
+    (``flops_ratio_n`` / ``cpu_time_ratio_n`` / ``loss_diff_n`` below ``diff.n``): a claim about n
+    seeds is decided on those n seeds, never on the subset that happens to have the metric.
     """
     if diff.n < 2:
-        return None  # one seed cannot meet a claim about the noise
-    checks: list[bool | None] = []
+        return dict.fromkeys(target)  # one seed cannot meet a claim about the noise
+    checks: dict[str, bool | None] = {}
     if "flops_ratio_max" in target:
         high = costs["flops_ratio_range"][1]
         whole = costs.get("flops_ratio_n", diff.n) >= diff.n
-        checks.append(None if high is None or not whole else high <= target["flops_ratio_max"])
+        checks["flops_ratio_max"] = None if high is None or not whole else high <= target["flops_ratio_max"]
     for key in ("cpu_time_ratio_max", "time_ratio_max"):  # the second: older specs' name for the first
         if key in target:
             mean = costs["cpu_time_ratio_mean"]
             whole = costs.get("cpu_time_ratio_n", diff.n) >= diff.n
-            checks.append(None if mean is None or not math.isfinite(mean) or not whole else mean <= target[key])
+            checks[key] = None if mean is None or not math.isfinite(mean) or not whole else mean <= target[key]
     if "accuracy_diff_min" in target:
-        checks.append(diff.mean >= target["accuracy_diff_min"])
+        checks["accuracy_diff_min"] = diff.mean >= target["accuracy_diff_min"]
     if "accuracy_diff_low_min" in target:
-        checks.append(math.isfinite(diff.low) and diff.low >= target["accuracy_diff_low_min"])
+        checks["accuracy_diff_low_min"] = math.isfinite(diff.low) and diff.low >= target["accuracy_diff_low_min"]
+    mean, (low, high) = costs.get("loss_diff_mean"), costs.get("loss_diff_ci95") or [None, None]
+    decided = costs.get("loss_diff_n", 0) >= diff.n and _finite(mean) and _finite(low) and _finite(high)
+    for key, holds in (("loss_diff_max", lambda t: mean <= t), ("loss_diff_high_max", lambda t: high <= t),
+                       ("loss_abs_diff_max", lambda t: -t <= low and high <= t)):
+        if key in target:
+            checks[key] = holds(target[key]) if decided else None
+    return checks
+
+
+def target_met(target: dict, diff, costs: dict) -> bool | None:
+    """Whether every target holds: ``False`` if one fails, ``None`` if one cannot be decided (`target_checks`)."""
+    if diff.n < 2:
+        return None  # one seed cannot meet a claim about the noise
+    checks = list(target_checks(target, diff, costs).values())
     if False in checks:
         return False
     return None if None in checks else True
@@ -229,7 +272,8 @@ def comparison_lines(comparisons: list[dict]) -> list[str]:
                              + "; ".join(missing))
     if notes:
         lines += ["", "Seeds a ratio leaves out (named, never dropped silently):", ""] + notes
-    return lines
+    return lines + loss_comparison_lines(comparisons)
 
 
-__all__ = ["LEGACY_TARGETS", "TIME_RATIOS", "compare", "comparison_lines", "flops_ratio", "target_met", "time_ratio"]
+__all__ = ["LEGACY_TARGETS", "TARGET_SPLIT", "TIME_RATIOS", "compare", "comparison_lines", "flops_ratio", "loss_diffs",
+           "target_checks", "target_met", "time_ratio"]

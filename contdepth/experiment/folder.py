@@ -20,7 +20,7 @@ from ..common.paths import EXPERIMENT_FILE, EXPERIMENT_FORMAT
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig
 from ..train.rundir import CHECKPOINT_JSON, folder_state
-from ..train.trainer import check_resume_config
+from ..train.trainer import check_resume_config, with_recorded_corpus
 from .records import check_sittings, check_steps_body
 from .spec import IDENTITY_VERSION, Arm, ExperimentSpec
 
@@ -95,7 +95,7 @@ def check_run_config(spec: ExperimentSpec, arm: Arm, seed: int, description: dic
     try:
         stored = TrainConfig.from_dict(description.get("config") or {}, source=str(path / CHECKPOINT_JSON))
         expected = spec.config(arm, seed)
-        check_resume_config(expected, stored)
+        check_resume_config(with_recorded_corpus(expected, stored), stored)
         schedules = sorted({row.get("schedule_epochs", expected.epochs) for row in description["history"]
                             if isinstance(row, dict)} - {expected.epochs})
         if stored.epochs != expected.epochs or description["epoch"] > expected.epochs or schedules:

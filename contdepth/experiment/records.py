@@ -76,25 +76,37 @@ def check_steps_body(record: dict, path: Path) -> None:
         _check_compression(_mapping(record["compression"], path, "compression"), path)
 
 
-def _check_manifestations(grid: dict, path: Path) -> None:
-    _string(grid.get("reading"), path, "manifestations.reading", optional=True)
-    accuracy = _mapping(grid.get("accuracy"), path, "manifestations.accuracy")
-    if not accuracy:
-        _fail(path, "manifestations.accuracy", "must name at least one scheme")
-    for scheme, row in accuracy.items():
-        where = f"manifestations.accuracy.{scheme}"
+# What a grid cell holds: an accuracy is a fraction; a loss (mean cross-entropy, nats) any finite number >= 0.
+_BOUNDS = {"accuracy": {"low": 0.0, "high": 1.0}, "loss": {"low": 0.0}}
+
+
+def _check_grid(grid: dict, table: str, path: Path) -> None:
+    """``manifestations.TABLE``: ``{scheme: {n: {split: value}}}``, at least one scheme and one step count each."""
+    values = _mapping(grid.get(table), path, f"manifestations.{table}")
+    if not values:
+        _fail(path, f"manifestations.{table}", "must name at least one scheme")
+    for scheme, row in values.items():
+        where = f"manifestations.{table}.{scheme}"
         if not _mapping(row, path, where):
             _fail(path, where, "must name at least one step count")
         for n, cell in row.items():
             if not (isinstance(n, str) and n.isdigit() and 1 <= int(n) <= 1 << 20):
                 _fail(path, f"{where}.{n}", "must be keyed by a step count (an integer >= 1)")
             for split, value in _mapping(cell, path, f"{where}.{n}").items():
-                _checked(check_number, value, path, f"{where}.{n}.{split}", low=0.0, high=1.0)
-    if "trained" in grid:  # the training graph's own accuracy (steps revision 3)
+                _checked(check_number, value, path, f"{where}.{n}.{split}", **_BOUNDS[table])
+
+
+def _check_manifestations(grid: dict, path: Path) -> None:
+    _string(grid.get("reading"), path, "manifestations.reading", optional=True)
+    _check_grid(grid, "accuracy", path)
+    if "loss" in grid:  # the losses beside the accuracies (text runs' readouts); older records have none
+        _check_grid(grid, "loss", path)
+    if "trained" in grid:  # the training graph's own accuracy (steps revision 3) and loss
         trained = _mapping(grid["trained"], path, "manifestations.trained")
         _string(trained.get("graph"), path, "manifestations.trained.graph", optional=True)
-        for split, value in _mapping(trained.get("accuracy"), path, "manifestations.trained.accuracy").items():
-            _checked(check_number, value, path, f"manifestations.trained.accuracy.{split}", low=0.0, high=1.0)
+        for table in ("accuracy", "loss") if "loss" in trained else ("accuracy",):
+            for split, value in _mapping(trained.get(table), path, f"manifestations.trained.{table}").items():
+                _checked(check_number, value, path, f"manifestations.trained.{table}.{split}", **_BOUNDS[table])
     if "seconds" in grid:
         _checked(check_number, grid["seconds"], path, "manifestations.seconds", low=0.0, high=MAX_SECONDS)
 

@@ -29,8 +29,9 @@ from ..train.rundir import folder_state
 from .comparisons import compare, comparison_lines
 from .costs import FLOP_KEYS, SECOND_KEYS, run_costs
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
+from .losses import TEXT_UNITS, add_text_fields, run_losses, text_arm_lines
 from .readouts import (compression_comparison_lines, compression_comparisons, compression_per_seed, gap_lines,
-                       gap_to_ode)
+                       gap_to_ode, loss_change_lines)
 from .seeds import counted, summary_fields
 from .spec import ExperimentSpec, difference
 from .stats import Estimate, estimate
@@ -90,6 +91,7 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
                 "params": int(last.get("params", 0)),
                 "epochs": [100 * r["test_accuracy"] for r in history],
                 "val_epochs": [100 * r.get("val_accuracy", math.nan) for r in history],
+                **run_losses(history),  # val_loss, test_loss; a text run's bits per byte and tokens/s (losses.py)
             }
             needs_steps = arm.evaluate is not None or arm.compress is not None
             if needs_steps:
@@ -179,6 +181,7 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
             entry["compression"] = _compression(comps)
             entry["compression"]["per_seed"] = compression_per_seed(comps)
             compressed += compression_comparisons(arm.name, comps)
+        add_text_fields(entry, seeds)  # a text arm's losses and loss readout; nothing for an image arm
         arms[arm.name] = entry
     comparisons = [compare(c, runs, spec) for c in spec.comparisons]
     return {
@@ -192,7 +195,8 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
                   **{key: f"{metric(key).meaning}, summed over epochs" for key in FLOP_KEYS + SECOND_KEYS},
                   "flops_ratio": "arm / baseline of train_flops, exact (pooled over seeds; range per seed)",
                   "time_ratio": "arm / baseline, geometric mean over seeds, t-interval on the log ratios",
-                  "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)"},
+                  "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)",
+                  **(TEXT_UNITS if any(a.get("text") for a in arms.values()) else {})},
         "arms": arms, "comparisons": comparisons, "compression_comparisons": compressed, "unfinished": unfinished,
         **summary_fields(spec, runs),  # a seeds rule: the seeds it counts and why it stopped
     }
@@ -313,6 +317,7 @@ def format_report(summary: dict) -> str:
                      f"{_pm(a['val_accuracy_mean'], a['val_accuracy_std'])} | {_pm(a['time_mean'], a['time_std'], 1)} | "
                      f"{_pm(a.get('cpu_time_mean'), a.get('cpu_time_std'), 1)} | {_counted(a, 'train_flops', '.3g')} | "
                      f"{_counted(a, 'train_cpu_time', '.1f')} | {params} |")
+    lines += text_arm_lines(summary["arms"])
     if summary["comparisons"]:
         lines += comparison_lines(summary["comparisons"])
     invariance = {k: a["invariance"] for k, a in summary["arms"].items() if "invariance" in a}
@@ -328,7 +333,7 @@ def format_report(summary: dict) -> str:
             lines.append(f"| {name} | {_pm(inv.get('test_spread_mean'), inv.get('test_spread_std'))} | "
                          f"{resolved} ({inv.get('resolved_min_steps', 1)}) | "
                          f"{_pm(inv.get('val_spread_mean'), inv.get('val_spread_std'))} | {inv.get('reading') or '-'} |")
-        lines += gap_lines(invariance)
+        lines += gap_lines(invariance) + loss_change_lines(invariance)
         for name, inv in invariance.items():
             for split, words in (("test", "test"), ("val", "validation")):
                 if f"{split}_accuracy_mean" not in inv:

@@ -28,7 +28,7 @@ from ..common.yaml_input import dump_yaml
 from ..train.checkpoint import CheckpointError, read_description
 from ..train.config import ConfigError, TrainConfig, read_yaml
 from ..train.rundir import CHECKPOINT_JSON, CONFIG_FILE, LAST_DIR, METRICS_FILE, folder_state
-from ..train.trainer import check_resume_config
+from ..train.trainer import check_resume_config, with_recorded_corpus
 from .folder import RUNS_DIR, check_no_links, run_folder
 from .spec import ExperimentSpec
 
@@ -48,7 +48,7 @@ def reusable_run(spec: ExperimentSpec, arm: str, seed: int, sources: Iterable[Pa
             try:
                 description = read_description(candidate)
                 stored = TrainConfig.from_dict(description.get("config") or {}, source=str(candidate))
-                check_resume_config(config, stored)
+                check_resume_config(with_recorded_corpus(config, stored), stored)
                 run_files(candidate, description)
             except (CheckpointError, ConfigError):
                 continue

@@ -42,7 +42,7 @@ from typing import Any, Mapping
 from ..analysis import as_continuous
 from ..common.errors import OptionError
 from ..common.validate import check_int, check_number, check_plain_value, check_seed, show
-from ..data import is_graph_dataset
+from ..data import dataset_kind, is_graph_dataset
 from ..models import model_options
 from ..train.config import ConfigError, TrainConfig, read_yaml
 from ..train.options import DEFAULT_SCHEMES, DEFAULT_STEPS, Compress, Evaluate
@@ -341,10 +341,14 @@ def _evaluable(config: TrainConfig, evaluate: Evaluate, where: str) -> Evaluate:
         as_continuous(dry_model(config))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    # a text run's validation split is its own (data_options val_fraction, 0.05 unless set to 0)
+    has_val = bool(config.validation_size) if dataset_kind(config.data) != "text" else \
+        config.data_options.get("val_fraction", 0.05) > 0
     if not evaluate.splits:
-        splits = ("val", "test") if config.validation_size else ("test",)
-    elif "val" in evaluate.splits and not config.validation_size:
-        raise ConfigError(f"{where}.splits: 'val' needs a validation split; set validation_size (e.g. 5000)")
+        splits = ("val", "test") if has_val else ("test",)
+    elif "val" in evaluate.splits and not has_val:
+        raise ConfigError(f"{where}.splits: 'val' needs a validation split; set validation_size (e.g. 5000), or for "
+                          "text data_options val_fraction > 0")
     else:
         splits = evaluate.splits
     return dataclasses.replace(evaluate, splits=splits)

@@ -29,9 +29,12 @@ from .spec import Arm, Evaluate
 
 
 def limited(dataset, examples: int | None):
-    """``dataset`` with its validation and test splits cut to their first ``examples`` images."""
+    """``dataset`` with its validation and test splits cut to their first ``examples`` images (a text
+    dataset: its fixed evaluation samples cut to ``examples`` windows)."""
     if examples is None:
         return dataset
+    if getattr(dataset, "is_text", False):
+        return dataclasses.replace(dataset, eval_windows=min(dataset.eval_windows, examples))
     changes = {}
     for split in dataset.splits[1:]:
         x, y = getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y")
@@ -41,28 +44,32 @@ def limited(dataset, examples: int | None):
 
 def manifestation_accuracies(model: nn.Module, dataset, evaluate_step: Evaluate, *, batch_size: int,
                              device: str) -> dict[str, Any]:
-    """``{"reading", "accuracy": {scheme: {n: {split: accuracy}}}, "trained", "seconds"}`` over the step's grid.
+    """``{"reading", "accuracy": {scheme: {n: {split: accuracy}}}, "loss" (the same shape), "trained", "seconds"}``
+    over the step's grid (loss: mean cross-entropy, nats per byte for text).
 
     A model without ContinuousBlocks (a ResNet) is evaluated through its continuous reading.
-    ``trained`` is ``{"graph", "accuracy": {split: accuracy}}`` of the model as it was trained.
+    ``trained`` is ``{"graph", "accuracy": {split: accuracy}, "loss": {split: loss}}`` of the model as it was trained.
     """
 
     dataset = limited(dataset, evaluate_step.examples)
     splits = [s for s in evaluate_step.splits if s in dataset.splits]
     readable, reading = as_continuous(model)
     table: dict[str, dict[str, dict[str, float]]] = {}
+    losses: dict[str, dict[str, dict[str, float]]] = {}
     tic = time.perf_counter()
     for scheme in evaluate_step.schemes:
-        table[scheme] = {
-            str(n): {split: evaluate(readable, dataset, batch_size, scheme=scheme, n_steps=n, split=split,
-                                     device=device)[1] for split in splits}
-            for n in evaluate_step.steps}
+        table[scheme], losses[scheme] = {}, {}
+        for n in evaluate_step.steps:
+            measured = {split: evaluate(readable, dataset, batch_size, scheme=scheme, n_steps=n, split=split,
+                                        device=device) for split in splits}
+            table[scheme][str(n)] = {split: accuracy for split, (_, accuracy) in measured.items()}
+            losses[scheme][str(n)] = {split: loss for split, (loss, _) in measured.items()}
     # the graph it was trained as (a ResNet: itself, not its reading), for the gap to the ODE limit (readouts.py)
-    trained = {"graph": training_graph(readable),
-               "accuracy": {split: evaluate(model, dataset, batch_size, split=split, device=device)[1]
-                            for split in splits}}
-    return {"reading": reading, "accuracy": table, "trained": trained, "examples": evaluate_step.examples,
-            "seconds": time.perf_counter() - tic}
+    own = {split: evaluate(model, dataset, batch_size, split=split, device=device) for split in splits}
+    trained = {"graph": training_graph(readable), "accuracy": {split: acc for split, (_, acc) in own.items()},
+               "loss": {split: loss for split, (loss, _) in own.items()}}
+    return {"reading": reading, "accuracy": table, "loss": losses, "trained": trained,
+            "examples": evaluate_step.examples, "seconds": time.perf_counter() - tic}
 
 
 def training_graph(model: nn.Module) -> str:

@@ -10,16 +10,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .registry import MODELS, available_models, create, created_name, is_graph_model, model_options, register_model
+from .registry import (
+    KINDS,
+    MODELS,
+    available_models,
+    create,
+    created_name,
+    is_graph_model,
+    model_kind,
+    model_options,
+    register_model,
+)
 
-_SUBMODULES = ("architectures", "graph", "image", "layers", "registry")
+_SUBMODULES = ("architectures", "generation", "gpt", "graph", "image", "layers", "registry")
 _NAMES: dict[str, str] = {
     **dict.fromkeys(("FractalUnit", "PolyRate", "PolyUnit", "RevUnit", "UnitStage"), "architectures"),
     **dict.fromkeys(("CGNN", "GCDE", "GCN", "CGNNRate"), "graph"),
     **dict.fromkeys(("ContinuousMLP", "ContinuousNet", "ResNet", "ResidualStage"), "image"),
+    **dict.fromkeys(("GPT", "TransformerLayer", "CausalSelfAttention", "MLP", "continuous_from_layers"), "gpt"),
+    **dict.fromkeys(("KVCache", "generate"), "generation"),
 }
 
 __all__ = ["FractalUnit", "PolyRate", "PolyUnit", "RevUnit", "UnitStage", "CGNN", "CGNNRate", "ContinuousMLP", "ContinuousNet", "GCDE", "GCN", "ResNet", "ResidualStage",
+           "GPT", "TransformerLayer", "CausalSelfAttention", "MLP", "continuous_from_layers", "KVCache", "generate",
+           "KINDS", "model_kind",
            "MODELS", "available_models", "create", "created_name", "is_graph_model", "model_options", "register_model"]
 
 
@@ -41,5 +55,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from . import architectures, graph, image, layers
     from .architectures import FractalUnit, PolyRate, PolyUnit, RevUnit, UnitStage
+    from .generation import KVCache, generate
     from .graph import CGNN, GCDE, GCN, CGNNRate
     from .image import ContinuousMLP, ContinuousNet, ResNet, ResidualStage

@@ -21,44 +21,77 @@ if TYPE_CHECKING:
 
 Builder = Callable[..., "nn.Module"]
 
-#: The models contdepth defines: name -> (the module that registers it, whether it is a graph
-#: model). tests/models/test_models.py checks it against what the modules register.
-BUILTIN_MODELS: dict[str, tuple[str, bool]] = {
-    **{name: ("contdepth.models.image", False) for name in ("continuousnet", "resnet", "lm_resnet", "continuous_mlp")},
-    **{name: ("contdepth.models.architectures", False) for name in ("polynet", "fractalnet", "revnet")},
-    **{name: ("contdepth.models.graph", True) for name in ("gcn", "gcde", "cgnn")},
+#: What a model takes and a dataset holds: images (``model(x)`` on ``N x C x H x W``, class
+#: logits), graphs (``model(features, adjacency)``, node logits) or text (``model(tokens)`` on
+#: ``batch x tokens`` bytes, next-byte logits). A model and a dataset of different kinds are
+#: refused from their names, before any file is read.
+KINDS = ("image", "graph", "text")
+
+#: The models contdepth defines: name -> (the module that registers it, its kind).
+#: tests/models/test_models.py checks it against what the modules register.
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    **{name: ("contdepth.models.image", "image") for name in ("continuousnet", "resnet", "lm_resnet", "continuous_mlp")},
+    **{name: ("contdepth.models.architectures", "image") for name in ("polynet", "fractalnet", "revnet")},
+    **{name: ("contdepth.models.graph", "graph") for name in ("gcn", "gcde", "cgnn")},
+    "gpt": ("contdepth.models.gpt", "text"),
 }
 
-#: Every model by name (a `Registry`); a graph model carries the tag ``"graph"``.
+
+def _kind_tags(kind: str) -> tuple[str, ...]:
+    if kind not in KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(KINDS)}; got {kind!r}")
+    return () if kind == "image" else (kind,)
+
+
+#: Every model by name (a `Registry`); a graph or text model carries the tag ``"graph"`` or ``"text"``.
 MODELS: Registry[Builder] = Registry("model")
-for _name, (_module, _graph) in BUILTIN_MODELS.items():
-    MODELS.declare(_name, _module, tags={"graph"} if _graph else ())
-del _name, _module, _graph
+for _name, (_module, _kind) in BUILTIN_MODELS.items():
+    MODELS.declare(_name, _module, tags=_kind_tags(_kind))
+del _name, _module, _kind
 
 
-def register_model(name: str, *, graph: bool = False, overwrite: bool = False) -> Callable[[Builder], Builder]:
+def register_model(name: str, *, graph: bool = False, kind: str | None = None,
+                   overwrite: bool = False) -> Callable[[Builder], Builder]:
     """Decorator: make a builder (keyword-only options) available to [`create`][contdepth.models.create].
 
     ``graph=True`` marks a node-classification model, called as ``model(features,
     adjacency)``: trainers and the command line need to know this before any data is read,
-    to refuse an image dataset for it (and a graph dataset for an image model). A name that
-    is taken (a built-in included) needs ``overwrite=True``.
+    to refuse an image dataset for it (and a graph dataset for an image model). ``kind``
+    names it in general (`KINDS`: ``"image"``, ``"graph"``, ``"text"``; ``graph=True`` is
+    ``kind="graph"``). A name that is taken (a built-in included) needs ``overwrite=True``.
     """
+    if graph and kind not in (None, "graph"):
+        raise ValueError(f"kind: graph=True contradicts kind={kind!r}")
+    tags = _kind_tags(kind or ("graph" if graph else "image"))
 
     def add(builder: Builder) -> Builder:
         if name == "custom":
             raise ValueError("name: 'custom' is reserved for runs of a module given in Python; choose another name")
-        return MODELS.register(name, builder, overwrite=overwrite, tags={"graph"} if graph else ())
+        return MODELS.register(name, builder, overwrite=overwrite, tags=tags)
 
     return add
 
 
-def available_models(*, graph: bool | None = None) -> list[str]:
-    """Every model name, sorted (built-in and registered); ``graph``: only graph (or only image) models.
+def available_models(*, graph: bool | None = None, kind: str | None = None) -> list[str]:
+    """Every model name, sorted (built-in and registered); ``graph``: only graph models (``False``: only
+    the others); ``kind``: only models of that kind (`KINDS`).
 
     Imports nothing: a built-in is named from `BUILTIN_MODELS` before its module is loaded.
     """
-    return [n for n in MODELS.names() if graph is None or ("graph" in MODELS.tags(n)) == graph]
+    if kind is not None:
+        _kind_tags(kind)
+    return [n for n in MODELS.names() if (graph is None or ("graph" in MODELS.tags(n)) == graph)
+            and (kind is None or _kind_of(n) == kind)]
+
+
+def _kind_of(name: str) -> str:
+    tags = MODELS.tags(name)
+    return next((k for k in KINDS if k in tags), "image")
+
+
+def model_kind(name: str) -> str:
+    """``"image"``, ``"graph"`` or ``"text"``: what model ``name`` takes (from its registration; imports nothing)."""
+    return _kind_of(name)  # an unknown name: the registry's one-line answer
 
 
 def is_graph_model(name: str) -> bool:

@@ -9,6 +9,7 @@ from .temporary import Temporary
 from .terms import Terms, has_terms
 from .coefficient_tree import CoefficientTree
 from .convert import units_to_block
+from .convert_terms import layers_to_block
 from .coupling import Coupling, is_partitioned
 from .repeated import is_repeated
 from .stage_plan import PlanCache, StagePlan, StageValues
@@ -24,5 +25,5 @@ __all__ = [
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "Coupling", "is_partitioned", "is_repeated", "GCNLayer", "GCNRate",
     "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
     "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",
-    "reset_template_parameters", "units_to_block", "BlockRate", "DepthFunction", "NormState", "PlanCache", "Temporary", "Terms", "has_terms", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
+    "reset_template_parameters", "units_to_block", "layers_to_block", "BlockRate", "DepthFunction", "NormState", "PlanCache", "Temporary", "Terms", "has_terms", "Adaptive", "FixedGrid", "Integration", "StagePlan", "StageValues", "TemplateCall", "CoefficientTree",
 ]

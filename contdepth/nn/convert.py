@@ -74,11 +74,11 @@ def units_to_block(units: Iterable[nn.Module], *, probe: Tensor | None = None,
     """
     units = _as_units(units)
     bodies = [_body_of(unit, body, k) for k, unit in enumerate(units)]
-    _check_same_layers(bodies)
-    check_rtol = _check_rtol(rtol)
-    scaled = _last_layer_parameters(bodies[0], last_layer)
+    check_same_layers(bodies)
+    check_rtol = checked_rtol(rtol)
+    scaled = last_layer_parameters(bodies[0], last_layer)
     n = len(units)
-    x = _probe(probe, probe_shape, bodies[0])
+    x = probe_batch(probe, probe_shape, bodies[0])
     saved = [(m, m.training) for unit in units for m in unit.modules()] + \
             [(m, m.training) for b in bodies for m in b.modules()]
     block_mode = units[0].training
@@ -94,10 +94,10 @@ def units_to_block(units: Iterable[nn.Module], *, probe: Tensor | None = None,
             block = _build_block(bodies, scaled, n)
             block.eval()
             out = block(stage_in)
-            difference = _difference(out, x)
-            if difference > check_rtol * _scale(x):
-                raise OptionError("units", f"the converted block differs from the units by {difference:.3g} on the "
-                                           f"probe (largest output {_scale(x):.3g}); the units are not a pure "
+            gap = difference(out, x)
+            if gap > check_rtol * largest(x):
+                raise OptionError("units", f"the converted block differs from the units by {gap:.3g} on the "
+                                           f"probe (largest output {largest(x):.3g}); the units are not a pure "
                                            "function of their input and weights")
     finally:
         for module, mode in saved:
@@ -137,57 +137,76 @@ def _layers(module: nn.Module) -> dict[str, tuple[str, tuple[int, ...], torch.dt
     return {name: (kind, tuple(t.shape), t.dtype) for kind, name, t in tensors}
 
 
-def _check_same_layers(bodies: list[nn.Module]) -> None:
-    first = _layers(bodies[0])
-    for k, b in enumerate(bodies[1:], start=1):
+# The helpers below are shared with `contdepth.nn.convert_terms` (a stack of transformer layers).
+# Contract: ``owner`` names the sequence converted ("units", "layers"), ``who`` one element of it
+# ("units[3]"), ``part`` the module of an element that is checked or run ("body", "attn term");
+# every refusal is one ``OptionError`` of one line naming the element (or the option), as
+# units_to_block's; nothing is modified (the scaling check runs a copy).
+def check_same_layers(modules: list[nn.Module], *, owner: str = "units", part: str = "body") -> None:
+    """Refuse ``modules[k]`` whose tensors differ from ``modules[0]``'s, naming ``owner[k]``.
+
+    Every module must have the same parameter and buffer names, shapes and dtypes as the first
+    (one template with other weights) and freeze (``requires_grad=False``) the same parameters.
+    """
+    unit, first = owner.removesuffix("s"), _layers(modules[0])
+    for k, b in enumerate(modules[1:], start=1):
         mine = _layers(b)
         for name in sorted(set(first) | set(mine)):
             if name not in mine or name not in first:
                 which = "lacks" if name not in mine else "has an extra"
-                raise OptionError(f"units[{k}]", f"its body {which} tensor {name!r} compared with units[0]'s: every "
-                                                 "unit must be the same layers with other weights (one template)")
+                raise OptionError(f"{owner}[{k}]", f"its {part} {which} tensor {name!r} compared with {owner}[0]'s: "
+                                                   f"every {unit} must be the same layers with other weights (one "
+                                                   "template)")
             if mine[name] != first[name]:
                 kind, shape, dtype = mine[name]
-                raise OptionError(f"units[{k}]", f"its body's {kind} {name!r} has shape {shape} ({dtype}) but "
-                                                 f"units[0]'s has {first[name][1]} ({first[name][2]}): every unit must "
-                                                 "be the same layers (a unit of another width or stride stays "
-                                                 "outside the block)")
-        frozen = {name for name, p in bodies[0].named_parameters() if not p.requires_grad}
+                raise OptionError(f"{owner}[{k}]", f"its {part}'s {kind} {name!r} has shape {shape} ({dtype}) but "
+                                                   f"{owner}[0]'s has {first[name][1]} ({first[name][2]}): every "
+                                                   f"{unit} must be the same layers (a {unit} of another width or "
+                                                   "stride stays outside the block)")
+        frozen = {name for name, p in modules[0].named_parameters() if not p.requires_grad}
         mine_frozen = {name for name, p in b.named_parameters() if not p.requires_grad}
         if mine_frozen != frozen:  # a block freezes a parameter at every depth or none: never unfreeze one
             name = sorted(frozen ^ mine_frozen)[0]
             state, other = ("frozen", "trainable") if name in mine_frozen else ("trainable", "frozen")
-            raise OptionError(f"units[{k}]", f"its body's parameter {name!r} is {state} but units[0]'s is {other}: "
-                                             "a block freezes a parameter at every depth or at none, so every "
-                                             "unit must freeze the same parameters")
+            raise OptionError(f"{owner}[{k}]", f"its {part}'s parameter {name!r} is {state} but {owner}[0]'s is "
+                                               f"{other}: a block freezes a parameter at every depth or at none, so "
+                                               f"every {unit} must freeze the same parameters")
 
 
-def _check_rtol(rtol: object) -> float:
+def checked_rtol(rtol: object) -> float:
+    """``rtol`` as a float in ``(0, 1)``, else an ``OptionError`` naming ``rtol``."""
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
         raise OptionError("rtol", f"must be a number in (0, 1), got {rtol!r}")
     return float(rtol)
 
 
-def _last_layer_parameters(body: nn.Module, last_layer: str | None) -> tuple[str, ...]:
-    """Names (in ``body``) of the parameters multiplied by ``n``: those the last layer owns itself."""
+def last_layer_parameters(body: nn.Module, last_layer: str | None, *, owner: str = "units", part: str = "body",
+                          option: str = "last_layer") -> tuple[str, ...]:
+    """Names (in ``body``) of the parameters multiplied by ``n``: those the last layer owns itself.
+
+    ``last_layer`` names a submodule of ``body`` (``None``: the last submodule owning parameters,
+    in registration order); a wrong name is refused naming ``option``.
+    """
     if last_layer is None:
         owners = [name for name, m in body.named_modules() if any(True for _ in m.parameters(recurse=False))]
         if not owners:
-            raise OptionError("units[0]", "its body has no parameters, so there is nothing to vary with depth")
+            raise OptionError(f"{owner}[0]", f"its {part} has no parameters, so there is nothing to vary with depth")
         last_layer = owners[-1]
     elif not isinstance(last_layer, str):
-        raise OptionError("last_layer", f"must be the name of a submodule of the body, got {type(last_layer).__name__}")
+        raise OptionError(option, f"must be the name of a submodule of the {part}, got {type(last_layer).__name__}")
     try:
         module = body.get_submodule(last_layer)
     except AttributeError as exc:
-        raise OptionError("last_layer", f"the body has no submodule {last_layer!r}") from exc
+        raise OptionError(option, f"the {part} has no submodule {last_layer!r}") from exc
     names = tuple(f"{last_layer}.{name}" if last_layer else name for name, _ in module.named_parameters(recurse=False))
     if not names:
-        raise OptionError("last_layer", f"{last_layer!r} owns no parameters to multiply by the number of units")
+        raise OptionError(option, f"{last_layer!r} owns no parameters to multiply by the number of {owner}")
     return names
 
 
-def _probe(probe: Tensor | None, probe_shape: Sequence[int] | None, body: nn.Module) -> Tensor:
+def probe_batch(probe: Tensor | None, probe_shape: Sequence[int] | None, like: nn.Module) -> Tensor:
+    """The probe: ``probe`` (detached, checked finite) or a seeded normal draw of ``probe_shape`` in
+    ``like``'s floating dtype and device (at most `MAX_PROBE_VALUES` values); exactly one of them."""
     if (probe is None) == (probe_shape is None):
         raise OptionError("probe", "give a probe batch of the stage's input (probe=) or its shape (probe_shape=), "
                                    "one of them: the conversion is checked on it")
@@ -203,65 +222,71 @@ def _probe(probe: Tensor | None, probe_shape: Sequence[int] | None, body: nn.Mod
         raise OptionError("probe_shape", f"must be a shape of integers >= 1 (batch first), got {probe_shape!r}")
     if math.prod(probe_shape) > MAX_PROBE_VALUES:
         raise OptionError("probe_shape", f"at most {MAX_PROBE_VALUES:,} values, got {tuple(probe_shape)}")
-    like = next((t for t in [*body.parameters(), *body.buffers()] if t.is_floating_point()), None)
-    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    found = next((t for t in [*like.parameters(), *like.buffers()] if t.is_floating_point()), None)
+    dtype = found.dtype if found is not None else torch.get_default_dtype()
     draw = torch.randn(tuple(probe_shape), generator=torch.Generator().manual_seed(0), dtype=dtype)
-    return draw.to(like.device) if like is not None else draw
+    return draw.to(found.device) if found is not None else draw
 
 
-def _run(what: str, k: int, module: nn.Module, x: Tensor) -> Tensor:
+def run_on_probe(module: nn.Module, x: Tensor, *, who: str, part: str) -> Tensor:
+    """``module(x)``; an error it raises, or an output that is no tensor, becomes one line naming
+    ``who`` (``"units[3]"``) and the ``part`` it ran (``"body"``)."""
     try:
         out = module(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OptionError("probe", f"units[{k}]'s {what} cannot take a probe of shape {tuple(x.shape)}: "
+        raise OptionError("probe", f"{who}'s {part} cannot take a probe of shape {tuple(x.shape)}: "
                                    f"{first}") from exc
     if not isinstance(out, Tensor):
-        raise OptionError(f"units[{k}]", f"its {what} returns {type(out).__name__}, not a tensor")
+        raise OptionError(who, f"its {part} returns {type(out).__name__}, not a tensor")
     return out
 
 
-def _difference(a: Tensor, b: Tensor) -> float:
+def difference(a: Tensor, b: Tensor) -> float:
+    """``max |a - b|`` (0 for empty tensors)."""
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
-def _scale(x: Tensor) -> float:
+def largest(x: Tensor) -> float:
+    """``max |x|``, at least the dtype's smallest positive normal: what a difference is relative to."""
     return max(float(x.abs().max()) if x.numel() else 0.0, torch.finfo(x.dtype).tiny)
 
 
 def _check_unit(k: int, unit: nn.Module, body: nn.Module, x: Tensor, scaled: tuple[str, ...], n: int,
                 rtol: float) -> Tensor:
     """Unit ``k`` on ``x``: every check of `units_to_block`; returns ``unit(x)``."""
-    fx = _run("body", k, body, x.clone())  # clones: a layer working in place must not change the probe
+    # clones: a layer working in place must not change the probe
+    fx = run_on_probe(body, x.clone(), who=f"units[{k}]", part="body")
     if fx.shape != x.shape:
         raise OptionError(f"units[{k}]", f"its body maps shape {tuple(x.shape)} to {tuple(fx.shape)}: a downsampling "
                                          "unit (strided, or with a projection shortcut) changes the state's shape, "
                                          "which no ODE step does; keep it outside the block")
-    y = _run("unit", k, unit, x.clone())
+    y = run_on_probe(unit, x.clone(), who=f"units[{k}]", part="unit")
     if y.shape != x.shape:
         raise OptionError(f"units[{k}]", f"maps shape {tuple(x.shape)} to {tuple(y.shape)}: a downsampling unit "
                                          "(strided or projection shortcut) is no ODE step; keep it outside the block")
-    difference = _difference(y, x + fx)
-    if difference > rtol * _scale(y):
-        raise OptionError(f"units[{k}]", f"its output differs from x + body(x) by {difference:.3g} on the probe "
-                                         f"(largest value {_scale(y):.3g}): a post-activation unit "
+    gap = difference(y, x + fx)
+    if gap > rtol * largest(y):
+        raise OptionError(f"units[{k}]", f"its output differs from x + body(x) by {gap:.3g} on the probe "
+                                         f"(largest value {largest(y):.3g}): a post-activation unit "
                                          "(relu(x + body(x)), torchvision's) or a shortcut other than the identity "
                                          "is not one Euler step; only x + body(x) converts")
     for training in (False, True):
         for factor in sorted({2, n} - {1}):
-            difference, scale = _scaling_error(k, body, _batch_of_two(x) if training else x, scaled, factor, training)
-            if difference > rtol * scale:
+            gap, scale = scaling_error(body, batch_of_two(x) if training else x, scaled, factor, training,
+                                       who=f"units[{k}]", part="body")
+            if gap > rtol * scale:
                 layer = scaled[0].rpartition(".")[0] or scaled[0]
                 mode = "in training mode " if training else ""
                 raise OptionError(f"units[{k}]", f"its body is not linear in its last layer's weights ({layer!r}): "
                                                  f"{mode}with them times {factor} the output differs from {factor} * "
-                                                 f"body(x) by {difference:.3g}, so the field n * body is no setting "
+                                                 f"body(x) by {gap:.3g}, so the field n * body is no setting "
                                                  "of the same layers; end the body in a convolution or linear layer "
                                                  "(or name the layer that is, last_layer=)")
     return y
 
 
-def _batch_of_two(x: Tensor) -> Tensor:
+def batch_of_two(x: Tensor) -> Tensor:
     """``x``, or for a probe of one example that example and a seeded variation of it.
 
     The training-mode check runs the body with batch statistics, which a batch of one does
@@ -271,12 +296,12 @@ def _batch_of_two(x: Tensor) -> Tensor:
     if x.dim() == 0 or x.shape[0] != 1:
         return x
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype).to(x.device)
-    return torch.cat([x, x + _scale(x) * noise])
+    return torch.cat([x, x + largest(x) * noise])
 
 
-def _scaling_error(k: int, body: nn.Module, x: Tensor, scaled: tuple[str, ...], factor: int,
-                   training: bool) -> tuple[float, float]:
-    """``(max |body_c(x) - c body(x)|, max |c body(x)|)`` with the last layer's weights times ``c = factor``.
+def scaling_error(body: nn.Module, x: Tensor, scaled: tuple[str, ...], factor: int, training: bool, *,
+                  who: str = "units[0]", part: str = "body") -> tuple[float, float]:
+    """``(max |body_c(x) - c body(x)|, max |c body(x)|)`` with the parameters ``scaled`` times ``c = factor``.
 
     Both modes: the block trains too, and a normalisation without affine weights after the
     last layer undoes the factor with batch statistics (in eval mode, with running
@@ -296,16 +321,16 @@ def _scaling_error(k: int, body: nn.Module, x: Tensor, scaled: tuple[str, ...], 
                 outs.append(functional_call(work, {name: params[name] * c for name in scaled}, (x.clone(),)))
             except (RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise OptionError("probe", f"units[{k}]'s body cannot run {'in training mode ' if training else ''}"
+                raise OptionError("probe", f"{who}'s {part} cannot run {'in training mode ' if training else ''}"
                                            f"on a probe of shape {tuple(x.shape)}: {first}") from exc
     expected = factor * outs[0]
-    return _difference(outs[1], expected), _scale(expected)
+    return difference(outs[1], expected), largest(expected)
 
 
 def _build_block(bodies: list[nn.Module], scaled: tuple[str, ...], n: int) -> ContinuousBlock:
     """The block with cell ``k`` holding unit ``k``'s weights (the last layer's times ``n``) and statistics."""
     block = ContinuousBlock(copy.deepcopy(bodies[0]), basis="piecewise_constant", n_basis=n, scheme="euler",
-                            n_steps=n, initializer=_keep)
+                            n_steps=n, initializer=keep_weights)
     for name, coefficients in block.coefficient_items():
         factor = n if name in scaled else 1
         for k, b in enumerate(bodies):
@@ -319,8 +344,8 @@ def _build_block(bodies: list[nn.Module], scaled: tuple[str, ...], n: int) -> Co
     return block
 
 
-def _keep(module: nn.Module) -> None:
-    """An initializer that draws nothing: every coefficient is overwritten with a unit's weights."""
+def keep_weights(module: nn.Module) -> None:
+    """An initializer that draws nothing: every coefficient is overwritten with a unit's (a layer's) weights."""
 
 
 __all__ = ["MAX_PROBE_VALUES", "units_to_block"]

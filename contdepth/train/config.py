@@ -45,7 +45,7 @@ from .config_checks import (  # noqa: F401
 # compress, an experiment's steps): it changes only speed and memory, so one value, chosen once.
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change; every other option must match the run being resumed.
-RESUMABLE_CHANGES = ("epochs", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
+RESUMABLE_CHANGES = ("epochs", "max_steps", "threads", "quiet", "out", "resume", "overwrite", "extend", "device", "data_dir",
                      "eval_batch_size", "tensorboard")
 
 
@@ -59,11 +59,12 @@ def _model_listing() -> str:
     """The registry's models, image and graph apart (the registry names them without importing torch)."""
     from ..models.registry import available_models
 
-    return (f"image models: {', '.join(available_models(graph=False))}; "
-            f"graph models: {', '.join(available_models(graph=True))}")
+    return (f"image models: {', '.join(available_models(kind='image'))}; "
+            f"graph models: {', '.join(available_models(kind='graph'))}; "
+            f"text models: {', '.join(available_models(kind='text'))}")
 
 
-OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph data", "run")
+OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph data", "text data", "run")
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,10 @@ class TrainConfig:
                                       "the dataset")
     data: str = option("digits", group="model and data",
                        help="dataset: digits, fashion_mnist, mnist, cifar10, cifar100; graphs (full-batch node "
-                            "classification): karate, cora")
+                            "classification): karate, cora; text (next-byte prediction, for gpt): text")
     data_dir: str | None = option(None, group="model and data", metavar="DIR",
-                                  help="folder holding the dataset's files (default: the dataset's own)")
+                                  help="folder holding the dataset's files (default: the dataset's own); for text: "
+                                       "a UTF-8 file or a folder of .txt files")
     data_options: dict = option(default_factory=dict, group="model and data", flag=False,
                                 help="keyword options of the dataset loader (test_fraction ...)")
     split_seed: int = option(0, group="model and data",
@@ -136,6 +138,9 @@ class TrainConfig:
                                        "fractional), before any schedule")
     min_lr: float = option(0.0, group="optimisation", help="final learning rate of the cosine schedule")
     label_smoothing: float = option(0.0, group="optimisation", help="cross-entropy label smoothing, in [0, 1)")
+    grad_clip: float | None = option(None, group="optimisation", metavar="NORM",
+                                     help="clip the gradients' global norm to this before every step (transformers "
+                                          "usually train with 1.0); default: no clipping")
     # --- continuous depth ---
     refine_at: tuple = option((), group="continuous depth", metavar="EPOCH", items=(int, "*"),
                               help="refine every ContinuousBlock at the start of these epochs (1-based): basis and "
@@ -158,6 +163,13 @@ class TrainConfig:
                                   help="stop after this many epochs without a better validation accuracy (ties broken "
                                        "by validation loss); the best-validation weights are kept either way; image "
                                        "datasets refuse it (default: run every epoch)")
+    # --- text data ---
+    eval_every: int | None = option(None, group="text data", metavar="STEPS",
+                                    help="training steps between evaluations of a text run: its epoch (--epochs, "
+                                         "--refine-at, --warmup-epochs count these); default 100")
+    max_steps: int | None = option(None, group="text data", metavar="STEPS",
+                                   help="a text run's training steps (its token budget is max_steps x batch_size x "
+                                        "context): sets epochs to max_steps / eval_every")
     # --- run ---
     seed: int = option(0, group="run",
                        help="seed of the initialisation, data order, augmentation and any randomness in the model; "
@@ -249,6 +261,8 @@ class TrainConfig:
             unknown = sorted(set(layer) - set(cls.option_names()))
             if unknown:
                 raise ConfigError(f"{unknown[0]}: not an option (in {source}); allowed: {', '.join(cls.option_names())}")
+            if "max_steps" in layer and "epochs" not in layer:
+                merged.pop("epochs", None)  # a text run's epochs follow its new step budget (max_steps / eval_every)
             for key, value in layer.items():
                 if key in ("model_options", "data_options") and isinstance(value, Mapping):
                     previous = merged.get(key) or {}

@@ -95,23 +95,26 @@ def check_output_path(path: str | Path, name: str = "out", *, folder: bool) -> P
 
 
 def check_model_data(model: str, data: str) -> None:
-    """A graph model needs a graph dataset and an image model an image dataset (from the names alone)."""
+    """A model and its dataset are of one kind, image, graph or text (from the names alone, before any file is read)."""
     if model == CUSTOM_MODEL:  # the user's module: the dataset decides the task
         return
-    from ..data import available_datasets, is_graph_dataset
-    from ..models import available_models, is_graph_model
+    from ..data import available_datasets, dataset_kind
+    from ..models import available_models, model_kind
 
-    graph_model, graph_data = is_graph_model(model), is_graph_dataset(data)
-    if graph_model == graph_data:
+    have, need = dataset_kind(data), model_kind(model)
+    if have == need:
         return
-    graphs = [d for d in available_datasets() if is_graph_dataset(d)]
-    images = [d for d in available_datasets() if not is_graph_dataset(d)]
-    if graph_model:
-        raise OptionError("model", f"{model} is a graph model (node classification); data {data!r} is an image "
-                                   f"dataset. Graph datasets: {', '.join(graphs)}")
-    graph_models = [m for m in available_models() if is_graph_model(m)]
-    raise OptionError("model", f"{model} is an image model; data {data!r} is a graph dataset (node classification), "
-                               f"for the graph models {', '.join(graph_models)}. Image datasets: {', '.join(images)}")
+    words = {"image": "an image model", "graph": "a graph model (node classification)",
+             "text": "a text model (next-byte prediction)"}
+    datasets = [d for d in available_datasets() if dataset_kind(d) == need]
+    models = [m for m in available_models() if model_kind(m) == have]
+    raise OptionError("model", f"{model} is {words[need]}; data {data!r} is {'an' if have == 'image' else 'a'} {have} "
+                               f"dataset. {need.capitalize()} datasets: {', '.join(datasets) or '(none registered)'}; "
+                               f"{have} models: {', '.join(models) or '(none registered)'}")
+
+
+#: Steps between a text run's evaluations when ``eval_every`` is not given: a text run's "epoch".
+DEFAULT_EVAL_EVERY = 100
 
 
 # --- the config's own rules -----------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def validate_config(c: TrainConfig) -> None:
 
 
 def _check_model_and_data(c: TrainConfig) -> None:
-    from ..data import available_datasets, is_graph_dataset
+    from ..data import available_datasets, dataset_kind
     from ..models import available_models, model_options
 
     if not isinstance(c.model, str):
@@ -202,10 +205,32 @@ def _check_model_and_data(c: TrainConfig) -> None:
     check_seed(c.split_seed, "split_seed")
     check_int(c.validation_size, "validation_size", low=0)
     check_int(c.train_size, "train_size", low=1, allow_none=True)
-    if (c.validation_size or c.train_size is not None) and is_graph_dataset(canonical):
+    kind = dataset_kind(canonical)
+    if (c.validation_size or c.train_size is not None) and kind != "image":
         name = "validation_size" if c.validation_size else "train_size"
-        raise OptionError(name, f"{c.data!r} is a graph dataset with its own train/validation/test node split; "
-                                "leave it unset")
+        if kind == "graph":
+            raise OptionError(name, f"{c.data!r} is a graph dataset with its own train/validation/test node split; "
+                                    "leave it unset")
+        raise OptionError(name, f"{c.data!r} is a text dataset, split into contiguous byte ranges by its "
+                                "data_options val_fraction and test_fraction; leave it unset")
+    check_int(c.eval_every, "eval_every", low=1, high=10**9, allow_none=True)
+    check_int(c.max_steps, "max_steps", low=1, high=10**12, allow_none=True)
+    if kind != "text":
+        for name in ("eval_every", "max_steps"):
+            if getattr(c, name) is not None:
+                raise OptionError(name, f"is for text datasets (a run counted in steps); {c.data!r} is "
+                                        f"{'an' if kind == 'image' else 'a'} {kind} dataset, whose runs count epochs: "
+                                        "leave it unset")
+    elif c.max_steps is not None:
+        every = c.eval_every or DEFAULT_EVAL_EVERY
+        if c.max_steps % every:
+            raise OptionError("max_steps", f"must be a multiple of eval_every ({every}: the run is evaluated and "
+                                           f"checkpointed every {every} steps), got {c.max_steps}")
+        derived = c.max_steps // every
+        if c.epochs not in (derived, 10):  # 10: epochs left at its default
+            raise OptionError("epochs", f"{c.epochs} contradicts max_steps {c.max_steps} (= {derived} evaluations of "
+                                        f"{every} steps, a text run's epochs); give one of them")
+        _set(c, "epochs", derived)
 
 
 def _check_optimisation(c: TrainConfig) -> None:
@@ -243,6 +268,8 @@ def _check_optimisation(c: TrainConfig) -> None:
         raise OptionError("min_lr", f"must be below lr={c.lr}, got {c.min_lr}")
     _set(c, "label_smoothing", check_number(c.label_smoothing, "label_smoothing", low=0.0, high=1.0, high_open=True,
                                             range_apart=True))
+    if c.grad_clip is not None:
+        _set(c, "grad_clip", check_number(c.grad_clip, "grad_clip", low=0.0, low_open=True, range_apart=True))
 
 
 def _check_depth(c: TrainConfig) -> None:

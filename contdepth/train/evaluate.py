@@ -1,4 +1,5 @@
-"""Evaluation of images (mini-batches) and graphs (one full-batch pass), at the training manifestation or any other."""
+"""Evaluation of images (mini-batches), graphs (one full-batch pass) and text (a fixed sample of windows), at the
+training manifestation or any other."""
 
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
         device = first.device if first is not None else torch.device("cpu")
     if getattr(dataset, "is_graph", False):
         return node_metrics(model, dataset.to(device), (split,), scheme=scheme, n_steps=n_steps)[split]
+    if getattr(dataset, "is_text", False):
+        return text_metrics(model, dataset, batch_size, split=split, scheme=scheme, n_steps=n_steps, device=device,
+                            distributed=distributed)
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
@@ -94,6 +98,44 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
         total_loss, correct, count = distributed.sum([total_loss, correct, count])
     if count == 0:
         raise ValueError(f"dataset: the {split} split is empty")
+    return total_loss / count, correct / count
+
+
+@torch.no_grad()
+def text_metrics(model: nn.Module, dataset, batch_size: int, *, split: str, scheme: str | None = None,
+                 n_steps: int | None = None, device: torch.device, distributed: DistributedContext | None = None
+                 ) -> tuple[float, float]:
+    """``(nats per byte, next-byte accuracy)`` of a text model on ``split``'s fixed evaluation sample.
+
+    The sample is the dataset's (`TextDataset.eval_batches`: evenly spaced windows of the model's
+    ``context + 1`` bytes), the same at every evaluation, so the losses of a run's rows, of
+    ``contdepth eval`` and of every manifestation are compared on the same bytes. Under
+    ``torchrun`` each process evaluates every ``W``-th batch and the sums are shared.
+    """
+    context = getattr(model, "context", None)
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        raise ValueError(f"model: a text model must say the longest input it takes in an integer attribute 'context'; "
+                         f"{type(model).__name__} has {context!r}")
+    batches = dataset.eval_batches(split, batch_size, context, device=device)
+    if distributed is not None:
+        batches = batches[distributed.rank::distributed.world_size]
+    was_training = model.training
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    context_manager = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
+    try:
+        with context_manager:
+            for x, y in batches:
+                logits = model(x).float().flatten(0, 1)
+                total_loss += float(F.cross_entropy(logits, y.flatten(), reduction="sum"))
+                correct += int((logits.argmax(dim=1) == y.flatten()).sum())
+                count += y.numel()
+    finally:
+        model.train(was_training)
+    if distributed is not None:
+        total_loss, correct, count = distributed.sum([total_loss, correct, count])
+    if count == 0:
+        raise ValueError(f"dataset: the {split} split has no evaluation window of {context + 1} bytes")
     return total_loss / count, correct / count
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from .config import ConfigError
 from .cost import Probe, batch_counts, image_probes
 from .evaluate import evaluate
-from .optim import LRSchedule
+from .optim import LRSchedule, clip_gradients
 from .progress import Progress
 from .runs import TrainingDiverged, count_parameters, epoch_line
 from .task import Task
@@ -78,12 +78,14 @@ class ImageClassification(Task):
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
                     scaler.scale(loss).backward()
+                    clip_gradients(net, optimizer, config.grad_clip, scaler)
                     scale = scaler.get_scale()
                     scaler.step(optimizer)
                     scaler.update()
                     skipped += scaler.get_scale() < scale  # inf/NaN gradients: the step was skipped
                 else:
                     loss.backward()
+                    clip_gradients(net, optimizer, config.grad_clip)
                     optimizer.step()
                 n, right = len(yb), int((logits.detach().argmax(dim=1) == yb).sum())
                 value = float(loss.detach())

@@ -148,6 +148,10 @@ for _metric in (
            cost="flops"),
     Metric("eval_flops", _FLOPS, "floating-point operations of the epoch's validation and test passes",
            cost="flops"),
+    Metric("val_bits_per_byte", _LOSS, "a text run's validation loss in bits per byte (val_loss / ln 2)"),
+    Metric("test_bits_per_byte", _LOSS, "a text run's test loss in bits per byte (test_loss / ln 2)"),
+    Metric("tokens_per_second", Number(0.0), "a text run's training throughput: tokens (bytes) per second of "
+                                            "the training pass"),
     Metric("threads", Int(1), "torch threads of the process"),
     Metric("world_size", Int(1), "processes training together (DDP)"),
 ):

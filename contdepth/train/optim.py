@@ -104,6 +104,20 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     raise ValueError(f"optimizer: must be one of sgd, adam, adamw, rmsprop; got {config.optimizer!r}")
 
 
+def clip_gradients(net: nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None,
+                   scaler: "torch.amp.GradScaler | None" = None) -> None:
+    """Clip the global norm of ``net``'s gradients to ``max_norm`` (``None``: do nothing).
+
+    With an fp16 ``scaler`` the gradients are unscaled first (``scaler.unscale_``), so the
+    norm is that of the true gradients; ``scaler.step`` then knows they are unscaled.
+    """
+    if max_norm is None:
+        return
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
+
+
 def group_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
     """The model's name of every parameter in every param group (for checkpoints)."""
     name_of = {id(p): name for name, p in model.named_parameters()}

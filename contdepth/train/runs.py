@@ -118,6 +118,8 @@ def model_options_for(config: TrainConfig, dataset=None) -> dict:
     elif getattr(dataset, "is_graph", False):
         derived = {"in_features": dataset.num_features, "num_classes": dataset.num_classes,
                    "num_nodes": dataset.num_nodes}
+    elif getattr(dataset, "is_text", False):
+        derived = {}  # bytes: the vocabulary is fixed, the context is the model's own option
     else:
         h, w = dataset.image_size
         derived = {"in_channels": dataset.channels, "num_classes": dataset.num_classes,

@@ -11,9 +11,10 @@ callbacks and the result. A [`Task`][contdepth.train.Task] supplies what differs
 - model selection and the checkpoints that follow from it ([`Task.select`][contdepth.train.Task.select],
   [`Task.save`][contdepth.train.Task.save], [`Task.resume_from`][contdepth.train.Task.resume_from], [`Task.final_model`][contdepth.train.Task.final_model]).
 
-Two tasks exist: image classification (`contdepth.train.images`: mini-batches, the
-last epoch's model) and node classification (`contdepth.train.node`: the whole graph
-as one batch, the best-validation model with early stopping). A new kind of data is a new
+Three tasks exist: image classification (`contdepth.train.images`: mini-batches, the
+last epoch's model), node classification (`contdepth.train.node`: the whole graph
+as one batch, the best-validation model with early stopping) and language modelling
+(`contdepth.train.language`: next-byte prediction, an epoch of ``eval_every`` steps). A new kind of data is a new
 subclass; the loop does not change.
 """
 
@@ -115,6 +116,10 @@ class Task(ABC):
         """The inputs of an epoch's training steps (``train``) or evaluation passes, each shape with
         how many steps take it, over all processes (`contdepth.train.cost`); empty: not counted."""
         return ()
+
+    def throughput(self, train_time: float) -> dict[str, float]:
+        """Columns computed from the epoch's training time (a text run's tokens per second); default none."""
+        return {}
 
     def select(self, epoch: int, row: dict, model: nn.Module) -> dict:
         """Model selection after ``epoch``'s evaluation; returns columns to add to the metrics row."""

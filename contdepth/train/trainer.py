@@ -65,7 +65,7 @@ from torch import nn
 from .. import data
 from ..common.errors import OptionError
 from ..common.validate import check_threads
-from ..data import derive_seed
+from ..data import dataset_kind, derive_seed
 from ..models import create, created_name, model_options
 from ..nn import continuous_blocks
 from ..nn.repeated import check_composing_training
@@ -90,6 +90,7 @@ from .config import (
 from .cost import FlopCounter
 from .distributed import setup as setup_distributed
 from .images import ImageClassification
+from .language import LanguageModeling
 from .node import NodeClassification
 from .metrics import check_row
 from .optim import LRSchedule, build_optimizer, refine_with_optimizer
@@ -158,8 +159,13 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None, *, folde
         raise ConfigError(f"eval_scheme: model {config.model!r} has no ContinuousBlock to manifest")
     if config.eval_scheme:
         get_scheme(config.eval_scheme)
-    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
-        raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
+    if config.data_dir is not None:
+        where = Path(config.data_dir).expanduser()
+        if dataset_kind(config.data) == "text":  # one text file, or a folder of them (the reader checks which)
+            if not where.exists():
+                raise ConfigError(f"data_dir: {config.data_dir} does not exist (a UTF-8 text file or a folder of them)")
+        elif not where.is_dir():
+            raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
     check_device(config.device)
     if model is not None:
         check_refinements(model, config)
@@ -229,6 +235,18 @@ def check_resume(config: TrainConfig, info: CheckpointInfo) -> None:
             f"to change it to {config.epochs} epochs add --extend (extend: true): {effect}")
 
 
+def with_recorded_corpus(config: TrainConfig, saved: TrainConfig) -> TrainConfig:
+    """``config`` with the text corpus digest its run recorded (``data_options.sha256``) when it names none.
+
+    A resumed text run is then checked against the bytes it trained on, and its options compare
+    equal to the saved ones (which hold the digest the first session added).
+    """
+    recorded = saved.data_options.get("sha256")
+    if recorded is None or "sha256" in config.data_options or config.data != saved.data:
+        return config
+    return config.replace(data_options={**config.data_options, "sha256": recorded})
+
+
 def check_resume_config(config: TrainConfig, saved: TrainConfig) -> None:
     """A resumed run may change only `RESUMABLE_CHANGES`."""
     for f in fields(TrainConfig):
@@ -259,8 +277,8 @@ def with_held_out(config: TrainConfig, dataset):
     the config's or the config asks for none; otherwise it is refused, so a split is never
     silently redrawn.
     """
-    if getattr(dataset, "is_graph", False):
-        return dataset
+    if getattr(dataset, "is_graph", False) or getattr(dataset, "is_text", False):
+        return dataset  # their own splits (a graph's node masks, a text's contiguous byte ranges)
     if getattr(dataset, "val_x", None) is not None:
         if config.validation_size not in (0, dataset.num_val) or config.train_size not in (None, dataset.num_train):
             raise ConfigError(f"validation_size: the dataset given already has a validation split ({dataset.num_val} "
@@ -277,9 +295,12 @@ def with_held_out(config: TrainConfig, dataset):
 
 # --- the loop -------------------------------------------------------------------------------------------
 def task_for(trainer: "Trainer", dataset) -> Task:
-    """The task that trains ``dataset``: node classification for a graph (``is_graph``), else images."""
+    """The task that trains ``dataset``: node classification for a graph (``is_graph``), language modelling
+    for text (``is_text``), else image classification."""
     if getattr(dataset, "is_graph", False):
         return NodeClassification(trainer, dataset)
+    if getattr(dataset, "is_text", False):
+        return LanguageModeling(trainer, dataset)
     return ImageClassification(trainer, dataset)
 
 
@@ -391,9 +412,14 @@ class Trainer:
             info = state = None
             if config.resume:
                 info, state = read_checkpoint(config.out)
+                config = self.config = with_recorded_corpus(config, info.train_config())
                 check_resume(config, info)
                 self._resume_threads(info)
             dataset = with_held_out(config, self.dataset) if self.dataset is not None else load_data(config)
+            if getattr(dataset, "is_text", False) and "sha256" not in config.data_options:
+                # the corpus's digest joins the run's config (config.yaml, the checkpoints): a rerun or a resume
+                # on text that changed since is refused by the reader instead of training on other bytes
+                config = self.config = config.replace(data_options={**config.data_options, "sha256": dataset.sha256})
             task = task_for(self, dataset)
             task.check()
             return self._train(task, dataset, info, state, run_dir)
@@ -485,6 +511,7 @@ class Trainer:
                     "schedule_epochs": config.epochs,  # the length its schedule had: shows an extended run
                 }
                 row.update(task.select(epoch, row, model))
+                row.update(task.throughput(train_time))
                 row.update({"train_time": train_time, "train_cpu_time": train_cpu_time, "epoch_time": time.perf_counter() - tic, "total_time": 0.0,
                             "threads": torch.get_num_threads(), "world_size": ddp.world_size if ddp is not None else 1})
                 # epoch_time: training and evaluation; the checkpoint write after it counts in total_time
@@ -511,5 +538,6 @@ class Trainer:
 
 def train(config: TrainConfig, *, dataset=None, callbacks: Sequence[Callback] = (),
           model: nn.Module | None = None) -> RunResult:
-    """Run ``config`` (see [`Trainer`][contdepth.train.Trainer]): images or, for a graph dataset (``is_graph``), node classification."""
+    """Run ``config`` (see [`Trainer`][contdepth.train.Trainer]): images, or node classification for a graph
+    dataset (``is_graph``), or language modelling for a text dataset (``is_text``)."""
     return Trainer(config, dataset=dataset, callbacks=callbacks, model=model).run()

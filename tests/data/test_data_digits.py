@@ -84,7 +84,7 @@ def test_digits_without_sklearn_says_how_to_install(monkeypatch):
 
 
 def test_registry_names_and_unknown_name():
-    assert data.available_datasets() == ["cifar10", "cifar100", "cora", "digits", "fashion_mnist", "karate", "mnist"]
+    assert data.available_datasets() == ["cifar10", "cifar100", "cora", "digits", "fashion_mnist", "karate", "mnist", "text"]
     with pytest.raises(ValueError) as info:
         data.load("imagenet")
     for name in data.available_datasets():

@@ -11,10 +11,15 @@ from contdepth.models.gpt import GPT, continuous_from_layers
 TOKENS = torch.randint(0, 256, (3, 10), generator=torch.Generator().manual_seed(0))
 
 
-def test_a_discrete_gpt_equals_its_continuous_form_with_one_cell_per_layer():
+@pytest.mark.parametrize("depth", [None, 1.0, 7.5])
+def test_a_discrete_gpt_equals_its_continuous_form_with_one_cell_per_layer(depth):
     torch.manual_seed(0)
     discrete = GPT(width=16, heads=2, layers=3, context=12).double().eval()
-    continuous = continuous_from_layers(discrete)
+    continuous = continuous_from_layers(discrete, depth=depth)
+    assert continuous.layers.t1 == (3.0 if depth is None else depth)
+    if depth is None:  # the depth interval [0, layers]: a step of size 1, the weights copied as they are
+        proj = dict(continuous.layers.coefficient_items())["modules_of_terms.0.proj.weight"]
+        assert torch.equal(proj[1], discrete.layers[1].attention.proj.weight)
     assert continuous.continuous and continuous.layers.n_basis == 3 and continuous.layers.scheme.name == "lie_trotter"
     with torch.no_grad():
         torch.testing.assert_close(continuous(TOKENS), discrete(TOKENS), rtol=0, atol=1e-12)
@@ -23,6 +28,13 @@ def test_a_discrete_gpt_equals_its_continuous_form_with_one_cell_per_layer():
             with cd.nn.manifest(continuous, scheme, steps):
                 assert torch.isfinite(continuous(TOKENS)).all()
     assert continuous.head.weight is continuous.embed.weight  # tied, as the discrete model's
+
+
+def test_depth_belongs_to_the_continuous_form():
+    with pytest.raises(ValueError, match="^depth: the length of the depth interval"):
+        GPT(width=16, heads=2, layers=2, context=8, depth=2.0)
+    with pytest.raises(ValueError, match="^depth: must be"):
+        GPT(width=16, heads=2, layers=2, context=8, continuous=True, depth=0)
 
 
 def test_a_continuous_gpt_trains_and_its_tokens_only_see_their_past():

@@ -183,8 +183,9 @@ def test_the_registry_names_the_builtin_models_as_their_modules_register_them():
         importlib.import_module(module)
     own = {name for name in registry.MODELS.names() if registry.MODELS.get(name).__module__.startswith("contdepth.")}
     assert own == set(registry.BUILTIN_MODELS) == set(registry.MODELS.declared())
-    for name, (module, graph) in registry.BUILTIN_MODELS.items():
-        assert registry.MODELS.get(name).__module__ == module and registry.is_graph_model(name) == graph
+    for name, (module, kind) in registry.BUILTIN_MODELS.items():
+        assert registry.MODELS.get(name).__module__ == module and registry.model_kind(name) == kind
+        assert registry.is_graph_model(name) == (kind == "graph")
     assert registry.available_models(graph=True) == ["cgnn", "gcde", "gcn"]
     with pytest.raises(ValueError, match="already registered"):
         registry.register_model("polynet")(lambda: None)

@@ -50,7 +50,7 @@ def tiny(**changes):
     ({"refine_at": [0]}, r"refine_at: epochs are numbered from 1"),
     ({"refine_at": [2, 2]}, r"refine_at: epochs must be strictly increasing"),
     ({"milestones": [1]}, r"milestones: only used by schedule step"),
-    ({"model": "vgg"}, r"model: must be one of cgnn, continuous_mlp, continuousnet, fractalnet, gcde, gcn, lm_resnet, polynet, resnet, revnet"),
+    ({"model": "vgg"}, r"model: must be one of cgnn, continuous_mlp, continuousnet, fractalnet, gcde, gcn, gpt, lm_resnet, polynet, resnet, revnet"),
     ({"model_options": {"depth": 3}}, r"model_options.depth: not an option of model 'continuousnet'; allowed: alpha"),
     ({"data": "imagenet"}, r"data: must be one of cifar10, cifar100, cora, digits, fashion_mnist, karate, mnist"),
     ({"label_smoothing": 1.0}, r"label_smoothing: must lie in \[0, 1\)"),
