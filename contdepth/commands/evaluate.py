@@ -104,10 +104,17 @@ def run(args: argparse.Namespace) -> int:
     if options.table:
         from ..train import format_manifestation_table, manifestation_table
 
-        table = manifestation_table(model, dataset, options.schemes, options.steps, runtime.batch_size,
-                                    device=runtime.device)
         trained = (trained_scheme, trained_steps[0]) if len(set(trained_steps)) == 1 else None
-        print(format_manifestation_table(table, trained=trained))
+        if text:  # a text model's manifestations by their loss on the validation sample (or test without one)
+            split = "val" if "val" in dataset.splits else "test"
+            table = manifestation_table(model, dataset, options.schemes, options.steps, runtime.batch_size,
+                                        device=runtime.device, split=split, measure="loss")
+            title = f"{'validation' if split == 'val' else 'test'} loss (nats/byte)"
+            print(format_manifestation_table(table, trained=trained, title=title, percent=False))
+        else:
+            table = manifestation_table(model, dataset, options.schemes, options.steps, runtime.batch_size,
+                                        device=runtime.device)
+            print(format_manifestation_table(table, trained=trained))
     return 0
 
 

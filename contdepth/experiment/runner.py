@@ -164,8 +164,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
     if callbacks and workers > 1:
         raise ConfigError("workers: callbacks run in this process, so they need workers=1")
     check_device(device)
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise ConfigError(f"data_dir: {data_dir} is not a folder")
+    if data_dir is not None and not Path(data_dir).exists():  # a folder, or one text file (each run's preflight checks which)
+        raise ConfigError(f"data_dir: {data_dir} does not exist")
     # every run's options and model (meta device: sizes, refinements, memory), checked before any
     # folder is made; the run folders are checked as each run starts
     spec.preflight(device=device, **({"data_dir": data_dir} if data_dir else {}))

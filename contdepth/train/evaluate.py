@@ -197,21 +197,28 @@ def format_adaptive_table(results: Sequence[AdaptiveResult]) -> str:
 
 def manifestation_table(model: nn.Module, dataset, schemes: Sequence[str] = DEFAULT_SCHEMES,
                         steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 500,
-                        device: str | torch.device | None = None) -> dict[tuple[str, int], float]:
-    """Test accuracy of every manifestation ``(scheme, n_steps)`` of the same trained model."""
-    return {(s, n): evaluate(model, dataset, batch_size, scheme=s, n_steps=n, device=device)[1]
+                        device: str | torch.device | None = None, *, split: str = "test",
+                        measure: str = "accuracy") -> dict[tuple[str, int], float]:
+    """``measure`` (``"accuracy"`` or ``"loss"``) on ``split`` of every manifestation ``(scheme, n_steps)``
+    of the same trained model (a text model's is its loss, in nats per byte, on the validation sample)."""
+    if measure not in ("accuracy", "loss"):
+        raise ValueError(f"measure: must be accuracy or loss, got {measure!r}")
+    index = 1 if measure == "accuracy" else 0
+    return {(s, n): evaluate(model, dataset, batch_size, scheme=s, n_steps=n, split=split, device=device)[index]
             for s in schemes for n in steps}
 
 
-def format_manifestation_table(table: dict[tuple[str, int], float], *, trained: tuple[str, int] | None = None) -> str:
-    """A text table, one row per scheme and one column per step count (accuracy in %).
+def format_manifestation_table(table: dict[tuple[str, int], float], *, trained: tuple[str, int] | None = None,
+                               title: str = "test accuracy (%)", percent: bool = True) -> str:
+    """A text table, one row per scheme and one column per step count (accuracy in %, or ``percent=False``:
+    the values as they are, a loss).
 
     ``trained`` marks the training manifestation with ``*``.
     """
     schemes = list(dict.fromkeys(s for s, _ in table))
     steps = sorted({n for _, n in table})
     width = max(8, *(len(s) for s in schemes))
-    lines = ["test accuracy (%) by manifestation: scheme x steps per block"
+    lines = [f"{title} by manifestation: scheme x steps per block"
              + ("   (* = trained)" if trained else "")]
     lines.append(f"{'scheme':<{width}}" + "".join(f"{n:>9}" for n in steps))
     for s in schemes:
@@ -219,6 +226,7 @@ def format_manifestation_table(table: dict[tuple[str, int], float], *, trained: 
         for n in steps:
             value = table.get((s, n))
             mark = "*" if trained == (s, n) else " "
-            cells.append(f"{'':>9}" if value is None else f"{100 * value:>8.2f}{mark}")
+            shown = f"{100 * value:>8.2f}" if percent else f"{value:>8.4f}"
+            cells.append(f"{'':>9}" if value is None else f"{shown}{mark}")
         lines.append(f"{s:<{width}}" + "".join(cells))
     return "\n".join(lines)

@@ -102,7 +102,8 @@ class Runtime:
                              help="evaluation batch: examples per forward pass (changes only speed and memory); "
                                   "the same default as train --eval-batch-size")
     data_dir: str | None = option(None, metavar="DIR",
-                                  help="where the dataset's files are now (default: the run's data_dir)")
+                                  help="where the dataset's files are now: a folder (a text run's: one text file or a "
+                                       "folder) (default: the run's data_dir)")
     threads: int | None = option(None, metavar="N",
                                  help="torch threads, at most the machine's CPUs (default: torch's setting)")
     device: str = option("cpu", help="cpu, cuda or cuda:N")
@@ -112,8 +113,8 @@ class Runtime:
         check_int(self.batch_size, "batch_size", low=1)
         check_threads(self.threads)
         check_device(self.device)
-        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
-            raise OptionError("data_dir", f"{self.data_dir} is not a folder")
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().exists():
+            raise OptionError("data_dir", f"{self.data_dir} does not exist")  # which kind the data needs: its reader says
         for name in ("overwrite", "quiet"):
             check_bool(getattr(self, name), name)
 

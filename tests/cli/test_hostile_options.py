@@ -399,7 +399,7 @@ def test_every_train_flag_that_is_a_config_field_shows_help_and_its_default(caps
     (["train", "--warmup-epochs", "20", "--epochs", "2"], "warmup_epochs: must not exceed epochs=2"),
     (["eval", "RUN", "--threads", "0"], "threads: must be an integer in 1.."),
     (["eval", "RUN", "--batch-size", "0"], "batch_size: must be an integer >= 1, got 0"),
-    (["eval", "RUN", "--data-dir", "/does/not/exist"], "data_dir: /does/not/exist is not a folder"),
+    (["eval", "RUN", "--data-dir", "/does/not/exist"], "data_dir: /does/not/exist does not exist"),
     (["analyze", "RUN", "--threads", "0", "--no-plots"], "threads: must be an integer in 1.."),
     (["analyze", "RUN", "--max-examples", "0", "--no-plots"], "max_examples: must be an integer >= 1"),
     (["compress", "RUN", "--n-basis", "1", "--finetune-epochs", "-1", "--out", "SMALL"],

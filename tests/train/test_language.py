@@ -107,6 +107,12 @@ def test_the_command_line_trains_evaluates_and_analyzes_a_gpt(corpus, tmp_path, 
     assert main(["eval", str(run), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "step 20" in out and "val loss" in out and "nats/byte" in out and "bits/byte" in out
+    assert main(["eval", str(run), "--table", "--schemes", "lie_trotter", "strang_midpoint", "--steps", "2", "8",
+                 "--threads", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("validation loss (nats/byte) by manifestation") for line in table)
+    trained_row = next(line for line in table if line.startswith("lie_trotter"))
+    assert "*" in trained_row and 0 < float(trained_row.split()[1].rstrip("*")) < 6  # a loss, not a percentage
     assert main(["analyze", str(run), "--no-plots", "--steps", "2", "4", "--schemes", "lie_trotter", "strang",
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
