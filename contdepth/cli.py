@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = CommandParser(prog="contdepth", allow_abbrev=False,  # --imp must not pass for --import
-                     description="Continuous-in-depth neural networks: train, evaluate, analyse, compress, export, demo.")
+                     description="Continuous-in-depth neural networks: train, evaluate, analyse, compress, export, generate, demo.")
     parser.add_argument("--version", action="version", version=f"contdepth {__version__}")
     parser.add_argument("--import", dest="imports", metavar="MODULE", action="append", default=argparse.SUPPRESS,
                         help="import MODULE first (any number of times, anywhere on the line): a module that "

@@ -23,6 +23,17 @@ def add(sub: Any) -> argparse.ArgumentParser:
                                    "and print the prompt and the sample.")
 
 
+#: Control characters a sampled byte may decode to, but a terminal would obey (an escape sequence from a
+#: trained model, or from a hostile checkpoint, can move the cursor or retitle the window): shown as
+#: ``\xNN`` instead; newlines and tabs stay, they are text.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline and tab written as ``\\xNN``."""
+    return text.translate(_CONTROLS)
+
+
 def run(args: argparse.Namespace) -> int:
     options = options_of(args, Generate)
     runtime = runtime_of(args, RUNTIME)
@@ -60,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     except ValueError as exc:  # a scheme the model cannot take, a cache the manifestation cannot serve
         raise ConfigError(str(exc)) from exc
-    text = (prompt + sample).decode("utf-8", errors="replace")
+    text = printable((prompt + sample).decode("utf-8", errors="replace"))
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     print(text.encode(encoding, errors="replace").decode(encoding))  # a terminal that cannot show a character
     return 0

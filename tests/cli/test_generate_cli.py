@@ -7,6 +7,7 @@ import torch
 
 import contdepth.train
 from contdepth.cli import main
+from contdepth.commands.generate import printable
 from contdepth.models import create, generate
 from contdepth.nn import manifest
 from contdepth.train import load_checkpoint, save_checkpoint
@@ -58,7 +59,7 @@ def test_the_prompt_and_the_sample_are_printed_the_same_for_a_seed_with_and_with
     out = generated(capsys, argv)  # 26 bytes: the window slides past the context of 8
     model, _ = load_checkpoint(runs[kind])
     sample = generate(model, "héllo".encode(), 20, temperature=0.9, top_k=50, seed=5)
-    assert out == ("héllo".encode() + sample).decode("utf-8", errors="replace") + "\n"  # and nothing else
+    assert out == printable(("héllo".encode() + sample).decode("utf-8", errors="replace")) + "\n"  # nothing else
     assert generated(capsys, argv) == out
     assert generated(capsys, [*argv, "--no-cache"]) == out
     assert generated(capsys, [*argv[:-6], "--seed", "6"]) != out
@@ -70,7 +71,7 @@ def test_another_manifestation_of_a_continuous_run(runs, capsys):
     model, _ = load_checkpoint(runs["continuous"])
     with manifest(model, "rk4", 8):
         sample = generate(model, b"ab", 12)
-    assert out == (b"ab" + sample).decode("utf-8", errors="replace") + "\n"
+    assert out == printable((b"ab" + sample).decode("utf-8", errors="replace")) + "\n"
     assert out != generated(capsys, [runs["continuous"], "--prompt", "ab", "--tokens", "12"])
     assert generated(capsys, [runs["continuous"], "--prompt", "ab", "--tokens", "12", "--scheme", "rk4",
                               "--n-steps", "8", "--no-cache"]) == out
@@ -127,3 +128,8 @@ def test_bad_runs_are_one_line(runs, capsys, tmp_path):
     one_line_error(capsys, [str(tmp_path), *prompt], "no checkpoint here")
     (tmp_path / "checkpoint.json").write_text("{not json")
     one_line_error(capsys, [str(tmp_path), *prompt], "checkpoint.json")
+
+
+def test_control_characters_of_a_sample_reach_the_terminal_as_escapes():
+    """A sampled ESC or BEL (a trained model's, or a hostile checkpoint's) must not drive the terminal."""
+    assert printable("ok\x1b[2J\x07\r\x9b\nnext\tcolumn") == "ok\\x1b[2J\\x07\\x0d\\x9b\nnext\tcolumn"
