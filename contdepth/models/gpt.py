@@ -169,9 +169,8 @@ class GPT(nn.Module):
                              f"{tokens.dtype}")
         start = 0  # the tokens cached before these
         if cache is not None:
-            from .generation import KVCache
-
-            if not isinstance(cache, KVCache):
+            # the cache's protocol (check, extending), not its class: generation imports this module, not the reverse
+            if not (callable(getattr(cache, "check", None)) and callable(getattr(cache, "extending", None))):
                 raise ValueError(f"cache: expected a KVCache of this model, got {type(cache).__name__}")
             start = cache.check(self, tokens)
         if start + tokens.shape[1] > self.context:

@@ -26,7 +26,7 @@ from ..common.errors import OptionError
 from ..solvers import Scheme, get_scheme, lie_trotter, strang, strang_midpoint
 from ..solvers.splitting import Splitting
 from .block import ContinuousBlock
-from .convert import (
+from .convert_checks import (
     batch_of_two, check_same_layers, checked_rtol, difference, keep_weights, largest, last_layer_parameters,
     probe_batch, run_on_probe, scaling_error,
 )
