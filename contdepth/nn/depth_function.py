@@ -43,11 +43,25 @@ class CoefficientMap:
 
 
 def reset_template_parameters(template: nn.Module) -> None:
-    """Redraw every parameter of ``template`` with its modules' own ``reset_parameters``."""
-    uncovered = []
+    """Redraw every parameter of ``template`` with its modules' own ``reset_parameters``.
+
+    In module order, and a module that defines ``reset_parameters`` redraws its whole subtree: its
+    submodules are not visited again. Why: a composite module's own initialisation is the intended
+    one (a GPT attention term draws its projections from N(0, 0.02) with zero biases); visiting its
+    ``nn.Linear`` children afterwards overwrote that with torch's default, so a continuous model's
+    cells were initialised unlike the discrete layers they generalise. Templates whose composite
+    modules define no ``reset_parameters`` (every image and graph template) draw exactly as before.
+    """
+    uncovered, covered = [], []
     for name, module in template.named_modules():
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in covered):
+            continue  # redrawn by an enclosing module's reset_parameters
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+            if name:
+                covered.append(name)
+            elif any(True for _ in module.children()):
+                return  # the template itself redraws everything
         elif any(True for _ in module.parameters(recurse=False)):
             uncovered.append(name or type(module).__name__)
     if uncovered:

@@ -58,3 +58,15 @@ def test_bad_options_and_inputs_are_one_line():
         GPT(width=8, heads=2, layers=1, context=4)(TOKENS)
     with pytest.raises(ValueError, match="tokens: expected"):
         GPT(width=8, heads=2, layers=1)(torch.zeros(2, 3))
+
+
+def test_a_continuous_gpt_draws_its_cells_as_the_discrete_layers_are_drawn():
+    """Each cell is a fresh draw of the terms' own reset_parameters (N(0, 0.02), zero biases), not torch's
+    default Linear init of their children, which used to overwrite it."""
+    torch.manual_seed(0)
+    coefficients = dict(GPT(width=64, heads=4, layers=4, context=8, continuous=True).layers.coefficient_items())
+    for term, inner in (("0", "qkv"), ("0", "proj"), ("1", "fc"), ("1", "proj")):
+        weight = coefficients[f"modules_of_terms.{term}.{inner}.weight"].detach()
+        assert abs(float(weight.std()) - 0.02) < 0.002, (term, inner)
+        assert not bool(coefficients[f"modules_of_terms.{term}.{inner}.bias"].any())
+        assert not torch.equal(weight[0], weight[1])  # independent draws per cell
