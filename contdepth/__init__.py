@@ -28,6 +28,7 @@ _NAMES: dict[str, str] = {
                      "make_basis", "register_basis"), "basis"),
     **dict.fromkeys(("ExperimentSpec", "run_experiment", "write_report"), "experiment"),
     **dict.fromkeys(("StaticBlock", "freeze"), "export"),
+    **dict.fromkeys(("GROWTH_METHODS", "Growth", "grow"), "train"),
     **dict.fromkeys(("AdaptiveDepth", "CoefficientMap", "ContinuousBlock", "Coupling", "adaptive_depth",
                      "layers_to_block", "units_to_block"), "nn"),
     **dict.fromkeys(("AdamsBashforth", "BackwardEuler", "ButcherTableau", "FractalJoin", "IntegrationStats",
@@ -45,7 +46,7 @@ __all__ = [
     "integrate_adaptive", "make_basis", "register_basis", "register_scheme", "__version__", "OptionError", "Solution",
     "StepController",
     "BackwardEuler", "Coupling", "FractalJoin", "NeumannSeries", "RevNetCoupling", "units_to_block",
-    "layers_to_block",
+    "layers_to_block", "GROWTH_METHODS", "Growth", "grow",
 ]
 
 
@@ -76,6 +77,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .nn import (
         AdaptiveDepth, CoefficientMap, ContinuousBlock, Coupling, adaptive_depth, layers_to_block, units_to_block,
     )
+    from .train import GROWTH_METHODS, Growth, grow
     from .solvers import (
         AdamsBashforth, BackwardEuler, ButcherTableau, FractalJoin, IntegrationStats, LMResNetScheme,
         MaxStepsExceeded, NeumannSeries, RevNetCoupling, RungeKutta, Scheme, Solution, StageTime, StepController,

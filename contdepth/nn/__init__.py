@@ -15,6 +15,7 @@ from .repeated import is_repeated
 from .stage_plan import PlanCache, StagePlan, StageValues
 from .integration import Adaptive, FixedGrid, Integration
 from .template_call import TemplateCall
+from .grow import GROWTH_METHODS, GrownModel, ParameterSource
 from .graph import GCNLayer, GCNRate, feature_dropout, normalized_adjacency, propagate
 from .model_tools import (
     MAX_N_BASIS, MAX_N_STEPS, apply_layout, check_layout, check_layout_entries, continuous_blocks, layout, manifest,
@@ -22,6 +23,7 @@ from .model_tools import (
 )
 
 __all__ = [
+    "GROWTH_METHODS", "GrownModel", "ParameterSource",
     "AdaptiveDepth", "AdaptiveRecord", "adaptive_depth", "CoefficientMap", "ContinuousBlock", "Coupling", "is_partitioned", "is_repeated", "GCNLayer", "GCNRate",
     "MAX_N_BASIS", "MAX_N_STEPS", "apply_layout", "check_layout", "check_layout_entries", "continuous_blocks",
     "feature_dropout", "layout", "manifest", "named_continuous_blocks", "normalized_adjacency", "project", "propagate", "refine",

@@ -27,6 +27,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(("FlopCounter", "Probe", "count_step_flops", "per_example_flops"), ".cost"),
     **dict.fromkeys(("AdaptiveResult", "evaluate", "evaluate_adaptive", "format_adaptive_table",
                      "format_manifestation_table", "manifestation_table"), ".evaluate"),
+    **dict.fromkeys(("GROWTH_METHODS", "Growth", "grow"), ".growth"),
     "ImageClassification": ".images",
     **dict.fromkeys(("Metric", "available_metrics", "register_metric"), ".metrics"),
     **dict.fromkeys(("EarlyStopping", "NodeClassification", "NodeRunResult", "node_metrics"), ".node"),
@@ -44,6 +45,7 @@ __all__ = [
     "refine_with_optimizer", "restore_optimizer", "save_checkpoint", "train",
     "ImageClassification", "NodeClassification", "Task", "task_for",
     "FlopCounter", "Probe", "count_step_flops", "per_example_flops", "Metric", "available_metrics", "register_metric",
+    "GROWTH_METHODS", "Growth", "grow",
 ]
 
 
@@ -86,6 +88,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .cost import FlopCounter, Probe, count_step_flops, per_example_flops
     from .evaluate import (AdaptiveResult, evaluate, evaluate_adaptive, format_adaptive_table,
                            format_manifestation_table, manifestation_table)
+    from .growth import GROWTH_METHODS, Growth, grow
     from .images import ImageClassification
     from .node import EarlyStopping, NodeClassification, NodeRunResult, node_metrics
     from .optim import LRSchedule, build_optimizer, map_optimizer_state, named_parameter_groups, refine_with_optimizer
