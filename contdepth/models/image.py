@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, Scheme, get_scheme, gradient_mode
 from .layers import Head, NORMS, STITCHES, Stitch, check_block_size, make_stitch, per_stage, residual_rate, stem
 from .registry import register_model
+
+if TYPE_CHECKING:
+    from ..nn.grow import GrownModel
 
 STRIDES = (1, 2, 2)
 # The previous state of an LM stage's first unit: none (a plain step) or the stitch's shortcut.
@@ -36,9 +39,17 @@ class Stage(nn.Sequential):
     ``stages.i.0`` (stitch) and ``stages.i.1`` (body).
     """
 
+    @property
+    def shortcut_start(self) -> bool:
+        """Whether the body's first unit takes the stitch's shortcut ``D(u)`` as its previous state (else it is a
+        plain residual step): an LM body with ``lm_start="shortcut"`` after a downsampling stitch."""
+        stitch, body = self[0], self[1]
+        return bool(getattr(body, "uses_shortcut", False)) and isinstance(stitch, Stitch) \
+            and stitch.shortcut.stride != (1, 1)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         stitch, body = self[0], self[1]
-        if getattr(body, "uses_shortcut", False) and isinstance(stitch, Stitch) and stitch.shortcut.stride != (1, 1):
+        if self.shortcut_start:
             shortcut = stitch.shortcut(u)  # D(u), computed once: the stitch's output is D(u) + eps * body(u)
             return body(shortcut + stitch.eps * stitch.body(u), previous=shortcut)
         return body(stitch(u))
@@ -82,6 +93,15 @@ class StagedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_channels)
         return self.head(self.stages(self.stem(x)))
+
+    def grow_depth(self, method: str, factor: int = 2) -> "GrownModel":
+        """A deeper model grown by ``method`` (``refine``, ``interpolate``, ``stack``, ``zero``) and ``factor``, with
+        where each of its parameters came from (`contdepth.models.image_growth`: ``resnet``, ``lm_resnet`` and
+        ``continuousnet``); `contdepth.train.grow` calls it and carries the optimizer along. This model is left as
+        it is."""
+        from .image_growth import grow_image
+
+        return grow_image(self, method, factor)
 
 
 class ContinuousNet(StagedNet):

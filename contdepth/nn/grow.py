@@ -13,10 +13,14 @@ by ``s``). The plans (`unit_plan`):
   identity, so the stack computes exactly what it did.
 
 `copy_units` applies a plan to a deeper stack built by its model
-(the fresh units keep the model's own initialisation), `copy_cells`
-to the cells of a piecewise-constant [`ContinuousBlock`][contdepth.nn.ContinuousBlock], and
+(the fresh units keep the model's own initialisation; copied units bring their buffers, a
+BatchNorm's running statistics), `copy_cells` to the cells of a piecewise-constant
+[`ContinuousBlock`][contdepth.nn.ContinuousBlock] with its normalisation state, and
 `refine_matrix` is the matrix of ``block.refine()`` applied
-``times`` times (``refine``: the same ``theta(t)`` on a basis ``2**times`` as fine). Each also
+``times`` times (``refine``: the same ``theta(t)`` on a basis ``2**times`` as fine), which `map_block`
+applies to a block's coefficients and state. `last_layer`
+picks a body's output layer as `units_to_block` does; `check_cell_growth` says whether a block can
+grow by a method (before any work). Each also
 says where every new parameter came from ([`ParameterSource`][contdepth.nn.ParameterSource]),
 which `contdepth.train.grow` uses to carry the optimizer's state over. Nothing here knows a model:
 a model names its units, their output layers, and builds the deeper stack from its own options.
@@ -24,7 +28,9 @@ a model names its units, their output layers, and builds the deeper stack from i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -34,7 +40,10 @@ from torch import nn
 from ..basis import DepthBasis, apply_matrix, projection_matrix
 from ..common.errors import OptionError
 from ..common.validate import check_choice, check_int
+from ..solvers import RungeKutta, Splitting
 from .block import ContinuousBlock
+from .state_range import DepthKey, StateRange
+from .stored_layout import MAX_N_BASIS, MAX_N_STEPS
 
 Tensor = torch.Tensor
 
@@ -121,6 +130,16 @@ def _is_output(name: str, outputs: Sequence[str]) -> bool:
     return name.rpartition(".")[0] in outputs
 
 
+def last_layer(body: nn.Module) -> str:
+    """The name of ``body``'s output layer: its last submodule (in registration order) that owns parameters,
+    the layer `units_to_block` scales (a conv, a linear layer, or a norm's weight and bias: each is linear in
+    them together, so multiplying them by ``s`` multiplies the body's output by ``s``)."""
+    owners = [name for name, m in body.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    if not owners:
+        raise OptionError("model", f"a residual body ({type(body).__name__}) has no parameters to grow")
+    return owners[-1]
+
+
 @torch.no_grad()
 def copy_units(old: Sequence[nn.Module], new: Sequence[nn.Module], plan: Sequence[UnitSource],
                outputs: Sequence[str]) -> None:
@@ -166,8 +185,33 @@ def _check_cells(block: ContinuousBlock, role: str) -> None:
     if block.basis.name != "piecewise_constant":
         raise OptionError("method", f"stack and zero repeat or insert cells, which needs piecewise-constant weights; "
                                     f"the {role} block's are {block.basis.name} (their cells repeated would jump)")
-    if block.state_names:
-        raise OptionError("method", f"the {role} block holds normalisation state, which growth does not map yet")
+
+
+def check_cell_growth(block: ContinuousBlock, method: str, factor: int) -> None:
+    """Refuse, in one line, a growth of ``block`` that `copy_cells` or ``refine`` cannot do or that would leave a
+    block's bounds: ``stack`` and ``zero`` need piecewise-constant cells, ``zero`` a one-step scheme (Runge-Kutta
+    or splitting) with whole steps per cell (the grids on which an inserted zero cell is the identity)."""
+    if method in ("stack", "zero") and block.basis.name != "piecewise_constant":
+        raise OptionError("method", f"{method} repeats or inserts cells of a piecewise-constant theta(t); this "
+                                    f"block's is {block.basis.name} (its cells repeated would jump): refine or "
+                                    f"interpolate it")
+    if method == "zero" and not isinstance(block.scheme, (RungeKutta, Splitting)):
+        raise OptionError("method", f"zero keeps the function only under a one-step scheme (Runge-Kutta or "
+                                    f"splitting), whose steps see their own cell alone; {block.scheme.name} does not")
+    if method == "zero" and block.n_steps % block.n_basis:
+        raise OptionError("method", f"zero keeps the function only when every cell holds whole steps; "
+                                    f"{block.n_steps} steps on {block.n_basis} cells do not (give it a multiple of "
+                                    f"{block.n_basis} steps first)")
+    basis = block.basis
+    for _ in range(factor.bit_length() - 1 if method == "refine" else 0):
+        basis = basis.refined()
+    cells = {"interpolate": block.n_basis, "refine": basis.n}.get(method, factor * block.n_basis)
+    if cells > MAX_N_BASIS:
+        raise OptionError("factor", f"{block.n_basis} cells grown by {factor} would be {cells}, over the "
+                                    f"{MAX_N_BASIS} cells a block holds")
+    if block.n_steps * factor > MAX_N_STEPS:
+        raise OptionError("factor", f"{block.n_steps} steps grown by {factor} would be {block.n_steps * factor}, "
+                                    f"over the {MAX_N_STEPS} steps of a block")
 
 
 @torch.no_grad()
@@ -177,11 +221,19 @@ def copy_cells(old: ContinuousBlock, new: ContinuousBlock, plan: Sequence[UnitSo
 
     Returns each template parameter's matrix, ``new = matrix @ old`` on its copied cells (a zero row
     for a fresh cell, which keeps ``new``'s draw, its output layers times the plan's scale).
+
+    The normalisation state comes along: a copied cell's statistics are those its source read (its
+    own; outside the depths the state was sampled at, the nearest sampled cell's), a fresh cell keeps
+    ``new``'s own (the template's defaults: whatever they are, a zeroed output layer makes the cell
+    add zero, in eval and in train mode); the shared counters are ``old``'s, and the sampled depths
+    move with the cells (`mapped_range`). So every copied cell reads what its source read.
     """
     _check_cells(old, "old")
     _check_cells(new, "new")
     if new.n_basis != len(plan):
         raise ValueError(f"new: the plan has {len(plan)} cells, the new block {new.n_basis}")
+    if new.state_names != old.state_names:
+        raise ValueError(f"new: its state {new.state_names} is not the old block's {old.state_names}")
     olds = dict(old.coefficient_items())
     matrices = {}
     for name, coefficients in new.coefficient_items():
@@ -198,7 +250,61 @@ def copy_cells(old: ContinuousBlock, new: ContinuousBlock, plan: Sequence[UnitSo
         copied = [j for j, source in enumerate(plan) if source.index is not None]
         coefficients[copied] = apply_matrix(matrix[copied], olds[name].detach())
         matrices[name] = matrix
+    copied = [j for j, source in enumerate(plan) if source.index is not None]
+    reads = _read_cells(old.norm_state.range, old.n_basis)
+    rows = [reads[plan[j].index] for j in copied]
+    old_state = dict(old.state_items())
+    for name, state in new.state_items():
+        state[copied] = old_state[name][rows].to(state)
+    for name, shared in new.shared_buffers().items():
+        shared.copy_(old.shared_buffers()[name])
+    if old.norm_state.range is not None:
+        new.norm_state.widen(mapped_range(old.norm_state.range, plan, old.n_basis), new.state_depth_range)
     return matrices
+
+
+def _cell(key: DepthKey, n: int) -> int:
+    """The cell of ``n`` piecewise-constant cells a depth read from its side falls in."""
+    position, side = key
+    return min(max(math.ceil(position * n) - 1 if side == 0 else math.floor(position * n), 0), n - 1)
+
+
+def _read_cells(sampled: StateRange | None, n: int) -> list[int]:
+    """For each of ``n`` piecewise-constant cells, the cell whose state it reads: its own within the ``sampled``
+    depths (all of them when ``None``: never sampled, read anywhere), else the nearest sampled end's."""
+    if sampled is None:
+        return list(range(n))
+    lo, hi = _cell(sampled.lo, n), _cell(sampled.hi, n)
+    return [min(max(k, lo), hi) for k in range(n)]
+
+
+def mapped_range(sampled: StateRange, plan: Sequence[UnitSource], n: int) -> StateRange:
+    """The depths (fractions of the interval) of ``n`` piecewise-constant cells ``sampled``, after ``plan``:
+    its shallowest end in the first copy of its cell, its deepest in the last, at the same place in the cell."""
+    def moved(key: DepthKey, last: bool) -> DepthKey:
+        position, side = key
+        cell = _cell(key, n)
+        copies = [j for j, source in enumerate(plan) if source.index == cell]
+        j = copies[-1] if last else copies[0]
+        return (Fraction(j) + position * n - cell) / len(plan), side
+
+    return StateRange(moved(sampled.lo, False), moved(sampled.hi, True))
+
+
+@torch.no_grad()
+def map_block(old: ContinuousBlock, new: ContinuousBlock, matrix: np.ndarray | None = None) -> None:
+    """Give ``new`` ``old``'s coefficients and normalisation state, mapped by ``matrix`` along the basis
+    dimension (``None``: as they are; `refine_matrix`'s: as ``block.refine()`` maps them), its shared
+    counters and the depths its state was sampled at (fractions of the interval: a refinement keeps them)."""
+    olds, states = dict(old.coefficient_items()), dict(old.state_items())
+    for items, sources in ((new.coefficient_items(), olds), (new.state_items(), states)):
+        for name, value in items:
+            source = sources[name].detach()
+            value.copy_(source if matrix is None else apply_matrix(matrix, source))
+    for name, shared in new.shared_buffers().items():
+        shared.copy_(old.shared_buffers()[name])
+    if old.norm_state.range is not None:
+        new.norm_state.widen(old.norm_state.range, new.state_depth_range)
 
 
 def refine_matrix(basis: DepthBasis, times: int) -> tuple[np.ndarray, DepthBasis]:
@@ -210,5 +316,6 @@ def refine_matrix(basis: DepthBasis, times: int) -> tuple[np.ndarray, DepthBasis
     return matrix, basis
 
 
-__all__ = ["GROWTH_METHODS", "MAX_GROWTH_FACTOR", "GrownModel", "ParameterSource", "UnitSource", "check_growth",
-           "copy_cells", "copy_units", "refine_matrix", "unit_plan", "unit_sources"]
+__all__ = ["GROWTH_METHODS", "MAX_GROWTH_FACTOR", "GrownModel", "ParameterSource", "UnitSource", "check_cell_growth",
+           "check_growth", "copy_cells", "copy_units", "last_layer", "map_block", "mapped_range", "refine_matrix",
+           "unit_plan", "unit_sources"]

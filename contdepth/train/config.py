@@ -29,6 +29,8 @@ from ..common.yaml_input import dump_yaml, load_yaml_file
 from .config_checks import (  # noqa: F401
     CUSTOM_MODEL,
     DECAY_SCOPES,
+    GROW_LR,
+    GROW_METHODS,
     MAX_REFINE_LR_SCALE,
     OPTIMIZERS,
     PRECISIONS,
@@ -64,7 +66,7 @@ def _model_listing() -> str:
             f"text models: {', '.join(available_models(kind='text'))}")
 
 
-OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "graph data", "text data", "run")
+OPTION_GROUPS = ("model and data", "optimisation", "continuous depth", "growth", "graph data", "text data", "run")
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,32 @@ class TrainConfig:
                                      help="scheme of the per-epoch evaluation (default: the training one)")
     eval_n_steps: int | None = option(None, group="continuous depth", metavar="N",
                                       help="steps per block of the per-epoch evaluation (default: the training ones)")
+    # --- growth ---
+    grow_at: tuple = option((), group="growth", metavar="EPOCH", items=(int, "*"),
+                            help="grow the model in depth at the start of these epochs (1-based; a text run's epoch "
+                                 "e starts at step (e-1) x --eval-every) by --grow-method and --grow-factor, the "
+                                 "optimizer carried over (contdepth.train.grow; the gpt model so far)")
+    grow_method: str = option("refine", group="growth", choices=GROW_METHODS,
+                              help="how --grow-at grows: refine (theta(t) on a finer basis, exactly), interpolate "
+                                   "(each layer repeated with its output projections divided: the same ODE on a "
+                                   "finer grid), stack (the stack repeated) or zero (new layers with zeroed output "
+                                   "projections: the same function)")
+    grow_factor: int = option(2, group="growth", metavar="K",
+                              help="each growth multiplies the depth by this, 2..16 (a power of 2 to refine)")
+    grow_optimizer: str = option("map", group="growth", choices=REFINE_OPTIMIZER,
+                                 help="the optimizer state at --grow-at: map (each parameter's state carried with "
+                                      "its own map; a new layer starts with none) or reset (every state dropped)")
+    grow_lr: str = option("keep", group="growth", choices=GROW_LR,
+                          help="the learning rate at --grow-at: keep (the schedule as it is), scale (times "
+                               "--grow-lr-scale at each growth, cumulative) or rewarm (ramped linearly from "
+                               "1/N of the schedule's value back to it over the N = --grow-rewarm-steps steps "
+                               "after each growth)")
+    grow_lr_scale: float = option(1.0, group="growth", metavar="FACTOR",
+                                  help="with --grow-lr scale: multiply the learning rate by this at each growth "
+                                       "(cumulative, every parameter)")
+    grow_rewarm_steps: int | None = option(None, group="growth", metavar="STEPS",
+                                           help="with --grow-lr rewarm: the training steps over which the learning "
+                                                "rate ramps back up after each growth")
     # --- graph data ---
     patience: int | None = option(None, group="graph data", metavar="EPOCHS",
                                   help="stop after this many epochs without a better validation accuracy (ties broken "

@@ -36,6 +36,10 @@ DECAY_SCOPES = ("all", "model")
 REFINE_OPTIMIZER = ("map", "reset")
 # A learning-rate factor per refinement is bounded: past 16x (or below 1/16) a run diverges or stops learning.
 MAX_REFINE_LR_SCALE = 16.0
+# The ways to grow depth in a run (`contdepth.nn.grow.GROWTH_METHODS`, named here without importing torch) and
+# the learning-rate rule at a growth: keep the schedule, multiply it (cumulatively), or ramp it up again.
+GROW_METHODS = ("refine", "interpolate", "stack", "zero")
+GROW_LR = ("keep", "scale", "rewarm")
 #: The model name of a run whose model is the user's own module (``train(config, model=MyNet())``):
 #: contdepth cannot rebuild it by name, so loading such a run needs an instance (``load_checkpoint(run, model=...)``).
 CUSTOM_MODEL = "custom"
@@ -291,6 +295,47 @@ def _check_depth(c: TrainConfig) -> None:
     if c.eval_n_steps is not None:
         check_block_size(c.eval_n_steps, "eval_n_steps")
     check_int(c.patience, "patience", low=1, allow_none=True)
+    _check_growth(c)
+
+
+def _check_growth(c: TrainConfig) -> None:
+    """``grow_at`` and the options that say how each growth happens (`contdepth.train.growth`)."""
+    from ..nn.grow import check_growth
+
+    _epoch_list(c, "grow_at", c.epochs)
+    check_choice(c.grow_method, "grow_method", GROW_METHODS)
+    try:  # the growth's own bounds (a power of 2 to refine, at most 16)
+        check_growth(c.grow_method, c.grow_factor)
+    except OptionError as exc:
+        raise exc.renamed(f"grow_{exc.option}") from None
+    check_choice(c.grow_optimizer, "grow_optimizer", REFINE_OPTIMIZER)
+    check_choice(c.grow_lr, "grow_lr", GROW_LR)
+    _set(c, "grow_lr_scale", check_number(c.grow_lr_scale, "grow_lr_scale", low=1.0 / MAX_REFINE_LR_SCALE,
+                                          high=MAX_REFINE_LR_SCALE, range_apart=True))
+    check_int(c.grow_rewarm_steps, "grow_rewarm_steps", low=1, high=10**9, allow_none=True)
+    if not c.grow_at:
+        for name in ("grow_method", "grow_factor", "grow_optimizer", "grow_lr", "grow_lr_scale", "grow_rewarm_steps"):
+            default = type(c).default_of(name)
+            if getattr(c, name) != default:
+                raise OptionError(name, f"{show(getattr(c, name))} has no effect without grow_at; leave it "
+                                        f"{'unset' if default is None else show(default)}")
+        return
+    both = sorted(set(c.grow_at) & set(c.refine_at))
+    if both:
+        raise OptionError("grow_at", f"epoch {both[0]} is in refine_at too; refine and grow at different epochs "
+                                     "(or grow with grow_method refine)")
+    if c.grow_lr == "scale" and c.grow_lr_scale == 1.0:
+        raise OptionError("grow_lr_scale", "grow_lr 'scale' needs a factor other than 1 (the learning rate is "
+                                           "multiplied by it at each growth)")
+    if c.grow_lr != "scale" and c.grow_lr_scale != 1.0:
+        raise OptionError("grow_lr_scale", f"{c.grow_lr_scale} has no effect with grow_lr {c.grow_lr!r}; set grow_lr "
+                                           "'scale' or leave it 1")
+    if c.grow_lr == "rewarm" and c.grow_rewarm_steps is None:
+        raise OptionError("grow_rewarm_steps", "grow_lr 'rewarm' needs the steps over which the learning rate "
+                                               "ramps back up after each growth")
+    if c.grow_lr != "rewarm" and c.grow_rewarm_steps is not None:
+        raise OptionError("grow_rewarm_steps", f"{c.grow_rewarm_steps} has no effect with grow_lr {c.grow_lr!r}; "
+                                               "set grow_lr 'rewarm' or leave it unset")
 
 
 def _check_run(c: TrainConfig) -> None:

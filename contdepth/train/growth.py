@@ -13,10 +13,19 @@ unit it follows), and the per-parameter state is mapped with the parameter's own
 ``momentum_buffer``, Adam's ``exp_avg``) times the factor, second moments (``exp_avg_sq``,
 ``max_exp_avg_sq``) times its square, a count (Adam's ``step``) copied; a parameter without a
 source starts with no state (its first step initialises it, as for a new optimizer).
+
+In the trainer (``grow_at``, `grow_in_training`): at the start of each listed epoch the run's model
+is grown by ``grow_method`` and ``grow_factor`` with the optimizer carried (``grow_optimizer``),
+after seeding torch's generator with ``derive_seed(seed, GROWTH_STREAM, epoch)`` (so a resumed run
+draws ``zero``'s new layers as the uninterrupted one did); from then on the checkpoints record the
+grown model's options (`model_identity`). What the schedule leads to is known before any work:
+`check_growth_schedule` replays every refinement and growth on the ``meta`` device (the preflight:
+bounds and memory), and `grown_options` is what a checkpoint after an epoch must record (resume).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -24,11 +33,18 @@ import torch
 from torch import nn
 
 from ..common.errors import OptionError
+from ..common.json_values import to_json_value
 from ..common.validate import check_choice
-from ..models import created_name
+from ..data import derive_seed
+from ..models import create, created_name
+from ..nn import continuous_blocks
+from ..nn import refine as refine_blocks
 from ..nn.grow import GROWTH_METHODS, ParameterSource, check_growth
-from .config import REFINE_OPTIMIZER
+from .checkpoint_model import model_identity
+from .config import CUSTOM_MODEL, REFINE_OPTIMIZER, TrainConfig
 from .optim import SECOND_MOMENT_KEYS
+from .runs import to_channels_last
+from .sizes import check_memory, check_refinements
 
 Tensor = torch.Tensor
 
@@ -87,7 +103,9 @@ def grow(model: nn.Module, method: str, factor: int = 2, optimizer: torch.optim.
             ``"reset"``: every parameter's state dropped, as a new optimizer would start.
 
     Only ``zero`` draws from torch's global random number generator (the new layers' initialisation):
-    seed it to reproduce a growth. Growth supports the GPT so far (``model.grow_depth``).
+    seed it to reproduce a growth. The model grows itself (``model.grow_depth``): the GPT
+    (`contdepth.models.gpt_growth`) and the image models resnet, lm_resnet and continuousnet
+    (`contdepth.models.image_growth`).
     """
     method, factor = check_growth(method, factor)
     state = check_choice(optimizer_state, "optimizer_state", REFINE_OPTIMIZER)
@@ -97,7 +115,7 @@ def grow(model: nn.Module, method: str, factor: int = 2, optimizer: torch.optim.
     if hook is None:
         name = created_name(model)
         shown = f"{name} ({type(model).__name__})" if name else type(model).__name__
-        raise OptionError("model", f"growth supports gpt so far, not {shown}")
+        raise OptionError("model", f"growth supports gpt, resnet, lm_resnet and continuousnet, not {shown}")
     if optimizer is not None:
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if not any(id(p) in held for p in model.parameters()):
@@ -152,4 +170,125 @@ def _carried(key: str, value: object, old: Tensor, source: ParameterSource) -> o
     return value
 
 
-__all__ = ["GROWTH_METHODS", "Growth", "carry_optimizer", "grow"]
+# --- growth in the trainer (grow_at) ----------------------------------------------------------------
+#: ``derive_seed(seed, GROWTH_STREAM, epoch)`` seeds torch's generator before the growth at ``epoch``.
+GROWTH_STREAM = 4
+
+
+def grow_in_training(loop, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> nn.Module:
+    """The growth at the start of ``epoch``: ``model`` grown as ``loop.config`` says, the optimizer carried;
+    ``loop.model`` and ``loop.model_config`` (what the checkpoints record) follow the grown model."""
+    config = loop.config
+    torch.manual_seed(derive_seed(config.seed, GROWTH_STREAM, epoch))  # zero's new layers: the same on resume
+    grown, growth = grow(model, config.grow_method, config.grow_factor, optimizer=optimizer,
+                         optimizer_state=config.grow_optimizer)
+    if config.channels_last:
+        to_channels_last(grown)
+    loop.model, loop.model_config = grown, model_identity(grown)
+    depth = stack_depth(grown)
+    loop.log(f"epoch {epoch}: grew the model, {growth.summary()}" + (f"; {depth} layers" if depth else ""))
+    return grown
+
+
+def stack_depth(model: nn.Module) -> int | None:
+    """The units of ``model``'s residual stack: the cells of its ContinuousBlocks (summed), else the length of
+    its ``layers`` (a discrete GPT's transformer layers); ``None`` when it has neither."""
+    blocks = continuous_blocks(model)
+    if blocks:
+        return sum(block.n_basis for block in blocks)
+    layers = getattr(model, "layers", None)
+    return len(layers) if isinstance(layers, (nn.Sequential, nn.ModuleList)) else None
+
+
+def growth_columns(config: TrainConfig, model: nn.Module, grown: bool) -> dict:
+    """A metrics row's ``grown`` and ``layers`` (`stack_depth`), for a run with ``grow_at`` (none otherwise)."""
+    if not config.grow_at:
+        return {}
+    depth = stack_depth(model)
+    return {"grown": grown, **({"layers": depth} if depth is not None else {})}
+
+
+def _events(config: TrainConfig, until: int | None = None) -> list[tuple[int, str]]:
+    """``(epoch, "refine" | "grow")`` of the run's schedule up to ``until``, in order (never both at one epoch)."""
+    events = [(e, "refine") for e in config.refine_at] + [(e, "grow") for e in config.grow_at]
+    return sorted(e for e in events if until is None or e[0] <= until)
+
+
+def grown_options(config: TrainConfig, options: dict, epoch: int) -> dict | None:
+    """The model options the checkpoint after ``epoch`` records: ``options`` before the first growth, else the
+    grown model's (`model_identity`), from the run's refinements and growths replayed on the ``meta`` device;
+    ``None`` when the model's growth reads tensor values (it cannot run on ``meta``): nothing to compare with."""
+    events = _events(config, epoch)
+    if not any(kind == "grow" for _, kind in events):
+        return options
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            model = create(config.model, **options)
+            for _, kind in events:
+                if kind == "refine":
+                    refine_blocks(model)
+                else:
+                    model = grow(model, config.grow_method, config.grow_factor)[0]
+    except NotImplementedError:  # "Cannot copy out of meta tensor": a growth that reads values
+        return None
+    return to_json_value(model_identity(model)["options"], "model.options")  # as the checkpoint holds them
+
+
+def check_growth_schedule(model: nn.Module, config: TrainConfig) -> None:
+    """Refuse a ``grow_at`` schedule that cannot run, before any work (the preflight; ``model`` on ``meta``).
+
+    Replays every refinement and growth in order on the ``meta`` device: a model without a growth
+    (`grow`'s message), a method the model refuses, a growth past the model's bounds (layers,
+    cells, steps), a refinement past a block's, and weights, gradients and optimizer state of the
+    final model beyond the memory there is (`contdepth.train.sizes.check_memory`). A growth that
+    reads tensor values cannot run on ``meta``: the replay stops there (what is left is checked by
+    each growth as it happens) and the memory check takes the model replayed so far.
+    """
+    if config.model == CUSTOM_MODEL:
+        raise OptionError("grow_at", "a model of your own ('custom') cannot be rebuilt grown from a checkpoint; "
+                                     "register it (contdepth.models.register_model) and train it by name")
+    if getattr(model, "grow_depth", None) is None:
+        try:
+            grow(model, config.grow_method, config.grow_factor)
+        except OptionError as exc:
+            raise exc.renamed("grow_at") from None
+    segment: list[int] = []
+    count = 0
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        for epoch, kind in _events(config):
+            if kind == "refine":
+                segment.append(epoch)
+                continue
+            check_refinements(model, _refining(config, segment))
+            for _ in segment:
+                refine_blocks(model)
+            segment, count = [], count + 1
+            try:
+                model = grow(model, config.grow_method, config.grow_factor)[0]
+            except OptionError as exc:
+                if exc.option == "method":
+                    raise exc.renamed("grow_method") from None
+                if exc.option == "factor" and count == 1:
+                    raise exc.renamed("grow_factor") from None
+                raise OptionError("grow_at", f"growth {count} (at the start of epoch {epoch}): {exc}") from None
+            except NotImplementedError:  # a growth that reads values: the rest is checked as it happens
+                break
+        final = _refining(config, segment)
+        check_refinements(model, final)
+        try:
+            check_memory(model, final)
+        except OptionError as exc:
+            raise OptionError("grow_at", f"after the growths at epochs {list(config.grow_at)}: {exc.problem}") \
+                from None
+
+
+def _refining(config: TrainConfig, epochs: list[int]) -> TrainConfig:
+    """``config`` with only the refinements ``epochs`` (those between two growths), for the size checks: not
+    validated again (an option such as ``refine_lr_scale`` would refuse a segment without refinements)."""
+    part = copy.copy(config)
+    object.__setattr__(part, "refine_at", tuple(epochs))
+    return part
+
+
+__all__ = ["GROWTH_METHODS", "GROWTH_STREAM", "Growth", "carry_optimizer", "check_growth_schedule", "grow",
+           "grow_in_training", "growth_columns", "grown_options", "stack_depth"]

@@ -134,6 +134,9 @@ for _metric in (
     Metric("n_basis", _COUNTS, "basis functions of every ContinuousBlock"),
     Metric("reconstruction_error", _LOSS, "the worst relative error of a reversible backward pass's rebuilt input"),
     Metric("refined", Bool(), "whether the blocks were refined at the start of the epoch"),
+    Metric("grown", Bool(), "whether the model was grown in depth at the start of the epoch (a run with grow_at)"),
+    Metric("layers", Int(1), "units of the model's residual stack after any growth: a discrete GPT's layers, a "
+                             "continuous model's cells summed over its blocks (a run with grow_at)"),
     Metric("params", Int(0, MAX_PARAMS), "trainable parameters"),
     Metric("schedule_epochs", Int(1), "the length of the run's schedule (shows an extended run)"),
     Metric("best_epoch", Int(0), "a graph run's best-validation epoch so far"),

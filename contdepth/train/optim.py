@@ -218,7 +218,11 @@ class LRSchedule:
         base) with ``p = (s - warmup_steps) / (total_steps - warmup_steps)``;
     times a linear warm-up ``(s + 1) / warmup_steps`` during the first ``warmup_steps``, times
     ``refine_lr_scale ** r`` with ``r`` the number of ``refine_at`` epochs ``<=`` the step's epoch
-    (the learning rate after each refinement; 1 leaves the schedule unchanged).
+    (the learning rate after each refinement; 1 leaves the schedule unchanged), times the rule at a
+    growth (``grow_lr``, for the ``grow_at`` epochs ``<=`` the step's epoch): ``keep`` 1; ``scale``
+    ``grow_lr_scale ** g`` with ``g`` their number; ``rewarm`` ``(s - s_g + 1) / grow_rewarm_steps``
+    for the ``grow_rewarm_steps`` steps from the last growth's first step ``s_g`` on (a later growth
+    starts its own ramp), else 1.
     """
 
     kind: str
@@ -231,6 +235,10 @@ class LRSchedule:
     min_lr: float = 0.0
     refine_at: tuple[int, ...] = ()
     refine_lr_scale: float = 1.0
+    grow_at: tuple[int, ...] = ()
+    grow_lr: str = "keep"
+    grow_lr_scale: float = 1.0
+    grow_rewarm_steps: int | None = None
 
     @classmethod
     def from_config(cls, config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> "LRSchedule":
@@ -239,6 +247,8 @@ class LRSchedule:
             steps_per_epoch=steps_per_epoch, epochs=config.epochs, milestones=tuple(config.milestones),
             gamma=config.gamma, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
             min_lr=config.min_lr, refine_at=tuple(config.refine_at), refine_lr_scale=config.refine_lr_scale,
+            grow_at=tuple(config.grow_at), grow_lr=config.grow_lr, grow_lr_scale=config.grow_lr_scale,
+            grow_rewarm_steps=config.grow_rewarm_steps,
         )
 
     @property
@@ -249,6 +259,7 @@ class LRSchedule:
         warm = min(1.0, (step + 1) / self.warmup_steps) if step < self.warmup_steps else 1.0
         epoch = step // self.steps_per_epoch + 1
         refined = self.refine_lr_scale ** sum(1 for r in self.refine_at if r <= epoch) if self.refine_at else 1.0
+        refined *= self.growth_factor(step)
         out = []
         for base in self.base_lrs:
             if self.kind == "constant":
@@ -263,6 +274,19 @@ class LRSchedule:
                 raise ValueError(f"schedule: must be one of constant, step, cosine; got {self.kind!r}")
             out.append(lr * warm * refined)
         return out
+
+    def growth_factor(self, step: int) -> float:
+        """The factor of ``grow_lr`` at step ``step`` (see the class docstring): 1 before the first growth."""
+        grown = [g for g in self.grow_at if g <= step // self.steps_per_epoch + 1]
+        if not grown or self.grow_lr == "keep":
+            return 1.0
+        if self.grow_lr == "scale":
+            return self.grow_lr_scale ** len(grown)
+        if self.grow_lr == "rewarm" and self.grow_rewarm_steps:
+            since = step - (grown[-1] - 1) * self.steps_per_epoch
+            return (since + 1) / self.grow_rewarm_steps if since < self.grow_rewarm_steps else 1.0
+        raise ValueError(f"grow_lr: must be one of keep, scale, rewarm (rewarm with grow_rewarm_steps); "
+                         f"got {self.grow_lr!r}")
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         """Write step ``step``'s learning rates into ``optimizer``; returns the first group's."""

@@ -11,7 +11,9 @@ from the last checkpoint; save a fresh run's epoch-0 checkpoint (so ``resume`` w
 the first step on); then for each epoch ``e`` (1-based):
 
 1. if ``e`` is in ``refine_at``: refine every ContinuousBlock and map (or reset, ``refine_optimizer``) the optimizer state
-   ([`refine_with_optimizer`][contdepth.train.refine_with_optimizer]);
+   ([`refine_with_optimizer`][contdepth.train.refine_with_optimizer]); if ``e`` is in ``grow_at``: grow the
+   model in depth and carry the optimizer (`contdepth.train.growth.grow_in_training`; the checkpoints then
+   record the grown model);
 2. seed torch's global RNG with ``derive_seed(seed, 1, e)`` (randomness inside the model:
    dropout, stochastic depth), so a resumed epoch draws what the uninterrupted one drew;
 3. the task's epoch (images: one pass over the shuffled, augmented batches; a graph: one
@@ -35,7 +37,8 @@ augmented batches, in train mode), ``test_loss`` (plain cross-entropy) and
 ``test_accuracy`` (eval mode, at the ``eval_scheme``/``eval_n_steps`` manifestation),
 ``val_loss`` and ``val_accuracy`` (the same, on the validation split held out by
 ``validation_size``, when there is one), ``lr`` (of the epoch's first step), ``n_steps`` and ``n_basis`` (per block, after any
-refinement at the epoch's start), ``refined``, ``params`` (trainable parameters),
+refinement at the epoch's start), ``refined``, ``grown`` and ``layers`` (a run with ``grow_at``),
+``params`` (trainable parameters),
 ``train_time`` (the epoch's refinement and training pass alone), ``train_cpu_time`` (the process's
 CPU seconds, all threads, of that same refinement and training pass: no evaluation, no checkpoint
 write), ``cpu_time`` (the process's CPU seconds for the epoch, evaluation included, before its
@@ -89,6 +92,7 @@ from .config import (
 )
 from .cost import FlopCounter
 from .distributed import setup as setup_distributed
+from .growth import check_growth_schedule, grow_in_training, growth_columns, grown_options
 from .images import ImageClassification
 from .language import LanguageModeling
 from .node import NodeClassification
@@ -123,7 +127,8 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None, *, folde
     ``polynet``, on normalisation statistics every application would share); checks that ``refine_at``/``eval_*``
     have blocks to act on, that every refinement keeps the blocks within the sizes a
     checkpoint may hold and that the weights, gradients and optimizer state fit the memory
-    there is (`contdepth.train.sizes`), that the device exists here, and the run folder.
+    there is (`contdepth.train.sizes`; with ``grow_at`` every refinement and growth replayed in
+    order, `contdepth.train.growth.check_growth_schedule`), that the device exists here, and the run folder.
     ``folder=False`` leaves out the checks of ``out`` (an experiment checks every arm before
     its run folders exist, and each run's folder when the run starts).
     """
@@ -167,7 +172,9 @@ def preflight(config: TrainConfig, user_model: nn.Module | None = None, *, folde
         elif not where.is_dir():
             raise ConfigError(f"data_dir: {config.data_dir} is not a folder")
     check_device(config.device)
-    if model is not None:
+    if config.grow_at:  # every refinement and growth replayed on the meta device: bounds, then memory
+        check_growth_schedule(model, config)
+    elif model is not None:
         check_refinements(model, config)
         check_memory(model, config)
     if torch.device(config.device).type == "cpu":
@@ -392,6 +399,11 @@ class Trainer:
             torch.set_num_threads(used)
             self.threads = (used, "as the run's last epoch")
 
+    def _net(self, model: nn.Module) -> nn.Module:
+        """What the training steps call: ``model``, in DDP under torchrun, compiled with ``compile``."""
+        net = self.distributed.wrap(model) if self.distributed is not None else model
+        return torch.compile(net) if self.config.compile else net
+
     def start_line(self, what: str) -> str:
         """The first line a run prints: what it trains, the device and threads, where it writes."""
         n, why = self.threads
@@ -436,9 +448,10 @@ class Trainer:
         if info is not None:
             training, training_state = task.resume_from(info, state or {})
             model = build_model(training, training_state, model=self.initial_model if custom else None)
-            if training.model_options != options:
+            expected = grown_options(config, options, training.epoch) if config.grow_at else options  # grown
+            if expected is not None and training.model_options != expected:
                 raise CheckpointError(f"{training.path}: the stored model options {training.model_options} differ "
-                                      f"from this run's {options}")
+                                      f"from this run's {expected}")
             start, history = training.epoch, list(training.history)
         elif self.initial_model is not None:
             model, start, history = self.initial_model, 0, []
@@ -464,9 +477,7 @@ class Trainer:
         self.model, self.optimizer, self.schedule, self.history = model, optimizer, schedule, history
         self.model_config = model_identity(model)  # what the checkpoints record to rebuild it
         self.flop_counter = FlopCounter()  # one count per model shape, for this run
-        net = ddp.wrap(model) if ddp is not None else model  # what the training steps call
-        if config.compile:
-            net = torch.compile(net)
+        net = self._net(model)  # what the training steps call
         first, *more = task.describe(model)
         self.log(self.start_line(first))
         for line in more:
@@ -493,13 +504,13 @@ class Trainer:
                 if task.stopped:
                     break
                 tic, cpu_tic = time.perf_counter(), time.process_time()
-                refined = epoch in config.refine_at
+                refined, grown = epoch in config.refine_at, epoch in config.grow_at
                 if refined:
                     refine_with_optimizer(model, optimizer, state=config.refine_optimizer)
-                    if ddp is not None:  # new parameter tensors: DDP must hook their gradients
-                        net = ddp.wrap(model)
-                    if config.compile:  # new tensors and a new grid: compile the refined model
-                        net = torch.compile(net if ddp is not None else model)
+                if grown:  # a new model; self.model and self.model_config follow it
+                    model = grow_in_training(self, model, optimizer, epoch)
+                if refined or grown:  # new parameter tensors (and a new grid): wrap and compile afresh
+                    net = self._net(model)
                 torch.manual_seed(derive_seed(config.seed, 1, epoch))
                 train_loss, train_acc, lr = task.train_epoch(net, optimizer, schedule, epoch)
                 if ddp is not None:
@@ -507,7 +518,8 @@ class Trainer:
                 train_time, train_cpu_time = time.perf_counter() - tic, time.process_time() - cpu_tic
                 row = {
                     "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, **task.evaluate(model),
-                    "lr": lr, **block_summary(model), "refined": refined, "params": count_parameters(model),
+                    "lr": lr, **block_summary(model), "refined": refined,
+                    **growth_columns(config, model, grown), "params": count_parameters(model),
                     "schedule_epochs": config.epochs,  # the length its schedule had: shows an extended run
                 }
                 row.update(task.select(epoch, row, model))

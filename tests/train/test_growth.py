@@ -298,8 +298,9 @@ def test_bad_arguments_are_one_line():
     for arguments, message in cases:
         with pytest.raises(ValueError, match=message):
             cd.grow(model, **arguments)
-    with pytest.raises(ValueError, match=r"^model: growth supports gpt so far, not resnet \(ResNet\)$"):
-        cd.grow(create("resnet", alpha=4, n_units=1), "zero")
+    with pytest.raises(ValueError, match=r"^model: growth supports gpt, resnet, lm_resnet and continuousnet, not "
+                                         r"continuous_mlp \(ContinuousMLP\)$"):
+        cd.grow(create("continuous_mlp"), "zero")
     with pytest.raises(ValueError, match="^method: stack repeats or inserts cells of a piecewise-constant"):
         cd.grow(gpt(continuous=True, basis="legendre"), "stack")
     with pytest.raises(ValueError, match="^method: zero keeps the function only under a one-step scheme"):
