@@ -123,6 +123,7 @@ def grow(model: nn.Module, method: str, factor: int = 2, optimizer: torch.optim.
                                            "left behind by an earlier growth?)")
     grown = hook(method, factor)
     growth = Growth(method, factor, grown.sources, grown.peers)
+    keep_frozen(model, grown.model, growth)
     if optimizer is not None:
         carry_optimizer(optimizer, model, grown.model, growth, reset=state == "reset")
     return grown.model, growth
@@ -173,6 +174,18 @@ def _carried(key: str, value: object, old: Tensor, source: ParameterSource) -> o
 # --- growth in the trainer (grow_at) ----------------------------------------------------------------
 #: ``derive_seed(seed, GROWTH_STREAM, epoch)`` seeds torch's generator before the growth at ``epoch``.
 GROWTH_STREAM = 4
+
+
+def keep_frozen(model: nn.Module, grown: nn.Module, growth: Growth) -> None:
+    """A parameter the user froze (``requires_grad=False``) stays frozen in the grown model: each new
+    parameter takes its source's flag, a fresh one its peer's. Nothing silent: a growth never starts
+    training what was frozen."""
+    old = dict(model.named_parameters())
+    for name, parameter in grown.named_parameters():
+        source = growth.sources.get(name)
+        origin = old.get(source.name if source is not None else growth.peers.get(name, ""))
+        if origin is not None and not origin.requires_grad:
+            parameter.requires_grad_(False)
 
 
 def grow_in_training(loop, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> nn.Module:

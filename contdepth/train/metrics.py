@@ -129,7 +129,7 @@ for _metric in (
     Metric("val_loss", _LOSS, "validation loss after the epoch", required="graph"),
     Metric("test_loss", _LOSS, "test loss after the epoch"),
     Metric("test_accuracy", _ACCURACY, "test accuracy after the epoch (fraction)", required=True),
-    Metric("lr", Number(0.0), "the learning rate of the epoch's last step (first param group)"),
+    Metric("lr", Number(0.0), "the learning rate of the epoch's first step (first param group)"),
     Metric("n_steps", _COUNTS, "integration steps of every ContinuousBlock"),
     Metric("n_basis", _COUNTS, "basis functions of every ContinuousBlock"),
     Metric("reconstruction_error", _LOSS, "the worst relative error of a reversible backward pass's rebuilt input"),

@@ -311,3 +311,16 @@ def test_bad_arguments_are_one_line():
         cd.grow(create("gpt", width=4, heads=1, layers=300, context=2), "stack", 16)
     with pytest.raises(ValueError, match="^factor: 300 cells grown by 2 would be 600, over the 512 cells"):
         cd.grow(create("gpt", width=4, heads=1, layers=300, context=2, continuous=True), "zero")
+
+
+@pytest.mark.parametrize("method", ["interpolate", "zero", "stack", "refine"])
+def test_a_frozen_parameter_stays_frozen_in_the_grown_model(method):
+    torch.manual_seed(0)
+    model = gpt()
+    model.layers[0].attention.qkv.weight.requires_grad_(False)
+    model.position.weight.requires_grad_(False)
+    grown, growth = cd.grow(model, method)
+    frozen = {name for name, p in grown.named_parameters() if not p.requires_grad}
+    assert "position.weight" in frozen
+    assert any(name.endswith("attention.qkv.weight") for name in frozen)
+    assert all(name.endswith("attention.qkv.weight") or name == "position.weight" for name in frozen)
