@@ -21,9 +21,11 @@ METRICS = ("accuracy", "loss")
 COST_TARGET_KEYS = ("flops_ratio_max", "cpu_time_ratio_max", "time_ratio_max")
 ACCURACY_TARGET_KEYS = ("accuracy_diff_min", "accuracy_diff_low_min")
 LOSS_TARGET_KEYS = ("loss_diff_max", "loss_diff_high_max", "loss_abs_diff_max")
+# Read on the runs' validation loss per row (`contdepth.experiment.flops_to_target`): loss comparisons only.
+FLOPS_TO_TARGET_KEY = "flops_to_target_ratio_max"
 TARGET_KEYS = ("flops_ratio_max", "cpu_time_ratio_max", "accuracy_diff_min", "accuracy_diff_low_min",
                "time_ratio_max",  # specs written before issue 27; read as cpu_time_ratio_max
-               *LOSS_TARGET_KEYS)
+               *LOSS_TARGET_KEYS, FLOPS_TO_TARGET_KEY)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class Comparison:
     for text, lower is better) and its targets are ``loss_diff_max`` (the mean difference at most
     this), ``loss_diff_high_max`` (the upper end of its 95 % interval at most this) and
     ``loss_abs_diff_max`` (both ends of the interval within ± this: equivalence); accuracy targets
-    are refused there, and loss targets on an accuracy comparison. No target reads wall time.
+    are refused there, and loss targets on an accuracy comparison. ``flops_to_target_ratio_max``
+    (loss only): every seed's arm reaches the baseline's final validation loss, and the geometric mean
+    of its FLOPs to get there over the baseline's training FLOPs is at most this. No target reads wall time.
     ``time_ratio_max``, from specs written before the others existed, is kept as written (a
     suite's stored spec must still read back) and read as ``cpu_time_ratio_max``
     (`contdepth.experiment.comparisons`).
@@ -116,6 +120,9 @@ def parse_comparison(values: Any, arms: Mapping[str, Any], where: str) -> Compar
         if metric == "loss" and key in ACCURACY_TARGET_KEYS:
             raise ConfigError(f"{where}.target.{key}: an accuracy target, and this comparison has metric: loss; its "
                               f"targets: {', '.join(LOSS_TARGET_KEYS)}")
+        if metric == "accuracy" and key == FLOPS_TO_TARGET_KEY:
+            raise ConfigError(f"{where}.target.{key}: reads the validation loss of each row, and this comparison "
+                              "reads accuracy; give metric: loss")
         if metric == "accuracy" and key in LOSS_TARGET_KEYS:
             raise ConfigError(f"{where}.target.{key}: a loss target, and this comparison reads accuracy; give "
                               "metric: loss")
@@ -134,5 +141,5 @@ def parse_comparison(values: Any, arms: Mapping[str, Any], where: str) -> Compar
                       metric=metric)
 
 
-__all__ = ["ACCURACY_TARGET_KEYS", "COST_TARGET_KEYS", "LOSS_TARGET_KEYS", "METRICS", "MODEL_STAGES", "TARGET_KEYS",
-           "Comparison", "parse_comparison"]
+__all__ = ["ACCURACY_TARGET_KEYS", "COST_TARGET_KEYS", "FLOPS_TO_TARGET_KEY", "LOSS_TARGET_KEYS", "METRICS",
+           "MODEL_STAGES", "TARGET_KEYS", "Comparison", "parse_comparison"]

@@ -26,6 +26,9 @@ Targets (`TARGET_KEYS` in `contdepth.experiment.comparison_spec`): ``flops_ratio
 ``accuracy_diff_low_min`` (the interval's lower end); in loss ``loss_diff_max`` (the mean),
 ``loss_diff_high_max`` (the interval's upper end) and ``loss_abs_diff_max`` (the whole interval
 within ± it). Accuracy and loss targets are decided on the test split (`TARGET_SPLIT`).
+A loss comparison also reports the FLOPs the arm needs to first reach the baseline's final
+*validation* loss, over the baseline's training FLOPs, and decides ``flops_to_target_ratio_max``
+on them (`contdepth.experiment.flops_to_target`).
 ``time_ratio_max``, from specs written before these existed, is read as ``cpu_time_ratio_max``:
 ``met`` never uses wall time, which moves with whatever else runs on the machine. A target whose metric no seed has is
 undecided (``met`` is ``None``) unless another target already fails.
@@ -39,6 +42,8 @@ from typing import Any
 
 from .comparison_spec import LOSS_TARGET_KEYS
 from .costs import ideal_ratio
+from .flops_to_target import TARGET_KEY as FLOPS_TO_TARGET_KEY, check as flops_to_target_check
+from .flops_to_target import flops_to_target, flops_to_target_lines
 from .losses import loss_comparison_lines
 from .model_stages import model_runs
 from .stats import estimate, paired, ratio_estimate
@@ -144,8 +149,11 @@ def compare(c, runs: dict[str, dict[int, dict]], spec) -> dict[str, Any]:
     out["target"] = dict(c.target)
     if c.metric == "loss":
         out.update(loss_diffs(seeds, a, b))
-        out["loss_targets_met"] = {k: v for k, v in target_checks(c.target, diff, out).items()
-                                   if k in LOSS_TARGET_KEYS}
+        out.update(flops_to_target(seeds, a, b, names))  # FLOPs to the baseline's final val_loss (flops_to_target.py)
+        checks = target_checks(c.target, diff, out)
+        out["loss_targets_met"] = {k: v for k, v in checks.items() if k in LOSS_TARGET_KEYS}
+        if FLOPS_TO_TARGET_KEY in c.target:
+            out["flops_to_target_met"] = checks[FLOPS_TO_TARGET_KEY]
     out["met"] = target_met(c.target, diff, out) if c.target else None
     return out
 
@@ -193,6 +201,8 @@ def target_checks(target: dict, diff, costs: dict) -> dict[str, bool | None]:
                        ("loss_abs_diff_max", lambda t: -t <= low and high <= t)):
         if key in target:
             checks[key] = holds(target[key]) if decided else None
+    if FLOPS_TO_TARGET_KEY in target:
+        checks[FLOPS_TO_TARGET_KEY] = flops_to_target_check(target[FLOPS_TO_TARGET_KEY], costs, diff.n)
     return checks
 
 
@@ -272,7 +282,7 @@ def comparison_lines(comparisons: list[dict]) -> list[str]:
                              + "; ".join(missing))
     if notes:
         lines += ["", "Seeds a ratio leaves out (named, never dropped silently):", ""] + notes
-    return lines + loss_comparison_lines(comparisons)
+    return lines + loss_comparison_lines(comparisons) + flops_to_target_lines(comparisons)
 
 
 __all__ = ["LEGACY_TARGETS", "TARGET_SPLIT", "TIME_RATIOS", "compare", "comparison_lines", "flops_ratio", "loss_diffs",

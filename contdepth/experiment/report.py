@@ -28,6 +28,7 @@ from ..train.metrics import metric
 from ..train.rundir import folder_state
 from .comparisons import compare, comparison_lines
 from .costs import FLOP_KEYS, SECOND_KEYS, run_costs
+from .flops_to_target import units as flops_to_target_units, val_loss_curve
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
 from .losses import TEXT_UNITS, add_text_fields, run_losses, text_arm_lines
 from .readouts import (compression_comparison_lines, compression_comparisons, compression_per_seed, gap_lines,
@@ -92,6 +93,7 @@ def collect(folder: str | Path) -> tuple[ExperimentSpec, dict[str, dict[int, dic
                 "epochs": [100 * r["test_accuracy"] for r in history],
                 "val_epochs": [100 * r.get("val_accuracy", math.nan) for r in history],
                 **run_losses(history),  # val_loss, test_loss; a text run's bits per byte and tokens/s (losses.py)
+                "val_loss_curve": val_loss_curve(history),  # per row: FLOPs so far, val_loss (flops_to_target.py)
             }
             needs_steps = arm.evaluate is not None or arm.compress is not None
             if needs_steps:
@@ -196,7 +198,8 @@ def summarize(folder: str | Path, *, collected: tuple | None = None) -> dict:
                   "flops_ratio": "arm / baseline of train_flops, exact (pooled over seeds; range per seed)",
                   "time_ratio": "arm / baseline, geometric mean over seeds, t-interval on the log ratios",
                   "ideal_ratio": "arm / baseline of the blocks' cell-epochs (rate evaluations per example)",
-                  **(TEXT_UNITS if any(a.get("text") for a in arms.values()) else {})},
+                  **(TEXT_UNITS if any(a.get("text") for a in arms.values()) else {}),
+                  **flops_to_target_units(comparisons)},
         "arms": arms, "comparisons": comparisons, "compression_comparisons": compressed, "unfinished": unfinished,
         **summary_fields(spec, runs),  # a seeds rule: the seeds it counts and why it stopped
     }
