@@ -11,7 +11,8 @@ from .options import Suite
 
 CLASSES = (Suite,)
 RUNTIME = {"out": {"required": True, "help": "experiment folder (created; an existing one must hold this spec)"},
-           "threads": {"help": "threads for the whole suite, shared by the workers (default: the free cores)"},
+           "threads": {"help": "threads for the whole suite, shared by the workers: a run gets --threads / --workers "
+                       "(default: the free cores; with --backend ray or slurm, one per run)"},
            "device": {}, "data_dir": {"help": "folder of the dataset's files, for every run"},
            "quiet": {"help": "print nothing but errors"}}
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_experiment(spec, runtime.out, workers=options.workers, threads=runtime.threads, device=runtime.device,
                        data_dir=runtime.data_dir, report=not options.no_report, quiet=runtime.quiet,
-                       reuse=list(options.reuse), command=" ".join(["contdepth", *map(shlex.quote, args.argv)]))
+                       reuse=list(options.reuse), command=" ".join(["contdepth", *map(shlex.quote, args.argv)]),
+                       backend=options.engine())
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

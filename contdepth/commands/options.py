@@ -146,11 +146,53 @@ class Suite:
     """``contdepth experiment``: every (arm, seed) of a spec, resumable (checked by ``run_experiment``)."""
 
     spec: str = option(positional=True, metavar="SPEC", help="experiment spec (YAML: base, seeds, arms, comparisons)")
-    workers: int = option(1, metavar="N", help="runs trained at once, in separate processes")
+    workers: int = option(1, metavar="N", help="runs trained at once, in separate processes (with --backend ray "
+                                                 "or slurm, the engine runs as many as its nodes hold)")
     reuse: tuple[str, ...] = option((), metavar="DIR", repeatable=True,
                                     help="another experiment folder: its finished runs with exactly an arm's config "
                                          "and seed are copied instead of trained (repeatable)")
     no_report: bool = option(False, help="do not write the report at the end")
+    backend: str = option("local", choices=("local", "ray", "slurm"),
+                          help="where the runs run: local worker processes, a Ray cluster, or Slurm through submitit "
+                               "(ray and slurm need pip install 'contdepth[ray]' or 'contdepth[slurm]', and --out on "
+                               "storage every node shares)")
+    ray_address: str | None = option(None, metavar="ADDRESS", group="Ray (--backend ray)",
+                                     help="a running Ray cluster (auto, ray://host:10001); default: start a local Ray")
+    ray_retries: int = option(3, metavar="N", group="Ray (--backend ray)",
+                              help="times a run whose worker or node died is retried (it resumes from its last "
+                                   "checkpoint)")
+    slurm_partition: str | None = option(None, metavar="NAME", group="Slurm (--backend slurm)",
+                                         help="the partition of every job (default: the cluster's)")
+    slurm_time: int = option(60, metavar="MIN", group="Slurm (--backend slurm)",
+                             help="minutes a job may run; past it submitit requeues it and the run resumes from its "
+                                  "last checkpoint")
+    slurm_gpus: int | None = option(None, metavar="N", group="Slurm (--backend slurm)",
+                                    help="GPUs per job (default: 1 with --device cuda, else 0)")
+    slurm_cpus: int | None = option(None, metavar="N", group="Slurm (--backend slurm)",
+                                    help="CPUs per job, all used by its run (default: --threads / --workers)")
+    slurm_config: str | None = option(None, metavar="FILE", group="Slurm (--backend slurm)",
+                                      help="YAML file whose slurm: section holds further submitit executor "
+                                           "parameters (slurm_account, mem_gb, slurm_array_parallelism, ...)")
+
+    def __post_init__(self) -> None:
+        given = [f"--{name.replace('_', '-')}" for name, default in (
+            ("ray_address", None), ("ray_retries", 3), ("slurm_partition", None), ("slurm_time", 60),
+            ("slurm_gpus", None), ("slurm_cpus", None), ("slurm_config", None))
+            if getattr(self, name) != default and not name.startswith(self.backend)]
+        if given:
+            raise OptionError("backend", f"{', '.join(given)} need{'s' * (len(given) == 1)} --backend "
+                                         f"{given[0][2:].split('-')[0]}, not {self.backend}")
+
+    def engine(self) -> object:
+        """The ``backend`` argument of ``run_experiment``: a name, or the engine's options."""
+        from ..experiment.backends import Ray, Slurm
+
+        if self.backend == "ray":
+            return Ray(address=self.ray_address, max_retries=self.ray_retries)
+        if self.backend == "slurm":
+            return Slurm(partition=self.slurm_partition, time=self.slurm_time, gpus=self.slurm_gpus,
+                         cpus=self.slurm_cpus, config=self.slurm_config)
+        return "local"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ suite runs in it, and every run folder by its own run.
 Wall times measured side by side are then not comparable with those of a one-worker
 suite: compare times only within one suite, and measure latency with one worker.
 
+``backend`` ``ray`` or ``slurm`` hands the same jobs to that engine instead, with the
+same rule for a run's threads (`contdepth.experiment.backends`); the folder, its records
+and its resumption are the same whichever engine ran a sitting.
+
 A spec with a seeds rule (``seeds: {min, max, half_width}``) runs in rounds: seeds
 ``0..min-1`` of every arm, then one more seed of every arm per round until the rule stops
 (`contdepth.experiment.seeds`). Before each round the decision is recomputed from the
@@ -24,15 +28,16 @@ never past ``max``); runs beyond the stopping point are kept but not counted.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import socket
 import sys
 import time
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..common.files import atomic_write_text, read_regular_bytes
+from ..common.files import atomic_write_text
 from ..common.json_values import to_json_value
 from ..common.paths import user_path
 from ..common.yaml_input import dump_yaml
@@ -42,6 +47,7 @@ from ..train.config import ConfigError, check_device, check_output_path
 from ..train.progress import default_threads
 from ..train.rundir import RunLock
 from ..train.trainer import train
+from .backends import Backend, Outcome, ProcessPool, job_to_dict, log_of, open_backend, require, resolve_backend
 from .folder import (
     EXPERIMENT_FILE,
     EXPERIMENT_FORMAT,
@@ -49,9 +55,7 @@ from .folder import (
     SPEC_COPY,
     check_no_links,
     compressed_folder,
-    log_file,
     read_record,
-    run_folder,
     run_status,
     steps_current,
     steps_file,
@@ -60,6 +64,7 @@ from .folder import (
     weights_identity,
 )
 from .progress import SuiteProgress
+from .remote import NotShared, read_worker_marker, remove_markers, write_driver_marker
 from .report import collect, write_report
 from .reuse import reuse_runs
 from .seeds import decision
@@ -145,22 +150,39 @@ def check_experiment_dir(spec: ExperimentSpec, folder: str | Path) -> str:
 def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, workers: int = 1,
                    threads: int | None = None, device: str = "cpu", data_dir: str | None = None,
                    report: bool = True, quiet: bool = False, command: str | None = None,
-                   callbacks: Sequence[Callable] = (), reuse: Sequence[str | Path] = ()) -> dict | None:
+                   callbacks: Sequence[Callable] = (), reuse: Sequence[str | Path] = (),
+                   backend: str | object = "local") -> dict | None:
     """Run every ``(arm, seed)`` of ``spec`` into ``out`` (see the module docstring); returns the summary.
 
-    ``threads`` is the suite's total (default: the free cores, as ``contdepth train``);
-    ``callbacks`` are given to every training run (one worker only). ``report`` writes
+    ``threads`` is the suite's total (default: the free cores, as ``contdepth train``; on
+    ``ray`` and ``slurm``, one per run), a run's is ``threads // workers``;
+    ``callbacks`` are given to every training run (one local worker only). ``report`` writes
     ``report.md``, ``summary.json`` and the plots at the end. ``reuse``: other experiment
     folders whose finished runs with this suite's exact config and seed are copied instead
-    of trained (see `contdepth.experiment.reuse`).
+    of trained (see `contdepth.experiment.reuse`). ``backend``: ``"local"`` (worker processes
+    here), ``"ray"``, ``"slurm"`` or a `contdepth.experiment.backends.Ray` /
+    `contdepth.experiment.backends.Slurm` holding the engine's options
+    (`contdepth.experiment.backends`).
     """
     if not isinstance(spec, ExperimentSpec):
         spec = ExperimentSpec.from_yaml(user_path(spec))
     out = user_path(out)  # one path: the checks and every write use it (``--out=~/suite`` reaches here unexpanded)
     data_dir = str(user_path(data_dir)) if data_dir is not None else None
     reuse = [user_path(r) for r in reuse]
-    check_int(workers, "workers", low=1, high=256)
-    check_threads(threads)
+    choice = resolve_backend(backend)
+    check_int(workers, "workers", low=1, high=256 if choice is None else 1 << 16)
+    if choice is None:
+        check_threads(threads)
+    else:  # a cluster's runs: each worker checks its threads against its own machine
+        check_int(threads, "threads", low=1, high=1 << 20, allow_none=True)
+        out, data_dir = out.absolute(), (os.path.abspath(data_dir) if data_dir is not None else None)  # every node
+        if callbacks:
+            raise ConfigError(f"backend: callbacks run in this process, so they need the local backend, not "
+                              f"{choice.name}")
+        if device.startswith("cuda:"):
+            raise ConfigError(f"device: with --backend {choice.name} the engine gives each run its GPU: use "
+                              f"--device cuda, not {device}")
+        require(choice)  # its extra, before any folder is made
     if callbacks and workers > 1:
         raise ConfigError("workers: callbacks run in this process, so they need workers=1")
     check_device(device)
@@ -170,8 +192,13 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
     # folder is made; the run folders are checked as each run starts
     spec.preflight(device=device, **({"data_dir": data_dir} if data_dir else {}))
     state = check_experiment_dir(spec, out)
-    total_threads = threads if threads is not None else default_threads()[0]
+    if threads is not None:
+        total_threads = threads
+    else:
+        total_threads = default_threads()[0] if choice is None else workers
     per_worker = max(1, total_threads // workers)
+    if getattr(choice, "cpus", None) is not None:  # --slurm-cpus: what Slurm gives each run, all used
+        per_worker = choice.cpus
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         if state == "new" or not (out / EXPERIMENT_FILE).exists():
@@ -184,6 +211,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
             "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
             "workers": workers, "threads": total_threads, "device": device}
+        if choice is not None:
+            sitting["backend"] = choice.name
         record["sittings"].append(sitting)
         # written now, before anything can take time (looking for runs to reuse): a new folder
         # interrupted holding spec.yaml but no record would refuse "the same command again"
@@ -204,32 +233,61 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
 
         def jobs(seeds: Sequence[int]) -> list[Job]:  # seed-major: every arm has results early
             return [Job(spec.raw, spec.source, arm.name, seed, str(out), per_worker, device, data_dir,
-                        quiet or workers > 1) for seed in seeds for arm in spec.arms]
+                        quiet or workers > 1 or choice is not None) for seed in seeds for arm in spec.arms]
 
-        if spec.seed_rule is None:
-            progress = SuiteProgress(spec, out, jobs(spec.seeds), workers, quiet)
-            progress.start()
-            _run_pending(progress, workers, callbacks)
-        else:
-            _run_seed_rule(spec, out, jobs, workers, quiet, callbacks)
+        engine = _open(choice, spec, out, workers, per_worker, total_threads, device)
+        interrupted = True
+        try:
+            if spec.seed_rule is None:
+                progress = SuiteProgress(spec, out, jobs(spec.seeds), workers, quiet)
+                progress.start()
+                _run_pending(progress, engine, callbacks)
+            else:
+                _run_seed_rule(spec, out, jobs, workers, quiet, callbacks, engine)
+            interrupted = False
+        finally:
+            if engine is not None:
+                engine.close(interrupted)
+                if choice is not None:
+                    remove_markers(out, engine.token)
     if not report:
         return None
     return write_report(out, quiet=quiet)
 
 
-def _run_pending(progress: SuiteProgress, workers: int, callbacks: Sequence[Callable]) -> None:
-    """The jobs of ``progress`` not yet done (``progress.start()`` found them): here, or in worker processes."""
-    if workers == 1:
+def _open(choice, spec: ExperimentSpec, out: Path, workers: int, threads: int, suite_threads: int,
+          device: str) -> Backend | None:
+    """The sitting's `Backend`: ``None`` runs the jobs here, one after another (one local worker)."""
+    if choice is None:
+        return ProcessPool(workers) if workers > 1 else None
+    from ..plugins import IMPORTS_ENV, module_folders
+
+    token = secrets.token_hex(8)
+    write_driver_marker(out, token)  # the shared-storage check's first half (contdepth.experiment.remote)
+    names = [m for m in os.environ.get(IMPORTS_ENV, "").split(",") if m]
+    try:
+        engine = open_backend(choice, folder=out, threads=threads, suite_threads=suite_threads, device=device, token=token,
+                              suite=spec.name, workers=workers,
+                              imports={"imports": names, "import_folders": module_folders(names)})
+    except BaseException:
+        remove_markers(out, token)
+        raise
+    return engine
+
+
+def _run_pending(progress: SuiteProgress, engine: Backend | None, callbacks: Sequence[Callable]) -> None:
+    """The jobs of ``progress`` not yet done (``progress.start()`` found them): here, or through ``engine``."""
+    if engine is None:
         for job in progress.pending:
             progress.starting(job)
             progress.finished(job, run_job(job, callbacks))
     else:
-        _run_parallel(progress, workers)
+        _run_jobs(progress, engine)
     progress.done()
 
 
 def _run_seed_rule(spec: ExperimentSpec, out: Path, jobs: Callable[[Sequence[int]], list[Job]], workers: int,
-                   quiet: bool, callbacks: Sequence[Callable]) -> None:
+                   quiet: bool, callbacks: Sequence[Callable], engine: Backend | None) -> None:
     """Rounds of seeds until the spec's seeds rule stops (see the module docstring).
 
     The decision is recomputed from the folder before every round (the report's
@@ -251,59 +309,46 @@ def _run_seed_rule(spec: ExperimentSpec, out: Path, jobs: Callable[[Sequence[int
         if not progress.pending:  # every run is done, yet the report does not count a seed the rule needs
             raise ConfigError(f"seeds: the rule needs seeds 0..{decided.n - 1}, and the report does not count "
                               f"them all: {'; '.join(unfinished[:3]) or 'no run named'}")
-        _run_pending(progress, workers, callbacks)
+        _run_pending(progress, engine, callbacks)
 
 
-def _run_parallel(progress: "SuiteProgress", workers: int) -> None:
-    """Up to ``workers`` runs at once, each in its own ``python -m contdepth.experiment.worker`` process.
+def _run_jobs(progress: SuiteProgress, engine: Backend) -> None:
+    """Hand the pending jobs to ``engine`` as it has room, and report each as it ends.
 
-    Separate interpreters rather than a multiprocessing pool: nothing of the caller's
-    ``__main__`` is re-imported (a script without a main guard works), no torch thread
-    pool is forked, and a worker that dies takes only its run down (it resumes next time).
-    A worker's output goes to ``DIR/logs/ARM/seed-S.log`` (a pipe could fill and stall it);
-    its result is the log's last line. A failed run does not stop the others: the failures
-    are reported together at the end. Workers never run code from the working folder and
-    end with the runner, however it ends (`contdepth.experiment.process`).
+    A failed run does not stop the others: the failures are reported together at the end,
+    one line. A worker that does not share the suite's folder stops the suite at once
+    (every other would fail alike). On a cluster, a job's result must also be readable
+    here: the run's files are checked, not only the engine's word.
     """
-    import subprocess
-
-    from .process import release, start_worker, stop_workers
-
     queue = list(progress.pending)
-    running: dict[subprocess.Popen, tuple[Job, Path]] = {}
     failures: list[str] = []
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                job = queue.pop(0)
-                progress.starting(job)
-                log = check_no_links(job.folder, log_file(job.folder, job.arm, job.seed))
-                log.parent.mkdir(parents=True, exist_ok=True)
-                running[start_worker(job_to_dict(job), log)] = (job, log)
-            time.sleep(0.1)
-            for process in [p for p in running if p.poll() is not None]:
-                job, log = running.pop(process)
-                release(process)
-                text = read_regular_bytes(log, "a worker's log", None).decode("utf-8", errors="replace")
-                lines = text.strip().splitlines() or [""]
-                try:
-                    result = json.loads(lines[-1]) if process.returncode == 0 else None
-                except ValueError:
-                    result = None
-                if not isinstance(result, dict):
-                    failures.append(f"{job.arm} seed {job.seed}: {lines[-1] or f'exit status {process.returncode}'} "
-                                    f"(log: {log})")
-                    progress.log(f"run {job.arm} seed {job.seed} failed: {lines[-1]} (log: {log})")
-                    continue
-                progress.finished(job, result)
-    finally:
-        stop_workers(running)  # interrupted: stop the others; their runs resume next time
+    remote = engine.name != "local"
+    while queue or engine.running():
+        room = engine.room()
+        batch, queue = (queue, []) if room is None else (queue[:max(0, room)], queue[max(0, room):])
+        if batch:
+            if room is None and len(batch) > 1:
+                progress.log(f"{len(batch)} runs submitted to {engine.name}")
+            else:
+                for job in batch:
+                    progress.starting(job)
+            engine.submit(batch)
+        for outcome in engine.collect(1.0):
+            job, result = outcome.job, outcome.result
+            if result is not None and remote:
+                if result.get("not_shared"):
+                    raise NotShared(result["error"])
+                read_worker_marker(Path(job.folder), engine.token, result.pop("marker", None))  # its writes reach us
+            if result is not None and "error" in result:
+                outcome = Outcome(job, failure=f"{result['error']} (log: {log_of(job)})")
+            if outcome.failure is not None:
+                failures.append(f"{job.arm} seed {job.seed}: {outcome.failure}")
+                progress.log(f"run {job.arm} seed {job.seed} failed: {outcome.failure}")
+                continue
+            progress.finished(job, result)
     if failures:
         raise ConfigError(f"{len(failures)} run(s) failed: " + "; ".join(failures))
 
 
-def job_to_dict(job: Job) -> dict:
-    return {f.name: getattr(job, f.name) for f in fields(Job)}
-
-
-__all__ = ["Job", "SuiteProgress", "check_experiment_dir", "run_experiment", "run_job", "run_status", "spec_text"]
+__all__ = ["Job", "SuiteProgress", "check_experiment_dir", "job_to_dict", "run_experiment", "run_job", "run_status",
+           "spec_text"]
