@@ -147,17 +147,6 @@ def require(choice: Ray | Slurm) -> None:
                           ) from None
 
 
-def open_backend(choice: Ray | Slurm, **context) -> Backend:
-    """The engine's `Backend` for this sitting (``context``: see `contdepth.experiment.runner`)."""
-    if isinstance(choice, Ray):
-        from .ray_backend import RayBackend
-
-        return RayBackend(choice, **context)
-    from .slurm_backend import SlurmBackend
-
-    return SlurmBackend(choice, **context)
-
-
 # --- local worker processes --------------------------------------------------------------------------------
 class ProcessPool:
     """Up to ``workers`` jobs at once, each in its own ``python -m contdepth.experiment.worker`` process.
@@ -227,5 +216,5 @@ def log_of(job: Job) -> Path:
     return log_file(job.folder, job.arm, job.seed)
 
 
-__all__ = ["BACKENDS", "Backend", "Outcome", "ProcessPool", "Ray", "Slurm", "job_to_dict", "log_of", "open_backend",
+__all__ = ["BACKENDS", "Backend", "Outcome", "ProcessPool", "Ray", "Slurm", "job_to_dict", "log_of",
            "require", "resolve_backend"]

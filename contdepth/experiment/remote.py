@@ -110,7 +110,7 @@ def run_remote(job: dict, context: dict) -> dict:
     driver. Anything unexpected (a bug, a user's module raising something else) propagates:
     the engine reports it, and its traceback is in the job's log.
     """
-    from .runner import run_job
+    from .job import run_job
 
     job = Job(**job)
     try:

@@ -32,7 +32,6 @@ import os
 import secrets
 import socket
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,26 +41,18 @@ from ..common.json_values import to_json_value
 from ..common.paths import user_path
 from ..common.yaml_input import dump_yaml
 from ..common.validate import check_int, check_threads
-from ..train.checkpoint import read_description
 from ..train.config import ConfigError, check_device, check_output_path
 from ..train.progress import default_threads
 from ..train.rundir import RunLock
-from ..train.trainer import train
-from .backends import Backend, Outcome, ProcessPool, job_to_dict, log_of, open_backend, require, resolve_backend
+from .backends import Backend, Outcome, ProcessPool, Ray, Slurm, job_to_dict, log_of, require, resolve_backend
+from .job import run_job
 from .folder import (
     EXPERIMENT_FILE,
     EXPERIMENT_FORMAT,
     Job,
     SPEC_COPY,
-    check_no_links,
-    compressed_folder,
     read_record,
     run_status,
-    steps_current,
-    steps_file,
-    steps_identity,
-    steps_version,
-    weights_identity,
 )
 from .progress import SuiteProgress
 from .remote import NotShared, read_worker_marker, remove_markers, write_driver_marker
@@ -69,57 +60,12 @@ from .report import collect, write_report
 from .reuse import reuse_runs
 from .seeds import decision
 from .spec import IDENTITY_VERSION, ExperimentSpec, difference
-from .steps import run_steps
 
 
 def spec_text(spec: ExperimentSpec) -> str:
     """The spec as YAML, as it is stored in an experiment folder (``contdepth report`` reads it back)."""
     return (f"# the spec of experiment {spec.name}, as first run (from {spec.source})\n"
             + dump_yaml({"name": spec.name, **spec.raw}, sort_keys=False, default_flow_style=None))
-
-
-# --- one job -------------------------------------------------------------------------------------------
-def run_job(job: Job, callbacks: Sequence[Callable] = ()) -> dict:
-    """Train ``job``'s run (fresh, resumed or skipped) and its after-training steps; returns what was done."""
-    import torch
-
-
-    spec = ExperimentSpec.from_dict(job.spec, source=job.source, default_name=job.spec.get("name", "experiment"))
-    arm = spec.arm(job.arm)
-    for path in (job.run_dir, steps_file(job.folder, arm.name, job.seed),
-                 compressed_folder(job.folder, arm.name, job.seed)):  # what this job writes: never through a link
-        check_no_links(job.folder, path)
-    state, _ = run_status(spec, job.folder, arm, job.seed)
-    run = {"out": str(job.run_dir), "threads": job.threads, "device": job.device, "quiet": job.quiet}
-    if job.data_dir is not None:
-        run["data_dir"] = job.data_dir
-    did = []
-    tic = time.perf_counter()
-    if state in ("new", "partial"):
-        config = spec.config(arm, job.seed, resume=state == "partial", **run)
-        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-        train(config, callbacks=callbacks)
-        did.append("resumed" if state == "partial" else "trained")
-    if (arm.evaluate is not None or arm.compress is not None) and not steps_current(job.folder, arm, job.seed):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(job.threads)
-        description = read_description(job.run_dir)
-        steps_tic = time.perf_counter()
-        try:
-            record = {"steps": steps_identity(arm), "checkpoint": weights_identity(description),
-                      "contdepth": steps_version(),
-                      **run_steps(arm, job.run_dir, job.folder, job.seed, device=job.device, threads=job.threads,
-                                  data_dir=job.data_dir)}
-            record["seconds"] = time.perf_counter() - steps_tic  # the suite's time-left estimate reads it
-        except ValueError as exc:  # a step the model cannot take: one line, not a traceback
-            raise ConfigError(f"{arm.name} seed {job.seed}: after-training steps: {exc}") from exc
-        finally:
-            torch.set_num_threads(previous)
-        path = steps_file(job.folder, arm.name, job.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
-        did.append("steps")
-    return {"arm": job.arm, "seed": job.seed, "did": did, "seconds": time.perf_counter() - tic}
 
 
 # --- the suite -----------------------------------------------------------------------------------------
@@ -253,6 +199,17 @@ def run_experiment(spec: ExperimentSpec | str | Path, out: str | Path, *, worker
     if not report:
         return None
     return write_report(out, quiet=quiet)
+
+
+def open_backend(choice: Ray | Slurm, **context) -> Backend:
+    """The engine's `Backend` for this sitting (``context``: see `contdepth.experiment.runner`)."""
+    if isinstance(choice, Ray):
+        from .ray_backend import RayBackend
+
+        return RayBackend(choice, **context)
+    from .slurm_backend import SlurmBackend
+
+    return SlurmBackend(choice, **context)
 
 
 def _open(choice, spec: ExperimentSpec, out: Path, workers: int, threads: int, suite_threads: int,

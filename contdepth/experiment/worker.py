@@ -13,7 +13,8 @@ from ..plugins import IMPORT_FOLDERS_ENV, IMPORTS_ENV, allow_imports_from, impor
 from ..train.checkpoint import CheckpointError
 from ..train.config import ConfigError
 from .process import end_with_runner, read_job
-from .runner import Job, run_job
+from .folder import Job
+from .job import run_job
 
 
 def main() -> int:

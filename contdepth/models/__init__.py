@@ -22,7 +22,8 @@ from .registry import (
     register_model,
 )
 
-_SUBMODULES = ("architectures", "generation", "gpt", "graph", "image", "layers", "registry")
+_SUBMODULES = ("architectures", "generation", "gpt", "gpt_growth", "graph", "growth", "image", "image_growth", "layers",
+               "registry")
 _NAMES: dict[str, str] = {
     **dict.fromkeys(("FractalUnit", "PolyRate", "PolyUnit", "RevUnit", "UnitStage"), "architectures"),
     **dict.fromkeys(("CGNN", "GCDE", "GCN", "CGNNRate"), "graph"),

@@ -26,7 +26,6 @@ incrementally (`contdepth.models.generation`: the key/value cache and sampling).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,7 +37,6 @@ from ..nn import ContinuousBlock, Terms
 from .registry import register_model
 
 if TYPE_CHECKING:
-    from ..nn.grow import GrownModel
     from .generation import KVCache
 
 Tensor = torch.Tensor
@@ -181,14 +179,6 @@ class GPT(nn.Module):
             return self._logits(tokens, 0)
         with torch.no_grad(), cache.extending(self, tokens):
             return self._logits(tokens, start)
-
-    def grow_depth(self, method: str, factor: int = 2) -> "GrownModel":
-        """A deeper GPT grown by ``method`` (``refine``, ``interpolate``, ``stack``, ``zero``) and ``factor``, with
-        where each of its parameters came from (`contdepth.models.gpt_growth`); `contdepth.train.grow` calls it
-        and carries the optimizer along. This model is left as it is."""
-        from .gpt_growth import grow_gpt
-
-        return grow_gpt(self, method, factor)
 
     def _logits(self, tokens: Tensor, start: int) -> Tensor:
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)

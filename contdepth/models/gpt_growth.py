@@ -1,5 +1,5 @@
-"""Growing a GPT in depth: `grow_gpt`, what ``GPT.grow_depth`` and
-`contdepth.train.grow` (which carries the optimizer along) call.
+"""Growing a GPT in depth: `grow_gpt`, which `contdepth.models.growth.grower` hands to
+`contdepth.train.grow` (which carries the optimizer along).
 
 A layer's residual branches end in its two output projections (``attention.proj``, ``mlp.proj``),
 so the stack operations of `contdepth.nn.grow` apply with those as the output layers:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -14,9 +14,6 @@ from ..nn import ContinuousBlock
 from ..solvers import LMResNetScheme, Scheme, get_scheme, gradient_mode
 from .layers import Head, NORMS, STITCHES, Stitch, check_block_size, make_stitch, per_stage, residual_rate, stem
 from .registry import register_model
-
-if TYPE_CHECKING:
-    from ..nn.grow import GrownModel
 
 STRIDES = (1, 2, 2)
 # The previous state of an LM stage's first unit: none (a plain step) or the stitch's shortcut.
@@ -93,15 +90,6 @@ class StagedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_channels)
         return self.head(self.stages(self.stem(x)))
-
-    def grow_depth(self, method: str, factor: int = 2) -> "GrownModel":
-        """A deeper model grown by ``method`` (``refine``, ``interpolate``, ``stack``, ``zero``) and ``factor``, with
-        where each of its parameters came from (`contdepth.models.image_growth`: ``resnet``, ``lm_resnet`` and
-        ``continuousnet``); `contdepth.train.grow` calls it and carries the optimizer along. This model is left as
-        it is."""
-        from .image_growth import grow_image
-
-        return grow_image(self, method, factor)
 
 
 class ContinuousNet(StagedNet):

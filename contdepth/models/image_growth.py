@@ -1,5 +1,5 @@
-"""Growing an image model in depth: `grow_image`, what ``grow_depth`` of a ResNet, an LM-ResNet or a
-ContinuousNet calls (and `contdepth.train.grow`, which carries the optimizer along).
+"""Growing an image model in depth: `grow_image`, which `contdepth.models.growth.grower` hands to
+`contdepth.train.grow` (which carries the optimizer along) for a ResNet, an LM-ResNet or a ContinuousNet.
 
 Only a stage's body grows (its stride-1 residual units, or its block); stem, stitches and head are
 copied. A unit's residual branch ends in its *output layer*, the body's last layer with parameters

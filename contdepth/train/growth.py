@@ -3,7 +3,7 @@
     model, growth = cd.grow(model, "zero", factor=2, optimizer=optimizer)  # 2 layers -> 4, same outputs
     # ... the same loop goes on: `optimizer` now holds the grown model's parameters
 
-The methods (`GROWTH_METHODS`, with what each keeps) are the model's (`GPT.grow_depth`,
+The methods (`GROWTH_METHODS`, with what each keeps) are the model's (`grow_gpt`,
 `contdepth.models.gpt_growth`); the optimizer part is generic: every new parameter takes its
 source's place in the param groups (so each group keeps its learning rate, weight decay and
 betas, and the decay follows the rule of `named_parameter_groups`), a new parameter without a
@@ -37,6 +37,7 @@ from ..common.json_values import to_json_value
 from ..common.validate import check_choice
 from ..data import derive_seed
 from ..models import create, created_name
+from ..models.growth import grower
 from ..nn import continuous_blocks
 from ..nn import refine as refine_blocks
 from ..nn.grow import GROWTH_METHODS, ParameterSource, check_growth
@@ -103,15 +104,16 @@ def grow(model: nn.Module, method: str, factor: int = 2, optimizer: torch.optim.
             ``"reset"``: every parameter's state dropped, as a new optimizer would start.
 
     Only ``zero`` draws from torch's global random number generator (the new layers' initialisation):
-    seed it to reproduce a growth. The model grows itself (``model.grow_depth``): the GPT
-    (`contdepth.models.gpt_growth`) and the image models resnet, lm_resnet and continuousnet
-    (`contdepth.models.image_growth`).
+    seed it to reproduce a growth. A model of your own grows by its ``grow_depth(method, factor)``
+    method (returning a `contdepth.nn.GrownModel`); contdepth's GPT (`contdepth.models.gpt_growth`)
+    and image models resnet, lm_resnet and continuousnet (`contdepth.models.image_growth`) by
+    functions beside them (`contdepth.models.growth.grower`).
     """
     method, factor = check_growth(method, factor)
     state = check_choice(optimizer_state, "optimizer_state", REFINE_OPTIMIZER)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise OptionError("optimizer", f"expected a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    hook = getattr(model, "grow_depth", None) if isinstance(model, nn.Module) else None
+    hook = grower(model)
     if hook is None:
         name = created_name(model)
         shown = f"{name} ({type(model).__name__})" if name else type(model).__name__
@@ -260,7 +262,7 @@ def check_growth_schedule(model: nn.Module, config: TrainConfig) -> None:
     if config.model == CUSTOM_MODEL:
         raise OptionError("grow_at", "a model of your own ('custom') cannot be rebuilt grown from a checkpoint; "
                                      "register it (contdepth.models.register_model) and train it by name")
-    if getattr(model, "grow_depth", None) is None:
+    if grower(model) is None:
         try:
             grow(model, config.grow_method, config.grow_factor)
         except OptionError as exc:

@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path
 
-import contdepth.experiment.runner as runner
+import contdepth.experiment.job as runner  # where a job calls train
 from contdepth.train.config import ConfigError
 
 _train = runner.train

@@ -437,7 +437,7 @@ def test_the_resolved_spread_leaves_out_manifestations_with_fewer_steps_than_cel
 
 
 def test_reuse_copies_finished_runs_of_the_same_config_and_trains_the_rest(suite, tmp_path, monkeypatch, capsys):
-    import contdepth.experiment.runner as runner
+    import contdepth.experiment.job as runner  # where a job calls train
 
     source, _ = suite
     trained = []
