@@ -30,6 +30,7 @@ from .comparisons import compare, comparison_lines
 from .costs import FLOP_KEYS, SECOND_KEYS, run_costs
 from .flops_to_target import units as flops_to_target_units, val_loss_curve
 from .folder import check_run_config, read_record, run_folder, steps_current, steps_file
+from .loss_plots import LOSS_PLOT_FILE, loss_plot_files, loss_plots
 from .losses import TEXT_UNITS, add_text_fields, run_losses, text_arm_lines
 from .readouts import (compression_comparison_lines, compression_comparisons, compression_per_seed, gap_lines,
                        gap_to_ode, loss_change_lines)
@@ -366,7 +367,8 @@ def format_report(summary: dict) -> str:
     if summary["unfinished"]:
         lines += ["", f"## Not yet counted ({len(summary['unfinished'])} runs)", ""]
         lines += [f"- {u}" for u in summary["unfinished"]]
-    lines += ["", "Plots: " + ", ".join(f"`{PLOTS_DIR}/{p}`" for p in PLOT_FILES), ""]
+    plot_files = PLOT_FILES + loss_plot_files(summary["arms"])  # a text suite's loss against FLOPs (loss_plots.py)
+    lines += ["", "Plots: " + ", ".join(f"`{PLOTS_DIR}/{p}`" for p in plot_files), ""]
     return "\n".join(lines)
 
 
@@ -415,7 +417,7 @@ def _check_report_folder(target: Path, folder: Path) -> None:
         raise ConfigError(f"out: {target} lies in the experiment folder {suite}, another suite's; its report.md, "
                           "summary.json and plots are that suite's: choose a new or empty --out")
     for path in (target / SUMMARY_FILE, target / REPORT_FILE, target / PLOTS_DIR,
-                 *(target / PLOTS_DIR / name for name in PLOT_FILES)):
+                 *(target / PLOTS_DIR / name for name in (*PLOT_FILES, LOSS_PLOT_FILE))):
         if path.is_symlink():
             raise ConfigError(f"out: {path} is a link; a report is never written through a link (remove it, or "
                               "choose a new --out)")
@@ -433,7 +435,8 @@ def _check_report_folder(target: Path, folder: Path) -> None:
 
 
 def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, bytes]:
-    """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band).
+    """PNG bytes: test accuracy against time (a point per seed), and per epoch (mean and ± std band); a suite with
+    language-model arms also gets validation loss against training FLOPs (`contdepth.experiment.loss_plots`).
 
     ``runs`` is [`collect`][contdepth.experiment.collect]'s per-run table when the caller has it already.
     """
@@ -469,6 +472,7 @@ def render_plots(folder: str | Path, *, runs: dict | None = None) -> dict[str, b
         ax.plot(epochs, mean, color=f"C{i}", label=f"{arm} (n={len(curves)})")
         ax.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
     out[PLOT_FILES[1]] = _finish(fig, ax, "epoch", "mean ± std over seeds")
+    out.update(loss_plots(runs))  # text arms: validation loss against training FLOPs (loss_plots.py)
     return out
 
 
