@@ -37,10 +37,8 @@ import torch
 from ..basis import apply_matrix
 from ..common.errors import OptionError
 from ..nn.grow import (
-    GrownModel, ParameterSource, check_growth, copy_cells, copy_units, refine_matrix, unit_plan, unit_sources,
+    GrownModel, ParameterSource, check_cell_growth, check_growth, copy_cells, copy_units, refine_matrix, unit_plan, unit_sources,
 )
-from ..nn.stored_layout import MAX_N_BASIS, MAX_N_STEPS
-from ..solvers import RungeKutta, Splitting
 from .gpt import GPT, continuous_from_layers
 from .registry import create
 
@@ -84,7 +82,7 @@ def grow_gpt(model: GPT, method: str, factor: int = 2) -> GrownModel:
         raise OptionError("model", f"expected a GPT, got {type(model).__name__}")
     method, factor = check_growth(method, factor)
     options = gpt_options(model)
-    _check(model, method, factor, options)
+    _check(model, method, factor)
     with torch.random.fork_rng(devices=[], enabled=method != "zero"):  # only zero's fresh layers are drawn
         if model.continuous:
             return _grow_continuous(model, method, factor, options)
@@ -93,35 +91,15 @@ def grow_gpt(model: GPT, method: str, factor: int = 2) -> GrownModel:
         return _grow_layers(model, method, factor, options)
 
 
-def _check(model: GPT, method: str, factor: int, options: dict) -> None:
+def _check(model: GPT, method: str, factor: int) -> None:
     """The method applicable to this GPT, the grown stack within the bounds of a GPT or a block; before any work."""
-    n = _size(model)
-    if not model.continuous:
-        if factor * n > MAX_LAYERS:
-            raise OptionError("factor", f"{n} layers grown by {factor} would be {factor * n}, over the {MAX_LAYERS} "
-                                        f"layers of a GPT")
+    if model.continuous:
+        check_cell_growth(model.layers, method, factor)  # the block's own bounds and what its cells allow
         return
-    if method in ("stack", "zero") and options["basis"] != "piecewise_constant":
-        raise OptionError("method", f"{method} repeats or inserts cells of a piecewise-constant theta(t); this GPT's "
-                                    f"is {options['basis']} (its cells repeated would jump): refine or interpolate it")
-    block = model.layers
-    if method == "zero" and not isinstance(block.scheme, (RungeKutta, Splitting)):
-        raise OptionError("method", f"zero keeps the function only under a one-step scheme (Runge-Kutta or "
-                                    f"splitting), whose steps see their own cell alone; {block.scheme.name} does not")
-    if method == "zero" and block.n_steps % block.n_basis:
-        raise OptionError("method", f"zero keeps the function only when every cell holds whole steps; "
-                                    f"{block.n_steps} steps on {block.n_basis} cells do not (give it a multiple of "
-                                    f"{block.n_basis} steps first)")
-    basis = block.basis
-    for _ in range(factor.bit_length() - 1 if method == "refine" else 0):
-        basis = basis.refined()
-    cells = {"interpolate": n, "refine": basis.n}.get(method, factor * n)
-    if cells > MAX_N_BASIS:
-        raise OptionError("factor", f"{n} cells grown by {factor} would be {cells}, over the {MAX_N_BASIS} cells "
-                                    f"a block holds")
-    if options["n_steps"] * factor > MAX_N_STEPS:
-        raise OptionError("factor", f"{options['n_steps']} steps grown by {factor} would be "
-                                    f"{options['n_steps'] * factor}, over the {MAX_N_STEPS} steps of a block")
+    n = _size(model)
+    if factor * n > MAX_LAYERS:
+        raise OptionError("factor", f"{n} layers grown by {factor} would be {factor * n}, over the {MAX_LAYERS} "
+                                    f"layers of a GPT")
 
 
 def _build(model: GPT, options: dict) -> GPT:
