@@ -38,6 +38,7 @@ from ..train.config import EVAL_BATCH_SIZE
 from ..train.evaluate import (  # one grid default for eval --table and analyze
     DEFAULT_SCHEMES,
     DEFAULT_STEPS,
+    model_context,
 )
 from .convergence import fit_order
 from .reading import as_continuous
@@ -375,8 +376,8 @@ def _analysis_batches(dataset, split: str, batch_size: int, device: torch.device
         nodes = graph.mask(split).nonzero().flatten()
         return [(graph.inputs, graph.labels[nodes], nodes)]
     if getattr(dataset, "is_text", False):  # the split's fixed evaluation sample, one row per predicted byte
-        context = getattr(model, "context", None)
-        return [((x,), y.flatten(), FLATTEN) for x, y in dataset.eval_batches(split, batch_size, context, device=device)]
+        return [((x,), y.flatten(), FLATTEN)
+                for x, y in dataset.eval_batches(split, batch_size, model_context(model), device=device)]
 
     class _Images:
         def __init__(self) -> None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.errors import OptionError
 from ..nn import adaptive_depth, continuous_blocks, manifest
 from .options import DEFAULT_SCHEMES, DEFAULT_STEPS  # noqa: F401  (the grid's one default, here since issue 5)
 
@@ -66,7 +67,10 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     (``contdepth.nn.manifest``), restored afterwards; ``None`` keeps the model's own. The
     model is evaluated in eval mode (running statistics) and its mode is restored.
     ``device`` defaults to the model's. A graph dataset (``is_graph``) is evaluated
-    full-batch on the nodes of ``split``'s mask (``batch_size`` is then unused).
+    full-batch on the nodes of ``split``'s mask (``batch_size`` is then unused); a text dataset
+    (``is_text``) on ``split``'s fixed evaluation sample (`TextDataset.eval_batches`: evenly spaced
+    windows of the model's ``context + 1`` bytes, the same at every evaluation, so every row and
+    manifestation is compared on the same bytes), in nats per byte and next-byte accuracy.
     ``distributed`` (a `DistributedContext`, inside a
     data-parallel run) makes each process evaluate every ``W``-th sample and sums the
     results over processes, so all of them return the metrics of the whole split.
@@ -76,19 +80,26 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
         device = first.device if first is not None else torch.device("cpu")
     if getattr(dataset, "is_graph", False):
         return node_metrics(model, dataset.to(device), (split,), scheme=scheme, n_steps=n_steps)[split]
-    if getattr(dataset, "is_text", False):
-        return text_metrics(model, dataset, batch_size, split=split, scheme=scheme, n_steps=n_steps, device=device,
-                            distributed=distributed)
+    if getattr(dataset, "is_text", False):  # the split's fixed sample of windows; every ``W``-th batch per process
+        context = model_context(model)
+        batches = dataset.eval_batches(split, batch_size, context, device=device)
+        if distributed is not None:
+            batches = batches[distributed.rank::distributed.world_size]
+        empty = f"the {split} split has no evaluation window of {context + 1} bytes"
+    else:
+        shard = {} if distributed is None else {
+            "num_replicas": distributed.world_size, "rank": distributed.rank, "even_shards": False}
+        batches = dataset.batches(split, batch_size, shuffle=False, augment=False, device=device, **shard)
+        empty = f"the {split} split is empty"
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    context = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
+    context_manager = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
     try:
-        with context:
-            shard = {} if distributed is None else {
-                "num_replicas": distributed.world_size, "rank": distributed.rank, "even_shards": False}
-            for xb, yb in dataset.batches(split, batch_size, shuffle=False, augment=False, device=device, **shard):
-                logits = model(xb)
+        with context_manager:
+            for xb, yb in batches:
+                # a text model's logits (windows, tokens, 256) and targets (windows, tokens): one row per byte
+                logits, yb = model(xb).flatten(0, -2), yb.flatten()
                 total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == yb).sum())
                 count += len(yb)
@@ -97,46 +108,18 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 500, *, scheme: str | 
     if distributed is not None:
         total_loss, correct, count = distributed.sum([total_loss, correct, count])
     if count == 0:
-        raise ValueError(f"dataset: the {split} split is empty")
+        raise ValueError(f"dataset: {empty}")
     return total_loss / count, correct / count
 
 
-@torch.no_grad()
-def text_metrics(model: nn.Module, dataset, batch_size: int, *, split: str, scheme: str | None = None,
-                 n_steps: int | None = None, device: torch.device, distributed: DistributedContext | None = None
-                 ) -> tuple[float, float]:
-    """``(nats per byte, next-byte accuracy)`` of a text model on ``split``'s fixed evaluation sample.
-
-    The sample is the dataset's (`TextDataset.eval_batches`: evenly spaced windows of the model's
-    ``context + 1`` bytes), the same at every evaluation, so the losses of a run's rows, of
-    ``contdepth eval`` and of every manifestation are compared on the same bytes. Under
-    ``torchrun`` each process evaluates every ``W``-th batch and the sums are shared.
-    """
-    context = getattr(model, "context", None)
+def model_context(model: nn.Module) -> int:
+    """The longest input a text model takes: its integer attribute ``context`` (every text model must say it)."""
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    context = getattr(module, "context", None)
     if not isinstance(context, int) or isinstance(context, bool) or context < 1:
-        raise ValueError(f"model: a text model must say the longest input it takes in an integer attribute 'context'; "
-                         f"{type(model).__name__} has {context!r}")
-    batches = dataset.eval_batches(split, batch_size, context, device=device)
-    if distributed is not None:
-        batches = batches[distributed.rank::distributed.world_size]
-    was_training = model.training
-    model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    context_manager = manifest(model, scheme, n_steps) if (scheme is not None or n_steps is not None) else nullcontext()
-    try:
-        with context_manager:
-            for x, y in batches:
-                logits = model(x).float().flatten(0, 1)
-                total_loss += float(F.cross_entropy(logits, y.flatten(), reduction="sum"))
-                correct += int((logits.argmax(dim=1) == y.flatten()).sum())
-                count += y.numel()
-    finally:
-        model.train(was_training)
-    if distributed is not None:
-        total_loss, correct, count = distributed.sum([total_loss, correct, count])
-    if count == 0:
-        raise ValueError(f"dataset: the {split} split has no evaluation window of {context + 1} bytes")
-    return total_loss / count, correct / count
+        raise OptionError("model", f"a text model must say the longest input it takes in an integer attribute "
+                                   f"'context'; {type(module).__name__} has {context!r}")
+    return context
 
 
 @dataclass(frozen=True)

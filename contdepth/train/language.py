@@ -26,7 +26,7 @@ from torch import nn
 from .config import ConfigError
 from .config_checks import DEFAULT_EVAL_EVERY
 from .cost import Probe, batch_counts
-from .evaluate import evaluate
+from .evaluate import evaluate, model_context
 from .images import AUTOCAST_DTYPES
 from .optim import LRSchedule, clip_gradients
 from .progress import Progress
@@ -34,16 +34,6 @@ from .runs import RunResult, TrainingDiverged, count_parameters
 from .task import Task
 
 LN2 = math.log(2.0)
-
-
-def model_context(model: nn.Module) -> int:
-    """The longest input ``model`` takes (its ``context`` attribute: every text model must say it)."""
-    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    context = getattr(module, "context", None)
-    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
-        raise ConfigError(f"model: a text model must say the longest input it takes in an integer attribute "
-                          f"'context'; {type(module).__name__} has {context!r}")
-    return context
 
 
 class LanguageModeling(Task):
