@@ -248,7 +248,8 @@ def test_load_by_name_passes_the_options(tmp_path, corpus):
     assert "--data-dir" in refusal(data.load, "text")
 
 
-@pytest.mark.skipif(not FORTUNES.is_dir(), reason="Debian's fortunes (fortunes-min) are not installed")
+@pytest.mark.skipif(not FORTUNES.is_dir(),
+                    reason="the reference corpus is Debian's fortunes package (apt-get install fortunes), not installed here")
 def test_debian_fortunes_load():
     ds = load_text(FORTUNES, pattern="*", exclude="*.dat")
     assert 1_000_000 < ds.num_bytes < 20_000_000
