@@ -56,7 +56,7 @@ def test_without_out_or_without_the_package_it_is_a_one_line_error(tmp_path, cap
         raise tb.OptionError("tensorboard", "needs the tensorboard package (no module named 'tensorboard'); "
                                             "install it with pip install 'contdepth[tb]'")
 
-    monkeypatch.setattr("contdepth.train.trainer.summary_writer_class", missing)
+    monkeypatch.setattr("contdepth.train.run_checks.summary_writer_class", missing)
     assert main(["train", "--model", "continuousnet", "--data", "digits", "--epochs", "1", "--tensorboard",
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
